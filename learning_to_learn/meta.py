@@ -1,0 +1,234 @@
+"""The meta-optimizer: learned update rules trained by gradient descent on an unrolled optimizee.
+
+Andrychowicz et al. 2016, section 2: the meta-loss of an unroll is sum_{t=0..T} f(x_t), the
+gradient of that sum flows into the rule's weights (Adam takes the meta-step), and the optimizee
+parameters and the rule's state carry on to the next unroll until the epoch ends.
+"""
+
+from typing import NamedTuple
+import os
+
+import keras
+import numpy as np
+import sonnet as snt
+import tensorflow as tf
+
+from learning_to_learn import networks
+from learning_to_learn import unroll as unroll_lib
+
+DEFAULT_NET_CONFIG = {
+    "coordinatewise": {
+        "net": "CoordinateWiseDeepLSTM",
+        "net_options": {"layers": (20, 20), "preprocess_name": "LogAndSign",
+                        "preprocess_options": {"k": 5}, "scale": 0.01},
+    }
+}
+
+
+def make_seed(*values):
+  """A stateless-RNG seed ([2] int32) determined by a tuple of non-negative ints."""
+  words = np.random.SeedSequence([int(v) for v in values]).generate_state(2)
+  return tf.constant(words.astype(np.uint32).view(np.int32))
+
+
+class NetAssignments:
+  """Which network updates which optimizee parameters, applied to a dict of gradients.
+
+  A coordinatewise network sees all of its parameters concatenated into one vector, so an MLP's
+  weights and biases go through one batched LSTM call rather than one per variable: the updates are
+  the same (each coordinate is independent), the matmuls bigger and fewer. Other networks (kernel,
+  standard) are called per parameter.
+
+  Args:
+    nets: key -> networks.Network.
+    net_assignments: None (only if there is one net: it takes every parameter) or a list of
+      (key, [parameter names]) as the reference's `simple-multi` and `cifar-multi` configs give.
+    param_names: every optimizee parameter name; each must be assigned exactly once.
+  """
+
+  def __init__(self, nets, net_assignments, param_names):
+    param_names = sorted(param_names)
+    if net_assignments is None:
+      if len(nets) != 1:
+        raise ValueError(f"net_assignments=None needs exactly one net, got {sorted(nets)}; "
+                         "pass net_assignments=[(key, [parameter names]), ...].")
+      net_assignments = [(next(iter(nets)), param_names)]
+    seen = set()
+    self.groups = []
+    for key, names in net_assignments:
+      if key not in nets:
+        raise ValueError(f"net_assignments names net {key!r}, which is not among the configured "
+                         f"nets {sorted(nets)}.")
+      if any(k == key for k, _ in self.groups):
+        raise ValueError(f"net_assignments lists net {key!r} twice; merge its parameter lists.")
+      unknown = sorted(set(names) - set(param_names))
+      if unknown:
+        raise ValueError(f"net_assignments assigns {unknown}, which the problem does not have; "
+                         f"its parameters are {param_names}.")
+      twice = sorted(seen & set(names))
+      if twice:
+        raise ValueError(f"net_assignments assigns {twice} to more than one net.")
+      seen.update(names)
+      self.groups.append((key, list(names)))
+    missing = sorted(set(param_names) - seen)
+    if missing:
+      raise ValueError(f"net_assignments leaves {missing} without a net; assign every parameter.")
+    self.nets = nets
+
+  def initial_state(self, params):
+    state = []
+    for key, names in self.groups:
+      net = self.nets[key]
+      if net.coordinatewise:
+        state.append(net.initial_state_for_inputs(_concat(params, names)))
+      else:
+        state.append(tuple(net.initial_state_for_inputs(params[n]) for n in names))
+    return tuple(state)
+
+  def __call__(self, gradients, net_state):
+    updates, next_state = {}, []
+    for (key, names), state in zip(self.groups, net_state):
+      net = self.nets[key]
+      if net.coordinatewise:
+        flat_update, state = net(_concat(gradients, names), state)
+        updates.update(_split(flat_update, gradients, names))
+      else:
+        outputs = [net(gradients[n], s) for n, s in zip(names, state)]
+        updates.update({n: u for n, (u, _) in zip(names, outputs)})
+        state = tuple(s for _, s in outputs)
+      next_state.append(state)
+    return updates, tuple(next_state)
+
+
+def _concat(tensors, names):
+  # each [shape_i] -> [sum_i size_i]
+  return tf.concat([tf.reshape(tensors[n], [-1]) for n in names], axis=0)
+
+
+def _split(flat, like, names):
+  sizes = [int(np.prod(like[n].shape)) for n in names]
+  return {n: tf.reshape(part, tf.shape(like[n]))
+          for n, part in zip(names, tf.split(flat, sizes, axis=0))}
+
+
+class UnrollResult(NamedTuple):
+  meta_loss: tf.Tensor  # sum of the T + 1 losses of the unroll
+  final_loss: tf.Tensor  # f(x_T), the loss after the unroll's last step
+  losses: tf.Tensor  # [T + 1]
+
+
+class MetaOptimizer(snt.Module):
+  """Learning-to-learn meta-optimizer: owns the learned networks, builds their training.
+
+  Args:
+    **net_config: key -> {"net": class name, "net_options": {...}, "net_path": optional file},
+      as the reference's `util.get_config` gives; several keys with `net_assignments` let different
+      networks update different parameters. Empty: one coordinatewise 20-20 LSTM with LogAndSign
+      (k = 5) and output scale 0.01, the reference's default.
+  """
+
+  def __init__(self, **net_config):
+    super().__init__(name="meta_optimizer")
+    self._config = net_config or DEFAULT_NET_CONFIG
+    self.nets = {key: networks.factory(**cfg) for key, cfg in self._config.items()}
+
+  def assignments(self, problem, net_assignments=None):
+    return NetAssignments(self.nets, net_assignments, problem.param_names)
+
+  def meta_loss(self, problem, state, batches, net_assignments=None, second_derivatives=False):
+    """One unroll from `state`; returns (UnrollResult, final UnrollState). Pure: tape it."""
+    rule = self.assignments(problem, net_assignments)
+    losses, state = unroll_lib.unroll(problem, rule, state, batches, second_derivatives)
+    return UnrollResult(tf.reduce_sum(losses), losses[-1], losses), state
+
+  def meta_minimize(self, problem, unroll_length, learning_rate=0.01, **kwargs):
+    """A MetaTrainer that meta-trains these networks on `problem` with Adam."""
+    return MetaTrainer(self, problem, unroll_length, learning_rate=learning_rate, **kwargs)
+
+  def save(self, path):
+    """Writes each learned network to `path/<key>.npz`; returns key -> file."""
+    os.makedirs(path, exist_ok=True)
+    return {key: networks.save(net, os.path.join(path, f"{key}.npz"))
+            for key, net in self.nets.items() if net.trainable_variables}
+
+
+class MetaTrainer:
+  """Meta-trains a MetaOptimizer on one problem: epochs of unrolls, one Adam meta-step per unroll.
+
+  A thin stateful shell around pure compiled functions: it holds the current UnrollState between
+  calls; `reset` starts an epoch; `train_unroll` runs one unroll and a meta-step; `eval_unroll` runs
+  one unroll without touching the weights.
+
+  Args:
+    meta_optimizer: the MetaOptimizer whose networks are trained.
+    problem: the optimizee (problems.py).
+    unroll_length: T, optimizee steps per unroll and per meta-step (reference: 20).
+    learning_rate: Adam's rate for the meta-step (reference default 0.01 here, 0.001 in train.py).
+    net_assignments: see NetAssignments.
+    second_derivatives: backpropagate through the optimizee gradients too.
+    jit_compile: compile the unroll with XLA (faster on CPU, slower to start).
+  """
+
+  def __init__(self, meta_optimizer, problem, unroll_length, learning_rate=0.01,
+               net_assignments=None, second_derivatives=False, jit_compile=True):
+    if int(unroll_length) != unroll_length or unroll_length <= 0:
+      raise ValueError(f"unroll_length={unroll_length} must be a positive integer (reference: 20).")
+    if not learning_rate > 0:
+      raise ValueError(f"learning_rate={learning_rate} must be positive (reference: 0.001).")
+    self.meta = meta_optimizer
+    self.problem = problem
+    self.unroll_length = int(unroll_length)
+    self.second_derivatives = second_derivatives
+    self.rule = meta_optimizer.assignments(problem, net_assignments)
+    self.variables = meta_optimizer.trainable_variables
+    self.optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8)
+    if self.variables:
+      self.optimizer.build(self.variables)
+    self.state = None
+    self._reset_fn = tf.function(self._reset)
+    self._train_fn = tf.function(self._train, jit_compile=jit_compile)
+    self._eval_fn = tf.function(self._eval, jit_compile=jit_compile)
+    self._apply_fn = tf.function(self._apply)
+
+  def _reset(self, seed):
+    return unroll_lib.initial_state(self.problem, self.rule, seed)
+
+  def _run(self, state, seed):
+    batches = self.problem.sample_batches(seed, self.unroll_length + 1)
+    losses, state = unroll_lib.unroll(self.problem, self.rule, state, batches,
+                                      self.second_derivatives)
+    return UnrollResult(tf.reduce_sum(losses), losses[-1], losses), state
+
+  def _train(self, state, seed):
+    with tf.GradientTape() as tape:
+      result, state = self._run(state, seed)
+    gradients = tape.gradient(result.meta_loss, self.variables)
+    return result, state, gradients
+
+  def _eval(self, state, seed):
+    return self._run(state, seed)
+
+  def _apply(self, gradients):
+    self.optimizer.apply_gradients(zip(gradients, self.variables))
+
+  def reset(self, seed):
+    """Starts an epoch: fresh optimizee and problem constants, zero network state."""
+    self.state = self._reset_fn(seed)
+
+  def train_unroll(self, seed):
+    """One unroll from the carried state and one meta-step; returns its UnrollResult."""
+    result, self.state, gradients = self._train_fn(self.state, seed)
+    if self.variables:
+      self._apply_fn(gradients)
+    return result
+
+  def eval_unroll(self, seed):
+    """One unroll from the carried state, weights untouched; returns its UnrollResult."""
+    result, self.state = self._eval_fn(self.state, seed)
+    return result
+
+  @property
+  def trace_counts(self):
+    """How often each compiled function was traced (1 each after warm-up: no retracing)."""
+    return {name: fn.experimental_get_tracing_count() for name, fn in
+            (("reset", self._reset_fn), ("train", self._train_fn), ("eval", self._eval_fn))}

@@ -1,0 +1,452 @@
+"""Update rules as Sonnet modules: the learned LSTM optimizers and hand-designed rules in one shape.
+
+Every rule maps a gradient (any shape) and its state to an update of the same shape and a new state:
+`update, next_state = rule(gradient, state)`, with `state = rule.initial_state_for_inputs(gradient)`.
+The learned rules follow Andrychowicz et al. 2016 (arXiv 1606.04474), section 2.1.
+"""
+
+import json
+from typing import NamedTuple
+
+import numpy as np
+import sonnet as snt
+import tensorflow as tf
+
+from learning_to_learn import preprocess
+
+
+class LSTMState(NamedTuple):
+  """One LSTM layer's state, [batch, hidden_size] each."""
+  hidden: tf.Tensor
+  cell: tf.Tensor
+
+
+def lstm_step(inputs, state, w_gates, b_gates, forget_bias=1.0):
+  """One step of a standard LSTM with all four gates in one fused matmul.
+
+  gates = [x, h] W + b, split as (input i, candidate j, forget f, output o);
+  c' = sigmoid(f + forget_bias) c + sigmoid(i) tanh(j);  h' = sigmoid(o) tanh(c').
+
+  Args:
+    inputs: [batch, input_size].
+    state: LSTMState of [batch, hidden_size] tensors.
+    w_gates: [input_size + hidden_size, 4 hidden_size].
+    b_gates: [4 hidden_size].
+    forget_bias: added to the forget gate so a fresh LSTM remembers (Sonnet's default, 1.0).
+
+  Returns:
+    (hidden', LSTMState(hidden', cell')).
+  """
+  gates = tf.matmul(tf.concat([inputs, state.hidden], axis=1), w_gates) + b_gates
+  i, j, f, o = tf.split(gates, 4, axis=1)  # each [batch, hidden_size]
+  cell = tf.sigmoid(f + forget_bias) * state.cell + tf.sigmoid(i) * tf.tanh(j)
+  hidden = tf.sigmoid(o) * tf.tanh(cell)
+  return hidden, LSTMState(hidden, cell)
+
+
+# --- Initializers, in the reference's vocabulary ------------------------------------------------
+
+_NAMED_INITIALIZERS = {
+    "zeros": snt.initializers.Zeros,
+    "ones": snt.initializers.Ones,
+    "random_normal": snt.initializers.RandomNormal,
+    "random_uniform": snt.initializers.RandomUniform,
+    "truncated_normal": snt.initializers.TruncatedNormal,
+}
+
+
+def _to_initializer(spec):
+  """A name ("zeros", ...), an array of the weights, or a Sonnet initializer -> initializer."""
+  if isinstance(spec, str):
+    if spec not in _NAMED_INITIALIZERS:
+      raise ValueError(f"unknown initializer {spec!r}; choose one of "
+                       f"{', '.join(_NAMED_INITIALIZERS)}, or pass arrays.")
+    return _NAMED_INITIALIZERS[spec]()
+  if isinstance(spec, (np.ndarray, list, tuple, float, int)):
+    value = np.asarray(spec, dtype=np.float32)
+
+    def constant(shape, dtype):
+      if tuple(shape) != value.shape:
+        raise ValueError(f"initial weights of shape {value.shape} do not fit a variable of shape "
+                         f"{tuple(shape)}: the checkpoint was trained for another network shape; "
+                         "build the network with the layers it was trained with.")
+      return tf.constant(value, dtype=dtype)
+
+    return constant
+  return spec
+
+
+def _layer_initializers(initializer, layer_name, fields):
+  """The reference's rule: a dict keyed by layer name applies per layer, else to every layer.
+
+  Within a layer, a dict keyed by field ("w", "b", ...) applies per field, else to every field.
+  Fields not given keep the layer's default initializer.
+  """
+  if initializer is None:
+    return {}
+  if isinstance(initializer, dict) and layer_name in initializer:
+    initializer = initializer[layer_name]
+  elif isinstance(initializer, dict) and not set(initializer) & set(fields):
+    return {}
+  if isinstance(initializer, dict):
+    return {f: _to_initializer(initializer[f]) for f in fields if f in initializer}
+  return {f: _to_initializer(initializer) for f in fields}
+
+
+def _fan_in_initializer(fan_in):
+  # Sonnet's default for linear maps: truncated normal with stddev 1/sqrt(fan_in).
+  return snt.initializers.TruncatedNormal(stddev=1.0 / np.sqrt(fan_in))
+
+
+# --- Layers -------------------------------------------------------------------------------------
+
+class LSTM(snt.Module):
+  """A fused-gate LSTM layer: thin variables around `lstm_step`.
+
+  Weights: `w_gates` [input_size + hidden_size, 4 hidden_size], `b_gates` [4 hidden_size]; created
+  on construction (input_size is known) so that checkpoints and counts need no first call.
+  """
+
+  def __init__(self, input_size, hidden_size, initializers=None, name="lstm"):
+    super().__init__(name=name)
+    initializers = initializers or {}
+    self.hidden_size = hidden_size
+    fan_in = input_size + hidden_size
+    w_init = initializers.get("w_gates", _fan_in_initializer(fan_in))
+    b_init = initializers.get("b_gates", snt.initializers.Zeros())
+    self.w_gates = tf.Variable(w_init([fan_in, 4 * hidden_size], tf.float32), name="w_gates")
+    self.b_gates = tf.Variable(b_init([4 * hidden_size], tf.float32), name="b_gates")
+
+  def __call__(self, inputs, state):
+    return lstm_step(inputs, state, self.w_gates, self.b_gates)
+
+  def initial_state(self, batch_size, dtype=tf.float32):
+    zeros = tf.zeros([batch_size, self.hidden_size], dtype=dtype)
+    return LSTMState(zeros, zeros)
+
+
+class Linear(snt.Module):
+  """y = x w + b, weights created on construction."""
+
+  def __init__(self, input_size, output_size, initializers=None, name="linear"):
+    super().__init__(name=name)
+    initializers = initializers or {}
+    w_init = initializers.get("w", _fan_in_initializer(input_size))
+    b_init = initializers.get("b", snt.initializers.Zeros())
+    self.w = tf.Variable(w_init([input_size, output_size], tf.float32), name="w")
+    self.b = tf.Variable(b_init([output_size], tf.float32), name="b")
+
+  def __call__(self, inputs):
+    return tf.matmul(inputs, self.w) + self.b
+
+
+# --- Update rules -------------------------------------------------------------------------------
+
+class Network(snt.Module):
+  """Base of every update rule.
+
+  `coordinatewise` says whether the rule treats every coordinate alike and independently; only then
+  may the meta-optimizer concatenate several variables into one call (one batched matmul instead of
+  one per variable), which gives the same updates.
+  """
+
+  coordinatewise = True
+
+  def __call__(self, gradient, state):
+    raise NotImplementedError
+
+  def initial_state_for_inputs(self, inputs, dtype=tf.float32):
+    raise NotImplementedError
+
+  def get_config(self):
+    """The constructor arguments (JSON-able) that rebuild this network's shape."""
+    return dict(self._config)
+
+
+class StandardDeepLSTM(Network):
+  """A deep LSTM reading a whole gradient vector: inputs [batch, n] -> updates [batch, output_size].
+
+  update = scale * Linear(LSTM_L(... LSTM_1(preprocess(g)))).
+
+  Args:
+    output_size: size of the update for each batch row.
+    layers: hidden sizes of the LSTM layers; () is a linear map (the reference's `simple` config).
+    preprocess_name: "identity" (reference default), "LogAndSign" or "Clamp".
+    preprocess_options: keyword arguments of the preprocessor, e.g. {"k": 5}.
+    scale: output multiplier; the reference's configs use 0.01, the paper 0.1.
+    initializer: None (Sonnet defaults), a name such as "zeros", or a dict per layer
+      ("lstm_0", ..., "linear") and per field ("w_gates", "b_gates", "w", "b") of names or arrays,
+      as `factory(net_path=...)` passes from a saved network.
+    input_size: features per batch row before preprocessing.
+  """
+
+  coordinatewise = False
+
+  def __init__(self, output_size, layers, preprocess_name="identity", preprocess_options=None,
+               scale=1.0, initializer=None, input_size=1, name="deep_lstm"):
+    super().__init__(name=name)
+    self._config = dict(output_size=output_size, layers=list(layers),
+                        preprocess_name=preprocess_name,
+                        preprocess_options=dict(preprocess_options or {}), scale=float(scale),
+                        input_size=input_size)
+    if any(int(size) <= 0 for size in layers):
+      raise ValueError(f"layers={tuple(layers)}: every hidden size must be positive.")
+    self._preprocess = preprocess.factory(preprocess_name, preprocess_options)
+    self._scale = float(scale)
+    size = input_size * preprocess.num_features(preprocess_name)
+    self._cores = []
+    for i, hidden_size in enumerate(layers):
+      name_i = f"lstm_{i}"
+      self._cores.append(LSTM(size, hidden_size, name=name_i, initializers=_layer_initializers(
+          initializer, name_i, ("w_gates", "b_gates"))))
+      size = hidden_size
+    self._linear = Linear(size, output_size, name="linear", initializers=_layer_initializers(
+        initializer, "linear", ("w", "b")))
+
+  @property
+  def layers(self):
+    """Name -> layer module, in the order the inputs flow."""
+    named = {core.name: core for core in self._cores}
+    named["linear"] = self._linear
+    return named
+
+  def _features(self, inputs):
+    # [batch, n] -> [batch, n, 1] -> preprocess -> [batch, n, f] -> [batch, n f]
+    features = self._preprocess(inputs[..., tf.newaxis])
+    return tf.reshape(features, [tf.shape(inputs)[0], -1])
+
+  def _network(self, inputs, state):
+    outputs = self._features(inputs)
+    next_state = []
+    for core, core_state in zip(self._cores, state):
+      outputs, core_next = core(outputs, core_state)
+      next_state.append(core_next)
+    return self._linear(outputs) * self._scale, tuple(next_state)
+
+  def __call__(self, gradient, state):
+    return self._network(gradient, state)
+
+  def initial_state_for_inputs(self, inputs, dtype=tf.float32):
+    batch_size = tf.shape(inputs)[0]
+    return tuple(core.initial_state(batch_size, dtype) for core in self._cores)
+
+
+class CoordinateWiseDeepLSTM(StandardDeepLSTM):
+  """The paper's optimizer: one small LSTM applied to every coordinate separately (section 2.1).
+
+  All coordinates share the weights; each keeps its own hidden state row. So the weight count does
+  not depend on the optimizee: 20-20 layers with LogAndSign have 5,141 weights
+  ((2 + 20) 80 + 80 + (20 + 20) 80 + 80 + 20 + 1).
+
+  Shapes: gradient of any shape -> [num_coords, 1] -> preprocess [num_coords, 1 or 2] -> LSTM
+  layers [num_coords, hidden] -> linear [num_coords, 1] -> x scale -> the gradient's shape.
+  State: one LSTMState of [num_coords, hidden] per layer.
+  """
+
+  coordinatewise = True
+
+  def __init__(self, name="cw_deep_lstm", **kwargs):
+    kwargs.pop("output_size", None)
+    kwargs.pop("input_size", None)
+    super().__init__(output_size=1, name=name, **kwargs)
+    for key in ("output_size", "input_size"):
+      del self._config[key]
+
+  def __call__(self, gradient, state):
+    coords = tf.reshape(gradient, [-1, 1])  # [num_coords, 1]
+    update, next_state = self._network(coords, state)
+    return tf.reshape(update, tf.shape(gradient)), next_state
+
+  def initial_state_for_inputs(self, inputs, dtype=tf.float32):
+    return super().initial_state_for_inputs(tf.reshape(inputs, [-1, 1]), dtype)
+
+
+class KernelDeepLSTM(StandardDeepLSTM):
+  """For convolution kernels [h, w, in, out]: one LSTM per (in, out) pair reads the h x w slice.
+
+  Shapes: [h, w, in, out] -> [in out, h w] -> StandardDeepLSTM -> [in out, h w] -> [h, w, in, out].
+  """
+
+  def __init__(self, kernel_shape, name="kernel_deep_lstm", **kwargs):
+    self._kernel_shape = [int(d) for d in kernel_shape]
+    kwargs.pop("output_size", None)
+    kwargs.pop("input_size", None)
+    size = int(np.prod(self._kernel_shape))
+    super().__init__(output_size=size, input_size=size, name=name, **kwargs)
+    for key in ("output_size", "input_size"):
+      del self._config[key]
+    self._config["kernel_shape"] = self._kernel_shape
+
+  def _slices(self, kernel):
+    # [h, w, in, out] -> [in, out, h, w] -> [in out, h w]
+    return tf.reshape(tf.transpose(kernel, [2, 3, 0, 1]), [-1, int(np.prod(self._kernel_shape))])
+
+  def __call__(self, gradient, state):
+    update, next_state = self._network(self._slices(gradient), state)
+    # [in out, h w] -> [h w, in out] -> [h, w, in, out]
+    return tf.reshape(tf.transpose(update), tf.shape(gradient)), next_state
+
+  def initial_state_for_inputs(self, inputs, dtype=tf.float32):
+    return super().initial_state_for_inputs(self._slices(inputs), dtype)
+
+
+class Sgd(Network):
+  """update = -learning_rate g. Stateless."""
+
+  def __init__(self, learning_rate=0.001, name="sgd"):
+    super().__init__(name=name)
+    self._config = dict(learning_rate=learning_rate)
+    self._learning_rate = learning_rate
+
+  def __call__(self, gradient, state):
+    return -self._learning_rate * gradient, state
+
+  def initial_state_for_inputs(self, inputs, dtype=tf.float32):
+    return ()
+
+
+class AdamState(NamedTuple):
+  step: tf.Tensor  # scalar count of updates so far
+  m: tf.Tensor  # first-moment estimate, the gradient's shape
+  v: tf.Tensor  # second-moment estimate, the gradient's shape
+
+
+class Adam(Network):
+  """Adam (Kingma & Ba 2015) with bias-corrected moments.
+
+  m' = b1 m + (1 - b1) g;  v' = b2 v + (1 - b2) g^2;  t' = t + 1;
+  update = -lr (m' / (1 - b1^t')) / (sqrt(v' / (1 - b2^t')) + epsilon).
+  """
+
+  def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, name="adam"):
+    super().__init__(name=name)
+    self._config = dict(learning_rate=learning_rate, beta1=beta1, beta2=beta2, epsilon=epsilon)
+    self._lr, self._b1, self._b2, self._eps = learning_rate, beta1, beta2, epsilon
+
+  def __call__(self, gradient, state):
+    step = state.step + 1.0
+    m = self._b1 * state.m + (1.0 - self._b1) * gradient
+    v = self._b2 * state.v + (1.0 - self._b2) * tf.square(gradient)
+    m_hat = m / (1.0 - tf.pow(self._b1, step))
+    v_hat = v / (1.0 - tf.pow(self._b2, step))
+    return -self._lr * m_hat / (tf.sqrt(v_hat) + self._eps), AdamState(step, m, v)
+
+  def initial_state_for_inputs(self, inputs, dtype=tf.float32):
+    zeros = tf.zeros_like(inputs, dtype=dtype)
+    return AdamState(tf.zeros([], dtype), zeros, zeros)
+
+
+class RMSProp(Network):
+  """RMSProp (Tieleman & Hinton 2012) as Keras writes it, without momentum.
+
+  v' = rho v + (1 - rho) g^2;  update = -lr g / sqrt(v' + epsilon).
+  """
+
+  def __init__(self, learning_rate=1e-3, rho=0.9, epsilon=1e-7, name="rmsprop"):
+    super().__init__(name=name)
+    self._config = dict(learning_rate=learning_rate, rho=rho, epsilon=epsilon)
+    self._lr, self._rho, self._eps = learning_rate, rho, epsilon
+
+  def __call__(self, gradient, state):
+    v = self._rho * state + (1.0 - self._rho) * tf.square(gradient)
+    return -self._lr * gradient / tf.sqrt(v + self._eps), v
+
+  def initial_state_for_inputs(self, inputs, dtype=tf.float32):
+    return tf.zeros_like(inputs, dtype=dtype)
+
+
+class Nag(Network):
+  """Nesterov's accelerated gradient in the form of Sutskever et al. 2013 (as Keras SGD).
+
+  v' = mu v - lr g;  update = mu v' - lr g.
+  """
+
+  def __init__(self, learning_rate=1e-3, momentum=0.9, name="nag"):
+    super().__init__(name=name)
+    self._config = dict(learning_rate=learning_rate, momentum=momentum)
+    self._lr, self._mu = learning_rate, momentum
+
+  def __call__(self, gradient, state):
+    velocity = self._mu * state - self._lr * gradient
+    return self._mu * velocity - self._lr * gradient, velocity
+
+  def initial_state_for_inputs(self, inputs, dtype=tf.float32):
+    return tf.zeros_like(inputs, dtype=dtype)
+
+
+_NETWORKS = {cls.__name__: cls for cls in (CoordinateWiseDeepLSTM, KernelDeepLSTM,
+                                            StandardDeepLSTM, Sgd, Adam, RMSProp, Nag)}
+
+
+# --- Construction, saving and loading -----------------------------------------------------------
+
+def factory(net, net_options=(), net_path=None):
+  """Builds a network by class name, as the reference's configs name them.
+
+  Args:
+    net: class name, e.g. "CoordinateWiseDeepLSTM".
+    net_options: constructor keyword arguments (a dict or pairs).
+    net_path: a file written by `save`; its weights become the network's initializer.
+  """
+  if net not in _NETWORKS:
+    raise ValueError(f"unknown net {net!r}; choose one of {', '.join(_NETWORKS)}.")
+  net_options = dict(net_options)
+  if net_path is None:
+    return _NETWORKS[net](**net_options)
+  saved = load_weights(net_path)
+  net_options["initializer"] = saved
+  network = _NETWORKS[net](**net_options)
+  if set(saved) != set(weights(network)):
+    raise ValueError(f"{net_path} holds layers {sorted(saved)} but {net} with options "
+                     f"{net_options.get('layers')} has {sorted(weights(network))}: the checkpoint "
+                     "was trained for another network shape; build it with the same layers.")
+  return network
+
+
+def weights(network):
+  """Layer name -> field -> numpy array, the form `initializer=` accepts."""
+  layers = getattr(network, "layers", {})
+  return {layer_name: {v.name.split(":")[0].split("/")[-1]: v.numpy() for v in layer.variables}
+          for layer_name, layer in layers.items()}
+
+
+def save(network, path):
+  """Writes the network's weights and its class and options to `path` (a .npz file)."""
+  arrays = {f"{layer}/{field}": value
+            for layer, fields in weights(network).items() for field, value in fields.items()}
+  config = {"net": type(network).__name__, "net_options": network.get_config()}
+  with open(path, "wb") as f:  # an open file keeps np.savez from appending ".npz"
+    np.savez(f, __config__=np.array(json.dumps(config)), **arrays)
+  return path
+
+
+def _read(path):
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return {key: data[key] for key in data.files}
+  except FileNotFoundError:
+    raise FileNotFoundError(f"no trained optimizer at {path}: train one with train.py "
+                            "--save_path, or name a shipped one") from None
+  except (OSError, ValueError) as e:
+    raise ValueError(f"cannot read trained optimizer {path} ({e}); it is not a file written by "
+                     "learning_to_learn.networks.save: retrain or re-download it") from None
+
+
+def load_weights(path):
+  """Reads `save`'s file back into the nested dict that `initializer=` accepts."""
+  nested = {}
+  for key, value in _read(path).items():
+    if key != "__config__":
+      layer, field = key.split("/")
+      nested.setdefault(layer, {})[field] = value
+  return nested
+
+
+def load(path):
+  """Rebuilds the network that `save` wrote, shape and weights."""
+  data = _read(path)
+  if "__config__" not in data:
+    raise ValueError(f"{path} holds weights but no network config; build the network yourself and "
+                     "pass net_path= to factory.")
+  config = json.loads(str(data["__config__"]))
+  return factory(config["net"], config["net_options"], net_path=path)

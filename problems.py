@@ -1,0 +1,382 @@
+"""Optimizees: the problems a learned optimizer is trained and tested on, and their named configs.
+
+Each problem is functional, which is what TF2 wants: `init(seed)` draws parameters and problem
+constants with stateless random ops, `sample_batches(seed, n)` draws n minibatches, and
+`loss(params, constants, batch)` is a scalar. Nothing the loss reads changes behind its back, so a
+compiled unroll is traced once. The problems and defaults are those of the reference
+(deepmind/learning-to-learn, problems.py and util.get_config).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from learning_to_learn import datasets
+
+
+def _split_seed(seed, num):
+  return tf.unstack(tf.random.experimental.stateless_split(seed, num))
+
+
+class Problem:
+  """Base of every optimizee.
+
+  Attributes:
+    param_names: the names of the parameters `init` returns, in a fixed order.
+  """
+
+  param_names = ()
+
+  def init(self, seed):
+    """Returns (params: name -> tensor, constants: any nest) drawn from `seed` ([2] int32)."""
+    raise NotImplementedError
+
+  def sample_batches(self, seed, num_batches):
+    """A nest of tensors with leading dimension num_batches; data-free problems return [n, 0]."""
+    del seed
+    return tf.zeros([num_batches, 0])
+
+  def loss(self, params, constants, batch):
+    raise NotImplementedError
+
+
+class Simple(Problem):
+  """f(x) = x^2 for a scalar x starting at 1 (the reference's `simple`)."""
+
+  param_names = ("x",)
+
+  def init(self, seed):
+    del seed
+    return {"x": tf.ones([])}, ()
+
+  def loss(self, params, constants, batch):
+    return tf.square(params["x"])
+
+
+class SimpleMulti(Problem):
+  """f(x) = sum_i x_i^2 over num_dims scalars x_0, x_1, ... each starting at 1."""
+
+  def __init__(self, num_dims=2):
+    self.param_names = tuple(f"x_{i}" for i in range(num_dims))
+
+  def init(self, seed):
+    del seed
+    return {name: tf.ones([]) for name in self.param_names}, ()
+
+  def loss(self, params, constants, batch):
+    return tf.add_n([tf.square(params[name]) for name in self.param_names])
+
+
+class Quadratic(Problem):
+  """f(x) = mean_b ||W_b x_b - y_b||^2 over batch_size independent num_dims-dimensional problems.
+
+  Shapes: x [batch_size, num_dims] ~ N(0, stddev^2); W [batch_size, num_dims, num_dims] and
+  y [batch_size, num_dims] drawn once per epoch. The reference draws W and y uniform on [0, 1),
+  the paper (section 3.1) IID Gaussian: `distribution` chooses.
+
+  Args:
+    batch_size: independent problems in one instance (reference: 128).
+    num_dims: dimensions of each (reference and paper: 10).
+    stddev: scale of the initial x (reference: 0.01).
+    distribution: "uniform" (reference) or "gaussian" (paper).
+  """
+
+  param_names = ("x",)
+
+  def __init__(self, batch_size=128, num_dims=10, stddev=0.01, distribution="uniform"):
+    if distribution not in ("uniform", "gaussian"):
+      raise ValueError(f"distribution={distribution!r}; choose uniform (reference) or gaussian "
+                       "(paper).")
+    self.batch_size, self.num_dims, self.stddev = batch_size, num_dims, stddev
+    self.distribution = distribution
+
+  def init(self, seed):
+    x_seed, w_seed, y_seed = _split_seed(seed, 3)
+    b, d = self.batch_size, self.num_dims
+    draw = (tf.random.stateless_uniform if self.distribution == "uniform"
+            else tf.random.stateless_normal)
+    x = tf.random.stateless_normal([b, d], x_seed, stddev=self.stddev)
+    return {"x": x}, {"w": draw([b, d, d], w_seed), "y": draw([b, d], y_seed)}
+
+  def loss(self, params, constants, batch):
+    product = tf.linalg.matvec(constants["w"], params["x"])  # [batch_size, num_dims]
+    return tf.reduce_mean(tf.reduce_sum(tf.square(product - constants["y"]), axis=1))
+
+
+class Ensemble(Problem):
+  """A weighted sum of problems; parameter names get a "problem_<i>/" prefix."""
+
+  def __init__(self, problems, weights=None):
+    if weights is not None and len(weights) != len(problems):
+      raise ValueError(f"Ensemble: {len(weights)} weights for {len(problems)} problems; give one "
+                       "weight per problem or none.")
+    self.problems = list(problems)
+    self.weights = list(weights) if weights is not None else [1.0] * len(self.problems)
+    self.param_names = tuple(f"problem_{i}/{name}" for i, p in enumerate(self.problems)
+                             for name in p.param_names)
+
+  def init(self, seed):
+    params, constants = {}, []
+    for i, (problem, s) in enumerate(zip(self.problems, _split_seed(seed, len(self.problems)))):
+      p, c = problem.init(s)
+      params.update({f"problem_{i}/{name}": value for name, value in p.items()})
+      constants.append(c)
+    return params, tuple(constants)
+
+  def sample_batches(self, seed, num_batches):
+    return tuple(p.sample_batches(s, num_batches)
+                 for p, s in zip(self.problems, _split_seed(seed, len(self.problems))))
+
+  def loss(self, params, constants, batch):
+    total = 0.0
+    for i, problem in enumerate(self.problems):
+      prefix = f"problem_{i}/"
+      own = {name[len(prefix):]: v for name, v in params.items() if name.startswith(prefix)}
+      total += self.weights[i] * problem.loss(own, constants[i], batch[i])
+    return total
+
+
+_ACTIVATIONS = {"sigmoid": tf.sigmoid, "relu": tf.nn.relu}
+
+
+def _check_activation(activation):
+  if activation not in _ACTIVATIONS:
+    raise ValueError(f"activation {activation!r} is not supported; choose sigmoid or relu.")
+  return _ACTIVATIONS[activation]
+
+
+def _normal(shape, seed, stddev=0.01):
+  # The reference initializes every weight and bias of its optimizees N(0, 0.01^2).
+  return tf.random.stateless_normal(shape, seed, stddev=stddev)
+
+
+class _Classifier(Problem):
+  """Shared by the image classifiers: minibatches drawn uniformly with replacement, softmax loss."""
+
+  def __init__(self, dataset, batch_size):
+    if batch_size <= 0:
+      raise ValueError(f"batch_size={batch_size} must be positive (reference: 128).")
+    self.dataset = dataset
+    self.batch_size = batch_size
+    self._images = tf.constant(dataset.images, tf.float32)
+    self._labels = tf.constant(dataset.labels, tf.int32)
+
+  def sample_batches(self, seed, num_batches):
+    num_examples = tf.shape(self._labels)[0]
+    indices = tf.random.stateless_uniform([num_batches, self.batch_size], seed, 0, num_examples,
+                                          dtype=tf.int32)
+    return tf.gather(self._images, indices), tf.gather(self._labels, indices)
+
+  def loss(self, params, constants, batch):
+    images, labels = batch
+    logits = self.logits(params, images)
+    return tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+class MLPClassifier(_Classifier):
+  """An MLP on flattened images, softmax cross-entropy (the reference's `mnist`).
+
+  Parameters "mlp/linear_<i>/w" [fan_in, fan_out] and "mlp/linear_<i>/b" [fan_out], all N(0, 0.01^2)
+  as in the reference; the activation follows every layer but the last.
+
+  Args:
+    dataset: a datasets.Dataset.
+    layers: hidden sizes (paper: (20,); generalization runs: (40,) and (20, 20)).
+    activation: "sigmoid" (paper) or "relu".
+    batch_size: minibatch size (reference: 128).
+  """
+
+  def __init__(self, dataset, layers=(20,), activation="sigmoid", batch_size=128):
+    super().__init__(dataset, batch_size)
+    self._activation = _check_activation(activation)
+    input_size = int(np.prod(dataset.images.shape[1:]))
+    self._sizes = [input_size] + [int(s) for s in layers] + [int(dataset.labels.max()) + 1]
+    self.param_names = tuple(f"mlp/linear_{i}/{f}" for i in range(len(self._sizes) - 1)
+                             for f in ("w", "b"))
+
+  def init(self, seed):
+    seeds = _split_seed(seed, 2 * (len(self._sizes) - 1))
+    params = {}
+    for i, (fan_in, fan_out) in enumerate(zip(self._sizes[:-1], self._sizes[1:])):
+      params[f"mlp/linear_{i}/w"] = _normal([fan_in, fan_out], seeds[2 * i])
+      params[f"mlp/linear_{i}/b"] = _normal([fan_out], seeds[2 * i + 1])
+    return params, ()
+
+  def logits(self, params, images):
+    outputs = tf.reshape(images, [tf.shape(images)[0], -1])  # [batch, H W C]
+    num_layers = len(self._sizes) - 1
+    for i in range(num_layers):
+      outputs = tf.matmul(outputs, params[f"mlp/linear_{i}/w"]) + params[f"mlp/linear_{i}/b"]
+      if i < num_layers - 1:
+        outputs = self._activation(outputs)
+    return outputs
+
+
+def _batch_norm(inputs, beta, axes, epsilon=1e-3):
+  # Normalized with the minibatch's own statistics, then offset by beta (no scale), as the
+  # reference's Sonnet 1 BatchNorm does in training mode.
+  mean, variance = tf.nn.moments(inputs, axes=axes)
+  return (inputs - mean) * tf.math.rsqrt(variance + epsilon) + beta
+
+
+class ConvClassifier(_Classifier):
+  """The reference's `cifar10` network: conv layers then an MLP.
+
+  Each conv layer: 5x5 SAME convolution + bias -> batch norm (offset beta) -> ReLU -> 2x2 max-pool.
+  Then flatten -> linear -> batch norm -> ReLU ... -> linear to 10 classes. Parameter names follow
+  the reference ("conv_net_2d/conv_2d_<i>/w", ".../batch_norm_<i>/beta", "mlp/linear_<i>/w",
+  "mlp/batch_norm/beta"), which the `cifar-multi` net assignments use.
+  """
+
+  def __init__(self, dataset, conv_channels=(16, 16, 16), linear_layers=(32,), batch_norm=True,
+               batch_size=128):
+    super().__init__(dataset, batch_size)
+    self.conv_channels = [int(c) for c in conv_channels]
+    self.linear_layers = [int(s) for s in linear_layers]
+    self.batch_norm = batch_norm
+    height, width, channels = dataset.images.shape[1:]
+    shapes = {}
+    for i, out in enumerate(self.conv_channels):
+      shapes[f"conv_net_2d/conv_2d_{i}/w"] = [5, 5, channels, out]
+      shapes[f"conv_net_2d/conv_2d_{i}/b"] = [out]
+      if batch_norm:
+        shapes[f"conv_net_2d/batch_norm_{i}/beta"] = [out]
+      channels = out
+      height, width = -(-height // 2), -(-width // 2)  # SAME 2x2 pooling, stride 2
+    sizes = [height * width * channels] + self.linear_layers + [int(dataset.labels.max()) + 1]
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+      shapes[f"mlp/linear_{i}/w"] = [fan_in, fan_out]
+      shapes[f"mlp/linear_{i}/b"] = [fan_out]
+    if batch_norm and self.linear_layers:
+      shapes["mlp/batch_norm/beta"] = [self.linear_layers[-1]]
+    self._shapes = shapes
+    self.param_names = tuple(shapes)
+
+  def init(self, seed):
+    seeds = _split_seed(seed, len(self._shapes))
+    return {name: _normal(shape, s) for (name, shape), s in zip(self._shapes.items(), seeds)}, ()
+
+  def logits(self, params, images):
+    outputs = images
+    for i in range(len(self.conv_channels)):
+      prefix = f"conv_net_2d/conv_2d_{i}/"
+      outputs = tf.nn.conv2d(outputs, params[prefix + "w"], 1, "SAME") + params[prefix + "b"]
+      if self.batch_norm:
+        outputs = _batch_norm(outputs, params[f"conv_net_2d/batch_norm_{i}/beta"], [0, 1, 2])
+      outputs = tf.nn.max_pool2d(tf.nn.relu(outputs), 2, 2, "SAME")
+    outputs = tf.reshape(outputs, [tf.shape(outputs)[0], -1])  # [batch, h w c]
+    num_linear = len(self.linear_layers) + 1
+    for i in range(num_linear):
+      outputs = tf.matmul(outputs, params[f"mlp/linear_{i}/w"]) + params[f"mlp/linear_{i}/b"]
+      if i < num_linear - 1:
+        if self.batch_norm:
+          # The reference builds a fresh BatchNorm per call of its activation; with one hidden
+          # layer that is the single "mlp/batch_norm"; deeper MLPs share its offset here.
+          outputs = _batch_norm(outputs, params["mlp/batch_norm/beta"], [0])
+        outputs = tf.nn.relu(outputs)
+    return outputs
+
+
+def simple():
+  return Simple()
+
+
+def simple_multi_optimizer(num_dims=2):
+  return SimpleMulti(num_dims)
+
+
+def quadratic(batch_size=128, num_dims=10, stddev=0.01, distribution="uniform"):
+  return Quadratic(batch_size, num_dims, stddev, distribution)
+
+
+def ensemble(problems, weights=None):
+  return Ensemble(problems, weights)
+
+
+def mnist(layers=(20,), activation="sigmoid", batch_size=128, mode="train", data_dir=None):
+  """The MNIST MLP; `mode` is the split ("train" or "test")."""
+  return MLPClassifier(datasets.load_mnist(data_dir, mode), layers, activation, batch_size)
+
+
+def fashion_mnist(layers=(20,), activation="sigmoid", batch_size=128, mode="train",
+                  data_dir=None):
+  return MLPClassifier(datasets.load_fashion_mnist(data_dir, mode), layers, activation, batch_size)
+
+
+def cifar10(data_dir=None, conv_channels=(16, 16, 16), linear_layers=(32,), batch_norm=True,
+            batch_size=128, mode="train"):
+  return ConvClassifier(datasets.load_cifar10(data_dir, mode), conv_channels, linear_layers,
+                        batch_norm, batch_size)
+
+
+# --- Named configurations (the reference's util.get_config) -------------------------------------
+
+SETTINGS = {
+    # LogAndSign exponent and output scale: the reference's configs vs the paper's Appendix A.
+    "reference": {"k": 5, "scale": 0.01, "distribution": "uniform"},
+    "paper": {"k": 10, "scale": 0.1, "distribution": "gaussian"},
+}
+
+PROBLEM_NAMES = ("simple", "simple-multi", "quadratic", "mnist", "fashion_mnist", "cifar",
+                 "cifar-multi")
+
+
+def _lstm_config(settings):
+  return {"net": "CoordinateWiseDeepLSTM",
+          "net_options": {"layers": (20, 20), "preprocess_name": "LogAndSign",
+                          "preprocess_options": {"k": settings["k"]}, "scale": settings["scale"]}}
+
+
+def _net_path(path, key):
+  return None if path is None else f"{path}/{key}.npz"
+
+
+def get_config(problem_name, path=None, data_dir=None, split="train", settings="reference",
+               layers=None, activation=None):
+  """Returns (problem, net_config, net_assignments) for a named configuration.
+
+  Args:
+    problem_name: one of PROBLEM_NAMES.
+    path: a directory of trained networks (`<key>.npz`) to start from, or None for fresh ones.
+    data_dir: where the data files are (see learning_to_learn.datasets).
+    split: "train" or "test": which split the classifiers draw minibatches from.
+    settings: "reference" (LogAndSign k = 5, output scale 0.01, uniform quadratics) or "paper"
+      (p = 10, scale 0.1, Gaussian quadratics).
+    layers, activation: override the MNIST MLP's hidden sizes and activation.
+  """
+  if problem_name not in PROBLEM_NAMES:
+    raise ValueError(f"unknown problem {problem_name!r}; choose one of "
+                     f"{', '.join(PROBLEM_NAMES)}.")
+  if settings not in SETTINGS:
+    raise ValueError(f"unknown settings {settings!r}; choose reference or paper.")
+  chosen = SETTINGS[settings]
+  net_assignments = None
+  if problem_name in ("simple", "simple-multi"):
+    problem = simple() if problem_name == "simple" else simple_multi_optimizer()
+    net_config = {"cw": {"net": "CoordinateWiseDeepLSTM",
+                         "net_options": {"layers": (), "initializer": "zeros"}}}
+    if problem_name == "simple-multi":
+      net_config["adam"] = {"net": "Adam", "net_options": {"learning_rate": 0.1}}
+      net_assignments = [("cw", ["x_0"]), ("adam", ["x_1"])]
+  elif problem_name == "quadratic":
+    problem = quadratic(batch_size=128, num_dims=10, distribution=chosen["distribution"])
+    net_config = {"cw": _lstm_config(chosen)}
+  elif problem_name in ("mnist", "fashion_mnist"):
+    make = mnist if problem_name == "mnist" else fashion_mnist
+    problem = make(layers=tuple(layers) if layers else (20,), activation=activation or "sigmoid",
+                   mode=split, data_dir=data_dir)
+    net_config = {"cw": _lstm_config(chosen)}
+  else:
+    problem = cifar10(data_dir, conv_channels=(16, 16, 16), linear_layers=(32,), mode=split)
+    if problem_name == "cifar":
+      net_config = {"cw": _lstm_config(chosen)}
+    else:
+      net_config = {"conv": _lstm_config(chosen), "fc": _lstm_config(chosen)}
+      conv = [name for name in problem.param_names if name.startswith("conv_net_2d/conv_2d_")
+              and name.endswith("/w")]
+      net_assignments = [("conv", conv),
+                         ("fc", [name for name in problem.param_names if name not in conv])]
+  for key, config in net_config.items():
+    if config["net"] != "Adam":
+      config["net_path"] = _net_path(path, key)
+  return problem, net_config, net_assignments
