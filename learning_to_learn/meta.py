@@ -100,6 +100,16 @@ class NetAssignments:
     return updates, tuple(next_state)
 
 
+def _unroll_result(problem, rule, state, batches, second_derivatives):
+  start = state.params
+  losses, state = unroll_lib.unroll(problem, rule, state, batches, second_derivatives)
+  num_steps = tf.cast(tf.shape(losses)[0] - 1, tf.float32)
+  update_norm = _global_norm({n: state.params[n] - start[n] for n in start}) / num_steps
+  result = UnrollResult(tf.reduce_sum(losses), losses[-1], losses, update_norm,
+                        tf.constant(0.0), _all_finite(losses))
+  return result, state
+
+
 def _concat(tensors, names):
   # each [shape_i] -> [sum_i size_i]
   return tf.concat([tf.reshape(tensors[n], [-1]) for n in names], axis=0)
@@ -115,6 +125,17 @@ class UnrollResult(NamedTuple):
   meta_loss: tf.Tensor  # sum of the T + 1 losses of the unroll
   final_loss: tf.Tensor  # f(x_T), the loss after the unroll's last step
   losses: tf.Tensor  # [T + 1]
+  update_norm: tf.Tensor  # ||x_T - x_0|| / T, the mean size of one step's update
+  meta_gradient_norm: tf.Tensor  # global norm of the meta-gradient (0 when not training)
+  finite: tf.Tensor  # whether the losses and the meta-gradient are all finite
+
+
+def _global_norm(tensors):
+  return tf.linalg.global_norm(tf.nest.flatten(tensors)) if tf.nest.flatten(tensors) else 0.0
+
+
+def _all_finite(tensors):
+  return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tf.nest.flatten(tensors)])
 
 
 class MetaOptimizer(snt.Module):
@@ -138,8 +159,7 @@ class MetaOptimizer(snt.Module):
   def meta_loss(self, problem, state, batches, net_assignments=None, second_derivatives=False):
     """One unroll from `state`; returns (UnrollResult, final UnrollState). Pure: tape it."""
     rule = self.assignments(problem, net_assignments)
-    losses, state = unroll_lib.unroll(problem, rule, state, batches, second_derivatives)
-    return UnrollResult(tf.reduce_sum(losses), losses[-1], losses), state
+    return _unroll_result(problem, rule, state, batches, second_derivatives)
 
   def meta_minimize(self, problem, unroll_length, learning_rate=0.01, **kwargs):
     """A MetaTrainer that meta-trains these networks on `problem` with Adam."""
@@ -166,11 +186,16 @@ class MetaTrainer:
     learning_rate: Adam's rate for the meta-step (reference default 0.01 here, 0.001 in train.py).
     net_assignments: see NetAssignments.
     second_derivatives: backpropagate through the optimizee gradients too.
+    clip_meta_gradient: if set, clip the meta-gradient to this global norm.
     jit_compile: compile the unroll with XLA (faster on CPU, slower to start).
+
+  A meta-step whose losses or meta-gradient are not finite is not applied: the weights never see a
+  NaN. `train_unroll` reports it in `result.finite`; the caller decides (train.py resets the epoch).
   """
 
   def __init__(self, meta_optimizer, problem, unroll_length, learning_rate=0.01,
-               net_assignments=None, second_derivatives=False, jit_compile=True):
+               net_assignments=None, second_derivatives=False, clip_meta_gradient=None,
+               jit_compile=True):
     if int(unroll_length) != unroll_length or unroll_length <= 0:
       raise ValueError(f"unroll_length={unroll_length} must be a positive integer (reference: 20).")
     if not learning_rate > 0:
@@ -179,6 +204,10 @@ class MetaTrainer:
     self.problem = problem
     self.unroll_length = int(unroll_length)
     self.second_derivatives = second_derivatives
+    if clip_meta_gradient is not None and not clip_meta_gradient > 0:
+      raise ValueError(f"clip_meta_gradient={clip_meta_gradient} must be positive, or None to "
+                       "not clip.")
+    self.clip_meta_gradient = clip_meta_gradient
     self.rule = meta_optimizer.assignments(problem, net_assignments)
     self.variables = meta_optimizer.trainable_variables
     self.optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8)
@@ -195,14 +224,17 @@ class MetaTrainer:
 
   def _run(self, state, seed):
     batches = self.problem.sample_batches(seed, self.unroll_length + 1)
-    losses, state = unroll_lib.unroll(self.problem, self.rule, state, batches,
-                                      self.second_derivatives)
-    return UnrollResult(tf.reduce_sum(losses), losses[-1], losses), state
+    return _unroll_result(self.problem, self.rule, state, batches, self.second_derivatives)
 
   def _train(self, state, seed):
     with tf.GradientTape() as tape:
       result, state = self._run(state, seed)
     gradients = tape.gradient(result.meta_loss, self.variables)
+    norm = _global_norm(gradients)
+    if self.clip_meta_gradient is not None:
+      gradients, _ = tf.clip_by_global_norm(gradients, self.clip_meta_gradient, use_norm=norm)
+    result = result._replace(meta_gradient_norm=norm,
+                             finite=result.finite & tf.math.is_finite(norm))
     return result, state, gradients
 
   def _eval(self, state, seed):
@@ -216,9 +248,9 @@ class MetaTrainer:
     self.state = self._reset_fn(seed)
 
   def train_unroll(self, seed):
-    """One unroll from the carried state and one meta-step; returns its UnrollResult."""
+    """One unroll from the carried state and, if all is finite, one meta-step."""
     result, self.state, gradients = self._train_fn(self.state, seed)
-    if self.variables:
+    if self.variables and bool(result.finite):
       self._apply_fn(gradients)
     return result
 

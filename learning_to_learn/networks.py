@@ -5,7 +5,9 @@ Every rule maps a gradient (any shape) and its state to an update of the same sh
 The learned rules follow Andrychowicz et al. 2016 (arXiv 1606.04474), section 2.1.
 """
 
+import collections.abc
 import json
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -160,7 +162,18 @@ class Network(snt.Module):
 
   def get_config(self):
     """The constructor arguments (JSON-able) that rebuild this network's shape."""
-    return dict(self._config)
+    return _plain(self._config)
+
+
+def _plain(value):
+  # tf.Module wraps dicts and lists held as attributes in trackable wrappers that json refuses.
+  if isinstance(value, collections.abc.Mapping):
+    return {str(k): _plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  if isinstance(value, tf.Variable):
+    return float(value.numpy())
+  return value
 
 
 class StandardDeepLSTM(Network):
@@ -415,8 +428,11 @@ def save(network, path):
   arrays = {f"{layer}/{field}": value
             for layer, fields in weights(network).items() for field, value in fields.items()}
   config = {"net": type(network).__name__, "net_options": network.get_config()}
-  with open(path, "wb") as f:  # an open file keeps np.savez from appending ".npz"
+  # Written beside the target, then renamed over it: a crash mid-write leaves the old file intact.
+  partial = f"{path}.partial"
+  with open(partial, "wb") as f:  # an open file keeps np.savez from appending ".npz"
     np.savez(f, __config__=np.array(json.dumps(config)), **arrays)
+  os.replace(partial, path)
   return path
 
 

@@ -1,0 +1,72 @@
+"""Where trained optimizers live: shipped ones by name, and the full state of a training run.
+
+Two kinds of file, kept apart on purpose:
+- a trained optimizer: one `<net key>.npz` per learned network (networks.save), what evaluate.py and
+  the Keras wrapper load; a training run writes its best one into `--save_path` itself;
+- a training checkpoint: everything needed to resume (weights, meta-optimizer slots, epoch, best
+  evaluation loss so far), in `--save_path/checkpoints/` through tf.train.CheckpointManager.
+"""
+
+import os
+
+import tensorflow as tf
+
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+
+
+def shipped_names():
+  """Names of the trained optimizers that ship inside the package."""
+  if not os.path.isdir(SHIPPED_DIR):
+    return []
+  return sorted(n for n in os.listdir(SHIPPED_DIR) if os.path.isdir(os.path.join(SHIPPED_DIR, n)))
+
+
+def resolve(path):
+  """A shipped optimizer's name or a directory of `<key>.npz` files -> that directory."""
+  if path in shipped_names():
+    return os.path.join(SHIPPED_DIR, path)
+  if os.path.isdir(path):
+    return path
+  shipped = ", ".join(shipped_names()) or "none yet"
+  raise FileNotFoundError(f"no trained optimizer at {path!r}: give a directory written by "
+                          f"train.py --save_path, or a shipped name ({shipped}).")
+
+
+class TrainingCheckpoint:
+  """The resumable state of a training run, saved every few epochs and at the end.
+
+  tf.train.CheckpointManager writes the data files first and the index that points at them last,
+  so an interrupted save leaves the previous checkpoint the one that is restored.
+
+  Args:
+    directory: where to keep checkpoints.
+    meta_optimizer: the MetaOptimizer whose networks train.
+    optimizer: the Keras optimizer taking the meta-steps (its slots resume too).
+    max_to_keep: how many recent checkpoints to keep.
+  """
+
+  def __init__(self, directory, meta_optimizer, optimizer, max_to_keep=3):
+    self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    self.best_loss = tf.Variable(float("inf"), dtype=tf.float64, trainable=False, name="best")
+    self.faults = tf.Variable(0, dtype=tf.int64, trainable=False, name="faults")
+    nets = {f"net_{key}": net for key, net in meta_optimizer.nets.items()}
+    self._checkpoint = tf.train.Checkpoint(optimizer=optimizer, epoch=self.epoch,
+                                           best_loss=self.best_loss, faults=self.faults, **nets)
+    self.manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep)
+
+  def restore_latest(self):
+    """Restores the newest checkpoint; returns its path, or None when there is none."""
+    latest = self.manager.latest_checkpoint
+    if latest is None:
+      return None
+    try:
+      self._checkpoint.restore(latest).assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError) as e:
+      first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise ValueError(f"checkpoint {latest} cannot be restored ({first_line}); it was written for "
+                       "another configuration or is damaged: pass --overwrite to start afresh, or "
+                       "delete it to fall back to an older one.") from None
+    return latest
+
+  def save(self):
+    return self.manager.save(checkpoint_number=int(self.epoch.numpy()))

@@ -1,0 +1,111 @@
+"""Runs update rules, learned or hand-designed, over fresh problem instances, and tunes baselines.
+
+Every rule goes through the same compiled unroll (`meta.MetaTrainer.eval_unroll`), so a learned
+optimizer and its baselines see the same initializations and minibatches for the same seed.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from learning_to_learn import meta
+
+BASELINES = {"sgd": "Sgd", "rmsprop": "RMSProp", "adam": "Adam", "nag": "Nag"}
+
+# The paper tunes each baseline's learning rate; this sweep spans 10^-4 .. 10^0 in half-decades.
+LEARNING_RATE_GRID = tuple(10.0 ** (e / 2) for e in range(-8, 1))
+
+
+def baseline_config(name, learning_rate):
+  """A one-net config for a hand-designed rule; the rate is a variable so sweeps do not retrace."""
+  if name not in BASELINES:
+    raise ValueError(f"unknown optimizer {name!r}; choose one of L2L, {', '.join(BASELINES)}.")
+  if not learning_rate > 0:
+    raise ValueError(f"learning_rate={learning_rate} must be positive.")
+  rate = tf.Variable(float(learning_rate), trainable=False, name="learning_rate")
+  return {name: {"net": BASELINES[name], "net_options": {"learning_rate": rate}}}
+
+
+class Evaluator:
+  """Runs one rule for whole epochs and records the loss at every step.
+
+  Args:
+    problem: the optimizee.
+    net_config, net_assignments: the rule, as MetaOptimizer takes them.
+    unroll_length: steps per compiled call (an epoch is several calls; the state carries over).
+    jit_compile: compile with XLA.
+  """
+
+  def __init__(self, problem, net_config, net_assignments=None, unroll_length=20,
+               jit_compile=True):
+    self.meta_optimizer = meta.MetaOptimizer(**net_config)
+    self._problem = problem
+    self._net_assignments = net_assignments
+    self._jit_compile = jit_compile
+    self._unroll_length = unroll_length
+    self._trainers = {}
+
+  def _trainer(self, length):
+    # One trainer per distinct chunk length: num_steps need not be a multiple of unroll_length.
+    if length not in self._trainers:
+      self._trainers[length] = meta.MetaTrainer(
+          self.meta_optimizer, self._problem, length, net_assignments=self._net_assignments,
+          jit_compile=self._jit_compile)
+    return self._trainers[length]
+
+  def run_epoch(self, seed, num_steps):
+    """Losses f(x_0) .. f(x_num_steps) of one fresh problem instance, as a numpy array."""
+    if int(num_steps) != num_steps or num_steps <= 0:
+      raise ValueError(f"num_steps={num_steps} must be a positive integer.")
+    chunks = [self._unroll_length] * (num_steps // self._unroll_length)
+    if num_steps % self._unroll_length:
+      chunks.append(num_steps % self._unroll_length)
+    state = None
+    losses = []
+    for i, length in enumerate(chunks):
+      trainer = self._trainer(length)
+      if state is None:
+        trainer.reset(meta.make_seed(*seed, 0))
+      else:
+        trainer.state = state
+      result = trainer.eval_unroll(meta.make_seed(*seed, i + 1))
+      state = trainer.state
+      losses.append(result.losses.numpy()[:-1])
+    losses.append(result.losses.numpy()[-1:])
+    return np.concatenate(losses)
+
+  def run(self, seeds, num_steps, progress=None):
+    """Losses of every epoch: [len(seeds), num_steps + 1]. `progress(i)` is called per epoch."""
+    rows = []
+    for i, seed in enumerate(seeds):
+      rows.append(self.run_epoch(seed, num_steps))
+      if progress is not None:
+        progress(i + 1)
+    return np.stack(rows)
+
+
+def epoch_seeds(seed, num_epochs, purpose):
+  """Seeds of the epochs for one purpose; different purposes never share an instance.
+
+  purpose: 0 meta-training, 1 evaluation during training, 2 tuning, 3 test.
+  """
+  return [(int(seed), int(purpose), e) for e in range(num_epochs)]
+
+
+def tune_learning_rate(problem, name, seeds, num_steps, grid=LEARNING_RATE_GRID,
+                       unroll_length=20, jit_compile=True, progress=None):
+  """Chooses a baseline's rate by the mean final loss over `seeds` (non-finite counts as worst).
+
+  Returns (best rate, {rate: mean final loss}).
+  """
+  config = baseline_config(name, grid[0])
+  rate = config[name]["net_options"]["learning_rate"]
+  evaluator = Evaluator(problem, config, unroll_length=unroll_length, jit_compile=jit_compile)
+  scores = {}
+  for r in grid:
+    rate.assign(r)
+    final = evaluator.run(seeds, num_steps)[:, -1]
+    scores[r] = float(np.mean(final)) if np.all(np.isfinite(final)) else float("inf")
+    if progress is not None:
+      progress(r, scores[r])
+  best = min(scores, key=scores.get)
+  return best, scores

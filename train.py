@@ -1,0 +1,190 @@
+"""Meta-trains a learned optimizer: `python train.py --problem=quadratic --save_path=runs/quad`.
+
+Flags keep the reference's names and defaults. Each epoch draws a fresh problem instance and runs
+num_steps / unroll_length unrolls, one Adam meta-step each; every evaluation_period epochs the
+current optimizer is evaluated on the same evaluation_epochs instances, and the best one so far is
+written to --save_path. The full training state is checkpointed for resuming.
+"""
+
+import os
+import shutil
+import signal
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+import problems
+from learning_to_learn import checkpoints
+from learning_to_learn import evaluation
+from learning_to_learn import meta
+from learning_to_learn import reporting
+
+flags.DEFINE_string("problem", "simple", f"One of {', '.join(problems.PROBLEM_NAMES)}.")
+flags.DEFINE_integer("num_epochs", 10000, "Meta-training epochs.")
+flags.DEFINE_integer("log_period", 100, "Epochs between progress statistics.")
+flags.DEFINE_integer("evaluation_period", 1000, "Epochs between evaluations.")
+flags.DEFINE_integer("evaluation_epochs", 20, "Problem instances per evaluation.")
+flags.DEFINE_integer("num_steps", 100, "Optimizee steps per epoch.")
+flags.DEFINE_integer("unroll_length", 20, "Optimizee steps per meta-step (T).")
+flags.DEFINE_float("learning_rate", 0.001, "Adam's learning rate for the meta-step.")
+flags.DEFINE_boolean("second_derivatives", False, "Backpropagate through optimizee gradients.")
+flags.DEFINE_string("save_path", None, "Directory for the best optimizer and checkpoints.")
+flags.DEFINE_integer("seed", 0, "Seed of every problem instance and minibatch.")
+flags.DEFINE_string("data_dir", None, "Directory with the data files (see README, Data).")
+flags.DEFINE_enum("settings", "reference", ["reference", "paper"],
+                  "reference: LogAndSign k=5, scale 0.01; paper: p=10, scale 0.1.")
+flags.DEFINE_string("logdir", None, "Write TensorBoard summaries here.")
+flags.DEFINE_integer("checkpoint_period", 10, "Epochs between full training checkpoints.")
+flags.DEFINE_boolean("overwrite", False, "Start afresh even if --save_path holds a checkpoint.")
+flags.DEFINE_float("clip_meta_gradient", None, "Clip the meta-gradient to this global norm.")
+flags.DEFINE_integer("max_faults", 10, "Consecutive non-finite meta-steps before giving up.")
+flags.DEFINE_boolean("jit_compile", True, "Compile the unroll with XLA.")
+FLAGS = flags.FLAGS
+
+TRAIN, EVALUATE = 0, 1  # seed purposes: training and evaluation never share an instance
+
+
+class _Stop(Exception):
+  """Raised by the signal handler so the loop can checkpoint and leave."""
+
+
+def _on_signal(signum, frame):
+  del frame
+  raise _Stop(signal.Signals(signum).name)
+
+
+def validate_flags():
+  for name in ("num_epochs", "num_steps", "unroll_length", "log_period", "evaluation_period",
+               "evaluation_epochs", "checkpoint_period", "max_faults"):
+    if getattr(FLAGS, name) <= 0:
+      raise ValueError(f"--{name}={getattr(FLAGS, name)} must be positive.")
+  if FLAGS.num_steps % FLAGS.unroll_length:
+    raise ValueError(f"--num_steps={FLAGS.num_steps} is not a multiple of --unroll_length="
+                     f"{FLAGS.unroll_length}; pick num_steps = k * unroll_length.")
+  if FLAGS.learning_rate <= 0:
+    raise ValueError(f"--learning_rate={FLAGS.learning_rate} must be positive (reference: 0.001).")
+  if FLAGS.seed < 0:
+    raise ValueError(f"--seed={FLAGS.seed} must be non-negative.")
+  if FLAGS.save_path is not None and os.path.exists(FLAGS.save_path) and not os.path.isdir(
+      FLAGS.save_path):
+    raise ValueError(f"--save_path={FLAGS.save_path} is a file; give a directory.")
+
+
+def run_epoch(trainer, epoch_seed, num_unrolls, train):
+  """One epoch; returns (seconds, final loss, last UnrollResult), or None on a non-finite step."""
+  start = time.time()
+  trainer.reset(meta.make_seed(*epoch_seed, 0))
+  for unroll in range(num_unrolls):
+    step = trainer.train_unroll if train else trainer.eval_unroll
+    result = step(meta.make_seed(*epoch_seed, unroll + 1))
+    if not bool(result.finite):
+      return None
+  return time.time() - start, float(result.final_loss), result
+
+
+def train():
+  validate_flags()
+  problem, net_config, net_assignments = problems.get_config(
+      FLAGS.problem, data_dir=FLAGS.data_dir, split="train", settings=FLAGS.settings)
+  if hasattr(problem, "dataset"):
+    logging.info("Data: %s", problem.dataset.source)
+  optimizer = meta.MetaOptimizer(**net_config)
+  trainer = optimizer.meta_minimize(
+      problem, FLAGS.unroll_length, learning_rate=FLAGS.learning_rate,
+      net_assignments=net_assignments, second_derivatives=FLAGS.second_derivatives,
+      clip_meta_gradient=FLAGS.clip_meta_gradient, jit_compile=FLAGS.jit_compile)
+  num_unrolls = FLAGS.num_steps // FLAGS.unroll_length
+
+  state = None
+  if FLAGS.save_path is not None:
+    checkpoint_dir = os.path.join(FLAGS.save_path, "checkpoints")
+    if FLAGS.overwrite and os.path.isdir(checkpoint_dir):
+      shutil.rmtree(checkpoint_dir)
+    state = checkpoints.TrainingCheckpoint(checkpoint_dir, optimizer, trainer.optimizer)
+    restored = state.restore_latest()
+    if restored:
+      logging.info("Resuming from %s at epoch %d.", restored, int(state.epoch.numpy()))
+  start_epoch = int(state.epoch.numpy()) if state else 0
+  best = float(state.best_loss.numpy()) if state else float("inf")
+
+  summaries = reporting.Summaries(FLAGS.logdir)
+  progress = reporting.Progress(FLAGS.num_epochs, "meta-training")
+  total_time = total_cost = 0.0
+  faults, count = 0, 0
+  epoch = start_epoch
+  for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, _on_signal)
+  try:
+    while epoch < FLAGS.num_epochs:
+      outcome = run_epoch(trainer, (FLAGS.seed, TRAIN, epoch), num_unrolls, train=True)
+      if outcome is None:
+        faults += 1
+        logging.warning("Epoch %d: non-finite loss or meta-gradient; meta-step skipped, epoch "
+                        "restarted (%d in a row).", epoch + 1, faults)
+        if faults >= FLAGS.max_faults:
+          raise ValueError(f"{faults} non-finite meta-steps in a row at epoch {epoch + 1}: lower "
+                           "--learning_rate, set --clip_meta_gradient, or use a smaller output "
+                           "scale (--settings=reference).")
+        if state:
+          state.faults.assign_add(1)
+        continue
+      faults = 0
+      seconds, cost, result = outcome
+      epoch += 1
+      count += 1
+      total_time += seconds
+      total_cost += cost
+      progress.update(epoch, f"final loss {cost:.4g}")
+      summaries.scalars(epoch, meta_loss=result.meta_loss, final_loss=cost,
+                        update_norm=result.update_norm,
+                        meta_gradient_norm=result.meta_gradient_norm)
+      if epoch % FLAGS.log_period == 0:
+        reporting.print_stats(f"Epoch {epoch}", total_cost, total_time, count)
+        total_time = total_cost = 0.0
+        count = 0
+      if epoch % FLAGS.evaluation_period == 0 or epoch == FLAGS.num_epochs:
+        eval_time = eval_cost = 0.0
+        for e in range(FLAGS.evaluation_epochs):
+          outcome = run_epoch(trainer, (FLAGS.seed, EVALUATE, e), num_unrolls, train=False)
+          seconds, cost = (outcome[0], outcome[1]) if outcome else (0.0, float("inf"))
+          eval_time += seconds
+          eval_cost += cost
+        reporting.print_stats("EVALUATION", eval_cost, eval_time, FLAGS.evaluation_epochs)
+        mean_eval = eval_cost / FLAGS.evaluation_epochs
+        summaries.scalars(epoch, evaluation_loss=mean_eval)
+        if FLAGS.save_path is not None and mean_eval < best:
+          best = mean_eval
+          optimizer.save(FLAGS.save_path)
+          logging.info("Saved the best optimizer so far (evaluation loss %.4g) to %s.", best,
+                       FLAGS.save_path)
+      if state and (epoch % FLAGS.checkpoint_period == 0 or epoch == FLAGS.num_epochs):
+        state.epoch.assign(epoch)
+        state.best_loss.assign(best)
+        state.save()
+  except _Stop as stop:
+    logging.info("%s: saving a checkpoint at epoch %d and stopping.", stop, epoch)
+    if state:
+      state.epoch.assign(epoch)
+      state.best_loss.assign(best)
+      state.save()
+    return 130
+  if count:
+    reporting.print_stats("Last epochs", total_cost, total_time, count)
+  return 0
+
+
+def main(argv):
+  del argv
+  try:
+    return train()
+  except (ValueError, FileNotFoundError) as e:
+    print(f"train.py: error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  app.run(main)
