@@ -138,6 +138,7 @@ def _all_finite(tensors):
   return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tf.nest.flatten(tensors)])
 
 
+@snt.allow_empty_variables
 class MetaOptimizer(snt.Module):
   """Learning-to-learn meta-optimizer: owns the learned networks, builds their training.
 

@@ -144,6 +144,7 @@ class Linear(snt.Module):
 
 # --- Update rules -------------------------------------------------------------------------------
 
+@snt.allow_empty_variables
 class Network(snt.Module):
   """Base of every update rule.
 

@@ -1,0 +1,95 @@
+"""Evaluates a learned or hand-designed optimizer: `python evaluate.py --problem=quadratic --path=DIR`.
+
+Every epoch draws a fresh problem instance and starts the optimizer from fresh state (the reference
+kept Adam's moments across epochs; this does not). All optimizers use the same split and the same
+instances for the same --seed.
+"""
+
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+import problems
+from learning_to_learn import checkpoints
+from learning_to_learn import evaluation
+from learning_to_learn import reporting
+
+OPTIMIZERS = ("L2L",) + tuple(evaluation.BASELINES)
+
+flags.DEFINE_enum("optimizer", "L2L", OPTIMIZERS, "The optimizer to evaluate.")
+flags.DEFINE_string("path", None, "A trained optimizer: a directory from train.py --save_path, or "
+                    "the name of a shipped one.")
+flags.DEFINE_string("problem", "simple", f"One of {', '.join(problems.PROBLEM_NAMES)}.")
+flags.DEFINE_integer("num_epochs", 100, "Problem instances to run.")
+flags.DEFINE_integer("num_steps", 100, "Optimizee steps per instance.")
+flags.DEFINE_float("learning_rate", 0.001, "Learning rate of a hand-designed optimizer.")
+flags.DEFINE_integer("seed", 0, "Seed of the problem instances and minibatches.")
+flags.DEFINE_string("data_dir", None, "Directory with the data files (see README, Data).")
+flags.DEFINE_enum("split", "train", ["train", "test"], "Data split the classifiers draw from.")
+flags.DEFINE_enum("settings", "reference", ["reference", "paper"],
+                  "Network settings the trained optimizer was built with.")
+flags.DEFINE_integer("unroll_length", 20, "Steps per compiled call (does not change results).")
+flags.DEFINE_boolean("jit_compile", True, "Compile the unroll with XLA.")
+FLAGS = flags.FLAGS
+
+TEST = 3  # seed purpose: instances that played no part in training or tuning
+
+
+def validate_flags():
+  for name in ("num_epochs", "num_steps", "unroll_length"):
+    if getattr(FLAGS, name) <= 0:
+      raise ValueError(f"--{name}={getattr(FLAGS, name)} must be positive.")
+  if FLAGS.seed < 0:
+    raise ValueError(f"--seed={FLAGS.seed} must be non-negative.")
+  if FLAGS.optimizer != "L2L" and FLAGS.path is not None:
+    raise ValueError(f"--path is for --optimizer=L2L, not {FLAGS.optimizer}; drop one of them.")
+
+
+def rule_config(optimizer, problem_name, path, learning_rate):
+  """(problem, net_config, net_assignments) of the optimizer to evaluate."""
+  if optimizer == "L2L":
+    path = None if path is None else checkpoints.resolve(path)
+    return problems.get_config(problem_name, path=path, data_dir=FLAGS.data_dir,
+                               split=FLAGS.split, settings=FLAGS.settings)
+  problem, _, _ = problems.get_config(problem_name, data_dir=FLAGS.data_dir, split=FLAGS.split)
+  return problem, evaluation.baseline_config(optimizer, learning_rate), None
+
+
+def evaluate():
+  validate_flags()
+  if FLAGS.optimizer == "L2L" and FLAGS.path is None:
+    logging.warning("No --path: evaluating an untrained optimizer.")
+  problem, net_config, net_assignments = rule_config(FLAGS.optimizer, FLAGS.problem, FLAGS.path,
+                                                     FLAGS.learning_rate)
+  data = getattr(problem, "dataset", None)
+  logging.info("Problem %s, split %s%s.", FLAGS.problem, FLAGS.split,
+               f", data: {data.source}" if data else "")
+  evaluator = evaluation.Evaluator(problem, net_config, net_assignments,
+                                   unroll_length=min(FLAGS.unroll_length, FLAGS.num_steps),
+                                   jit_compile=FLAGS.jit_compile)
+  seeds = evaluation.epoch_seeds(FLAGS.seed, FLAGS.num_epochs, TEST)
+  progress = reporting.Progress(FLAGS.num_epochs, f"evaluating {FLAGS.optimizer}")
+  start = time.time()
+  losses = evaluator.run(seeds, FLAGS.num_steps, progress=progress.update)
+  elapsed = time.time() - start
+  final = losses[:, -1]
+  reporting.print_stats(f"{FLAGS.optimizer} on {FLAGS.problem} ({FLAGS.split} split)",
+                        float(np.sum(final)), elapsed, FLAGS.num_epochs)
+  return 0
+
+
+def main(argv):
+  del argv
+  try:
+    return evaluate()
+  except (ValueError, FileNotFoundError) as e:
+    print(f"evaluate.py: error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  app.run(main)
