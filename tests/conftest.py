@@ -7,3 +7,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
+
+from absl import flags  # noqa: E402
+
+# absl's TestCase helpers (create_tempdir) read flags; pytest never parses them.
+flags.FLAGS.mark_as_parsed()
