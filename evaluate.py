@@ -5,6 +5,8 @@ kept Adam's moments across epochs; this does not). All optimizers use the same s
 instances for the same --seed.
 """
 
+import json
+import os
 import sys
 import time
 
@@ -33,20 +35,32 @@ flags.DEFINE_enum("split", "train", ["train", "test"], "Data split the classifie
 flags.DEFINE_enum("settings", "reference", ["reference", "paper"],
                   "Network settings the trained optimizer was built with.")
 flags.DEFINE_integer("unroll_length", 20, "Steps per compiled call (does not change results).")
-flags.DEFINE_boolean("jit_compile", True, "Compile the unroll with XLA.")
+flags.DEFINE_boolean("compare", False, "Compare the learned optimizer with every tuned baseline: "
+                     "tune each rate, run all on the same test instances, write a table, a CSV "
+                     "and a plot to --output_dir.")
+flags.DEFINE_integer("num_tuning_epochs", 10, "With --compare: instances per tuning run.")
+flags.DEFINE_list("report_steps", None, "With --compare: steps the table reports (default: 100 "
+                  "and --num_steps).")
+flags.DEFINE_string("output_dir", None, "With --compare: where results go (default "
+                    "results/<problem>).")
+flags.DEFINE_boolean("jit_compile", None, "XLA for every unroll (--jit_compile), for none "
+                     "(--nojit_compile); unset: XLA where it measured faster (evaluation).")
 FLAGS = flags.FLAGS
 
 TEST = 3  # seed purpose: instances that played no part in training or tuning
 
 
 def validate_flags():
-  for name in ("num_epochs", "num_steps", "unroll_length"):
+  for name in ("num_epochs", "num_steps", "unroll_length", "num_tuning_epochs"):
     if getattr(FLAGS, name) <= 0:
       raise ValueError(f"--{name}={getattr(FLAGS, name)} must be positive.")
   if FLAGS.seed < 0:
     raise ValueError(f"--seed={FLAGS.seed} must be non-negative.")
   if FLAGS.optimizer != "L2L" and FLAGS.path is not None:
     raise ValueError(f"--path is for --optimizer=L2L, not {FLAGS.optimizer}; drop one of them.")
+  if FLAGS.compare and FLAGS.num_epochs < 2:
+    raise ValueError(f"--num_epochs={FLAGS.num_epochs}: --compare needs at least 2 test runs for "
+                     "an interval (the paper's figures use 100).")
 
 
 def rule_config(optimizer, problem_name, path, learning_rate):
@@ -59,8 +73,60 @@ def rule_config(optimizer, problem_name, path, learning_rate):
   return problem, evaluation.baseline_config(optimizer, learning_rate), None
 
 
+def compare():
+  """--compare: every optimizer on the same test instances, baselines tuned first."""
+  problem, l2l_config, net_assignments = rule_config("L2L", FLAGS.problem, FLAGS.path, None)
+  if FLAGS.path is None:
+    l2l_config = None
+    logging.warning("No --path: comparing the baselines only.")
+  steps = [int(s) for s in FLAGS.report_steps] if FLAGS.report_steps else sorted(
+      {min(100, FLAGS.num_steps), FLAGS.num_steps})
+  if any(not 0 <= s <= FLAGS.num_steps for s in steps):
+    raise ValueError(f"--report_steps={FLAGS.report_steps} must lie in 0..{FLAGS.num_steps}.")
+  output_dir = FLAGS.output_dir or os.path.join("results", FLAGS.problem)
+  os.makedirs(output_dir, exist_ok=True)
+  data = getattr(problem, "dataset", None)
+  source = data.source if data else "no data"
+  logging.info("Comparing on %s (%s split; %s).", FLAGS.problem, FLAGS.split, source)
+  bars = {}
+
+  def progress(stage, done, total):
+    bar = bars.setdefault("all", reporting.Progress(total, "comparison"))
+    bar.update(done, stage)
+
+  start = time.time()
+  losses, rates = evaluation.compare(
+      problem, l2l_config, net_assignments, seed=FLAGS.seed,
+      num_tuning_epochs=FLAGS.num_tuning_epochs, num_test_epochs=FLAGS.num_epochs,
+      num_steps=FLAGS.num_steps, tuning_steps=min(100, FLAGS.num_steps),
+      unroll_length=min(FLAGS.unroll_length, FLAGS.num_steps), jit_compile=FLAGS.jit_compile,
+      progress=progress)
+  table = reporting.comparison_table(losses, rates, steps)
+  title = f"{FLAGS.problem} ({FLAGS.split} split, {FLAGS.num_epochs} test runs)"
+  reporting.write_loss_curves(losses, os.path.join(output_dir, "losses.csv"))
+  reporting.plot_loss_curves(losses, os.path.join(output_dir, "loss.png"), title)
+  summary = {
+      "problem": FLAGS.problem, "split": FLAGS.split, "data": source, "path": FLAGS.path,
+      "settings": FLAGS.settings, "seed": FLAGS.seed, "num_test_epochs": FLAGS.num_epochs,
+      "num_tuning_epochs": FLAGS.num_tuning_epochs, "num_steps": FLAGS.num_steps,
+      "learning_rates": rates, "seconds": round(time.time() - start, 1),
+      "final_loss": {name: {str(s): dict(zip(("mean", "ci95"), map(
+          float, evaluation.mean_interval(runs[:, s])))) for s in steps}
+                     for name, runs in losses.items()},
+  }
+  with open(os.path.join(output_dir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  with open(os.path.join(output_dir, "table.md"), "w") as f:
+    f.write(table + "\n")
+  print(table)
+  logging.info("Wrote table.md, summary.json, losses.csv and loss.png to %s.", output_dir)
+  return 0
+
+
 def evaluate():
   validate_flags()
+  if FLAGS.compare:
+    return compare()
   if FLAGS.optimizer == "L2L" and FLAGS.path is None:
     logging.warning("No --path: evaluating an untrained optimizer.")
   problem, net_config, net_assignments = rule_config(FLAGS.optimizer, FLAGS.problem, FLAGS.path,

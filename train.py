@@ -42,7 +42,8 @@ flags.DEFINE_integer("checkpoint_period", 10, "Epochs between full training chec
 flags.DEFINE_boolean("overwrite", False, "Start afresh even if --save_path holds a checkpoint.")
 flags.DEFINE_float("clip_meta_gradient", None, "Clip the meta-gradient to this global norm.")
 flags.DEFINE_integer("max_faults", 10, "Consecutive non-finite meta-steps before giving up.")
-flags.DEFINE_boolean("jit_compile", True, "Compile the unroll with XLA.")
+flags.DEFINE_boolean("jit_compile", None, "XLA for every unroll (--jit_compile), for none "
+                     "(--nojit_compile); unset: XLA where it measured faster (evaluation).")
 FLAGS = flags.FLAGS
 
 TRAIN, EVALUATE = 0, 1  # seed purposes: training and evaluation never share an instance

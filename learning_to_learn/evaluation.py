@@ -32,11 +32,11 @@ class Evaluator:
     problem: the optimizee.
     net_config, net_assignments: the rule, as MetaOptimizer takes them.
     unroll_length: steps per compiled call (an epoch is several calls; the state carries over).
-    jit_compile: compile with XLA.
+    jit_compile: compile with XLA (None: XLA, the fastest here for evaluation).
   """
 
   def __init__(self, problem, net_config, net_assignments=None, unroll_length=20,
-               jit_compile=True):
+               jit_compile=None):
     self.meta_optimizer = meta.MetaOptimizer(**net_config)
     self._problem = problem
     self._net_assignments = net_assignments
@@ -92,7 +92,7 @@ def epoch_seeds(seed, num_epochs, purpose):
 
 
 def tune_learning_rate(problem, name, seeds, num_steps, grid=LEARNING_RATE_GRID,
-                       unroll_length=20, jit_compile=True, progress=None):
+                       unroll_length=20, jit_compile=None, progress=None):
   """Chooses a baseline's rate by the mean final loss over `seeds` (non-finite counts as worst).
 
   Returns (best rate, {rate: mean final loss}).
@@ -109,3 +109,54 @@ def tune_learning_rate(problem, name, seeds, num_steps, grid=LEARNING_RATE_GRID,
       progress(r, scores[r])
   best = min(scores, key=scores.get)
   return best, scores
+
+
+def mean_interval(values, confidence_z=1.96):
+  """Mean and the half-width of its normal-approximation 95% interval, over axis 0."""
+  values = np.asarray(values, np.float64)
+  half = confidence_z * values.std(axis=0, ddof=1) / np.sqrt(values.shape[0])
+  return values.mean(axis=0), half
+
+
+def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES), seed=0,
+            num_tuning_epochs=10, num_test_epochs=100, num_steps=100, tuning_steps=None,
+            grid=LEARNING_RATE_GRID, unroll_length=20, jit_compile=None, progress=None):
+  """The paper's comparison: tune each baseline's rate, then test every optimizer on fresh runs.
+
+  Baselines are tuned on `num_tuning_epochs` instances (seed purpose 2) by their mean loss after
+  `tuning_steps` (default num_steps); all optimizers then run the same `num_test_epochs`
+  instances (purpose 3), which played no part in training or tuning.
+
+  Args:
+    l2l_config: net config of the learned optimizer, or None to compare baselines only.
+    progress: called as progress(stage: str, done: int, total: int).
+
+  Returns:
+    (losses: name -> [num_test_epochs, num_steps + 1], rates: baseline name -> chosen rate).
+  """
+  tuning_steps = tuning_steps or num_steps
+  tuning_seeds = epoch_seeds(seed, num_tuning_epochs, purpose=2)
+  test_seeds = epoch_seeds(seed, num_test_epochs, purpose=3)
+  losses, rates = {}, {}
+  total = len(baselines) * (len(grid) + 1) + (l2l_config is not None)
+  done = 0
+
+  def tick(stage):
+    nonlocal done
+    done += 1
+    if progress is not None:
+      progress(stage, done, total)
+
+  if l2l_config is not None:
+    evaluator = Evaluator(problem, l2l_config, net_assignments, unroll_length, jit_compile)
+    losses["L2L"] = evaluator.run(test_seeds, num_steps)
+    tick("L2L")
+  for name in baselines:
+    rates[name], _ = tune_learning_rate(problem, name, tuning_seeds, tuning_steps, grid,
+                                        unroll_length, jit_compile,
+                                        progress=lambda r, s, n=name: tick(f"tuning {n}"))
+    evaluator = Evaluator(problem, baseline_config(name, rates[name]),
+                          unroll_length=unroll_length, jit_compile=jit_compile)
+    losses[name] = evaluator.run(test_seeds, num_steps)
+    tick(f"testing {name}")
+  return losses, rates

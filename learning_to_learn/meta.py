@@ -188,7 +188,9 @@ class MetaTrainer:
     net_assignments: see NetAssignments.
     second_derivatives: backpropagate through the optimizee gradients too.
     clip_meta_gradient: if set, clip the meta-gradient to this global norm.
-    jit_compile: compile the unroll with XLA (faster on CPU, slower to start).
+    jit_compile: compile the unroll with XLA: True, False, or None for what measured fastest on
+      CPU (bench/run.py): XLA for evaluation unrolls, TensorFlow's own kernels for training, where
+      XLA's CPU matmul gradients ran 2-4x slower.
 
   A meta-step whose losses or meta-gradient are not finite is not applied: the weights never see a
   NaN. `train_unroll` reports it in `result.finite`; the caller decides (train.py resets the epoch).
@@ -196,7 +198,7 @@ class MetaTrainer:
 
   def __init__(self, meta_optimizer, problem, unroll_length, learning_rate=0.01,
                net_assignments=None, second_derivatives=False, clip_meta_gradient=None,
-               jit_compile=True):
+               jit_compile=None):
     if int(unroll_length) != unroll_length or unroll_length <= 0:
       raise ValueError(f"unroll_length={unroll_length} must be a positive integer (reference: 20).")
     if not learning_rate > 0:
@@ -216,8 +218,8 @@ class MetaTrainer:
       self.optimizer.build(self.variables)
     self.state = None
     self._reset_fn = tf.function(self._reset)
-    self._train_fn = tf.function(self._train, jit_compile=jit_compile)
-    self._eval_fn = tf.function(self._eval, jit_compile=jit_compile)
+    self._train_fn = tf.function(self._train, jit_compile=bool(jit_compile))
+    self._eval_fn = tf.function(self._eval, jit_compile=jit_compile in (None, True))
     self._apply_fn = tf.function(self._apply)
 
   def _reset(self, seed):

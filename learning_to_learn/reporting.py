@@ -7,6 +7,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from learning_to_learn import evaluation
+
 
 def stats_lines(header, total_error, total_time, count):
   """The reference's statistics: log10 of the mean final error, and the mean epoch time."""
@@ -51,7 +53,14 @@ class Summaries:
   """TensorBoard scalars when a logdir is given; a no-op otherwise."""
 
   def __init__(self, logdir=None):
-    self._writer = tf.summary.create_file_writer(logdir) if logdir else None
+    self._writer = None
+    if logdir:
+      try:
+        import tensorboard  # pylint: disable=import-outside-toplevel,unused-import
+      except ImportError:
+        raise ValueError("--logdir needs the tensorboard package, which tensorflow-cpu does not "
+                         "bring: pip install tensorboard.") from None
+      self._writer = tf.summary.create_file_writer(logdir)
 
   def scalars(self, step, **values):
     if self._writer is None:
@@ -60,3 +69,51 @@ class Summaries:
       for name, value in values.items():
         tf.summary.scalar(name, float(value))
     self._writer.flush()
+
+
+def comparison_table(losses, rates, steps):
+  """Markdown table: mean final loss +- 95% interval at each step in `steps`, per optimizer."""
+  header = "| optimizer | learning rate | " + " | ".join(f"loss at step {s}" for s in steps) + " |"
+  lines = [header, "|" + "---|" * (len(steps) + 2)]
+  for name, runs in losses.items():
+    cells = []
+    for step in steps:
+      mean, half = evaluation.mean_interval(runs[:, step])
+      cells.append(f"{mean:.4g} ± {half:.2g}")
+    rate = f"{rates[name]:.3g}" if name in rates else "learned"
+    lines.append(f"| {name} | {rate} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def write_loss_curves(losses, path):
+  """CSV: one row per step, the mean loss of each optimizer and its 95% half-interval."""
+  names = list(losses)
+  columns = []
+  for name in names:
+    mean, half = evaluation.mean_interval(losses[name])
+    columns += [mean, half]
+  header = "step," + ",".join(f"{n}_mean,{n}_ci95" for n in names)
+  rows = np.column_stack([np.arange(len(columns[0]))] + columns)
+  np.savetxt(path, rows, delimiter=",", header=header, comments="", fmt=["%d"] + ["%.6g"] * (
+      len(columns)))
+
+
+def plot_loss_curves(losses, path, title):
+  """Loss (log scale) against step, one curve per optimizer with its 95% band, as in the paper."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  figure, axes = plt.subplots(figsize=(6, 4))
+  for name, runs in losses.items():
+    mean, half = evaluation.mean_interval(runs)
+    steps = np.arange(len(mean))
+    axes.plot(steps, mean, label=name, linewidth=2 if name == "L2L" else 1)
+    axes.fill_between(steps, np.maximum(mean - half, 1e-12), mean + half, alpha=0.2)
+  axes.set_yscale("log")
+  axes.set_xlabel("step")
+  axes.set_ylabel("loss")
+  axes.set_title(title)
+  axes.legend()
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
