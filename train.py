@@ -6,6 +6,7 @@ current optimizer is evaluated on the same evaluation_epochs instances, and the 
 written to --save_path. The full training state is checkpointed for resuming.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
+import tensorflow as tf
 
 import problems
 from learning_to_learn import checkpoints
@@ -75,6 +77,30 @@ def validate_flags():
     raise ValueError(f"--save_path={FLAGS.save_path} is a file; give a directory.")
 
 
+# Flags that define a run: resuming under different values would silently mix two experiments.
+RUN_FLAGS = ("problem", "settings", "seed", "num_steps", "unroll_length", "learning_rate",
+             "second_derivatives", "data_dir", "clip_meta_gradient")
+
+
+def check_run_config(save_path):
+  """Writes the run's defining flags to save_path/run.json, or checks them against it."""
+  os.makedirs(save_path, exist_ok=True)
+  path = os.path.join(save_path, "run.json")
+  config = {name: getattr(FLAGS, name) for name in RUN_FLAGS}
+  if os.path.exists(path) and os.path.isdir(os.path.join(save_path, "checkpoints")):
+    with open(path) as f:
+      saved = json.load(f)
+    changed = [f"--{k}={config[k]} (was {saved.get(k)})" for k in RUN_FLAGS
+               if saved.get(k) != config[k]]
+    if changed:
+      raise ValueError(f"--save_path={save_path} holds a run with other settings: "
+                       f"{', '.join(changed)}; use the same flags to resume, or --overwrite.")
+    return
+  with open(path + ".partial", "w") as f:
+    json.dump(config, f, indent=2)
+  os.replace(path + ".partial", path)
+
+
 def run_epoch(trainer, epoch_seed, num_unrolls, train):
   """One epoch; returns (seconds, final loss, last UnrollResult), or None on a non-finite step."""
   start = time.time()
@@ -89,6 +115,9 @@ def run_epoch(trainer, epoch_seed, num_unrolls, train):
 
 def train():
   validate_flags()
+  # The networks' initial weights come from TF's global generator; problem instances and
+  # minibatches use stateless seeds derived from --seed, epoch and unroll, so nothing else is random.
+  tf.random.set_seed(FLAGS.seed)
   problem, net_config, net_assignments = problems.get_config(
       FLAGS.problem, data_dir=FLAGS.data_dir, split="train", settings=FLAGS.settings)
   if hasattr(problem, "dataset"):
@@ -105,8 +134,12 @@ def train():
     checkpoint_dir = os.path.join(FLAGS.save_path, "checkpoints")
     if FLAGS.overwrite and os.path.isdir(checkpoint_dir):
       shutil.rmtree(checkpoint_dir)
+    check_run_config(FLAGS.save_path)
     state = checkpoints.TrainingCheckpoint(checkpoint_dir, optimizer, trainer.optimizer)
-    restored = state.restore_latest()
+    restored, damaged = state.restore_latest()
+    for path, reason in damaged:
+      logging.warning("Checkpoint %s is damaged (%s); falling back to the one before.", path,
+                      reason)
     if restored:
       logging.info("Resuming from %s at epoch %d.", restored, int(state.epoch.numpy()))
   start_epoch = int(state.epoch.numpy()) if state else 0

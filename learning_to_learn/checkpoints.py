@@ -55,18 +55,32 @@ class TrainingCheckpoint:
     self.manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep)
 
   def restore_latest(self):
-    """Restores the newest checkpoint; returns its path, or None when there is none."""
-    latest = self.manager.latest_checkpoint
-    if latest is None:
-      return None
-    try:
-      self._checkpoint.restore(latest).assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError) as e:
-      first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      raise ValueError(f"checkpoint {latest} cannot be restored ({first_line}); it was written for "
-                       "another configuration or is damaged: pass --overwrite to start afresh, or "
-                       "delete it to fall back to an older one.") from None
-    return latest
+    """Restores the newest readable checkpoint.
+
+    A damaged newest checkpoint (truncated or corrupted files) is passed over for the one before,
+    so an interrupted or broken save never costs more than the epochs since the previous one.
+
+    Returns:
+      (restored path or None when there is no checkpoint, [(damaged path, reason), ...]).
+    """
+    damaged = []
+    for path in reversed(self.manager.checkpoints):
+      try:
+        self._checkpoint.restore(path).assert_existing_objects_matched()
+        return path, damaged
+      except (tf.errors.OpError, ValueError, AssertionError) as e:
+        damaged.append((path, _first_line(e)))
+    if damaged:
+      path, reason = damaged[0]
+      raise ValueError(f"no checkpoint in {self.manager.directory} can be restored (newest: "
+                       f"{path}: {reason}); they were written for another configuration or are "
+                       "damaged: pass --overwrite to start afresh.")
+    return None, damaged
 
   def save(self):
     return self.manager.save(checkpoint_number=int(self.epoch.numpy()))
+
+
+def _first_line(error):
+  text = str(error).strip()
+  return text.splitlines()[0][:200] if text else type(error).__name__

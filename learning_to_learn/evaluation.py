@@ -95,20 +95,41 @@ def tune_learning_rate(problem, name, seeds, num_steps, grid=LEARNING_RATE_GRID,
                        unroll_length=20, jit_compile=None, progress=None):
   """Chooses a baseline's rate by the mean final loss over `seeds` (non-finite counts as worst).
 
+  If the best rate is the largest or smallest tried, the sweep goes on past the grid's edge by up
+  to two half-decades, so that the chosen rate is a true optimum of the sweep.
+
   Returns (best rate, {rate: mean final loss}).
   """
+  best, scores, _ = _tune(problem, name, seeds, num_steps, grid, unroll_length, jit_compile,
+                          progress)
+  return best, scores
+
+
+def _tune(problem, name, seeds, num_steps, grid, unroll_length, jit_compile, progress):
+  """tune_learning_rate, also returning its Evaluator set to the best rate, for reuse."""
   config = baseline_config(name, grid[0])
   rate = config[name]["net_options"]["learning_rate"]
   evaluator = Evaluator(problem, config, unroll_length=unroll_length, jit_compile=jit_compile)
   scores = {}
-  for r in grid:
+
+  def score(r):
     rate.assign(r)
     final = evaluator.run(seeds, num_steps)[:, -1]
     scores[r] = float(np.mean(final)) if np.all(np.isfinite(final)) else float("inf")
     if progress is not None:
       progress(r, scores[r])
+
+  for r in grid:
+    score(r)
+  # A best rate on the grid's edge is not tuned yet: go on by half-decades (at most two).
+  for _ in range(2):
+    best = min(scores, key=scores.get)
+    if len(grid) < 2 or best not in (min(scores), max(scores)) or not np.isfinite(scores[best]):
+      break
+    score(best * np.sqrt(10.0) if best == max(scores) else best / np.sqrt(10.0))
   best = min(scores, key=scores.get)
-  return best, scores
+  rate.assign(best)
+  return best, scores, evaluator
 
 
 def mean_interval(values, confidence_z=1.96):
@@ -152,11 +173,9 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
     losses["L2L"] = evaluator.run(test_seeds, num_steps)
     tick("L2L")
   for name in baselines:
-    rates[name], _ = tune_learning_rate(problem, name, tuning_seeds, tuning_steps, grid,
-                                        unroll_length, jit_compile,
-                                        progress=lambda r, s, n=name: tick(f"tuning {n}"))
-    evaluator = Evaluator(problem, baseline_config(name, rates[name]),
-                          unroll_length=unroll_length, jit_compile=jit_compile)
+    rates[name], _, evaluator = _tune(problem, name, tuning_seeds, tuning_steps, grid,
+                                      unroll_length, jit_compile,
+                                      lambda r, s, n=name: tick(f"tuning {n}"))
     losses[name] = evaluator.run(test_seeds, num_steps)
     tick(f"testing {name}")
   return losses, rates

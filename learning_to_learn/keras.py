@@ -1,0 +1,244 @@
+"""A trained coordinatewise LSTM optimizer as a Keras 3 optimizer, for `model.compile` and `fit`.
+
+    from learning_to_learn import keras as l2l_keras
+    model.compile(optimizer=l2l_keras.LearnedOptimizer("mnist"), loss=...)
+
+The update rule is the one meta-training learned (Andrychowicz et al. 2016, section 2.1), computed
+with the library's own `networks.lstm_step` and `preprocess` functions; only where its weights and
+state live differs: in Keras optimizer variables, so that `model.save`, `keras.models.load_model`,
+`tf.train.Checkpoint` and `tf.distribute` treat them like Adam's moments.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from learning_to_learn import checkpoints
+from learning_to_learn import networks
+from learning_to_learn import preprocess
+
+# The key a trained coordinatewise network is saved under (train.py --save_path, meta.DEFAULT_NET_CONFIG
+# and problems.get_config all call it "cw").
+NET_FILE = "cw.npz"
+_SUPPORTED_NET = "CoordinateWiseDeepLSTM"
+
+
+def _checkpoint_file(checkpoint):
+  """A shipped name, a directory holding cw.npz, or an .npz file -> the .npz file's path."""
+  if not isinstance(checkpoint, (str, os.PathLike)):
+    raise ValueError(f"checkpoint={checkpoint!r} is a {type(checkpoint).__name__}; pass a shipped "
+                     "optimizer's name, a directory written by train.py --save_path, or an .npz "
+                     "file written by networks.save.")
+  path = os.fspath(checkpoint)
+  if os.path.isfile(path):
+    return path
+  try:
+    directory = checkpoints.resolve(path)
+  except FileNotFoundError:
+    shipped = ", ".join(checkpoints.shipped_names()) or "none yet"
+    raise FileNotFoundError(f"checkpoint={path!r} is neither a shipped optimizer ({shipped}) nor "
+                            "an existing directory or .npz file; pass one of those, e.g. the "
+                            "--save_path of a train.py run.") from None
+  net_file = os.path.join(directory, NET_FILE)
+  if not os.path.isfile(net_file):
+    raise FileNotFoundError(f"checkpoint={path!r} is a directory without {NET_FILE}; pass the "
+                            "--save_path of a train.py run that trained a coordinatewise network, "
+                            "or the .npz file itself.")
+  return net_file
+
+
+def _flat(nested):
+  # {"lstm_0": {"w_gates": a}} -> {"lstm_0/w_gates": a}, the key form networks.save writes.
+  return {f"{layer}/{field}": value for layer, fields in nested.items()
+          for field, value in fields.items()}
+
+
+def _nested(flat):
+  nested = {}
+  for key, value in flat.items():
+    layer, field = key.split("/")
+    nested.setdefault(layer, {})[field] = np.asarray(value, dtype=np.float32)
+  return nested
+
+
+def _read_network(checkpoint, network):
+  """Validates a network and returns (net name, net_options, flat weights as float32 arrays).
+
+  `network` (from `get_config`) wins over the file, so a model saved with this optimizer loads after
+  the checkpoint file is gone; building the Sonnet network once checks every weight's shape.
+  """
+  if network is None:
+    path = _checkpoint_file(checkpoint)
+    try:
+      net = networks.load(path)
+    except ValueError as e:
+      raise ValueError(f"checkpoint={os.fspath(checkpoint)!r}: {e}") from None
+  else:
+    if not isinstance(network, dict) or not {"net", "net_options", "weights"} <= set(network):
+      raise ValueError(f"network={str(network)[:80]!r} is not what LearnedOptimizer.get_config "
+                       "writes; pass a dict with net, net_options and weights, or network=None "
+                       "to read the checkpoint.")
+    if network["net"] != _SUPPORTED_NET:
+      net = None
+    else:
+      options = dict(network["net_options"], initializer=_nested(network["weights"]))
+      try:
+        net = networks.factory(network["net"], options)
+      except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"network config does not build a {_SUPPORTED_NET} ({e}); pass the "
+                         "dict LearnedOptimizer.get_config wrote, unchanged.") from None
+  name = network["net"] if net is None else type(net).__name__
+  # Sgd and Adam are coordinatewise too, but only the LSTM's weights can live in this class.
+  if name != _SUPPORTED_NET:
+    raise ValueError(f"checkpoint={os.fspath(checkpoint)!r} holds {name}, not {_SUPPORTED_NET}; "
+                     "LearnedOptimizer runs only that network (one LSTM shared by every "
+                     "coordinate): train one with train.py's coordinatewise net config.")
+  return name, net.get_config(), _flat(networks.weights(net))
+
+
+def _value(variable):
+  # Reads a Keras variable once as a tensor (on this replica's device under tf.distribute).
+  return tf.convert_to_tensor(variable)
+
+
+def _constant_initializer(value):
+  def initializer(shape, dtype=None):
+    return tf.constant(value, dtype=dtype or tf.float32, shape=shape)
+  return initializer
+
+
+@keras.saving.register_keras_serializable(package="learning_to_learn")
+class LearnedOptimizer(keras.optimizers.Optimizer):
+  """A trained coordinatewise deep-LSTM optimizer (paper section 2.1) behind the Keras API.
+
+  For every model variable θ with gradient g, each coordinate c runs the shared network on its own
+  state s_c (one hidden and one cell row per LSTM layer):
+      x_c = preprocess(g_c);  (h_c, s_c') = LSTM_L(... LSTM_1(x_c, s_c));
+      θ_c <- θ_c + learning_rate * scale * (w h_c + b).
+  Shapes: g [any] -> [num_coords, 1] -> preprocess [num_coords, 1 or 2] -> LSTM layers
+  [num_coords, hidden] -> linear [num_coords, 1] -> × scale -> g's shape.
+
+  Where things live: the network's weights ("lstm_<i>/w_gates", "lstm_<i>/b_gates", "linear/w",
+  "linear/b") and every variable's LSTM state are Keras optimizer variables created in `build`, so
+  `model.save`/`load_model`, `tf.train.Checkpoint` and `tf.distribute` save, restore and mirror
+  them like Adam's moments. (A Sonnet module held by a Keras optimizer would not be saved: a
+  naive wrapper comes back from `load_model` with fresh random weights.) Memory: the weights are
+  shared (5,141 floats for 20-20 layers); the state costs 2 × sum(layers) floats per coordinate,
+  80 for 20-20 layers, against Adam's 2.
+
+  Sparse gradients (`tf.IndexedSlices`, e.g. from `keras.layers.Embedding`) give exactly the update
+  of the equivalent dense gradient: rows absent from the batch have gradient zero, and their LSTM
+  state still advances and their update is in general not zero, because a recurrent learned rule
+  does not leave a coordinate alone when its gradient is zero (Adam's momentum does not either).
+  So the gradient is densified, and a step costs O(vocabulary × hidden) whatever the batch touches.
+
+  Saving: `get_config` holds `checkpoint` (the string, a record of where the rule came from) and
+  `network` (the net's class, options and weights, about 5,000 numbers). The weights are the rule
+  itself, not training state, so a config without them would rebuild a different optimizer; with
+  them `from_config(get_config())` is the same rule and `load_model` never reads the checkpoint
+  file, which may have moved or been deleted. The LSTM states travel only in the saved variables.
+
+  Args:
+    checkpoint: a shipped optimizer's name ("mnist", "quadratic" once shipped, see
+      `checkpoints.shipped_names()`), a directory written by `train.py --save_path` holding cw.npz,
+      or an .npz file written by `networks.save`. Default "mnist": the paper's MNIST optimizer.
+    learning_rate: multiplies the network's update; 1.0 (default) is exactly the trained rule.
+      A float, a schedule or a callable, as for any Keras optimizer.
+    name: the optimizer's name, a prefix of its variables' names.
+    network: the `network` entry of `get_config()`; when given, `checkpoint` is not read. Leave it
+      None unless you rebuild from a config.
+    **kwargs: the base Keras options (clipnorm, clipvalue, global_clipnorm, weight_decay, use_ema,
+      ema_momentum, loss_scale_factor, gradient_accumulation_steps, ...), with their usual meaning.
+
+  Raises:
+    FileNotFoundError: `checkpoint` names no shipped optimizer, directory or file.
+    ValueError: the file is not a saved network, or the network is not a CoordinateWiseDeepLSTM.
+  """
+
+  def __init__(self, checkpoint="mnist", learning_rate=1.0, name="learned_optimizer", network=None,
+               **kwargs):
+    if isinstance(learning_rate, int) and not isinstance(learning_rate, bool):
+      learning_rate = float(learning_rate)  # Keras accepts floats only; 1 means 1.0 here.
+    super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+    net_name, net_options, weights = _read_network(checkpoint, network)
+    self._checkpoint = os.fspath(checkpoint)
+    # JSON text, not a dict: Keras and TF would wrap a dict attribute in their tracking types.
+    self._net_json = json.dumps({"net": net_name, "net_options": net_options})
+    self._initial_weights = tuple(weights.items())
+    self._num_layers = len(net_options["layers"])
+    self._scale = float(net_options["scale"])
+    preprocessor = preprocess.factory(net_options["preprocess_name"],
+                                      net_options["preprocess_options"])
+    # A bound method, not the module: TF would otherwise add the (empty) Sonnet module to every
+    # checkpoint's object graph.
+    self._preprocess = preprocessor.__call__
+
+  def build(self, var_list):
+    """Creates the shared network weights and, for each variable, its zero LSTM state."""
+    if self.built:
+      return
+    super().build(var_list)
+    self._weights = {}
+    for key, value in self._initial_weights:
+      self._weights[key] = self.add_variable(
+          shape=value.shape, initializer=_constant_initializer(value), dtype="float32",
+          name=key.replace("/", "_"))
+    self._states = []
+    for variable in var_list:
+      num_coords = int(np.prod(variable.shape))
+      prefix = getattr(variable, "path", variable.name).replace("/", "_").replace(":", "_")
+      layers = []
+      for i in range(self._num_layers):
+        hidden_size = self._weights[f"lstm_{i}/b_gates"].shape[0] // 4
+        layers.append(tuple(
+            self.add_variable(shape=(num_coords, hidden_size), initializer="zeros",
+                              dtype="float32", name=f"{prefix}_lstm_{i}_{field}")
+            for field in ("hidden", "cell")))
+      self._states.append(tuple(layers))
+
+  @property
+  def network_weights(self):
+    """Name ("lstm_0/w_gates", ..., "linear/b") -> the Keras variable holding that weight."""
+    return dict(self._weights)
+
+  def lstm_state(self, variable):
+    """The LSTM state of one model variable: a networks.LSTMState of Keras variables per layer."""
+    return tuple(networks.LSTMState(hidden, cell)
+                 for hidden, cell in self._states[self._get_variable_index(variable)])
+
+  def update_step(self, gradient, variable, learning_rate):
+    """Runs the network on every coordinate of `gradient` and moves `variable` by its output."""
+    if isinstance(gradient, tf.IndexedSlices):
+      # A Python type check, not a tensor test: fine in update_step, which Keras traces without
+      # autograph. Densifying sums repeated rows, as the dense gradient would.
+      gradient = tf.convert_to_tensor(gradient)
+    outputs = tf.reshape(tf.cast(gradient, tf.float32), [-1, 1])  # [num_coords, 1]
+    outputs = self._preprocess(outputs)  # [num_coords, num_features]
+    next_states = []
+    for i, state in enumerate(self.lstm_state(variable)):
+      outputs, next_state = networks.lstm_step(
+          outputs, networks.LSTMState(_value(state.hidden), _value(state.cell)),
+          _value(self._weights[f"lstm_{i}/w_gates"]), _value(self._weights[f"lstm_{i}/b_gates"]))
+      next_states.append((state, next_state))  # outputs: [num_coords, hidden_i]
+    update = tf.matmul(outputs, _value(self._weights["linear/w"])) + _value(self._weights["linear/b"])
+    update = tf.reshape(update * self._scale, variable.shape)  # [num_coords, 1] -> variable's shape
+    for state, next_state in next_states:
+      self.assign(state.hidden, next_state.hidden)
+      self.assign(state.cell, next_state.cell)
+    self.assign_add(variable, tf.cast(learning_rate, variable.dtype) * tf.cast(update,
+                                                                                variable.dtype))
+
+  def get_config(self):
+    config = super().get_config()
+    if self.built:
+      weights = {key: variable.numpy() for key, variable in self._weights.items()}
+    else:
+      weights = dict(self._initial_weights)
+    network = json.loads(self._net_json)
+    network["weights"] = {key: np.asarray(value, np.float32).tolist()
+                          for key, value in weights.items()}
+    config.update(checkpoint=self._checkpoint, network=network)
+    return config

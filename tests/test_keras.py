@@ -1,0 +1,336 @@
+"""The Keras optimizer against the library's own unroll, a closed form, and its dense twin.
+
+Sources: `unroll.unroll` with the same network (the MNIST sequence), the closed form scale × bias
+of a zero output layer, a hand-built sign-descent LSTM (fit must lower the loss), an unsaved copy
+of the model (save/load), and the dense gradient (IndexedSlices).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from absl.testing import parameterized
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import problems
+from learning_to_learn import keras as l2l_keras
+from learning_to_learn import meta
+from learning_to_learn import networks
+from learning_to_learn import unroll
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+K = 5.0
+SCALE = 0.01
+
+# A 2-device MirroredStrategy must configure devices before TensorFlow starts, so it runs in its
+# own interpreter. Started when the module loads: its TensorFlow start-up then overlaps the
+# other tests instead of adding to the suite's time.
+_MIRRORED_SCRIPT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from learning_to_learn import keras as l2l_keras
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+rng = np.random.default_rng(0)
+x = rng.normal(size=[64, 4]).astype(np.float32)
+y = x @ rng.normal(size=[4, 1]).astype(np.float32)
+with strategy.scope():
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, kernel_initializer="zeros")])
+  optimizer = l2l_keras.LearnedOptimizer(sys.argv[1], learning_rate=3.0)
+  model.compile(optimizer=optimizer, loss="mse")
+history = model.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=0)
+in_sync = all(np.array_equal(v.value.values[0].numpy(), v.value.values[1].numpy())
+              for v in optimizer.variables)
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "loss": history.history["loss"],
+                  "in_sync": in_sync}))
+"""
+
+
+def lstm_net(**kwargs):
+  options = dict(layers=(20, 20), preprocess_name="LogAndSign", preprocess_options={"k": K},
+                 scale=SCALE)
+  options.update(kwargs)
+  return networks.CoordinateWiseDeepLSTM(**options)
+
+
+def random_net(seed=0):
+  """Every weight random, so updates and state depend on all of them."""
+  rng = np.random.default_rng(seed)
+  shapes = {"lstm_0": {"w_gates": (22, 80), "b_gates": (80,)},
+            "lstm_1": {"w_gates": (40, 80), "b_gates": (80,)},
+            "linear": {"w": (20, 1), "b": (1,)}}
+  weights = {layer: {field: rng.normal(scale=0.3, size=shape).astype(np.float32)
+                     for field, shape in fields.items()} for layer, fields in shapes.items()}
+  return lstm_net(initializer=weights)
+
+
+def sign_descent_net(layers=(20, 20), gain=10.0):
+  """An LSTM built by hand to output -scale × sign(g): sign descent with step `scale`.
+
+  Unit 0 of each layer copies its input signal (the LogAndSign sign feature, then the previous
+  layer's unit 0) through its candidate; input and output gates are open, the forget gate shut.
+  A ±1 signal leaves each layer as ±tanh(1) (to 1e-4), which the output layer divides out.
+  """
+  weights, size, signal = {}, 2, 1  # LogAndSign features are (log |g|, sign g)
+  for i, hidden in enumerate(layers):
+    w_gates = np.zeros([size + hidden, 4 * hidden], np.float32)
+    b_gates = np.zeros([4 * hidden], np.float32)
+    w_gates[signal, hidden] = gain  # gates are (i, j, f, o): column `hidden` is j of unit 0
+    b_gates[:hidden] = gain
+    b_gates[2 * hidden:3 * hidden] = -gain - 1.0  # lstm_step adds forget_bias = 1
+    b_gates[3 * hidden:] = gain
+    weights[f"lstm_{i}"] = {"w_gates": w_gates, "b_gates": b_gates}
+    size, signal = hidden, 0
+  linear_w = np.zeros([size, 1], np.float32)
+  linear_w[0, 0] = -1.0 / np.tanh(1.0)
+  weights["linear"] = {"w": linear_w, "b": np.zeros([1], np.float32)}
+  return lstm_net(layers=layers, initializer=weights)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mirrored_run(tmp_path_factory):
+  """Starts the MirroredStrategy script before the module's first test; yields its process."""
+  path = networks.save(sign_descent_net(), str(tmp_path_factory.mktemp("mirrored") / "cw.npz"))
+  process = subprocess.Popen([sys.executable, "-c", _MIRRORED_SCRIPT, path], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  yield process
+  if process.poll() is None:
+    process.kill()
+    process.communicate()
+
+
+def _write_text(path, text):
+  with open(path, "w") as f:
+    f.write(text)
+
+
+def _copy_into(model, params, num_layers):
+  for i in range(num_layers):
+    model.layers[i + 1].set_weights([params[f"mlp/linear_{i}/w"].numpy(),
+                                     params[f"mlp/linear_{i}/b"].numpy()])
+
+
+def _weights_of(optimizer):
+  return {key: v.numpy() for key, v in optimizer.network_weights.items()}
+
+
+def _small_model():
+  model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh"),
+                            keras.layers.Dense(1)])
+  model.set_weights([np.random.default_rng(i).normal(size=w.shape).astype(np.float32)
+                     for i, w in enumerate(model.get_weights())])
+  return model
+
+
+def _regression(seed=0, num_examples=32):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=[num_examples, 5]).astype(np.float32)
+  return x, np.sin(x @ rng.normal(size=[5, 1])).astype(np.float32)
+
+
+class LearnedOptimizerTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.tmp = self.create_tempdir().full_path
+
+  def save(self, net, name="cw.npz"):
+    return networks.save(net, os.path.join(self.tmp, name))
+
+  def test_mnist_losses_match_the_library_unroll(self):
+    num_steps = 10
+    problem = problems.mnist(layers=(20,))
+    params, constants = problem.init(meta.make_seed(1))
+    images, labels = problem.sample_batches(meta.make_seed(2), num_steps + 1)
+    net = random_net()
+    rule = meta.NetAssignments({"cw": net}, None, problem.param_names)
+    state = unroll.UnrollState(params, rule.initial_state(params), constants)
+    want, _ = unroll.unroll(problem, rule, state, (images, labels))
+
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(20, activation="sigmoid"),
+                              keras.layers.Dense(10)])
+    _copy_into(model, params, num_layers=2)
+    model.compile(optimizer=l2l_keras.LearnedOptimizer(self.save(net)),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    got = [float(model.train_on_batch(images[t], labels[t])) for t in range(num_steps)]
+    got.append(float(model.evaluate(images[num_steps], labels[num_steps], verbose=0)))
+    # The losses must move, or equal sequences would prove nothing.
+    self.assertGreater(np.ptp(want.numpy()), 1e-3)
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=0)
+
+  def test_zero_output_layer_moves_every_coordinate_by_scale_times_bias(self):
+    bias, learning_rate = 0.7, 0.5
+    path = self.save(lstm_net(initializer={"linear": {"w": "zeros", "b": [bias]}}))
+    optimizer = l2l_keras.LearnedOptimizer(path, learning_rate=learning_rate)
+    starts = [np.full(shape, 2.0, np.float32) for shape in ([3], [2, 5], [3, 3, 2, 4])]
+    variables = [keras.Variable(start) for start in starts]
+    gradients = [tf.random.normal(start.shape) for start in starts]
+    optimizer.apply_gradients(zip(gradients, variables))
+    for variable, start in zip(variables, starts):
+      # Closed form: the LSTM output is multiplied by w = 0, leaving b, times scale and rate.
+      np.testing.assert_allclose(variable.numpy() - start, learning_rate * SCALE * bias,
+                                 rtol=1e-5)
+
+  @parameterized.named_parameters(("eager_kernels", False), ("xla", True))
+  def test_fit_lowers_the_loss_of_a_conv_net(self, jit_compile):
+    optimizer = l2l_keras.LearnedOptimizer(self.save(sign_descent_net()), learning_rate=2.0)
+    # Built after the optimizer exists: build() sizes the state from whatever model it meets.
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(3, 3),
+                              keras.layers.Flatten(), keras.layers.Dense(1)])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=[64, 6, 6, 1]).astype(np.float32)
+    y = np.tanh(x.reshape(64, -1) @ rng.normal(size=[36, 1]) / 6.0).astype(np.float32)
+    model.compile(optimizer=optimizer, loss="mse", jit_compile=jit_compile)
+    history = model.fit(x, y, batch_size=16, epochs=6, shuffle=False, verbose=0)
+    losses = history.history["loss"]
+    self.assertLess(losses[-1], 0.5 * losses[0])
+    shapes = [tuple(state[0].hidden.shape) for state in
+              map(optimizer.lstm_state, model.trainable_variables)]
+    self.assertEqual(shapes, [(27, 20), (3, 20), (48, 20), (1, 20)])
+
+  def test_save_and_load_model_restore_weights_and_state(self):
+    path = self.save(random_net())
+    model = _small_model()
+    model.compile(optimizer=l2l_keras.LearnedOptimizer(path, learning_rate=0.5), loss="mse")
+    x, y = _regression()
+    for t in range(2):
+      model.train_on_batch(x[8 * t:8 * t + 8], y[8 * t:8 * t + 8])
+    # Weights unlike the file's, and the file deleted: they can only come from the .keras file.
+    for variable in model.optimizer.network_weights.values():
+      variable.assign(variable + 0.05 * tf.random.normal(variable.shape))
+    saved = [v.numpy() for v in model.optimizer.variables]
+    model.save(os.path.join(self.tmp, "m.keras"))
+    file_weights = networks.load_weights(path)
+    os.remove(path)
+    self.assertFalse(np.array_equal(_weights_of(model.optimizer)["linear/w"],
+                                    file_weights["linear"]["w"]))
+
+    loaded = keras.models.load_model(os.path.join(self.tmp, "m.keras"))
+    self.assertIsInstance(loaded.optimizer, l2l_keras.LearnedOptimizer)
+    self.assertLen(loaded.optimizer.variables, len(saved))
+    for want, variable in zip(saved, loaded.optimizer.variables):
+      np.testing.assert_array_equal(variable.numpy(), want, err_msg=variable.path)
+    self.assertGreater(np.abs(loaded.optimizer.lstm_state(
+        loaded.trainable_variables[0])[1].cell.numpy()).max(), 0.0)
+    for t in range(2, 4):
+      batch = x[8 * t:8 * t + 8], y[8 * t:8 * t + 8]
+      self.assertEqual(float(loaded.train_on_batch(*batch)), float(model.train_on_batch(*batch)))
+
+  def test_tf_train_checkpoint_restores_weights_and_state(self):
+    path = self.save(random_net())
+    model = _small_model()
+    optimizer = l2l_keras.LearnedOptimizer(path)
+    model.compile(optimizer=optimizer, loss="mse")
+    x, y = _regression()
+    model.train_on_batch(x, y)
+    optimizer.network_weights["lstm_1/b_gates"].assign(tf.random.normal([80]))
+    prefix = tf.train.Checkpoint(optimizer=optimizer, model=model).save(
+        os.path.join(self.tmp, "ckpt"))
+
+    again = _small_model()
+    restored = l2l_keras.LearnedOptimizer(path)
+    restored.build(again.trainable_variables)
+    tf.train.Checkpoint(optimizer=restored, model=again).restore(prefix).assert_consumed()
+    for want, variable in zip(optimizer.variables, restored.variables):
+      np.testing.assert_array_equal(variable.numpy(), want.numpy(), err_msg=variable.path)
+
+  def test_indexed_slices_give_the_dense_gradient_result(self):
+    path = self.save(random_net())
+    make = lambda: keras.Sequential([keras.Input((5,), dtype="int32"),
+                                     keras.layers.Embedding(12, 3),
+                                     keras.layers.GlobalAveragePooling1D(),
+                                     keras.layers.Dense(1)])
+    sparse_model, dense_model = make(), make()
+    dense_model.set_weights(sparse_model.get_weights())
+    start = sparse_model.get_weights()[0]
+    sparse_opt = l2l_keras.LearnedOptimizer(path)
+    dense_opt = l2l_keras.LearnedOptimizer(path)
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+      # Ids below 8 only, with repeats: rows 8-11 never get a gradient, some rows get several.
+      tokens = rng.integers(0, 8, size=[6, 5]).astype(np.int32)
+      targets = rng.normal(size=[6, 1]).astype(np.float32)
+      for model, optimizer, densify in ((sparse_model, sparse_opt, False),
+                                        (dense_model, dense_opt, True)):
+        with tf.GradientTape() as tape:
+          loss = tf.reduce_mean(tf.square(model(tokens) - targets))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        self.assertIsInstance(gradients[0], tf.IndexedSlices)
+        if densify:
+          gradients = [tf.convert_to_tensor(g) for g in gradients]
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+    for got, want in zip(sparse_model.get_weights(), dense_model.get_weights()):
+      np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    for got, want in zip(sparse_opt.variables, dense_opt.variables):
+      np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-7)
+    # Rows absent from every batch still moved: zero gradient is not "no update" for an LSTM.
+    self.assertGreater(np.abs(sparse_model.get_weights()[0][8:] - start[8:]).min(), 0.0)
+
+  def test_config_round_trip_keeps_the_rule_without_the_file(self):
+    path = self.save(random_net())
+    optimizer = l2l_keras.LearnedOptimizer(path, learning_rate=0.3, clipnorm=2.0)
+    optimizer.build([keras.Variable(np.zeros([4], np.float32))])
+    optimizer.network_weights["linear/b"].assign([0.25])
+    config = optimizer.get_config()
+    json.dumps(config)  # what model.save writes must be JSON
+    os.remove(path)
+    again = l2l_keras.LearnedOptimizer.from_config(config)
+    self.assertEqual(again.get_config(), config)
+    self.assertEqual((config["checkpoint"], config["learning_rate"], config["clipnorm"]),
+                     (path, 0.3, 2.0))
+    revived = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    self.assertIsInstance(revived, l2l_keras.LearnedOptimizer)
+    revived.build([keras.Variable(np.zeros([2], np.float32))])
+    self.assertEqual(float(revived.network_weights["linear/b"][0]), 0.25)
+
+  def test_missing_checkpoints_name_the_argument(self):
+    os.makedirs(os.path.join(self.tmp, "empty"))
+    for checkpoint in ("mnsit", os.path.join(self.tmp, "gone.npz"),
+                       os.path.join(self.tmp, "empty")):
+      with self.assertRaises(FileNotFoundError) as raised:
+        l2l_keras.LearnedOptimizer(checkpoint)
+      self.assertIn(f"checkpoint={checkpoint!r}", str(raised.exception))
+      self.assertNotIn("\n", str(raised.exception))
+
+  def test_a_directory_of_cw_npz_loads(self):
+    self.save(random_net())
+    optimizer = l2l_keras.LearnedOptimizer(self.tmp)
+    optimizer.build([keras.Variable(np.zeros([2], np.float32))])
+    np.testing.assert_array_equal(_weights_of(optimizer)["linear/w"],
+                                  networks.load_weights(os.path.join(self.tmp, "cw.npz"))
+                                  ["linear"]["w"])
+
+  @parameterized.named_parameters(
+      ("not_npz", lambda path: _write_text(path, "not an optimizer"), "cannot read"),
+      ("weights_without_config", lambda path: np.savez(path, w=np.zeros(3)), "no network config"),
+      ("standard_lstm", lambda path: networks.save(
+          networks.StandardDeepLSTM(output_size=3, layers=(4,)), path), "StandardDeepLSTM"),
+      ("adam", lambda path: networks.save(networks.Adam(), path), "holds Adam"),
+  )
+  def test_bad_checkpoints_are_one_line_value_errors(self, write, message):
+    path = os.path.join(self.tmp, "bad.npz")
+    write(path)
+    with self.assertRaises(ValueError) as raised:
+      l2l_keras.LearnedOptimizer(path)
+    self.assertIn(message, str(raised.exception))
+    self.assertIn(f"checkpoint={path!r}", str(raised.exception))
+    self.assertNotIn("\n", str(raised.exception))
+
+
+def test_mirrored_strategy_fit_lowers_the_loss(mirrored_run):
+  out, err = mirrored_run.communicate(timeout=300)
+  assert mirrored_run.returncode == 0, err[-2000:]
+  result = json.loads(out.strip().splitlines()[-1])
+  assert result["replicas"] == 2
+  assert result["loss"][-1] < 0.5 * result["loss"][0], result["loss"]
+  # Every replica's copy of the weights and LSTM state is the same after training.
+  assert result["in_sync"]
