@@ -154,7 +154,9 @@ def train():
     signal.signal(signum, _on_signal)
   try:
     while epoch < FLAGS.num_epochs:
-      outcome = run_epoch(trainer, (FLAGS.seed, TRAIN, epoch), num_unrolls, train=True)
+      # A retried epoch draws a new instance: the fault may lie in the instance itself.
+      attempt = (faults,) if faults else ()
+      outcome = run_epoch(trainer, (FLAGS.seed, TRAIN, epoch) + attempt, num_unrolls, train=True)
       if outcome is None:
         faults += 1
         logging.warning("Epoch %d: non-finite loss or meta-gradient; meta-step skipped, epoch "

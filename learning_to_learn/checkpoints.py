@@ -68,7 +68,9 @@ class TrainingCheckpoint:
       try:
         self._checkpoint.restore(path).assert_existing_objects_matched()
         return path, damaged
-      except (tf.errors.OpError, ValueError, AssertionError) as e:
+      except Exception as e:  # pylint: disable=broad-except
+        # TF's reader raises OpError, ValueError, AssertionError or even IndexError on a
+        # truncated file; whichever it is, this checkpoint is unusable and an older one may not be.
         damaged.append((path, _first_line(e)))
     if damaged:
       path, reason = damaged[0]

@@ -20,8 +20,8 @@ from learning_to_learn import checkpoints
 from learning_to_learn import networks
 from learning_to_learn import preprocess
 
-# The key a trained coordinatewise network is saved under (train.py --save_path, meta.DEFAULT_NET_CONFIG
-# and problems.get_config all call it "cw").
+# The file a trained coordinatewise network is saved in: train.py --save_path and
+# problems.get_config name that network "cw".
 NET_FILE = "cw.npz"
 _SUPPORTED_NET = "CoordinateWiseDeepLSTM"
 
@@ -33,7 +33,8 @@ def _checkpoint_file(checkpoint):
                      "optimizer's name, a directory written by train.py --save_path, or an .npz "
                      "file written by networks.save.")
   path = os.fspath(checkpoint)
-  if os.path.isfile(path):
+  # A shipped name wins over a same-named file in the working directory, as in checkpoints.resolve.
+  if path not in checkpoints.shipped_names() and os.path.isfile(path):
     return path
   try:
     directory = checkpoints.resolve(path)
@@ -64,39 +65,60 @@ def _nested(flat):
   return nested
 
 
+def _first_line(error):
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+def _saved_net_name(checkpoint, path):
+  """The class name in a networks.save file's config, read before building anything from it."""
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      config = json.loads(str(data["__config__"])) if "__config__" in data.files else None
+  except (OSError, ValueError) as e:
+    raise ValueError(f"checkpoint={checkpoint!r}: cannot read {path} ({_first_line(e)}); it is "
+                     "not a file written by networks.save: retrain or re-download it.") from None
+  if not isinstance(config, dict) or "net" not in config:
+    raise ValueError(f"checkpoint={checkpoint!r}: {path} holds no network config, so it was not "
+                     "written by networks.save; pass the cw.npz of a train.py run.")
+  return config["net"]
+
+
+def _check_supported(checkpoint, name):
+  # Sgd and Adam are coordinatewise too, but only the LSTM's weights can live in this class.
+  if name != _SUPPORTED_NET:
+    raise ValueError(f"checkpoint={checkpoint!r} holds {name}, not {_SUPPORTED_NET}; "
+                     "LearnedOptimizer runs only that network (one LSTM shared by every "
+                     "coordinate): train one with train.py's coordinatewise net config.")
+
+
 def _read_network(checkpoint, network):
-  """Validates a network and returns (net name, net_options, flat weights as float32 arrays).
+  """Validates a network and returns (net_options, flat weights as float32 arrays).
 
   `network` (from `get_config`) wins over the file, so a model saved with this optimizer loads after
   the checkpoint file is gone; building the Sonnet network once checks every weight's shape.
   """
+  checkpoint = os.fspath(checkpoint) if isinstance(checkpoint, os.PathLike) else checkpoint
   if network is None:
     path = _checkpoint_file(checkpoint)
+    _check_supported(checkpoint, _saved_net_name(checkpoint, path))
     try:
       net = networks.load(path)
     except ValueError as e:
-      raise ValueError(f"checkpoint={os.fspath(checkpoint)!r}: {e}") from None
+      raise ValueError(f"checkpoint={checkpoint!r}: {_first_line(e)}") from None
   else:
     if not isinstance(network, dict) or not {"net", "net_options", "weights"} <= set(network):
       raise ValueError(f"network={str(network)[:80]!r} is not what LearnedOptimizer.get_config "
                        "writes; pass a dict with net, net_options and weights, or network=None "
                        "to read the checkpoint.")
-    if network["net"] != _SUPPORTED_NET:
-      net = None
-    else:
-      options = dict(network["net_options"], initializer=_nested(network["weights"]))
-      try:
-        net = networks.factory(network["net"], options)
-      except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"network config does not build a {_SUPPORTED_NET} ({e}); pass the "
-                         "dict LearnedOptimizer.get_config wrote, unchanged.") from None
-  name = network["net"] if net is None else type(net).__name__
-  # Sgd and Adam are coordinatewise too, but only the LSTM's weights can live in this class.
-  if name != _SUPPORTED_NET:
-    raise ValueError(f"checkpoint={os.fspath(checkpoint)!r} holds {name}, not {_SUPPORTED_NET}; "
-                     "LearnedOptimizer runs only that network (one LSTM shared by every "
-                     "coordinate): train one with train.py's coordinatewise net config.")
-  return name, net.get_config(), _flat(networks.weights(net))
+    _check_supported(checkpoint, network["net"])
+    options = dict(network["net_options"], initializer=_nested(network["weights"]))
+    try:
+      net = networks.factory(network["net"], options)
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"network config does not build a {_SUPPORTED_NET} ({_first_line(e)}); "
+                       "pass the dict LearnedOptimizer.get_config wrote, unchanged.") from None
+  return net.get_config(), _flat(networks.weights(net))
 
 
 def _value(variable):
@@ -144,7 +166,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   Args:
     checkpoint: a shipped optimizer's name ("mnist", "quadratic" once shipped, see
       `checkpoints.shipped_names()`), a directory written by `train.py --save_path` holding cw.npz,
-      or an .npz file written by `networks.save`. Default "mnist": the paper's MNIST optimizer.
+      or an .npz file written by `networks.save`. Default "mnist": the optimizer meta-trained on the
+      paper's MNIST MLP (not shipped yet: until it is, pass a path).
     learning_rate: multiplies the network's update; 1.0 (default) is exactly the trained rule.
       A float, a schedule or a callable, as for any Keras optimizer.
     name: the optimizer's name, a prefix of its variables' names.
@@ -163,10 +186,10 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     if isinstance(learning_rate, int) and not isinstance(learning_rate, bool):
       learning_rate = float(learning_rate)  # Keras accepts floats only; 1 means 1.0 here.
     super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-    net_name, net_options, weights = _read_network(checkpoint, network)
-    self._checkpoint = os.fspath(checkpoint)
+    net_options, weights = _read_network(checkpoint, network)
+    self._checkpoint = os.fspath(checkpoint) if isinstance(checkpoint, os.PathLike) else checkpoint
     # JSON text, not a dict: Keras and TF would wrap a dict attribute in their tracking types.
-    self._net_json = json.dumps({"net": net_name, "net_options": net_options})
+    self._net_json = json.dumps({"net": _SUPPORTED_NET, "net_options": net_options})
     self._initial_weights = tuple(weights.items())
     self._num_layers = len(net_options["layers"])
     self._scale = float(net_options["scale"])
@@ -181,9 +204,9 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     if self.built:
       return
     super().build(var_list)
-    self._weights = {}
+    self._net_weights = {}
     for key, value in self._initial_weights:
-      self._weights[key] = self.add_variable(
+      self._net_weights[key] = self.add_variable(
           shape=value.shape, initializer=_constant_initializer(value), dtype="float32",
           name=key.replace("/", "_"))
     self._states = []
@@ -192,7 +215,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       prefix = getattr(variable, "path", variable.name).replace("/", "_").replace(":", "_")
       layers = []
       for i in range(self._num_layers):
-        hidden_size = self._weights[f"lstm_{i}/b_gates"].shape[0] // 4
+        hidden_size = self._net_weights[f"lstm_{i}/b_gates"].shape[0] // 4
         layers.append(tuple(
             self.add_variable(shape=(num_coords, hidden_size), initializer="zeros",
                               dtype="float32", name=f"{prefix}_lstm_{i}_{field}")
@@ -202,12 +225,19 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   @property
   def network_weights(self):
     """Name ("lstm_0/w_gates", ..., "linear/b") -> the Keras variable holding that weight."""
-    return dict(self._weights)
+    self._check_built("network_weights")
+    return dict(self._net_weights)
 
   def lstm_state(self, variable):
     """The LSTM state of one model variable: a networks.LSTMState of Keras variables per layer."""
+    self._check_built("lstm_state")
     return tuple(networks.LSTMState(hidden, cell)
                  for hidden, cell in self._states[self._get_variable_index(variable)])
+
+  def _check_built(self, what):
+    if not self.built:
+      raise ValueError(f"{what}: LearnedOptimizer {self.name!r} has no variables before build(); "
+                       "call optimizer.build(model.trainable_variables) or train one step first.")
 
   def update_step(self, gradient, variable, learning_rate):
     """Runs the network on every coordinate of `gradient` and moves `variable` by its output."""
@@ -221,20 +251,22 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     for i, state in enumerate(self.lstm_state(variable)):
       outputs, next_state = networks.lstm_step(
           outputs, networks.LSTMState(_value(state.hidden), _value(state.cell)),
-          _value(self._weights[f"lstm_{i}/w_gates"]), _value(self._weights[f"lstm_{i}/b_gates"]))
+          _value(self._net_weights[f"lstm_{i}/w_gates"]),
+          _value(self._net_weights[f"lstm_{i}/b_gates"]))
       next_states.append((state, next_state))  # outputs: [num_coords, hidden_i]
-    update = tf.matmul(outputs, _value(self._weights["linear/w"])) + _value(self._weights["linear/b"])
-    update = tf.reshape(update * self._scale, variable.shape)  # [num_coords, 1] -> variable's shape
+    weights = self._net_weights
+    update = tf.matmul(outputs, _value(weights["linear/w"])) + _value(weights["linear/b"])
+    update = tf.reshape(update * self._scale, variable.shape)  # [num_coords, 1] -> variable's
     for state, next_state in next_states:
       self.assign(state.hidden, next_state.hidden)
       self.assign(state.cell, next_state.cell)
-    self.assign_add(variable, tf.cast(learning_rate, variable.dtype) * tf.cast(update,
-                                                                                variable.dtype))
+    self.assign_add(variable,
+                    tf.cast(learning_rate, variable.dtype) * tf.cast(update, variable.dtype))
 
   def get_config(self):
     config = super().get_config()
     if self.built:
-      weights = {key: variable.numpy() for key, variable in self._weights.items()}
+      weights = {key: variable.numpy() for key, variable in self._net_weights.items()}
     else:
       weights = dict(self._initial_weights)
     network = json.loads(self._net_json)

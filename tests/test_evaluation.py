@@ -139,12 +139,44 @@ def test_tune_learning_rate_scores_divergence_as_inf():
 
 
 def test_tune_learning_rate_reports_progress():
+  # f(x_2) = (1 - 2r)^4: 0.4 is the best of the three and inside the grid, so no extension.
   seen = []
-  evaluation.tune_learning_rate(problems.simple(), "sgd", [(0, 2, 0)], num_steps=2,
-                                grid=(0.1, 0.2), jit_compile=False,
-                                progress=lambda r, s: seen.append((r, s)))
-  assert [r for r, _ in seen] == [0.1, 0.2]
-  np.testing.assert_allclose([s for _, s in seen], [0.8 ** 4, 0.6 ** 4], rtol=1e-5)
+  best, _ = evaluation.tune_learning_rate(problems.simple(), "sgd", [(0, 2, 0)], num_steps=2,
+                                          grid=(0.1, 0.4, 0.9), jit_compile=False,
+                                          progress=lambda r, s: seen.append((r, s)))
+  assert best == 0.4
+  assert [r for r, _ in seen] == [0.1, 0.4, 0.9]
+  np.testing.assert_allclose([s for _, s in seen], [0.8 ** 4, 0.2 ** 4, 0.8 ** 4], rtol=1e-4)
+
+
+def test_tune_learning_rate_goes_past_the_grid_edge_by_at_most_two_half_decades():
+  # On `simple` with 5 steps the optimum is near r = 0.5; a grid of 0.01 and 0.01 sqrt(10) has its
+  # best on the upper edge, so the sweep tries 0.1 and then 0.1 sqrt(10), and stops there.
+  grid = (0.01, 0.01 * np.sqrt(10.0))
+  best, scores = evaluation.tune_learning_rate(problems.simple(), "sgd", [(0, 2, 0)],
+                                               num_steps=5, grid=grid, unroll_length=5,
+                                               jit_compile=False)
+  expected_rates = [0.01 * np.sqrt(10.0) ** k for k in range(4)]
+  np.testing.assert_allclose(list(scores), expected_rates, rtol=1e-12)
+  np.testing.assert_allclose(list(scores.values()),
+                             [(1.0 - 2.0 * r) ** 10 for r in expected_rates], rtol=1e-4)
+  assert best == pytest.approx(expected_rates[-1])
+
+
+def test_compare_progress_never_runs_past_its_total():
+  # compare() announces `total` steps; the edge extension of the sweep must not overshoot it.
+  calls = []
+  losses, rates = evaluation.compare(
+      problems.simple(), None, baselines=("sgd",), num_tuning_epochs=1, num_test_epochs=2,
+      num_steps=5, grid=(0.01, 0.01 * np.sqrt(10.0)), unroll_length=5, jit_compile=False,
+      progress=lambda stage, done, total: calls.append((stage, done, total)))
+  assert rates["sgd"] == pytest.approx(0.1 * np.sqrt(10.0))
+  np.testing.assert_allclose(losses["sgd"], np.tile(_sgd_simple_losses(rates["sgd"], 5), (2, 1)),
+                             rtol=1e-4, atol=1e-7)
+  dones = [done for _, done, _ in calls]
+  assert dones == list(range(1, len(calls) + 1))
+  assert all(done <= total for _, done, total in calls), calls
+  assert calls[-1][1] == calls[-1][2], calls  # finishes exactly at 100%
 
 
 # --- 5. baseline_config validation --------------------------------------------------------------
