@@ -35,6 +35,9 @@ flags.DEFINE_enum("split", "train", ["train", "test"], "Data split the classifie
 flags.DEFINE_enum("settings", "reference", ["reference", "paper"],
                   "Network settings the trained optimizer was built with.")
 flags.DEFINE_integer("unroll_length", 20, "Steps per compiled call (does not change results).")
+flags.DEFINE_list("hidden_layers", None, "MNIST MLP hidden sizes (default 20), e.g. 40 or 20,20.")
+flags.DEFINE_enum("activation", None, ["sigmoid", "relu"], "MNIST MLP activation (default "
+                  "sigmoid).")
 flags.DEFINE_boolean("compare", False, "Compare the learned optimizer with every tuned baseline: "
                      "tune each rate, run all on the same test instances, write a table, a CSV "
                      "and a plot to --output_dir.")
@@ -63,13 +66,34 @@ def validate_flags():
                      "an interval (the paper's figures use 100).")
 
 
+def mlp_options():
+  """The MLP's shape for the generalization runs (paper section 3.2): --hidden_layers, --activation."""
+  options = {}
+  if FLAGS.hidden_layers is not None:
+    try:
+      options["layers"] = tuple(int(size) for size in FLAGS.hidden_layers)
+    except ValueError:
+      raise ValueError(f"--hidden_layers={','.join(FLAGS.hidden_layers)}: give positive integers, "
+                       "e.g. --hidden_layers=20,20.") from None
+    if not options["layers"] or min(options["layers"]) <= 0:
+      raise ValueError(f"--hidden_layers={','.join(FLAGS.hidden_layers)}: give positive "
+                       "integers, e.g. --hidden_layers=20,20.")
+  if FLAGS.activation is not None:
+    options["activation"] = FLAGS.activation
+  if options and FLAGS.problem not in ("mnist", "fashion_mnist"):
+    raise ValueError(f"--hidden_layers and --activation shape the MLP of mnist and fashion_mnist, "
+                     f"not {FLAGS.problem}; drop them.")
+  return options
+
+
 def rule_config(optimizer, problem_name, path, learning_rate):
   """(problem, net_config, net_assignments) of the optimizer to evaluate."""
   if optimizer == "L2L":
     path = None if path is None else checkpoints.resolve(path)
     return problems.get_config(problem_name, path=path, data_dir=FLAGS.data_dir,
-                               split=FLAGS.split, settings=FLAGS.settings)
-  problem, _, _ = problems.get_config(problem_name, data_dir=FLAGS.data_dir, split=FLAGS.split)
+                               split=FLAGS.split, settings=FLAGS.settings, **mlp_options())
+  problem, _, _ = problems.get_config(problem_name, data_dir=FLAGS.data_dir, split=FLAGS.split,
+                                      **mlp_options())
   return problem, evaluation.baseline_config(optimizer, learning_rate), None
 
 

@@ -155,7 +155,7 @@ class LearnedOptimizerTest(parameterized.TestCase):
     net = random_net()
     rule = meta.NetAssignments({"cw": net}, None, problem.param_names)
     state = unroll.UnrollState(params, rule.initial_state(params), constants)
-    want, _ = unroll.unroll(problem, rule, state, (images, labels))
+    want, final = unroll.unroll(problem, rule, state, (images, labels))
 
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(20, activation="sigmoid"),
@@ -168,6 +168,16 @@ class LearnedOptimizerTest(parameterized.TestCase):
     # The losses must move, or equal sequences would prove nothing.
     self.assertGreater(np.ptp(want.numpy()), 1e-3)
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=0)
+    # The library runs all parameters as one vector, in sorted name order; Keras one per variable.
+    optimizer, start = model.optimizer, 0
+    for name in sorted(problem.param_names):
+      layer = model.layers[int(name.split("/")[1][-1]) + 1]
+      variable = layer.kernel if name.endswith("/w") else layer.bias
+      size = int(np.prod(variable.shape))
+      for got_layer, want_layer in zip(optimizer.lstm_state(variable), final.net_state[0]):
+        np.testing.assert_allclose(got_layer.cell.numpy(), want_layer.cell[start:start + size],
+                                   atol=1e-5, err_msg=name)
+      start += size
 
   def test_zero_output_layer_moves_every_coordinate_by_scale_times_bias(self):
     bias, learning_rate = 0.7, 0.5
@@ -182,7 +192,7 @@ class LearnedOptimizerTest(parameterized.TestCase):
       np.testing.assert_allclose(variable.numpy() - start, learning_rate * SCALE * bias,
                                  rtol=1e-5)
 
-  @parameterized.named_parameters(("eager_kernels", False), ("xla", True))
+  @parameterized.named_parameters(("tf_kernels", False), ("xla", True))
   def test_fit_lowers_the_loss_of_a_conv_net(self, jit_compile):
     optimizer = l2l_keras.LearnedOptimizer(self.save(sign_descent_net()), learning_rate=2.0)
     # Built after the optimizer exists: build() sizes the state from whatever model it meets.
