@@ -159,7 +159,8 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
   tuning_seeds = epoch_seeds(seed, num_tuning_epochs, purpose=2)
   test_seeds = epoch_seeds(seed, num_test_epochs, purpose=3)
   losses, rates = {}, {}
-  total = len(baselines) * (len(grid) + 1) + (l2l_config is not None)
+  # Each baseline: the grid, up to two rates past its edge, and the test run.
+  total = len(baselines) * (len(grid) + 3) + (l2l_config is not None)
   done = 0
 
   def tick(stage):
@@ -173,9 +174,10 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
     losses["L2L"] = evaluator.run(test_seeds, num_steps)
     tick("L2L")
   for name in baselines:
-    rates[name], _, evaluator = _tune(problem, name, tuning_seeds, tuning_steps, grid,
-                                      unroll_length, jit_compile,
-                                      lambda r, s, n=name: tick(f"tuning {n}"))
+    rates[name], scores, evaluator = _tune(problem, name, tuning_seeds, tuning_steps, grid,
+                                           unroll_length, jit_compile,
+                                           lambda r, s, n=name: tick(f"tuning {n}"))
+    done += len(grid) + 2 - len(scores)  # the edge rates this sweep did not need
     losses[name] = evaluator.run(test_seeds, num_steps)
     tick(f"testing {name}")
   return losses, rates

@@ -8,6 +8,8 @@ The learned rules follow Andrychowicz et al. 2016 (arXiv 1606.04474), section 2.
 import collections.abc
 import json
 import os
+import zipfile
+import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -444,7 +446,7 @@ def _read(path):
   except FileNotFoundError:
     raise FileNotFoundError(f"no trained optimizer at {path}: train one with train.py "
                             "--save_path, or name a shipped one") from None
-  except (OSError, ValueError) as e:
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
     raise ValueError(f"cannot read trained optimizer {path} ({e}); it is not a file written by "
                      "learning_to_learn.networks.save: retrain or re-download it") from None
 
@@ -454,6 +456,9 @@ def load_weights(path):
   nested = {}
   for key, value in _read(path).items():
     if key != "__config__":
+      if key.count("/") != 1:
+        raise ValueError(f"{path} holds an array {key!r}, not 'layer/field': it is not a file "
+                         "written by learning_to_learn.networks.save.")
       layer, field = key.split("/")
       nested.setdefault(layer, {})[field] = value
   return nested
