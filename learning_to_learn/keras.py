@@ -11,6 +11,8 @@ state live differs: in Keras optimizer variables, so that `model.save`, `keras.m
 
 import json
 import os
+import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -75,7 +77,8 @@ def _saved_net_name(checkpoint, path):
   try:
     with np.load(path, allow_pickle=False) as data:
       config = json.loads(str(data["__config__"])) if "__config__" in data.files else None
-  except (OSError, ValueError) as e:
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    # A truncated or damaged zip fails in any of these, depending on where the damage is.
     raise ValueError(f"checkpoint={checkpoint!r}: cannot read {path} ({_first_line(e)}); it is "
                      "not a file written by networks.save: retrain or re-download it.") from None
   if not isinstance(config, dict) or "net" not in config:

@@ -132,6 +132,16 @@ ERROR_CASES = {
         "evaluate.py",
         lambda tmp: ["--problem=quadratic", f"--path={_truncated_checkpoint(tmp)}"],
         ["cw.npz", "cannot read"]),
+    "train_mnist_empty_data_dir": (
+        "train.py", lambda tmp: ["--problem=mnist", f"--data_dir={tmp}"],
+        ["train-images-idx3-ubyte", "mnist.npz"]),
+    "train_negative_learning_rate": (
+        "train.py", lambda tmp: ["--problem=quadratic", "--learning_rate=-1"], ["learning_rate"]),
+    "evaluate_compare_one_run": (
+        "evaluate.py", lambda tmp: ["--problem=quadratic", "--compare", "--num_epochs=1"],
+        ["num_epochs", "compare"]),
+    "evaluate_hidden_layers_not_integers": (
+        "evaluate.py", lambda tmp: ["--problem=mnist", "--hidden_layers=a"], ["hidden_layers"]),
     "evaluate_checkpoint_of_another_shape": (
         "evaluate.py",
         lambda tmp: ["--problem=quadratic", f"--path={_other_shape_checkpoint(tmp)}"],

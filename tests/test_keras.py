@@ -114,6 +114,13 @@ def _write_text(path, text):
     f.write(text)
 
 
+def _truncate(path):
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:len(data) // 2])
+
+
 def _copy_into(model, params, num_layers):
   for i in range(num_layers):
     model.layers[i + 1].set_weights([params[f"mlp/linear_{i}/w"].numpy(),
@@ -338,6 +345,7 @@ class LearnedOptimizerTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
       ("not_npz", lambda path: _write_text(path, "not an optimizer"), "cannot read"),
+      ("truncated", lambda path: _truncate(networks.save(lstm_net(), path)), "cannot read"),
       ("weights_without_config", lambda path: np.savez(path, w=np.zeros(3)), "no network config"),
       ("standard_lstm", lambda path: networks.save(
           networks.StandardDeepLSTM(output_size=3, layers=(4,)), path), "StandardDeepLSTM"),
