@@ -410,7 +410,8 @@ def factory(net, net_options=(), net_path=None):
   if net_path is None:
     return _NETWORKS[net](**net_options)
   saved = load_weights(net_path)
-  net_options["initializer"] = saved
+  if saved:  # hand-designed rules have no weights and take no initializer
+    net_options["initializer"] = saved
   network = _NETWORKS[net](**net_options)
   if set(saved) != set(weights(network)):
     raise ValueError(f"{net_path} holds layers {sorted(saved)} but {net} with options "
