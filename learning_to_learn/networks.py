@@ -41,7 +41,11 @@ def lstm_step(inputs, state, w_gates, b_gates, forget_bias=1.0):
   Returns:
     (hidden', LSTMState(hidden', cell')).
   """
-  gates = tf.matmul(tf.concat([inputs, state.hidden], axis=1), w_gates) + b_gates
+  # Two matmuls on row blocks of W rather than one on concat([x, h]): the concatenation and its
+  # gradient copy [num_coords, input + hidden] every step, which measured 1.5x slower end to end.
+  input_size = inputs.shape[-1]
+  gates = (tf.matmul(inputs, w_gates[:input_size]) + tf.matmul(state.hidden, w_gates[input_size:])
+           + b_gates)
   i, j, f, o = tf.split(gates, 4, axis=1)  # each [batch, hidden_size]
   cell = tf.sigmoid(f + forget_bias) * state.cell + tf.sigmoid(i) * tf.tanh(j)
   hidden = tf.sigmoid(o) * tf.tanh(cell)
