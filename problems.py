@@ -20,6 +20,12 @@ def _split_seed(seed, num):
   return tf.unstack(tf.random.experimental.stateless_split(seed, num))
 
 
+def _check_positive(**values):
+  for name, value in values.items():
+    if int(value) != value or value <= 0:
+      raise ValueError(f"{name}={value} must be a positive integer.")
+
+
 class Problem:
   """Base of every optimizee.
 
@@ -59,6 +65,7 @@ class SimpleMulti(Problem):
   """f(x) = sum_i x_i^2 over num_dims scalars x_0, x_1, ... each starting at 1."""
 
   def __init__(self, num_dims=2):
+    _check_positive(num_dims=num_dims)
     self.param_names = tuple(f"x_{i}" for i in range(num_dims))
 
   def init(self, seed):
@@ -86,6 +93,9 @@ class Quadratic(Problem):
   param_names = ("x",)
 
   def __init__(self, batch_size=128, num_dims=10, stddev=0.01, distribution="uniform"):
+    _check_positive(batch_size=batch_size, num_dims=num_dims)
+    if stddev < 0:
+      raise ValueError(f"stddev={stddev} must be non-negative (reference: 0.01).")
     if distribution not in ("uniform", "gaussian"):
       raise ValueError(f"distribution={distribution!r}; choose uniform (reference) or gaussian "
                        "(paper).")
@@ -195,6 +205,7 @@ class MLPClassifier(_Classifier):
                num_classes=NUM_CLASSES):
     super().__init__(dataset, batch_size)
     self._activation = _check_activation(activation)
+    _check_positive(num_classes=num_classes, **{f"layers[{i}]": s for i, s in enumerate(layers)})
     input_size = int(np.prod(dataset.images.shape[1:]))
     self._sizes = [input_size] + [int(s) for s in layers] + [int(num_classes)]
     self.param_names = tuple(f"mlp/linear_{i}/{f}" for i in range(len(self._sizes) - 1)
@@ -242,6 +253,8 @@ class ConvClassifier(_Classifier):
   def __init__(self, dataset, conv_channels=(16, 16, 16), linear_layers=(32,), batch_norm=True,
                batch_size=128):
     super().__init__(dataset, batch_size)
+    _check_positive(**{f"conv_channels[{i}]": c for i, c in enumerate(conv_channels)},
+                    **{f"linear_layers[{i}]": s for i, s in enumerate(linear_layers)})
     self.conv_channels = [int(c) for c in conv_channels]
     self.linear_layers = [int(s) for s in linear_layers]
     self.batch_norm = batch_norm

@@ -278,3 +278,17 @@ class SaveTest(parameterized.TestCase):
     subprocess.run([sys.executable, "-c", script, tmp, out], cwd=ROOT, check=True,
                    capture_output=True)
     np.testing.assert_array_equal(np.load(out), want)
+
+
+class ClipTest(parameterized.TestCase):
+
+  def test_meta_gradient_is_clipped_to_the_global_norm(self):
+    problem, config, _ = problems.get_config("quadratic")
+    optimizer = meta.MetaOptimizer(**config)
+    trainer = optimizer.meta_minimize(problem, 5, clip_meta_gradient=1e-3, jit_compile=False)
+    trainer.reset(meta.make_seed(0))
+    result, _, gradients = trainer._train_fn(trainer.state, meta.make_seed(1))
+    self.assertGreater(float(result.meta_gradient_norm), 1e-3)  # the norm before clipping
+    self.assertAlmostEqual(float(tf.linalg.global_norm(gradients)), 1e-3, places=6)
+    with pytest.raises(ValueError, match="clip_meta_gradient"):
+      optimizer.meta_minimize(problem, 5, clip_meta_gradient=0.0)

@@ -754,3 +754,19 @@ def test_get_config_cifar_needs_data_dir():
   for name in ("cifar", "cifar-multi"):
     with pytest.raises(FileNotFoundError):
       problems.get_config(name)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: problems.Quadratic(batch_size=0), "batch_size"),
+    (lambda: problems.Quadratic(num_dims=-3), "num_dims"),
+    (lambda: problems.Quadratic(stddev=-1.0), "stddev"),
+    (lambda: problems.SimpleMulti(num_dims=0), "num_dims"),
+], ids=["quadratic_batch", "quadratic_dims", "quadratic_stddev", "simple_multi_dims"])
+def test_constructors_reject_out_of_range_values(make, message):
+  with pytest.raises(ValueError, match=message):
+    make()
+
+
+def test_mlp_rejects_non_positive_layer(mlp_dataset):
+  with pytest.raises(ValueError, match=r"layers\[1\]"):
+    problems.MLPClassifier(mlp_dataset, layers=(5, 0))
