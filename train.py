@@ -215,6 +215,7 @@ def train():
 
 def main(argv):
   del argv
+  tf.get_logger().setLevel("WARNING")  # TF logs every checkpoint write at INFO level
   try:
     return train()
   except (ValueError, FileNotFoundError) as e:
