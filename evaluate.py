@@ -126,7 +126,8 @@ def compare():
       unroll_length=min(FLAGS.unroll_length, FLAGS.num_steps), jit_compile=FLAGS.jit_compile,
       progress=progress)
   table = reporting.comparison_table(losses, rates, steps)
-  title = f"{FLAGS.problem} ({FLAGS.split} split, {FLAGS.num_epochs} test runs)"
+  where = f"{FLAGS.split} split, " if data else ""
+  title = f"{FLAGS.problem} ({where}{FLAGS.num_epochs} test runs)"
   reporting.write_loss_curves(losses, os.path.join(output_dir, "losses.csv"))
   reporting.plot_loss_curves(losses, os.path.join(output_dir, "loss.png"), title)
   summary = {
