@@ -11,7 +11,8 @@ import os
 
 # The experiments of the paper (sections 3.1-3.2, figures 4 and 5), in the order shown.
 EXPERIMENTS = [
-    ("quadratic", "10-dimensional quadratics, 100 steps (paper figure 4, left)"),
+    ("quadratic", "10-dimensional quadratics, trained for 100 steps, run for 200 (paper figure 4, "
+                  "left)"),
     ("mnist", "MNIST, MLP with 20 sigmoid hidden units, 100 steps (figure 4, centre)"),
     ("mnist_200", "The same MNIST optimizer run for 200 steps (figure 4, right)"),
     ("mnist_40", "Generalization: 40 hidden units (figure 5, left)"),
@@ -23,7 +24,9 @@ EXPERIMENTS = [
 def section(name, title, summary, table):
   steps = sorted({int(s) for losses in summary["final_loss"].values() for s in losses})
   lines = [f"## {title}", "",
-           f"Problem `{summary['problem']}`, {summary['split']} split, data: {summary['data']}; "
+           f"Problem `{summary['problem']}`"
+           + (f", {summary['split']} split, data: {summary['data']}; " if summary["data"] != "no data"
+              else "; ") +
            f"optimizer `{summary['path']}` ({summary['settings']} settings); "
            f"{summary['num_test_epochs']} test runs, baselines tuned on "
            f"{summary['num_tuning_epochs']} other runs; seed {summary['seed']}.", "",
