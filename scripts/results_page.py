@@ -13,8 +13,8 @@ import os
 EXPERIMENTS = [
     ("quadratic", "10-dimensional quadratics, trained for 100 steps, run for 200 (paper figure 4, "
                   "left)"),
-    ("mnist", "MNIST, MLP with 20 sigmoid hidden units, 100 steps (figure 4, centre)"),
-    ("mnist_200", "The same MNIST optimizer run for 200 steps (figure 4, right)"),
+    ("mnist", "MNIST, MLP with 20 sigmoid hidden units, trained for 100 steps, run for 200 "
+              "(figure 4, centre and right)"),
     ("mnist_40", "Generalization: 40 hidden units (figure 5, left)"),
     ("mnist_2layer", "Generalization: two hidden layers of 20 (figure 5, centre)"),
     ("mnist_relu", "Generalization: ReLU activations (figure 5, right)"),
