@@ -71,7 +71,7 @@ class TrainingCheckpoint:
       except Exception as e:  # pylint: disable=broad-except
         # TF's reader raises OpError, ValueError, AssertionError or even IndexError on a
         # truncated file; whichever it is, this checkpoint is unusable and an older one may not be.
-        damaged.append((path, _first_line(e)))
+        damaged.append((path, first_line(e)))
     if damaged:
       path, reason = damaged[0]
       raise ValueError(f"no checkpoint in {self.manager.directory} can be restored (newest: "
@@ -83,6 +83,7 @@ class TrainingCheckpoint:
     return self.manager.save(checkpoint_number=int(self.epoch.numpy()))
 
 
-def _first_line(error):
+def first_line(error):
+  """An exception's message cut to its first line, for one-line errors that quote a cause."""
   text = str(error).strip()
   return text.splitlines()[0][:200] if text else type(error).__name__

@@ -67,11 +67,6 @@ def _nested(flat):
   return nested
 
 
-def _first_line(error):
-  text = str(error).strip()
-  return text.splitlines()[0] if text else type(error).__name__
-
-
 def _saved_net_name(checkpoint, path):
   """The class name in a networks.save file's config, read before building anything from it."""
   try:
@@ -79,8 +74,9 @@ def _saved_net_name(checkpoint, path):
       config = json.loads(str(data["__config__"])) if "__config__" in data.files else None
   except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
     # A truncated or damaged zip fails in any of these, depending on where the damage is.
-    raise ValueError(f"checkpoint={checkpoint!r}: cannot read {path} ({_first_line(e)}); it is "
-                     "not a file written by networks.save: retrain or re-download it.") from None
+    raise ValueError(f"checkpoint={checkpoint!r}: cannot read {path} "
+                     f"({checkpoints.first_line(e)}); it is not a file written by networks.save: "
+                     "retrain or re-download it.") from None
   if not isinstance(config, dict) or "net" not in config:
     raise ValueError(f"checkpoint={checkpoint!r}: {path} holds no network config, so it was not "
                      "written by networks.save; pass the cw.npz of a train.py run.")
@@ -108,7 +104,7 @@ def _read_network(checkpoint, network):
     try:
       net = networks.load(path)
     except ValueError as e:
-      raise ValueError(f"checkpoint={checkpoint!r}: {_first_line(e)}") from None
+      raise ValueError(f"checkpoint={checkpoint!r}: {checkpoints.first_line(e)}") from None
   else:
     if not isinstance(network, dict) or not {"net", "net_options", "weights"} <= set(network):
       raise ValueError(f"network={str(network)[:80]!r} is not what LearnedOptimizer.get_config "
@@ -119,8 +115,9 @@ def _read_network(checkpoint, network):
     try:
       net = networks.factory(network["net"], options)
     except (ValueError, KeyError, TypeError) as e:
-      raise ValueError(f"network config does not build a {_SUPPORTED_NET} ({_first_line(e)}); "
-                       "pass the dict LearnedOptimizer.get_config wrote, unchanged.") from None
+      raise ValueError(f"network config does not build a {_SUPPORTED_NET} "
+                       f"({checkpoints.first_line(e)}); pass the dict LearnedOptimizer.get_config "
+                       "wrote, unchanged.") from None
   return net.get_config(), _flat(networks.weights(net))
 
 
