@@ -1,4 +1,6 @@
-"""Evaluates a learned or hand-designed optimizer: `python evaluate.py --problem=quadratic --path=DIR`.
+"""Evaluates a learned or hand-designed optimizer.
+
+Usage: `python evaluate.py --problem=quadratic --path=DIR [--compare]`.
 
 Every epoch draws a fresh problem instance and starts the optimizer from fresh state (the reference
 kept Adam's moments across epochs; this does not). All optimizers use the same split and the same
@@ -67,7 +69,7 @@ def validate_flags():
 
 
 def mlp_options():
-  """The MLP's shape for the generalization runs (paper section 3.2): --hidden_layers, --activation."""
+  """The MLP's shape for the generalization runs (paper section 3.2)."""
   options = {}
   if FLAGS.hidden_layers is not None:
     try:

@@ -116,7 +116,7 @@ def run_epoch(trainer, epoch_seed, num_unrolls, train):
 def train():
   validate_flags()
   # The networks' initial weights come from TF's global generator; problem instances and
-  # minibatches use stateless seeds derived from --seed, epoch and unroll, so nothing else is random.
+  # minibatches use stateless seeds derived from --seed, epoch and unroll: nothing else is random.
   tf.random.set_seed(FLAGS.seed)
   problem, net_config, net_assignments = problems.get_config(
       FLAGS.problem, data_dir=FLAGS.data_dir, split="train", settings=FLAGS.settings)

@@ -1,7 +1,8 @@
 """Update rules as Sonnet modules: the learned LSTM optimizers and hand-designed rules in one shape.
 
 Every rule maps a gradient (any shape) and its state to an update of the same shape and a new state:
-`update, next_state = rule(gradient, state)`, with `state = rule.initial_state_for_inputs(gradient)`.
+`update, next_state = rule(gradient, state)`, starting from
+`state = rule.initial_state_for_inputs(gradient)`.
 The learned rules follow Andrychowicz et al. 2016 (arXiv 1606.04474), section 2.1.
 """
 

@@ -23,9 +23,9 @@ def log_and_sign(gradients, k):
   """The paper's preprocessing with p = k, applied to every coordinate.
 
   Returns `concat([max(log(|g| + eps) / k, -1), clip(g * e^k, -1, 1)], -1)`, with eps the machine
-  epsilon of the dtype, so the last dimension doubles. The paper's case split (|g| >= e^-p or not) is
-  the same map written with clamps, as the reference does: small gradients give (-1, g e^p) and large
-  ones (log|g| / p, sign g).
+  epsilon of the dtype, so the last dimension doubles. The paper's case split (|g| >= e^-p or
+  not) is the same map written with clamps, as the reference does: small gradients give
+  (-1, g e^p) and large ones (log|g| / p, sign g).
   """
   eps = np.finfo(gradients.dtype.as_numpy_dtype).eps
   log = clamp(tf.math.log(tf.abs(gradients) + eps) / k, min_value=-1.0)

@@ -1,4 +1,7 @@
-"""Everything the CLIs show a person: progress, statistics, TensorBoard scalars. Nothing else logs."""
+"""What the CLIs show a person: progress, statistics, tables, plots, TensorBoard scalars.
+
+Nothing else in the library logs or draws.
+"""
 
 import sys
 import time
