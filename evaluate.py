@@ -9,7 +9,6 @@ instances for the same --seed.
 
 import json
 import os
-import sys
 import time
 
 from absl import app
@@ -177,11 +176,7 @@ def evaluate():
 
 def main(argv):
   del argv
-  try:
-    return evaluate()
-  except (ValueError, FileNotFoundError) as e:
-    print(f"evaluate.py: error: {e}", file=sys.stderr)
-    return 2
+  return reporting.run_cli("evaluate.py", evaluate)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,15 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
 
 from absl import app
 from absl import flags
 from absl import logging
-import numpy as np
 import tensorflow as tf
 
 import problems
 from learning_to_learn import checkpoints
-from learning_to_learn import evaluation
 from learning_to_learn import meta
 from learning_to_learn import reporting
 
@@ -216,11 +213,7 @@ def train():
 def main(argv):
   del argv
   tf.get_logger().setLevel("WARNING")  # TF logs every checkpoint write at INFO level
-  try:
-    return train()
-  except (ValueError, FileNotFoundError) as e:
-    print(f"train.py: error: {e}", file=sys.stderr)
-    return 2
+  return reporting.run_cli("train.py", train)
 
 
 if __name__ == "__main__":

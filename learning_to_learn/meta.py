@@ -203,7 +203,6 @@ class MetaTrainer:
       raise ValueError(f"unroll_length={unroll_length} must be a positive integer (reference: 20).")
     if not learning_rate > 0:
       raise ValueError(f"learning_rate={learning_rate} must be positive (reference: 0.001).")
-    self.meta = meta_optimizer
     self.problem = problem
     self.unroll_length = int(unroll_length)
     self.second_derivatives = second_derivatives
@@ -219,7 +218,7 @@ class MetaTrainer:
     self.state = None
     self._reset_fn = tf.function(self._reset)
     self._train_fn = tf.function(self._train, jit_compile=bool(jit_compile))
-    self._eval_fn = tf.function(self._eval, jit_compile=jit_compile in (None, True))
+    self._eval_fn = tf.function(self._run, jit_compile=jit_compile in (None, True))
     self._apply_fn = tf.function(self._apply)
 
   def _reset(self, seed):
@@ -239,9 +238,6 @@ class MetaTrainer:
     result = result._replace(meta_gradient_norm=norm,
                              finite=result.finite & tf.math.is_finite(norm))
     return result, state, gradients
-
-  def _eval(self, state, seed):
-    return self._run(state, seed)
 
   def _apply(self, gradients):
     self.optimizer.apply_gradients(zip(gradients, self.variables))

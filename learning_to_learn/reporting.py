@@ -13,6 +13,15 @@ import tensorflow as tf
 from learning_to_learn import evaluation
 
 
+def run_cli(script, command):
+  """Runs a CLI's command; bad input ends as one line on stderr and exit status 2, no traceback."""
+  try:
+    return command()
+  except (ValueError, FileNotFoundError) as e:
+    print(f"{script}: error: {e}", file=sys.stderr)
+    return 2
+
+
 def stats_lines(header, total_error, total_time, count):
   """The reference's statistics: log10 of the mean final error, and the mean epoch time."""
   mean_error = total_error / count
