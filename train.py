@@ -19,6 +19,7 @@ import tensorflow as tf
 
 import problems
 from learning_to_learn import checkpoints
+from learning_to_learn import distribute
 from learning_to_learn import meta
 from learning_to_learn import reporting
 
@@ -43,6 +44,12 @@ flags.DEFINE_float("clip_meta_gradient", None, "Clip the meta-gradient to this g
 flags.DEFINE_integer("max_faults", 10, "Consecutive non-finite meta-steps before giving up.")
 flags.DEFINE_boolean("jit_compile", None, "XLA for every unroll (--jit_compile), for none "
                      "(--nojit_compile); unset: XLA where it measured faster (evaluation).")
+flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
+                  "default: one process, one replica; mirrored: this machine's devices; "
+                  "multi_worker: the cluster in TF_CONFIG (see README, Running on a cluster).")
+flags.DEFINE_integer("num_instances", 1, "Optimizee instances per meta-step, over all replicas.")
+flags.DEFINE_integer("cpu_devices", 0, "With --strategy=mirrored and no GPU: split the CPU into "
+                     "this many logical devices, one replica each.")
 FLAGS = flags.FLAGS
 
 TRAIN, EVALUATE = 0, 1  # seed purposes: training and evaluation never share an instance
@@ -59,7 +66,7 @@ def _on_signal(signum, frame):
 
 def validate_flags():
   for name in ("num_epochs", "num_steps", "unroll_length", "log_period", "evaluation_period",
-               "evaluation_epochs", "checkpoint_period", "max_faults"):
+               "evaluation_epochs", "checkpoint_period", "max_faults", "num_instances"):
     if getattr(FLAGS, name) <= 0:
       raise ValueError(f"--{name}={getattr(FLAGS, name)} must be positive.")
   if FLAGS.num_steps % FLAGS.unroll_length:
@@ -75,24 +82,28 @@ def validate_flags():
 
 
 # Flags that define a run: resuming under different values would silently mix two experiments.
+# The strategy is not among them: a run may resume on another number of replicas.
 RUN_FLAGS = ("problem", "settings", "seed", "num_steps", "unroll_length", "learning_rate",
-             "second_derivatives", "data_dir", "clip_meta_gradient")
+             "second_derivatives", "data_dir", "clip_meta_gradient", "num_instances")
+RUN_FLAG_DEFAULTS = {"num_instances": 1}  # for run.json files written before the flag existed
 
 
-def check_run_config(save_path):
-  """Writes the run's defining flags to save_path/run.json, or checks them against it."""
-  os.makedirs(save_path, exist_ok=True)
+def check_run_config(save_path, write=True):
+  """Writes the run's defining flags to save_path/run.json (if `write`), or checks them against it."""
   path = os.path.join(save_path, "run.json")
   config = {name: getattr(FLAGS, name) for name in RUN_FLAGS}
   if os.path.exists(path) and os.path.isdir(os.path.join(save_path, "checkpoints")):
     with open(path) as f:
       saved = json.load(f)
-    changed = [f"--{k}={config[k]} (was {saved.get(k)})" for k in RUN_FLAGS
-               if saved.get(k) != config[k]]
+    changed = [f"--{k}={config[k]} (was {saved.get(k, RUN_FLAG_DEFAULTS.get(k))})"
+               for k in RUN_FLAGS if saved.get(k, RUN_FLAG_DEFAULTS.get(k)) != config[k]]
     if changed:
       raise ValueError(f"--save_path={save_path} holds a run with other settings: "
                        f"{', '.join(changed)}; use the same flags to resume, or --overwrite.")
     return
+  if not write:
+    return
+  os.makedirs(save_path, exist_ok=True)
   with open(path + ".partial", "w") as f:
     json.dump(config, f, indent=2)
   os.replace(path + ".partial", path)
@@ -112,28 +123,40 @@ def run_epoch(trainer, epoch_seed, num_unrolls, train):
 
 def train():
   validate_flags()
+  strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_devices)  # before any other op
+  # Only the chief writes files; every worker takes part in every step, checkpoints included.
+  chief = distribute.is_chief(strategy)
+  if strategy.num_replicas_in_sync > 1:
+    logging.info("Strategy %s: %d replicas, %d optimizee instances each per meta-step.",
+                 FLAGS.strategy, strategy.num_replicas_in_sync,
+                 FLAGS.num_instances // strategy.num_replicas_in_sync)
   # The networks' initial weights come from TF's global generator; problem instances and
-  # minibatches use stateless seeds derived from --seed, epoch and unroll: nothing else is random.
+  # minibatches use stateless seeds derived from --seed, epoch, unroll and instance: nothing else
+  # is random.
   tf.random.set_seed(FLAGS.seed)
   problem, net_config, net_assignments = problems.get_config(
       FLAGS.problem, data_dir=FLAGS.data_dir, split="train", settings=FLAGS.settings)
   if hasattr(problem, "dataset"):
     logging.info("Data: %s", problem.dataset.source)
-  optimizer = meta.MetaOptimizer(**net_config)
+  with strategy.scope():
+    optimizer = meta.MetaOptimizer(**net_config)
   trainer = optimizer.meta_minimize(
       problem, FLAGS.unroll_length, learning_rate=FLAGS.learning_rate,
       net_assignments=net_assignments, second_derivatives=FLAGS.second_derivatives,
-      clip_meta_gradient=FLAGS.clip_meta_gradient, jit_compile=FLAGS.jit_compile)
+      clip_meta_gradient=FLAGS.clip_meta_gradient, jit_compile=FLAGS.jit_compile,
+      num_instances=FLAGS.num_instances, strategy=strategy)
   num_unrolls = FLAGS.num_steps // FLAGS.unroll_length
 
   state = None
   if FLAGS.save_path is not None:
     checkpoint_dir = os.path.join(FLAGS.save_path, "checkpoints")
-    if FLAGS.overwrite and os.path.isdir(checkpoint_dir):
+    if FLAGS.overwrite and chief and os.path.isdir(checkpoint_dir):
       shutil.rmtree(checkpoint_dir)
-    check_run_config(FLAGS.save_path)
-    state = checkpoints.TrainingCheckpoint(checkpoint_dir, optimizer, trainer.optimizer)
-    restored, damaged = state.restore_latest()
+    check_run_config(FLAGS.save_path, write=chief)
+    state = checkpoints.TrainingCheckpoint(checkpoint_dir, optimizer, trainer.optimizer,
+                                           chief=chief)
+    # A worker started with --overwrite must not read what the chief is deleting.
+    restored, damaged = state.restore_latest() if chief or not FLAGS.overwrite else (None, [])
     for path, reason in damaged:
       logging.warning("Checkpoint %s is damaged (%s); falling back to the one before.", path,
                       reason)
@@ -142,7 +165,7 @@ def train():
   start_epoch = int(state.epoch.numpy()) if state else 0
   best = float(state.best_loss.numpy()) if state else float("inf")
 
-  summaries = reporting.Summaries(FLAGS.logdir)
+  summaries = reporting.Summaries(FLAGS.logdir if chief else None)
   progress = reporting.Progress(FLAGS.num_epochs, "meta-training")
   total_time = total_cost = 0.0
   faults, count = 0, 0
@@ -191,7 +214,8 @@ def train():
         summaries.scalars(epoch, evaluation_loss=mean_eval)
         if FLAGS.save_path is not None and mean_eval < best:
           best = mean_eval
-          optimizer.save(FLAGS.save_path)
+          if chief:
+            optimizer.save(FLAGS.save_path)
           logging.info("Saved the best optimizer so far (evaluation loss %.4g) to %s.", best,
                        FLAGS.save_path)
       if state and (epoch % FLAGS.checkpoint_period == 0 or epoch == FLAGS.num_epochs):

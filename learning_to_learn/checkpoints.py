@@ -8,6 +8,8 @@ Two kinds of file, kept apart on purpose:
 """
 
 import os
+import shutil
+import tempfile
 
 import tensorflow as tf
 
@@ -43,9 +45,11 @@ class TrainingCheckpoint:
     meta_optimizer: the MetaOptimizer whose networks train.
     optimizer: the Keras optimizer taking the meta-steps (its slots resume too).
     max_to_keep: how many recent checkpoints to keep.
+    chief: whether this process keeps what it saves. Every worker of a multi-worker run must take
+      part in each save; the others write to a scratch directory and delete it.
   """
 
-  def __init__(self, directory, meta_optimizer, optimizer, max_to_keep=3):
+  def __init__(self, directory, meta_optimizer, optimizer, max_to_keep=3, chief=True):
     self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     self.best_loss = tf.Variable(float("inf"), dtype=tf.float64, trainable=False, name="best")
     self.faults = tf.Variable(0, dtype=tf.int64, trainable=False, name="faults")
@@ -53,6 +57,7 @@ class TrainingCheckpoint:
     self._checkpoint = tf.train.Checkpoint(optimizer=optimizer, epoch=self.epoch,
                                            best_loss=self.best_loss, faults=self.faults, **nets)
     self.manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep)
+    self._chief = chief
 
   def restore_latest(self):
     """Restores the newest readable checkpoint.
@@ -80,7 +85,13 @@ class TrainingCheckpoint:
     return None, damaged
 
   def save(self):
-    return self.manager.save(checkpoint_number=int(self.epoch.numpy()))
+    if self._chief:
+      return self.manager.save(checkpoint_number=int(self.epoch.numpy()))
+    scratch = tempfile.mkdtemp(prefix="l2l-worker-checkpoint-")
+    try:
+      return self._checkpoint.write(os.path.join(scratch, "checkpoint"))
+    finally:
+      shutil.rmtree(scratch, ignore_errors=True)
 
 
 def first_line(error):

@@ -59,16 +59,16 @@ class Evaluator:
     chunks = [self._unroll_length] * (num_steps // self._unroll_length)
     if num_steps % self._unroll_length:
       chunks.append(num_steps % self._unroll_length)
-    state = None
+    states = None
     losses = []
     for i, length in enumerate(chunks):
       trainer = self._trainer(length)
-      if state is None:
+      if states is None:
         trainer.reset(meta.make_seed(*seed, 0))
       else:
-        trainer.state = state
+        trainer.states = states
       result = trainer.eval_unroll(meta.make_seed(*seed, i + 1))
-      state = trainer.state
+      states = trainer.states
       losses.append(result.losses.numpy()[:-1])
     losses.append(result.losses.numpy()[-1:])
     return np.concatenate(losses)

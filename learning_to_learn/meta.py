@@ -31,6 +31,17 @@ def make_seed(*values):
   return tf.constant(words.astype(np.uint32).view(np.int32))
 
 
+def instance_seed(seed, index):
+  """The seed of optimizee instance `index` of a meta-step, from the meta-step's `seed`.
+
+  Instance 0 keeps `seed` itself, so one instance per meta-step draws what it always drew; the others
+  fold their index in. An instance's seed depends on its global index only, never on which replica
+  runs it: R replicas holding N / R instances each see the very instances one replica holding N does.
+  """
+  index = tf.cast(index, tf.int32)
+  return tf.where(tf.equal(index, 0), seed, tf.random.experimental.stateless_fold_in(seed, index))
+
+
 class NetAssignments:
   """Which network updates which optimizee parameters, applied to a dict of gradients.
 
@@ -176,12 +187,18 @@ class MetaOptimizer(snt.Module):
 class MetaTrainer:
   """Meta-trains a MetaOptimizer on one problem: epochs of unrolls, one Adam meta-step per unroll.
 
-  A thin stateful shell around pure compiled functions: it holds the current UnrollState between
-  calls; `reset` starts an epoch; `train_unroll` runs one unroll and a meta-step; `eval_unroll` runs
-  one unroll without touching the weights.
+  A thin stateful shell around pure compiled functions: it holds the current optimizee states
+  between calls; `reset` starts an epoch; `train_unroll` runs one unroll and a meta-step;
+  `eval_unroll` runs one unroll without touching the weights.
+
+  Each meta-step unrolls `num_instances` optimizee instances and descends their mean meta-loss. Under
+  a tf.distribute strategy each replica unrolls its share of them, the meta-gradients are summed
+  across replicas, and one Adam step keeps every replica's networks identical: the meta-step is the
+  same, to float rounding, for any number of replicas.
 
   Args:
-    meta_optimizer: the MetaOptimizer whose networks are trained.
+    meta_optimizer: the MetaOptimizer whose networks are trained; under a strategy it must have been
+      built inside `strategy.scope()`.
     problem: the optimizee (problems.py).
     unroll_length: T, optimizee steps per unroll and per meta-step (reference: 20).
     learning_rate: Adam's rate for the meta-step (reference default 0.01 here, 0.001 in train.py).
@@ -191,75 +208,146 @@ class MetaTrainer:
     jit_compile: compile the unroll with XLA: True, False, or None for what measured fastest on
       CPU (bench/run.py): XLA for evaluation unrolls, TensorFlow's own kernels for training, where
       XLA's gradients of the LSTM's skinny matmuls ran about 5x slower.
+    num_instances: optimizee instances per meta-step, over all replicas (reference: 1).
+    strategy: a tf.distribute.Strategy; None for the current one (the default: no distribution).
 
-  A meta-step whose losses or meta-gradient are not finite is not applied: the weights never see a
-  NaN. `train_unroll` reports it in `result.finite`; the caller decides (train.py resets the epoch).
+  A meta-step whose losses or meta-gradient are not finite on any replica is not applied: the
+  weights never see a NaN. `train_unroll` reports it in `result.finite`; the caller decides
+  (train.py resets the epoch).
   """
 
   def __init__(self, meta_optimizer, problem, unroll_length, learning_rate=0.01,
                net_assignments=None, second_derivatives=False, clip_meta_gradient=None,
-               jit_compile=None):
+               jit_compile=None, num_instances=1, strategy=None):
     if int(unroll_length) != unroll_length or unroll_length <= 0:
       raise ValueError(f"unroll_length={unroll_length} must be a positive integer (reference: 20).")
     if not learning_rate > 0:
       raise ValueError(f"learning_rate={learning_rate} must be positive (reference: 0.001).")
-    self.problem = problem
-    self.unroll_length = int(unroll_length)
-    self.second_derivatives = second_derivatives
     if clip_meta_gradient is not None and not clip_meta_gradient > 0:
       raise ValueError(f"clip_meta_gradient={clip_meta_gradient} must be positive, or None to "
                        "not clip.")
+    self.strategy = strategy or tf.distribute.get_strategy()
+    replicas = self.strategy.num_replicas_in_sync
+    if int(num_instances) != num_instances or num_instances <= 0 or num_instances % replicas:
+      raise ValueError(f"num_instances={num_instances} must be a positive multiple of the "
+                       f"{replicas} replicas, so that each replica unrolls the same number.")
+    self.problem = problem
+    self.unroll_length = int(unroll_length)
+    self.second_derivatives = second_derivatives
     self.clip_meta_gradient = clip_meta_gradient
+    self.num_instances = int(num_instances)
+    self._local_instances = self.num_instances // replicas
     self.rule = meta_optimizer.assignments(problem, net_assignments)
     self.variables = meta_optimizer.trainable_variables
-    self.optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8)
-    if self.variables:
-      self.optimizer.build(self.variables)
-    self.state = None
-    self._reset_fn = tf.function(self._reset)
-    self._train_fn = tf.function(self._train, jit_compile=bool(jit_compile))
-    self._eval_fn = tf.function(self._run, jit_compile=jit_compile in (None, True))
-    self._apply_fn = tf.function(self._apply)
+    outside = [v.name for v in self.variables
+               if not self.strategy.extended.variable_created_in_scope(v)]
+    if outside:
+      raise ValueError(f"the networks' variables ({outside[0]}, ...) were not created under this "
+                       "strategy: build the MetaOptimizer inside `strategy.scope()`.")
+    with self.strategy.scope():
+      self.optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8)
+      if self.variables:
+        self.optimizer.build(self.variables)
+    self.states = None  # per local instance; a PerReplica nest under a multi-replica strategy
+    # Replica-local work, compiled as measured fastest; the collectives stay outside XLA.
+    self._local_train_fn = tf.function(self._local_train, jit_compile=bool(jit_compile))
+    self._local_eval_fn = tf.function(self._local_run, jit_compile=jit_compile in (None, True))
+    self._reset_fn = tf.function(self._on_replicas(self._reset))
+    self._train_fn = tf.function(self._on_replicas(self._train))
+    self._eval_fn = tf.function(self._on_replicas(self._eval))
+    self._apply_fn = tf.function(self._on_replicas(self._apply))
+
+  def _on_replicas(self, fn):
+    def run(*args):
+      return self.strategy.run(fn, args=args)
+    return run
+
+  def _first_result(self, value):
+    # Values all-reduced on the replicas are identical: any local copy will do.
+    return tf.nest.map_structure(lambda v: self.strategy.experimental_local_results(v)[0], value)
+
+  def _instance_seeds(self, seed):
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    first = tf.cast(replica, tf.int32) * self._local_instances
+    return tuple(instance_seed(seed, first + i) for i in range(self._local_instances))
 
   def _reset(self, seed):
-    return unroll_lib.initial_state(self.problem, self.rule, seed)
+    return tuple(unroll_lib.initial_state(self.problem, self.rule, s)
+                 for s in self._instance_seeds(seed))
 
-  def _run(self, state, seed):
-    batches = self.problem.sample_batches(seed, self.unroll_length + 1)
-    return _unroll_result(self.problem, self.rule, state, batches, self.second_derivatives)
+  def _local_run(self, states, seeds):
+    outputs = []
+    for state, seed in zip(states, seeds):
+      batches = self.problem.sample_batches(seed, self.unroll_length + 1)
+      outputs.append(_unroll_result(self.problem, self.rule, state, batches,
+                                    self.second_derivatives))
+    return tuple(r for r, _ in outputs), tuple(s for _, s in outputs)
 
-  def _train(self, state, seed):
+  def _local_train(self, states, seeds):
     with tf.GradientTape() as tape:
-      result, state = self._run(state, seed)
-    gradients = tape.gradient(result.meta_loss, self.variables)
-    norm = _global_norm(gradients)
+      results, states = self._local_run(states, seeds)
+      objective = tf.add_n([r.meta_loss for r in results]) / float(self.num_instances)
+    return results, states, tape.gradient(objective, self.variables)
+
+  def _mean_result(self, results):
+    """The mean UnrollResult over every instance of every replica; `finite` only if all are."""
+    context = tf.distribute.get_replica_context()
+    sums = {f: tf.add_n([getattr(r, f) for r in results]) for f in UnrollResult._fields
+            if f != "finite"}
+    sums["finite"] = tf.add_n([1.0 - tf.cast(r.finite, tf.float32) for r in results])
+    sums = context.all_reduce(tf.distribute.ReduceOp.SUM, sums)
+    mean = {f: v / float(self.num_instances) for f, v in sums.items() if f != "finite"}
+    return UnrollResult(finite=tf.equal(sums["finite"], 0.0), **mean)
+
+  def _train(self, states, seed):
+    results, states, gradients = self._local_train_fn(states, self._instance_seeds(seed))
+    result = self._mean_result(results)
+    # Each replica keeps its own share of the meta-gradient (the optimizer sums them when it
+    # applies); the global norm decides clipping and finiteness, the same on every replica.
+    total = gradients
+    if self.strategy.num_replicas_in_sync > 1 and gradients:
+      total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+    norm = _global_norm(total)
     if self.clip_meta_gradient is not None:
       gradients, _ = tf.clip_by_global_norm(gradients, self.clip_meta_gradient, use_norm=norm)
     result = result._replace(meta_gradient_norm=norm,
                              finite=result.finite & tf.math.is_finite(norm))
-    return result, state, gradients
+    return result, states, gradients
+
+  def _eval(self, states, seed):
+    results, states = self._local_eval_fn(states, self._instance_seeds(seed))
+    return self._mean_result(results), states
 
   def _apply(self, gradients):
+    # Placed on the replica's device: a multi-worker all-reduce needs to know where its inputs are.
+    gradients = [tf.identity(g) for g in gradients]
     self.optimizer.apply_gradients(zip(gradients, self.variables))
 
   def reset(self, seed):
-    """Starts an epoch: fresh optimizee and problem constants, zero network state."""
-    self.state = self._reset_fn(seed)
+    """Starts an epoch: fresh optimizee instances and problem constants, zero network state."""
+    self.states = self._reset_fn(seed)
 
   def train_unroll(self, seed):
-    """One unroll from the carried state and, if all is finite, one meta-step."""
-    result, self.state, gradients = self._train_fn(self.state, seed)
+    """One unroll from the carried states and, if all is finite, one meta-step."""
+    result, self.states, gradients = self._train_fn(self.states, seed)
+    result = self._first_result(result)
     if self.variables and bool(result.finite):
       self._apply_fn(gradients)
     return result
 
   def eval_unroll(self, seed):
-    """One unroll from the carried state, weights untouched; returns its UnrollResult."""
-    result, self.state = self._eval_fn(self.state, seed)
-    return result
+    """One unroll from the carried states, weights untouched; returns the mean UnrollResult."""
+    result, self.states = self._eval_fn(self.states, seed)
+    return self._first_result(result)
+
+  @property
+  def state(self):
+    """The UnrollState of the first instance (of the first local replica)."""
+    return self._first_result(self.states)[0]
 
   @property
   def trace_counts(self):
     """How often each compiled function was traced (1 each after warm-up: no retracing)."""
-    return {name: fn.experimental_get_tracing_count() for name, fn in
-            (("reset", self._reset_fn), ("train", self._train_fn), ("eval", self._eval_fn))}
+    functions = {"reset": self._reset_fn, "train": self._train_fn, "eval": self._eval_fn,
+                 "local_train": self._local_train_fn, "local_eval": self._local_eval_fn}
+    return {name: fn.experimental_get_tracing_count() for name, fn in functions.items()}

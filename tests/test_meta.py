@@ -148,7 +148,8 @@ class CarryAndResetTest(parameterized.TestCase):
       for unroll in range(3):
         trainer.train_unroll(meta.make_seed(epoch, unroll))
         trainer.eval_unroll(meta.make_seed(epoch, unroll))
-    self.assertEqual(trainer.trace_counts, {"reset": 1, "train": 1, "eval": 1})
+    self.assertEqual(trainer.trace_counts, {"reset": 1, "train": 1, "eval": 1, "local_train": 1,
+                                            "local_eval": 1})
 
   def test_compiled_unroll_equals_eager_unroll(self):
     optimizer, problem, trainer = self._evaluator_trainer(4)
@@ -287,7 +288,7 @@ class ClipTest(parameterized.TestCase):
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 5, clip_meta_gradient=1e-3, jit_compile=False)
     trainer.reset(meta.make_seed(0))
-    result, _, gradients = trainer._train_fn(trainer.state, meta.make_seed(1))
+    result, _, gradients = trainer._train_fn(trainer.states, meta.make_seed(1))
     self.assertGreater(float(result.meta_gradient_norm), 1e-3)  # the norm before clipping
     self.assertAlmostEqual(float(tf.linalg.global_norm(gradients)), 1e-3, places=6)
     with pytest.raises(ValueError, match="clip_meta_gradient"):

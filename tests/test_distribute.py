@@ -1,0 +1,176 @@
+"""Data-parallel meta-training: R replicas with N / R instances each take the meta-step of one with N.
+
+The multi-replica cases run in subprocesses: logical CPU devices and TF_CONFIG must be set before
+TensorFlow starts.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from learning_to_learn import checkpoints
+from learning_to_learn import distribute
+from learning_to_learn import meta
+from learning_to_learn import networks
+from learning_to_learn import unroll as unroll_lib
+import problems
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--problem=quadratic", "--num_epochs=3", "--num_steps=10", "--unroll_length=5",
+        "--evaluation_period=2", "--evaluation_epochs=2", "--log_period=1", "--checkpoint_period=1",
+        "--num_instances=2", "--learning_rate=0.01"]
+
+
+def _environment(**extra):
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  env.pop("TF_CONFIG", None)
+  env.update(extra)
+  return env
+
+
+def _train(*args, **env):
+  return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *args],
+                          env=_environment(**env), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process, timeout=600):
+  out, err = process.communicate(timeout=timeout)
+  return process.returncode, out, err
+
+
+def _saved_weights(save_path):
+  net = networks.load(os.path.join(save_path, "cw.npz"))
+  return [v.numpy() for v in net.trainable_variables]
+
+
+def _free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def test_instance_zero_keeps_the_meta_step_seed_and_the_others_differ():
+  seed = meta.make_seed(3, 0, 7)
+  seeds = [meta.instance_seed(seed, i).numpy().tolist() for i in range(4)]
+  assert seeds[0] == seed.numpy().tolist()
+  assert len({tuple(s) for s in seeds}) == 4
+
+
+def test_meta_gradient_of_two_instances_is_the_mean_of_their_own():
+  problem, config, _ = problems.get_config("quadratic")
+  tf.random.set_seed(1)
+  optimizer = meta.MetaOptimizer(**config)
+  trainer = optimizer.meta_minimize(problem, 5, num_instances=2, jit_compile=False)
+  reset_seed, unroll_seed = meta.make_seed(4), meta.make_seed(5)
+  trainer.reset(reset_seed)
+  result, _, gradients = trainer._train_fn(trainer.states, unroll_seed)
+
+  # Second path: each instance on its own, through MetaOptimizer.meta_loss and a tape.
+  own, meta_losses = [], []
+  for i in range(2):
+    rule = optimizer.assignments(problem)
+    state = unroll_lib.initial_state(problem, rule, meta.instance_seed(reset_seed, i))
+    batches = problem.sample_batches(meta.instance_seed(unroll_seed, i), 6)
+    with tf.GradientTape() as tape:
+      unrolled, _ = optimizer.meta_loss(problem, state, batches)
+    own.append(tape.gradient(unrolled.meta_loss, optimizer.trainable_variables))
+    meta_losses.append(float(unrolled.meta_loss))
+  assert abs(meta_losses[0] - meta_losses[1]) > 1e-3 * meta_losses[0]  # two different instances
+  np.testing.assert_allclose(float(result.meta_loss), np.mean(meta_losses), rtol=1e-6)
+  for g, a, b in zip(gradients, *own):
+    np.testing.assert_allclose(g.numpy(), (a.numpy() + b.numpy()) / 2, rtol=1e-5, atol=1e-9)
+
+
+def test_instances_must_split_evenly_over_replicas():
+  problem, config, _ = problems.get_config("quadratic")
+  optimizer = meta.MetaOptimizer(**config)
+  with pytest.raises(ValueError, match="num_instances=0 must be a positive multiple"):
+    optimizer.meta_minimize(problem, 5, num_instances=0)
+
+
+def test_networks_built_outside_the_strategy_are_refused():
+  problem, config, _ = problems.get_config("quadratic")
+  optimizer = meta.MetaOptimizer(**config)
+  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  with pytest.raises(ValueError, match="inside `strategy.scope"):
+    optimizer.meta_minimize(problem, 5, strategy=strategy)
+
+
+def test_bad_strategy_names_and_cluster_configs_are_refused(monkeypatch):
+  with pytest.raises(ValueError, match="unknown strategy 'ring'"):
+    distribute.make_strategy("ring")
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  with pytest.raises(ValueError, match="TF_CONFIG .* not set"):
+    distribute.make_strategy("multi_worker")
+  monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", '
+                     '"index": 3}}')
+  with pytest.raises(ValueError, match="not in its cluster"):
+    distribute.make_strategy("multi_worker")
+  monkeypatch.setenv("TF_CONFIG", "{not json")
+  with pytest.raises(ValueError, match="not a cluster description"):
+    distribute.make_strategy("multi_worker")
+
+
+def test_two_mirrored_replicas_take_the_meta_step_of_one_holding_both_instances():
+  done = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "mirrored_check.py")],
+                        env=_environment(), capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  out = json.loads(done.stdout.strip().splitlines()[-1])
+  assert out["replicas"] == 2
+  assert out["single_norm"] > out["clip"]  # clipping was active
+  np.testing.assert_allclose(out["mirrored_norm"], out["single_norm"], rtol=1e-5)
+  for a, b in zip(out["mirrored_gradient"], out["single_gradient"]):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-8)
+  np.testing.assert_allclose(out["mirrored_losses"], out["single_losses"], rtol=1e-5)
+  for a, b in zip(out["mirrored_weights"], out["single_weights"]):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  for first, second in out["replica_weights"]:
+    np.testing.assert_array_equal(first, second)  # one meta-update keeps the replicas identical
+
+
+def test_train_py_mirrored_on_two_cpus_matches_one_replica(tmp_path):
+  mirrored = _train(*FAST, "--strategy=mirrored", "--cpu_devices=2",
+                    f"--save_path={tmp_path / 'mirrored'}")
+  single = _train(*FAST, f"--save_path={tmp_path / 'single'}")
+  for process in (mirrored, single):
+    code, _, err = _finish(process)
+    assert code == 0, err[-3000:]
+  for a, b in zip(_saved_weights(tmp_path / "mirrored"), _saved_weights(tmp_path / "single")):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_two_workers_on_localhost_train_and_the_chief_checkpoint_loads(tmp_path):
+  cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+  save_path = tmp_path / "run"
+  workers = [_train(*FAST, "--strategy=multi_worker", f"--save_path={save_path}",
+                    TF_CONFIG=json.dumps({"cluster": cluster,
+                                          "task": {"type": "worker", "index": i}}))
+             for i in range(2)]
+  single = _train(*FAST, f"--save_path={tmp_path / 'single'}")
+  for process in workers + [single]:
+    code, _, err = _finish(process)
+    assert code == 0, err[-3000:]
+
+  # Only the chief wrote, and what it wrote restores into a fresh optimizer.
+  assert sorted(os.listdir(save_path)) == ["checkpoints", "cw.npz", "run.json"]
+  problem, config, _ = problems.get_config("quadratic")
+  optimizer = meta.MetaOptimizer(**config)
+  trainer = optimizer.meta_minimize(problem, 5)
+  state = checkpoints.TrainingCheckpoint(save_path / "checkpoints", optimizer, trainer.optimizer)
+  restored, damaged = state.restore_latest()
+  assert restored is not None and not damaged
+  assert int(state.epoch.numpy()) == 3
+  # Two workers with one instance each took the meta-steps of one process holding both.
+  for a, b in zip(_saved_weights(save_path), _saved_weights(tmp_path / "single")):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
