@@ -34,7 +34,8 @@ flags.DEFINE_integer("seed", 0, "Seed of the problem instances and minibatches."
 flags.DEFINE_string("data_dir", None, "Directory with the data files (see README, Data).")
 flags.DEFINE_enum("split", "train", ["train", "test"], "Data split the classifiers draw from.")
 flags.DEFINE_enum("settings", "reference", ["reference", "paper"],
-                  "Network settings the trained optimizer was built with.")
+                  "Problem settings (paper: Gaussian quadratics) and a fresh L2L's; a "
+                  "trained optimizer keeps the preprocessing and scale saved with it.")
 flags.DEFINE_integer("unroll_length", 20, "Steps per compiled call (does not change results).")
 flags.DEFINE_list("hidden_layers", None, "MNIST MLP hidden sizes (default 20), e.g. 40 or 20,20.")
 flags.DEFINE_enum("activation", None, ["sigmoid", "relu"], "MNIST MLP activation (default "

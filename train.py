@@ -37,6 +37,8 @@ flags.DEFINE_integer("seed", 0, "Seed of every problem instance and minibatch.")
 flags.DEFINE_string("data_dir", None, "Directory with the data files (see README, Data).")
 flags.DEFINE_enum("settings", "reference", ["reference", "paper"],
                   "reference: LogAndSign k=5, scale 0.01; paper: p=10, scale 0.1.")
+flags.DEFINE_string("init_path", None, "Start from this trained optimizer (a --save_path "
+                    "directory or a shipped name) instead of fresh weights, e.g. to fine-tune.")
 flags.DEFINE_string("logdir", None, "Write TensorBoard summaries here.")
 flags.DEFINE_integer("checkpoint_period", 10, "Epochs between full training checkpoints.")
 flags.DEFINE_boolean("overwrite", False, "Start afresh even if --save_path holds a checkpoint.")
@@ -84,7 +86,7 @@ def validate_flags():
 # Flags that define a run: resuming under different values would silently mix two experiments.
 # The strategy is not among them: a run may resume on another number of replicas.
 RUN_FLAGS = ("problem", "settings", "seed", "num_steps", "unroll_length", "learning_rate",
-             "second_derivatives", "data_dir", "clip_meta_gradient", "num_instances")
+             "second_derivatives", "data_dir", "clip_meta_gradient", "num_instances", "init_path")
 RUN_FLAG_DEFAULTS = {"num_instances": 1}  # for run.json files written before the flag existed
 
 
@@ -134,8 +136,10 @@ def train():
   # minibatches use stateless seeds derived from --seed, epoch, unroll and instance: nothing else
   # is random.
   tf.random.set_seed(FLAGS.seed)
+  init_path = checkpoints.resolve(FLAGS.init_path) if FLAGS.init_path else None
   problem, net_config, net_assignments = problems.get_config(
-      FLAGS.problem, data_dir=FLAGS.data_dir, split="train", settings=FLAGS.settings)
+      FLAGS.problem, path=init_path, data_dir=FLAGS.data_dir, split="train",
+      settings=FLAGS.settings)
   if hasattr(problem, "dataset"):
     logging.info("Data: %s", problem.dataset.source)
   with strategy.scope():

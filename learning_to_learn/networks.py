@@ -407,13 +407,22 @@ def factory(net, net_options=(), net_path=None):
   Args:
     net: class name, e.g. "CoordinateWiseDeepLSTM".
     net_options: constructor keyword arguments (a dict or pairs).
-    net_path: a file written by `save`; its weights become the network's initializer.
+    net_path: a file written by `save`; its weights become the network's initializer, and the
+      options it was saved with replace `net_options`: a network trained with output scale 0.1
+      must not be run with 0.01 because a caller assumed other settings.
   """
   if net not in _NETWORKS:
     raise ValueError(f"unknown net {net!r}; choose one of {', '.join(_NETWORKS)}.")
   net_options = dict(net_options)
   if net_path is None:
     return _NETWORKS[net](**net_options)
+  data = _read(net_path)
+  if "__config__" in data:
+    config = json.loads(str(data["__config__"]))
+    if config["net"] != net:
+      raise ValueError(f"{net_path} holds a {config['net']}, not a {net}: load it with "
+                       "networks.load, or name the class it was saved as.")
+    net_options = dict(config["net_options"])
   saved = load_weights(net_path)
   if saved:  # hand-designed rules have no weights and take no initializer
     net_options["initializer"] = saved

@@ -191,11 +191,28 @@ class SaveLoadTest(parameterized.TestCase):
       np.testing.assert_array_equal(a.numpy(), b.numpy())
 
   @parameterized.named_parameters(("fewer_layers", (20,)), ("other_width", (10, 10)))
-  def test_checkpoint_for_another_shape_is_refused(self, layers):
+  def test_saved_options_replace_the_requested_ones(self, layers):
     tmp = self.create_tempdir().full_path
-    path = networks.save(lstm_net(), os.path.join(tmp, "cw.npz"))
+    net = lstm_net(scale=0.1, preprocess_options={"k": 10})
+    path = networks.save(net, os.path.join(tmp, "cw.npz"))
+    again = networks.factory("CoordinateWiseDeepLSTM", dict(layers=layers, scale=0.01),
+                             net_path=path)
+    self.assertEqual(again.get_config(), net.get_config())
+    gradient = tf.constant([1e-3, -2.0, 0.5])
+    state = net.initial_state_for_inputs(gradient)
+    np.testing.assert_array_equal(net(gradient, state)[0], again(gradient, state)[0])
+
+  def test_weights_without_a_config_for_another_shape_are_refused(self):
+    tmp = self.create_tempdir().full_path
+    path = os.path.join(tmp, "cw.npz")
+    np.savez(path, **{f"{layer}/{field}": value
+                      for layer, fields in networks.weights(lstm_net()).items()
+                      for field, value in fields.items()})
     with pytest.raises(ValueError, match="another network shape"):
-      networks.factory("CoordinateWiseDeepLSTM", dict(layers=layers), net_path=path)
+      networks.factory("CoordinateWiseDeepLSTM", dict(layers=(20,)), net_path=path)
+    with pytest.raises(ValueError, match="holds a CoordinateWiseDeepLSTM, not a KernelDeepLSTM"):
+      networks.factory("KernelDeepLSTM", dict(layers=(20,), kernel_shape=(2,)),
+                       net_path=networks.save(lstm_net(), os.path.join(tmp, "saved.npz")))
 
   def test_missing_and_garbage_files_give_clear_errors(self):
     tmp = self.create_tempdir().full_path
