@@ -42,11 +42,20 @@ def launch(args, tf_config=None):
 
 
 def epoch_seconds(log):
-  """The mean epoch time of the last full log period in a train.py log."""
-  times = re.findall(r"Mean epoch time: ([0-9.]+) s", log)
+  """The mean meta-training epoch time of the last log period in a train.py log.
+
+  Evaluation blocks print the same line under an EVALUATION header; those are skipped.
+  """
+  header, times = None, []
+  for line in log.splitlines():
+    if re.search(r"\] (Epoch \d+|EVALUATION|Last epochs)$", line):
+      header = line.rsplit("] ", 1)[1]
+    match = re.search(r"Mean epoch time: ([0-9.]+) s", line)
+    if match and header and header.startswith("Epoch"):
+      times.append(float(match.group(1)))
   if not times:
     raise RuntimeError("train.py printed no epoch times:\n" + log[-2000:])
-  return float(times[-1])
+  return times[-1]
 
 
 def run(num_workers, flags):

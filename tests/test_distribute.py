@@ -122,11 +122,45 @@ def test_bad_strategy_names_and_cluster_configs_are_refused(monkeypatch):
     distribute.make_strategy("multi_worker")
 
 
-def test_two_mirrored_replicas_take_the_meta_step_of_one_holding_both_instances():
-  done = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "mirrored_check.py")],
-                        env=_environment(), capture_output=True, text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-3000:]
-  out = json.loads(done.stdout.strip().splitlines()[-1])
+@pytest.fixture(scope="module", autouse=True)
+def runs(tmp_path_factory):
+  """Starts every subprocess of this module at once (their start-up overlaps); yields them."""
+  tmp = tmp_path_factory.mktemp("distribute")
+  cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+  processes = {
+      "check": subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "mirrored_check.py")],
+                                env=_environment(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True),
+      "single": _train(*FAST, f"--save_path={tmp / 'single'}"),
+      "mirrored": _train(*FAST, "--strategy=mirrored", "--cpu_devices=2",
+                         f"--save_path={tmp / 'mirrored'}"),
+  }
+  for i in range(2):
+    processes[f"worker_{i}"] = _train(
+        *FAST, "--strategy=multi_worker", f"--save_path={tmp / 'workers'}",
+        TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+  finished = {}
+
+  def result(name):
+    if name not in finished:
+      finished[name] = _finish(processes[name])
+    return finished[name]
+
+  yield tmp, result
+  for process in processes.values():
+    if process.poll() is None:
+      process.kill()
+
+
+def _succeeded(result, name):
+  code, out, err = result(name)
+  assert code == 0, f"{name}: {err[-3000:]}"
+  return out
+
+
+def test_two_mirrored_replicas_take_the_meta_step_of_one_holding_both_instances(runs):
+  _, result = runs
+  out = json.loads(_succeeded(result, "check").strip().splitlines()[-1])
   assert out["replicas"] == 2
   assert out["single_norm"] > out["clip"]  # clipping was active
   np.testing.assert_allclose(out["mirrored_norm"], out["single_norm"], rtol=1e-5)
@@ -139,29 +173,19 @@ def test_two_mirrored_replicas_take_the_meta_step_of_one_holding_both_instances(
     np.testing.assert_array_equal(first, second)  # one meta-update keeps the replicas identical
 
 
-def test_train_py_mirrored_on_two_cpus_matches_one_replica(tmp_path):
-  mirrored = _train(*FAST, "--strategy=mirrored", "--cpu_devices=2",
-                    f"--save_path={tmp_path / 'mirrored'}")
-  single = _train(*FAST, f"--save_path={tmp_path / 'single'}")
-  for process in (mirrored, single):
-    code, _, err = _finish(process)
-    assert code == 0, err[-3000:]
-  for a, b in zip(_saved_weights(tmp_path / "mirrored"), _saved_weights(tmp_path / "single")):
+def test_train_py_mirrored_on_two_cpus_matches_one_replica(runs):
+  tmp, result = runs
+  for name in ("mirrored", "single"):
+    _succeeded(result, name)
+  for a, b in zip(_saved_weights(tmp / "mirrored"), _saved_weights(tmp / "single")):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_two_workers_on_localhost_train_and_the_chief_checkpoint_loads(tmp_path):
-  cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-  save_path = tmp_path / "run"
-  workers = [_train(*FAST, "--strategy=multi_worker", f"--save_path={save_path}",
-                    TF_CONFIG=json.dumps({"cluster": cluster,
-                                          "task": {"type": "worker", "index": i}}))
-             for i in range(2)]
-  single = _train(*FAST, f"--save_path={tmp_path / 'single'}")
-  for process in workers + [single]:
-    code, _, err = _finish(process)
-    assert code == 0, err[-3000:]
-
+def test_two_workers_on_localhost_train_and_the_chief_checkpoint_loads(runs):
+  tmp, result = runs
+  for name in ("worker_0", "worker_1", "single"):
+    _succeeded(result, name)
+  save_path = tmp / "workers"
   # Only the chief wrote, and what it wrote restores into a fresh optimizer.
   assert sorted(os.listdir(save_path)) == ["checkpoints", "cw.npz", "run.json"]
   problem, config, _ = problems.get_config("quadratic")
@@ -172,5 +196,5 @@ def test_two_workers_on_localhost_train_and_the_chief_checkpoint_loads(tmp_path)
   assert restored is not None and not damaged
   assert int(state.epoch.numpy()) == 3
   # Two workers with one instance each took the meta-steps of one process holding both.
-  for a, b in zip(_saved_weights(save_path), _saved_weights(tmp_path / "single")):
+  for a, b in zip(_saved_weights(save_path), _saved_weights(tmp / "single")):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
