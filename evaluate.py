@@ -19,6 +19,7 @@ import numpy as np
 import problems
 from learning_to_learn import checkpoints
 from learning_to_learn import evaluation
+from learning_to_learn import networks
 from learning_to_learn import reporting
 
 OPTIMIZERS = ("L2L",) + tuple(evaluation.BASELINES)
@@ -135,6 +136,8 @@ def compare():
   summary = {
       "problem": FLAGS.problem, "split": FLAGS.split, "data": source, "path": FLAGS.path,
       "settings": FLAGS.settings, "seed": FLAGS.seed, "num_test_epochs": FLAGS.num_epochs,
+      "optimizer": {key: networks.saved_config(config["net_path"])
+                    for key, config in (l2l_config or {}).items() if config.get("net_path")},
       "num_tuning_epochs": FLAGS.num_tuning_epochs, "num_steps": FLAGS.num_steps,
       "learning_rates": rates, "seconds": round(time.time() - start, 1),
       "final_loss": {name: {str(s): dict(zip(("mean", "ci95"), map(

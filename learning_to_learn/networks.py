@@ -416,9 +416,8 @@ def factory(net, net_options=(), net_path=None):
   net_options = dict(net_options)
   if net_path is None:
     return _NETWORKS[net](**net_options)
-  data = _read(net_path)
-  if "__config__" in data:
-    config = json.loads(str(data["__config__"]))
+  config = saved_config(net_path)
+  if config is not None:
     if config["net"] != net:
       raise ValueError(f"{net_path} holds a {config['net']}, not a {net}: load it with "
                        "networks.load, or name the class it was saved as.")
@@ -477,6 +476,12 @@ def load_weights(path):
       layer, field = key.split("/")
       nested.setdefault(layer, {})[field] = value
   return nested
+
+
+def saved_config(path):
+  """The {"net", "net_options"} that `save` wrote with the weights, or None for weights alone."""
+  data = _read(path)
+  return json.loads(str(data["__config__"])) if "__config__" in data else None
 
 
 def load(path):

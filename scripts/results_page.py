@@ -21,13 +21,22 @@ EXPERIMENTS = [
 ]
 
 
+def describe(summary):
+  """The learned optimizer's preprocessing and output scale, as saved with it when recorded."""
+  for config in summary.get("optimizer", {}).values():
+    options = config["net_options"]
+    k = options.get("preprocess_options", {}).get("k")
+    return f"{options.get('preprocess_name')} k = {k}, output scale {options.get('scale')}"
+  return f"{summary['settings']} settings"
+
+
 def section(name, title, summary, table):
   steps = sorted({int(s) for losses in summary["final_loss"].values() for s in losses})
   lines = [f"## {title}", "",
            f"Problem `{summary['problem']}`"
            + (f", {summary['split']} split, data: {summary['data']}; " if summary["data"] != "no data"
               else "; ") +
-           f"optimizer `{summary['path']}` ({summary['settings']} settings); "
+           f"optimizer `{summary['path']}` ({describe(summary)}); "
            f"{summary['num_test_epochs']} test runs, baselines tuned on "
            f"{summary['num_tuning_epochs']} other runs; seed {summary['seed']}.", "",
            table.strip(), "", f"![{name}](results/{name}/loss.png)", ""]

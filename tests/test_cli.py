@@ -5,6 +5,7 @@ started at once in a thread pool (`runs` fixture) and each test waits only for i
 """
 
 import concurrent.futures
+import json
 import os
 import subprocess
 import sys
@@ -161,6 +162,10 @@ def _jobs():
       "train_quadratic": lambda tmp: _train_then_evaluate("quadratic", 4, tmp),
       "train_mnist": lambda tmp: _train_then_evaluate("mnist", 2, tmp),
       "bad_enum_flag": lambda tmp: _run("evaluate.py", "--optimizer=foo"),
+      "compare": lambda tmp: (_run("evaluate.py", "--problem=quadratic", "--path=quadratic",
+                                   "--compare", "--num_epochs=3", "--num_tuning_epochs=2",
+                                   "--num_steps=10", "--unroll_length=5", "--nojit_compile",
+                                   f"--output_dir={tmp}/out"), f"{tmp}/out"),
   }
   for name in BASELINES:
     jobs[f"baseline_{name}"] = lambda tmp, name=name: _run(
@@ -240,6 +245,42 @@ def test_evaluate_baseline(runs, job):
   assert "Traceback" not in run.output, run
   assert f"{name} on quadratic (train split)" in run.stderr, run
   assert "Log Mean Final Error" in run.stderr, run
+
+
+@pytest.mark.parametrize("job", ["compare"])
+def test_compare_writes_table_curves_and_plot_that_the_library_reproduces(runs, job):
+  run, out = _result(runs, job)
+  assert run.returncode == 0, run
+  assert "Traceback" not in run.output, run
+  with open(os.path.join(out, "summary.json")) as f:
+    summary = json.load(f)
+  names = ["L2L", *BASELINES]
+  assert sorted(summary["final_loss"]) == sorted(names)
+  assert sorted(summary["learning_rates"]) == sorted(BASELINES)
+  assert summary["optimizer"]["cw"]["net_options"]["scale"] == 0.01  # the shipped file's own
+  with open(os.path.join(out, "table.md")) as f:
+    table = f.read()
+  for name in names:
+    assert f"| {name} |" in table, table
+  curves = np.genfromtxt(os.path.join(out, "losses.csv"), delimiter=",", names=True)
+  assert len(curves) == 11
+  with open(os.path.join(out, "loss.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+  # Second path: the library's Evaluator on the test instances (seed purpose 3).
+  import problems
+  from learning_to_learn import checkpoints
+  from learning_to_learn import evaluation
+  seeds = evaluation.epoch_seeds(0, 3, purpose=3)
+  problem, config, _ = problems.get_config("quadratic", path=checkpoints.resolve("quadratic"))
+  adam_rate = summary["learning_rates"]["adam"]
+  for name, net_config in (("L2L", config),
+                           ("adam", evaluation.baseline_config("adam", adam_rate))):
+    losses = evaluation.Evaluator(problem, net_config, unroll_length=5,
+                                  jit_compile=False).run(seeds, 10)
+    np.testing.assert_allclose(summary["final_loss"][name]["10"]["mean"], losses[:, 10].mean(),
+                               rtol=1e-5)
+    np.testing.assert_allclose(curves[f"{name}_mean"], losses.mean(axis=0), rtol=1e-4)
 
 
 # --- Bad input: exit status 2 and one line saying what is wrong ---------------------------------
