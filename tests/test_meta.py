@@ -1,5 +1,6 @@
 """Meta-training: the reference's Torch numbers, finite differences, carry/reset, assignments."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -150,6 +151,24 @@ class CarryAndResetTest(parameterized.TestCase):
         trainer.eval_unroll(meta.make_seed(epoch, unroll))
     self.assertEqual(trainer.trace_counts, {"reset": 1, "train": 1, "eval": 1, "local_train": 1,
                                             "local_eval": 1})
+
+  def test_several_trainers_raise_no_retracing_warning(self):
+    # TF counts traces by code object: trainers whose functions shared one would be reported as
+    # one function retracing, as the evaluator's many trainers did.
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    tf.get_logger().addHandler(handler)
+    try:
+      for _ in range(3):
+        _, _, trainer = self._evaluator_trainer(5)
+        for epoch in range(3):
+          trainer.reset(meta.make_seed(epoch))
+          trainer.train_unroll(meta.make_seed(epoch, 1))
+          trainer.eval_unroll(meta.make_seed(epoch, 2))
+    finally:
+      tf.get_logger().removeHandler(handler)
+    self.assertEqual([m for m in messages if "retracing" in m], [])
 
   def test_compiled_unroll_equals_eager_unroll(self):
     optimizer, problem, trainer = self._evaluator_trainer(4)
