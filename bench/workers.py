@@ -14,22 +14,14 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
-
-def free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
+from learning_to_learn import distribute  # noqa: E402
 
 
 def launch(args, tf_config=None):
@@ -64,10 +56,8 @@ def run(num_workers, flags):
     if num_workers == 1:
       processes = [launch(common)]
     else:
-      cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(num_workers)]}
-      processes = [launch([*common, "--strategy=multi_worker"],
-                          {"cluster": cluster, "task": {"type": "worker", "index": i}})
-                   for i in range(num_workers)]
+      processes = [launch([*common, "--strategy=multi_worker"], tf_config)
+                   for tf_config in distribute.localhost_cluster(num_workers)]
     logs = [p.communicate()[1] for p in processes]
     for p, log in zip(processes, logs):
       if p.returncode:

@@ -9,6 +9,7 @@
 
 import json
 import os
+import socket
 
 import tensorflow as tf
 
@@ -74,3 +75,14 @@ def is_chief(strategy):
   if "chief" in resolver.cluster_spec().as_dict():
     return resolver.task_type == "chief"
   return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def localhost_cluster(num_workers):
+  """TF_CONFIG values for `num_workers` workers on 127.0.0.1 (free ports): for tests and bench/."""
+  sockets = [socket.socket() for _ in range(num_workers)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]}
+  for s in sockets:
+    s.close()
+  return [{"cluster": cluster, "task": {"type": "worker", "index": i}} for i in range(num_workers)]

@@ -6,7 +6,6 @@ TensorFlow starts.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -48,16 +47,6 @@ def _finish(process, timeout=600):
 def _saved_weights(save_path):
   net = networks.load(os.path.join(save_path, "cw.npz"))
   return [v.numpy() for v in net.trainable_variables]
-
-
-def _free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
 
 
 def test_instance_zero_keeps_the_meta_step_seed_and_the_others_differ():
@@ -126,7 +115,6 @@ def test_bad_strategy_names_and_cluster_configs_are_refused(monkeypatch):
 def runs(tmp_path_factory):
   """Starts every subprocess of this module at once (their start-up overlaps); yields them."""
   tmp = tmp_path_factory.mktemp("distribute")
-  cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
   processes = {
       "check": subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "mirrored_check.py")],
                                 env=_environment(), stdout=subprocess.PIPE,
@@ -135,10 +123,10 @@ def runs(tmp_path_factory):
       "mirrored": _train(*FAST, "--strategy=mirrored", "--cpu_devices=2",
                          f"--save_path={tmp / 'mirrored'}"),
   }
-  for i in range(2):
-    processes[f"worker_{i}"] = _train(
-        *FAST, "--strategy=multi_worker", f"--save_path={tmp / 'workers'}",
-        TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+  for i, tf_config in enumerate(distribute.localhost_cluster(2)):
+    processes[f"worker_{i}"] = _train(*FAST, "--strategy=multi_worker",
+                                      f"--save_path={tmp / 'workers'}",
+                                      TF_CONFIG=json.dumps(tf_config))
   finished = {}
 
   def result(name):
