@@ -48,7 +48,7 @@ flags.DEFINE_integer("num_tuning_epochs", 10, "With --compare: instances per tun
 flags.DEFINE_list("report_steps", None, "With --compare: steps the table reports (default: 100 "
                   "and --num_steps).")
 flags.DEFINE_string("output_dir", None, "With --compare: where results go (default "
-                    "results/<problem>).")
+                    "runs/compare/<problem>, kept apart from the published results/).")
 flags.DEFINE_boolean("jit_compile", None, "XLA for every unroll (--jit_compile), for none "
                      "(--nojit_compile); unset: XLA where it measured faster (evaluation).")
 FLAGS = flags.FLAGS
@@ -110,7 +110,7 @@ def compare():
       {min(100, FLAGS.num_steps), FLAGS.num_steps})
   if any(not 0 <= s <= FLAGS.num_steps for s in steps):
     raise ValueError(f"--report_steps={FLAGS.report_steps} must lie in 0..{FLAGS.num_steps}.")
-  output_dir = FLAGS.output_dir or os.path.join("results", FLAGS.problem)
+  output_dir = FLAGS.output_dir or os.path.join("runs", "compare", FLAGS.problem)
   os.makedirs(output_dir, exist_ok=True)
   data = getattr(problem, "dataset", None)
   source = data.source if data else "no data"
