@@ -11,8 +11,6 @@ state live differs: in Keras optimizer variables, so that `model.save`, `keras.m
 
 import json
 import os
-import zipfile
-import zlib
 
 import keras
 import numpy as np
@@ -70,13 +68,9 @@ def _nested(flat):
 def _saved_net_name(checkpoint, path):
   """The class name in a networks.save file's config, read before building anything from it."""
   try:
-    with np.load(path, allow_pickle=False) as data:
-      config = json.loads(str(data["__config__"])) if "__config__" in data.files else None
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-    # A truncated or damaged zip fails in any of these, depending on where the damage is.
-    raise ValueError(f"checkpoint={checkpoint!r}: cannot read {path} "
-                     f"({checkpoints.first_line(e)}); it is not a file written by networks.save: "
-                     "retrain or re-download it.") from None
+    config = networks.saved_config(path)
+  except ValueError as e:  # unreadable or damaged: networks says which
+    raise ValueError(f"checkpoint={checkpoint!r}: {checkpoints.first_line(e)}") from None
   if not isinstance(config, dict) or "net" not in config:
     raise ValueError(f"checkpoint={checkpoint!r}: {path} holds no network config, so it was not "
                      "written by networks.save; pass the cw.npz of a train.py run.")

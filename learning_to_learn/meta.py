@@ -271,7 +271,7 @@ class MetaTrainer:
   def _apply_on_replicas(self, gradients):
     return self.strategy.run(self._apply, args=(gradients,))
 
-  def _first_result(self, value):
+  def _local_copy(self, value):
     # Values all-reduced on the replicas are identical: any local copy will do.
     return tf.nest.map_structure(lambda v: self.strategy.experimental_local_results(v)[0], value)
 
@@ -339,7 +339,7 @@ class MetaTrainer:
   def train_unroll(self, seed):
     """One unroll from the carried states and, if all is finite, one meta-step."""
     result, self.states, gradients = self._train_fn(self.states, seed)
-    result = self._first_result(result)
+    result = self._local_copy(result)
     if self.variables and bool(result.finite):
       self._apply_fn(gradients)
     return result
@@ -347,12 +347,12 @@ class MetaTrainer:
   def eval_unroll(self, seed):
     """One unroll from the carried states, weights untouched; returns the mean UnrollResult."""
     result, self.states = self._eval_fn(self.states, seed)
-    return self._first_result(result)
+    return self._local_copy(result)
 
   @property
   def state(self):
     """The UnrollState of the first instance (of the first local replica)."""
-    return self._first_result(self.states)[0]
+    return self._local_copy(self.states)[0]
 
   @property
   def trace_counts(self):

@@ -416,13 +416,13 @@ def factory(net, net_options=(), net_path=None):
   net_options = dict(net_options)
   if net_path is None:
     return _NETWORKS[net](**net_options)
-  config = saved_config(net_path)
+  data = _read(net_path)  # once: the options and the weights come from the same read
+  config, saved = _config_of(data), _weights_of(data, net_path)
   if config is not None:
     if config["net"] != net:
       raise ValueError(f"{net_path} holds a {config['net']}, not a {net}: load it with "
                        "networks.load, or name the class it was saved as.")
     net_options = dict(config["net_options"])
-  saved = load_weights(net_path)
   if saved:  # hand-designed rules have no weights and take no initializer
     net_options["initializer"] = saved
   network = _NETWORKS[net](**net_options)
@@ -465,10 +465,15 @@ def _read(path):
                      "learning_to_learn.networks.save: retrain or re-download it") from None
 
 
-def load_weights(path):
-  """Reads `save`'s file back into the nested dict that `initializer=` accepts."""
+def _config_of(data):
+  # data: what _read returned; None when the file holds weights alone.
+  return json.loads(str(data["__config__"])) if "__config__" in data else None
+
+
+def _weights_of(data, path):
+  """The arrays of a `save` file as the nested dict that `initializer=` accepts."""
   nested = {}
-  for key, value in _read(path).items():
+  for key, value in data.items():
     if key != "__config__":
       if key.count("/") != 1:
         raise ValueError(f"{path} holds an array {key!r}, not 'layer/field': it is not a file "
@@ -478,17 +483,20 @@ def load_weights(path):
   return nested
 
 
+def load_weights(path):
+  """Reads `save`'s file back into the nested dict that `initializer=` accepts."""
+  return _weights_of(_read(path), path)
+
+
 def saved_config(path):
   """The {"net", "net_options"} that `save` wrote with the weights, or None for weights alone."""
-  data = _read(path)
-  return json.loads(str(data["__config__"])) if "__config__" in data else None
+  return _config_of(_read(path))
 
 
 def load(path):
   """Rebuilds the network that `save` wrote, shape and weights."""
-  data = _read(path)
-  if "__config__" not in data:
+  config = saved_config(path)
+  if config is None:
     raise ValueError(f"{path} holds weights but no network config; build the network yourself and "
                      "pass net_path= to factory.")
-  config = json.loads(str(data["__config__"]))
-  return factory(config["net"], config["net_options"], net_path=path)
+  return factory(config["net"], net_path=path)  # the file's own options, read by factory

@@ -31,11 +31,12 @@ EXPERIMENTS = [
 
 def describe(summary):
   """The learned optimizer's preprocessing and output scale, as saved with it when recorded."""
-  for config in summary.get("optimizer", {}).values():
-    options = config["net_options"]
-    k = options.get("preprocess_options", {}).get("k")
-    return f"{options.get('preprocess_name')} k = {k}, output scale {options.get('scale')}"
-  return f"{summary['settings']} settings"
+  config = next(iter(summary.get("optimizer", {}).values()), None)
+  if config is None:  # summaries written before evaluate.py recorded the optimizer
+    return f"{summary['settings']} settings"
+  options = config["net_options"]
+  k = options.get("preprocess_options", {}).get("k")
+  return f"{options.get('preprocess_name')} k = {k}, output scale {options.get('scale')}"
 
 
 def section(name, title, summary, table):

@@ -42,7 +42,7 @@ for name, trainer in trainers.items():
   out[f"{name}_gradient"] = [
       sum(g.numpy() for g in strategy.experimental_local_results(share)).ravel().tolist()
       if name == "mirrored" else share.numpy().ravel().tolist() for share in gradients]
-  out[f"{name}_norm"] = float(trainer._first_result(result).meta_gradient_norm)  # pylint: disable=protected-access
+  out[f"{name}_norm"] = float(trainer._local_copy(result).meta_gradient_norm)  # pylint: disable=protected-access
   for epoch in range(3):
     trainer.reset(meta.make_seed(epoch))
     losses = [float(trainer.train_unroll(meta.make_seed(epoch, u)).meta_loss) for u in range(2)]
