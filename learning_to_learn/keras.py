@@ -131,11 +131,12 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   """A trained coordinatewise deep-LSTM optimizer (paper section 2.1) behind the Keras API.
 
   For every model variable θ with gradient g, each coordinate c runs the shared network on its own
-  state s_c (one hidden and one cell row per LSTM layer):
+  state s_c (one hidden and one cell column per LSTM layer):
       x_c = preprocess(g_c);  (h_c, s_c') = LSTM_L(... LSTM_1(x_c, s_c));
       θ_c <- θ_c + learning_rate * scale * (w h_c + b).
   Shapes: g [any] -> [num_coords, 1] -> preprocess [num_coords, 1 or 2] -> LSTM layers
-  [num_coords, hidden] -> linear [num_coords, 1] -> × scale -> g's shape.
+  [hidden, num_coords] (feature-major, as networks.lstm_step) -> linear [1, num_coords] -> × scale
+  -> g's shape.
 
   Where things live: the network's weights ("lstm_<i>/w_gates", "lstm_<i>/b_gates", "linear/w",
   "linear/b") and every variable's LSTM state are Keras optimizer variables created in `build`, so
@@ -211,7 +212,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       for i in range(self._num_layers):
         hidden_size = self._net_weights[f"lstm_{i}/b_gates"].shape[0] // 4
         layers.append(tuple(
-            self.add_variable(shape=(num_coords, hidden_size), initializer="zeros",
+            self.add_variable(shape=(hidden_size, num_coords), initializer="zeros",
                               dtype="float32", name=f"{prefix}_lstm_{i}_{field}")
             for field in ("hidden", "cell")))
       self._states.append(tuple(layers))
@@ -240,17 +241,18 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       # autograph. Densifying sums repeated rows, as the dense gradient would.
       gradient = tf.convert_to_tensor(gradient)
     outputs = tf.reshape(tf.cast(gradient, tf.float32), [-1, 1])  # [num_coords, 1]
-    outputs = self._preprocess(outputs)  # [num_coords, num_features]
+    outputs = tf.transpose(self._preprocess(outputs))  # [num_features, num_coords], feature-major
     next_states = []
     for i, state in enumerate(self.lstm_state(variable)):
       outputs, next_state = networks.lstm_step(
           outputs, networks.LSTMState(_value(state.hidden), _value(state.cell)),
           _value(self._net_weights[f"lstm_{i}/w_gates"]),
           _value(self._net_weights[f"lstm_{i}/b_gates"]))
-      next_states.append((state, next_state))  # outputs: [num_coords, hidden_i]
+      next_states.append((state, next_state))  # outputs: [hidden_i, num_coords]
     weights = self._net_weights
-    update = tf.matmul(outputs, _value(weights["linear/w"])) + _value(weights["linear/b"])
-    update = tf.reshape(update * self._scale, variable.shape)  # [num_coords, 1] -> variable's
+    update = (tf.matmul(_value(weights["linear/w"]), outputs, transpose_a=True)
+              + _value(weights["linear/b"])[:, tf.newaxis])
+    update = tf.reshape(update * self._scale, variable.shape)  # [1, num_coords] -> variable's
     for state, next_state in next_states:
       self.assign(state.hidden, next_state.hidden)
       self.assign(state.cell, next_state.cell)

@@ -182,7 +182,7 @@ class LearnedOptimizerTest(parameterized.TestCase):
       variable = layer.kernel if name.endswith("/w") else layer.bias
       size = int(np.prod(variable.shape))
       for got_layer, want_layer in zip(optimizer.lstm_state(variable), final.net_state[0]):
-        np.testing.assert_allclose(got_layer.cell.numpy(), want_layer.cell[start:start + size],
+        np.testing.assert_allclose(got_layer.cell.numpy(), want_layer.cell[:, start:start + size],
                                    atol=1e-5, err_msg=name)
       start += size
 
@@ -217,7 +217,7 @@ class LearnedOptimizerTest(parameterized.TestCase):
     self.assertLess(losses[-1], 0.5 * losses[0])
     shapes = [tuple(state[0].hidden.shape) for state in
               map(optimizer.lstm_state, model.trainable_variables)]
-    self.assertEqual(shapes, [(27, 20), (3, 20), (48, 20), (1, 20)])
+    self.assertEqual(shapes, [(20, 27), (20, 3), (20, 48), (20, 1)])
 
   def test_save_and_load_model_restore_weights_and_state(self):
     path = self.save(random_net())
