@@ -5,7 +5,8 @@ Usage: python bench/run.py [--quick]
 Figures (medians over repetitions after warm-up, with min..max):
 - the float32 matmul rate (2048 x 2048), the yardstick, measured in the same run;
 - MNIST (784-20-10 MLP, 15,910 coordinates, T = 20): optimizee steps per second meta-training and
-  evaluating, and the optimizer network's forward GFLOP/s as a fraction of the yardstick;
+  evaluating, the network arithmetic they achieve as a fraction of the yardstick, and the fraction
+  the issue's targets (250 and 800 steps/s) would take; the optimizer network's forward GFLOP/s;
 - quadratic: meta-steps per second;
 - peak memory of MNIST meta-training for T = 5, 20, 50, and the growth per unrolled step.
 It reports; it never fails on a slow machine.
@@ -78,6 +79,14 @@ def network_flops_per_coordinate(layers=(20, 20), inputs=2):
   return flops + 2 * size
 
 
+def arithmetic_line(steps, seconds, flop_per_step, yardstick, target):
+  """The network's arithmetic rate at a measured speed, and what `target` steps/s would need."""
+  rate = steps / seconds[0] * flop_per_step / 1e9
+  needed = target * flop_per_step / 1e9
+  return (f"  = {rate:.1f} GFLOP/s of network arithmetic, {rate / yardstick:.2f} of the yardstick; "
+          f"{target} steps/s would need {needed:.0f} GFLOP/s, {needed / yardstick:.2f} of it")
+
+
 def network_forward(num_coords, num_steps, repetitions):
   net = networks.CoordinateWiseDeepLSTM(layers=(20, 20), preprocess_name="LogAndSign",
                                         preprocess_options={"k": 5}, scale=0.01)
@@ -136,11 +145,16 @@ def main():
   trainer = optimizer.meta_minimize(problem, 20, learning_rate=0.001)
   num_unrolls = 1 if args.quick else 5
   steps = 20 * num_unrolls
-  print(rate_line("MNIST meta-training (T=20)", steps,
-                  timed(unrolls_per_call(trainer, True, num_unrolls), repetitions), "steps/s"))
-  print(rate_line("MNIST evaluation", steps,
-                  timed(unrolls_per_call(trainer, False, num_unrolls), repetitions), "steps/s"))
   num_coords = sum(int(np.prod(p.shape)) for p in problem.init(meta.make_seed(0))[0].values())
+  # Matmul arithmetic of the network per optimizee step; training adds two gradient matmuls per
+  # forward one. The MLP's own (about 12 MFLOP a step) is left out.
+  forward_flop = network_flops_per_coordinate() * num_coords
+  seconds = timed(unrolls_per_call(trainer, True, num_unrolls), repetitions)
+  print(rate_line("MNIST meta-training (T=20)", steps, seconds, "steps/s"))
+  print(arithmetic_line(steps, seconds, 3 * forward_flop, yardstick, 250))
+  seconds = timed(unrolls_per_call(trainer, False, num_unrolls), repetitions)
+  print(rate_line("MNIST evaluation", steps, seconds, "steps/s"))
+  print(arithmetic_line(steps, seconds, forward_flop, yardstick, 800))
   gflop, seconds = network_forward(num_coords, 20, repetitions)
   print(rate_line(f"optimizer network forward ({num_coords} coords, XLA)", gflop, seconds,
                   "GFLOP/s") + f" = {gflop / seconds[0] / yardstick:.2f} of the yardstick")
