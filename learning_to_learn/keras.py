@@ -259,6 +259,25 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     self.assign_add(variable,
                     tf.cast(learning_rate, variable.dtype) * tf.cast(update, variable.dtype))
 
+  def load_own_variables(self, store):
+    """Restores the variables from a .keras file, also one saved before the states went feature-major.
+
+    Files written before that hold each LSTM state as (num_coords, hidden): those arrays are
+    transposed rather than refused. A variable with exactly `hidden` coordinates cannot be told
+    apart and loads as saved.
+    """
+    if not self.built or len(store.keys()) != len(self.variables):
+      return super().load_own_variables(store)  # Keras says why it skips
+    states = {id(v) for layers in self._states for pair in layers for v in pair}
+    values = {}
+    for i, variable in enumerate(self.variables):
+      value = store[str(i)]
+      saved, wanted = tuple(value.shape), tuple(variable.shape)
+      if id(variable) in states and saved != wanted and saved == wanted[::-1]:
+        value = np.transpose(value)
+      values[str(i)] = value
+    super().load_own_variables(values)
+
   def get_config(self):
     config = super().get_config()
     if self.built:

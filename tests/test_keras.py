@@ -247,6 +247,27 @@ class LearnedOptimizerTest(parameterized.TestCase):
       batch = x[8 * t:8 * t + 8], y[8 * t:8 * t + 8]
       self.assertEqual(float(loaded.train_on_batch(*batch)), float(model.train_on_batch(*batch)))
 
+  def test_states_saved_row_major_by_earlier_versions_load_transposed(self):
+    # No variable of exactly 20 (= hidden) coordinates: its square state could not be told apart.
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, activation="tanh"),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer=l2l_keras.LearnedOptimizer(self.save(random_net())), loss="mse")
+    x, y = _regression()
+    model.train_on_batch(x[:8], y[:8])
+    optimizer = model.optimizer
+    states = {id(v) for variable in model.trainable_variables
+              for layer in optimizer.lstm_state(variable) for v in layer}
+    want = [v.numpy() for v in optimizer.variables]
+    # What a .keras file of the earlier versions holds: each state as (num_coords, hidden).
+    store = {str(i): value.T if id(v) in states else value
+             for i, (v, value) in enumerate(zip(optimizer.variables, want))}
+    self.assertTrue(any(store[str(i)].shape != w.shape for i, w in enumerate(want)))
+    for variable in optimizer.variables:
+      variable.assign(tf.zeros_like(variable))
+    optimizer.load_own_variables(store)
+    for value, variable in zip(want, optimizer.variables):
+      np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.path)
+
   def test_tf_train_checkpoint_restores_weights_and_state(self):
     path = self.save(random_net())
     model = _small_model()
