@@ -25,32 +25,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import tensorflow as tf  # noqa: E402
-
-tf.config.threading.set_inter_op_parallelism_threads(1)
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 import problems  # noqa: E402
 from learning_to_learn import meta  # noqa: E402
 
-# TensorFlow events are named "scope/name:OpType"; XLA thunks after their HLO: a dot keeps the
-# TensorFlow op's name ("MatMul_3.12"), a fusion lists what it fuses ("slice_bitcast_fusion.2").
-_TF_COPIES = {"ConcatV2", "Split", "SplitV", "Slice", "StridedSlice", "StridedSliceGrad", "Pad",
-              "Transpose", "GatherV2", "Identity"}
-_XLA_COPIES = ("copy", "concatenate", "slice", "pad", "bitcast", "transpose", "gather")
+_MATMULS = {"MatMul", "BatchMatMulV2", "BatchMatMulV3"}
+_COPIES = {"ConcatV2", "Split", "SplitV", "Slice", "StridedSlice", "StridedSliceGrad", "Pad",
+           "Transpose", "GatherV2", "Identity"}
 
 
-def kind_of(name):
+def kind_of(op_type):
   """"matmul", "copy" (data moved, not computed) or "elementwise" (gates, their gradients, sums)."""
-  op = name.rsplit(":", 1)[-1]
-  if op.startswith(("MatMul", "BatchMatMul", "dot")) or "_dot_" in op:
+  if op_type in _MATMULS:
     return "matmul"
-  if op in _TF_COPIES or op.split("_")[0].split(".")[0] in _XLA_COPIES:
-    return "copy"
-  return "elementwise"
+  return "copy" if op_type in _COPIES else "elementwise"
 
 
 def kernel_times(logdir):
-  """(kind -> seconds, op type -> seconds, kernel count) summed over the profile's compute threads."""
+  """(kind -> seconds, op type -> seconds, kernel count), summed over the compute threads."""
   path = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))[-1]
   space = xplane_pb2.XSpace()
   with open(path, "rb") as f:
@@ -61,12 +54,13 @@ def kernel_times(logdir):
       if not line.name.startswith(("tf_Compute", "tf_numa")):
         continue  # the Python thread only waits
       for event in line.events:
-        name = plane.event_metadata[event.metadata_id].name
+        name = plane.event_metadata[event.metadata_id].name  # "scope/name:OpType"
         # Containers (executors, thread pools, "end:" markers) hold the kernels; count leaves only.
-        if "::" in name or name.startswith(("end:", "BlockUntilReady", "ParallelFor")):
+        if "::" in name or ":" not in name or name.startswith("end:"):
           continue
-        times[kind_of(name)] += event.duration_ps * 1e-12
-        op_times[name.rsplit(":", 1)[-1]] += event.duration_ps * 1e-12
+        op_type = name.rsplit(":", 1)[-1]
+        times[kind_of(op_type)] += event.duration_ps * 1e-12
+        op_times[op_type] += event.duration_ps * 1e-12
         count += 1
   return times, op_times, count
 
@@ -90,18 +84,21 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--unrolls", type=int, default=3, help="profiled unrolls of 20 steps each")
   args = parser.parse_args()
+  tf.config.threading.set_inter_op_parallelism_threads(1)  # before any op runs
   problem, config, _ = problems.get_config("mnist")
   trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 20, learning_rate=0.001)
   wall, (times, op_times, count) = profile(trainer, args.unrolls)
   steps = 20 * args.unrolls
-  busy = sum(times.values())
+  total = sum(times.values())
   print(f"MNIST meta-training, T = 20, {os.cpu_count()} CPUs, ops one at a time: "
         f"{wall / steps * 1e3:.1f} ms per optimizee step under the profiler, "
         f"{count / steps:.0f} kernels per step")
-  print("by kind: " + ", ".join(f"{kind} {times[kind] / steps * 1e3:.2f} ms ({times[kind] / busy:.0%})"
-                                for kind in ("matmul", "elementwise", "copy")))
-  print("costliest op types: " + ", ".join(f"{op} {t / steps * 1e3:.2f} ms"
-                                           for op, t in op_times.most_common(8)))
+  print("by kind: " + ", ".join(
+      f"{kind} {times[kind] / steps * 1e3:.2f} ms ({times[kind] / total:.0%})"
+      for kind in ("matmul", "elementwise", "copy")))
+  print("costliest op types: " + ", ".join(
+      f"{op} {seconds / steps * 1e3:.2f} ms" for op, seconds in op_times.most_common(8)))
+
 
 if __name__ == "__main__":
   main()

@@ -260,7 +260,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                     tf.cast(learning_rate, variable.dtype) * tf.cast(update, variable.dtype))
 
   def load_own_variables(self, store):
-    """Restores the variables from a .keras file, also one saved before the states went feature-major.
+    """Restores the variables from a .keras file, also one written before states went feature-major.
 
     Files written before that hold each LSTM state as (num_coords, hidden): those arrays are
     transposed rather than refused. A variable with exactly `hidden` coordinates cannot be told

@@ -21,7 +21,7 @@ from learning_to_learn import preprocess
 
 
 class LSTMState(NamedTuple):
-  """One LSTM layer's state, [hidden_size, batch] each: feature-major, one column per batch entry."""
+  """One LSTM layer's state, [hidden_size, batch] each: feature-major, a column per batch entry."""
   hidden: tf.Tensor
   cell: tf.Tensor
 
@@ -192,8 +192,8 @@ def _plain(value):
   return value
 
 
-# The layers' batch (columns) is padded to a multiple of 16 with columns of zero inputs, computed and
-# dropped: with rows of a multiple of 64 bytes TensorFlow splits the gates without copying them,
+# The layers' batch (columns) is padded to a multiple of 16 with columns of zero inputs, computed
+# and dropped: with rows of a multiple of 64 bytes TensorFlow splits the gates without copying them,
 # which made a meta-training step about 20% faster. Every column is independent of the others.
 _COLUMN_MULTIPLE = 16
 
@@ -282,7 +282,7 @@ class StandardDeepLSTM(Network):
 class CoordinateWiseDeepLSTM(StandardDeepLSTM):
   """The paper's optimizer: one small LSTM applied to every coordinate separately (section 2.1).
 
-  All coordinates share the weights; each keeps its own hidden state column. So the weight count does
+  All coordinates share the weights; each keeps its own state column. So the weight count does
   not depend on the optimizee: 20-20 layers with LogAndSign have 5,141 weights
   ((2 + 20) 80 + 80 + (20 + 20) 80 + 80 + 20 + 1).
 
