@@ -250,8 +250,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
           _value(self._net_weights[f"lstm_{i}/b_gates"]))
       next_states.append((state, next_state))  # outputs: [hidden_i, num_coords]
     weights = self._net_weights
-    update = (tf.matmul(_value(weights["linear/w"]), outputs, transpose_a=True)
-              + _value(weights["linear/b"])[:, tf.newaxis])
+    update = networks.linear(outputs, _value(weights["linear/w"]), _value(weights["linear/b"]))
     update = tf.reshape(update * self._scale, variable.shape)  # [1, num_coords] -> variable's
     for state, next_state in next_states:
       self.assign(state.hidden, next_state.hidden)

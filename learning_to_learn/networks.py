@@ -61,6 +61,11 @@ def lstm_step(inputs, state, w_gates, b_gates, forget_bias=1.0):
   return hidden, LSTMState(hidden, cell)
 
 
+def linear(inputs, w, b):
+  """y = w^T x + b on feature-major inputs: [input_size, batch] -> [output_size, batch]."""
+  return tf.matmul(w, inputs, transpose_a=True) + b[:, tf.newaxis]
+
+
 # --- Initializers, in the reference's vocabulary ------------------------------------------------
 
 _NAMED_INITIALIZERS = {
@@ -154,7 +159,7 @@ class Linear(snt.Module):
     self.b = tf.Variable(b_init([output_size], tf.float32), name="b")
 
   def __call__(self, inputs):
-    return tf.matmul(self.w, inputs, transpose_a=True) + self.b[:, tf.newaxis]
+    return linear(inputs, self.w, self.b)
 
 
 # --- Update rules -------------------------------------------------------------------------------
