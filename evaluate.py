@@ -33,7 +33,8 @@ flags.DEFINE_integer("num_steps", 100, "Optimizee steps per instance.")
 flags.DEFINE_float("learning_rate", 0.001, "Learning rate of a hand-designed optimizer.")
 flags.DEFINE_integer("seed", 0, "Seed of the problem instances and minibatches.")
 flags.DEFINE_string("data_dir", None, "Directory with the data files (see README, Data).")
-flags.DEFINE_enum("split", "train", ["train", "test"], "Data split the classifiers draw from.")
+flags.DEFINE_enum("split", "train", ["train", "valid", "test"],
+                  "Data split the classifiers draw from.")
 flags.DEFINE_enum("settings", "reference", ["reference", "paper"],
                   "Problem settings (paper: Gaussian quadratics) and a fresh L2L's; a "
                   "trained optimizer keeps the preprocessing and scale saved with it.")

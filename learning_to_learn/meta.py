@@ -121,6 +121,24 @@ def _unroll_result(problem, rule, state, batches, second_derivatives):
   return result, state
 
 
+OBJECTIVES = ("sum", "log")
+
+
+def meta_objective(losses, objective="sum"):
+  """What a meta-step descends, from the T + 1 losses f(x_0) .. f(x_T) of an unroll.
+
+  "sum": sum_t f(x_t), the paper's (section 2), which the large early losses dominate.
+  "log": sum_t log f(x_t) (Wichrowska et al. 2017): each step's relative progress counts alike,
+  so the late steps, where the loss is small, weigh as much as the first. Losses below 1e-30
+  count as 1e-30, so a loss of exactly zero gives a finite objective.
+  """
+  if objective == "sum":
+    return tf.reduce_sum(losses)
+  if objective == "log":
+    return tf.reduce_sum(tf.math.log(tf.maximum(losses, 1e-30)))
+  raise ValueError(f"objective={objective!r} is not one of {', '.join(OBJECTIVES)}.")
+
+
 def _concat(tensors, names):
   # each [shape_i] -> [sum_i size_i]
   return tf.concat([tf.reshape(tensors[n], [-1]) for n in names], axis=0)
@@ -201,10 +219,14 @@ class MetaTrainer:
       built inside `strategy.scope()`.
     problem: the optimizee (problems.py).
     unroll_length: T, optimizee steps per unroll and per meta-step (reference: 20).
-    learning_rate: Adam's rate for the meta-step (reference default 0.01 here, 0.001 in train.py).
+    learning_rate: Adam's rate for the meta-step (reference default 0.01 here, 0.001 in train.py),
+      or a keras LearningRateSchedule of the meta-step count.
     net_assignments: see NetAssignments.
     second_derivatives: backpropagate through the optimizee gradients too.
     clip_meta_gradient: if set, clip the meta-gradient to this global norm.
+    objective: "sum" (the paper's) or "log"; see `meta_objective`.
+    clip_meta_gradient_value: if set, clip every meta-gradient entry to [-value, value] (after
+      any global-norm clipping).
     jit_compile: compile the unroll with XLA: True, False, or None for what measured fastest on
       CPU (bench/run.py): XLA for evaluation unrolls, TensorFlow's own kernels for training, where
       XLA's gradients of the LSTM's skinny matmuls ran about 5x slower.
@@ -218,10 +240,17 @@ class MetaTrainer:
 
   def __init__(self, meta_optimizer, problem, unroll_length, learning_rate=0.01,
                net_assignments=None, second_derivatives=False, clip_meta_gradient=None,
-               jit_compile=None, num_instances=1, strategy=None):
+               jit_compile=None, num_instances=1, strategy=None, objective="sum",
+               clip_meta_gradient_value=None):
     if int(unroll_length) != unroll_length or unroll_length <= 0:
       raise ValueError(f"unroll_length={unroll_length} must be a positive integer (reference: 20).")
-    if not learning_rate > 0:
+    if objective not in OBJECTIVES:
+      raise ValueError(f"objective={objective!r} is not one of {', '.join(OBJECTIVES)}.")
+    if clip_meta_gradient_value is not None and not clip_meta_gradient_value > 0:
+      raise ValueError(f"clip_meta_gradient_value={clip_meta_gradient_value} must be positive, "
+                       "or None to not clip.")
+    schedule = isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+    if not schedule and not learning_rate > 0:
       raise ValueError(f"learning_rate={learning_rate} must be positive (reference: 0.001).")
     if clip_meta_gradient is not None and not clip_meta_gradient > 0:
       raise ValueError(f"clip_meta_gradient={clip_meta_gradient} must be positive, or None to "
@@ -235,6 +264,8 @@ class MetaTrainer:
     self.unroll_length = int(unroll_length)
     self.second_derivatives = second_derivatives
     self.clip_meta_gradient = clip_meta_gradient
+    self.clip_meta_gradient_value = clip_meta_gradient_value
+    self.objective = objective
     self.num_instances = int(num_instances)
     self._local_instances = self.num_instances // replicas
     self.rule = meta_optimizer.assignments(problem, net_assignments)
@@ -295,7 +326,8 @@ class MetaTrainer:
   def _local_train(self, states, seeds):
     with tf.GradientTape() as tape:
       results, states = self._local_run(states, seeds)
-      objective = tf.add_n([r.meta_loss for r in results]) / float(self.num_instances)
+      objective = tf.add_n([meta_objective(r.losses, self.objective)
+                            for r in results]) / float(self.num_instances)
     return results, states, tape.gradient(objective, self.variables)
 
   def _mean_result(self, results):
@@ -319,6 +351,9 @@ class MetaTrainer:
     norm = _global_norm(total)
     if self.clip_meta_gradient is not None:
       gradients, _ = tf.clip_by_global_norm(gradients, self.clip_meta_gradient, use_norm=norm)
+    if self.clip_meta_gradient_value is not None:
+      bound = self.clip_meta_gradient_value
+      gradients = [tf.clip_by_value(g, -bound, bound) for g in gradients]
     result = result._replace(meta_gradient_norm=norm,
                              finite=result.finite & tf.math.is_finite(norm))
     return result, states, gradients

@@ -219,7 +219,8 @@ class StandardDeepLSTM(Network):
   Args:
     output_size: size of the update for each batch row.
     layers: hidden sizes of the LSTM layers; () is a linear map (the reference's `simple` config).
-    preprocess_name: "identity" (reference default), "LogAndSign" or "Clamp".
+    preprocess_name: "identity" (reference default), "LogAndSign", "Clamp" or "AdamNormalized"
+      (stateful: its moments ride at the end of the network's state).
     preprocess_options: keyword arguments of the preprocessor, e.g. {"k": 5}.
     scale: output multiplier; the reference's configs use 0.01, the paper 0.1.
     initializer: None (Sonnet defaults), a name such as "zeros", or a dict per layer
@@ -240,6 +241,7 @@ class StandardDeepLSTM(Network):
     if any(int(size) <= 0 for size in layers):
       raise ValueError(f"layers={tuple(layers)}: every hidden size must be positive.")
     self._preprocess = preprocess.factory(preprocess_name, preprocess_options)
+    self._stateful = preprocess.is_stateful(self._preprocess)
     self._scale = float(scale)
     size = input_size * preprocess.num_features(preprocess_name)
     self._cores = []
@@ -258,20 +260,30 @@ class StandardDeepLSTM(Network):
     named["linear"] = self._linear
     return named
 
-  def _features(self, inputs):
+  def _features(self, inputs, preprocess_state):
     # [batch, n] -> [batch, n, 1] -> preprocess -> [batch, n, f] -> [batch, n f] -> [n f, batch]
     batch = _num_rows(inputs)
-    features = self._preprocess(inputs[..., tf.newaxis])
+    if self._stateful:
+      features, preprocess_state = self._preprocess(inputs[..., tf.newaxis], preprocess_state)
+    else:
+      features = self._preprocess(inputs[..., tf.newaxis])
     features = tf.transpose(tf.reshape(features, [batch, -1]))
-    return tf.pad(features, [[0, 0], [0, _padded(batch) - batch]])
+    return tf.pad(features, [[0, 0], [0, _padded(batch) - batch]]), preprocess_state
 
   def _network(self, inputs, state):
-    """[batch, n] inputs -> [batch, output_size] updates; the layers run feature-major, padded."""
-    outputs = self._features(inputs)
+    """[batch, n] inputs -> [batch, output_size] updates; the layers run feature-major, padded.
+
+    `state` is one LSTMState per layer, then, for a stateful preprocessor, its state.
+    """
+    num_layers = len(self._cores)
+    outputs, preprocess_state = self._features(
+        inputs, state[num_layers] if self._stateful else None)
     next_state = []
-    for core, core_state in zip(self._cores, state):
+    for core, core_state in zip(self._cores, state[:num_layers]):
       outputs, core_next = core(outputs, core_state)
       next_state.append(core_next)
+    if self._stateful:
+      next_state.append(preprocess_state)
     outputs = self._linear(outputs)[:, :_num_rows(inputs)]  # the padding's columns dropped
     return tf.transpose(outputs) * self._scale, tuple(next_state)
 
@@ -279,9 +291,13 @@ class StandardDeepLSTM(Network):
     return self._network(gradient, state)
 
   def initial_state_for_inputs(self, inputs, dtype=tf.float32):
-    """Zero states of [hidden, batch rounded up to a multiple of 16] per layer."""
+    """Zero states of [hidden, batch rounded up to a multiple of 16] per layer, then the
+    preprocessor's fresh state if it has one."""
     batch_size = _padded(_num_rows(inputs))
-    return tuple(core.initial_state(batch_size, dtype) for core in self._cores)
+    state = tuple(core.initial_state(batch_size, dtype) for core in self._cores)
+    if self._stateful:
+      state += (self._preprocess.initial_state(tf.cast(inputs, dtype)[..., tf.newaxis]),)
+    return state
 
 
 class CoordinateWiseDeepLSTM(StandardDeepLSTM):

@@ -1,8 +1,12 @@
 """Gradient preprocessing: what the optimizer network sees of each gradient coordinate.
 
 Gradients of different problems span many orders of magnitude; the paper (Appendix A) feeds the LSTM
-a log-magnitude and a sign so that its inputs stay in [-1, 1] whatever the scale.
+a log-magnitude and a sign so that its inputs stay in [-1, 1] whatever the scale. AdamNormalized
+(Lv et al. 2017) goes further: the gradient and its momentum divided by Adam's RMS estimate, which
+needs state carried from step to step.
 """
+
+from typing import NamedTuple
 
 import numpy as np
 import sonnet as snt
@@ -80,11 +84,69 @@ class Identity(snt.Module):
     return gradients
 
 
-_PREPROCESSORS = {"identity": Identity, "LogAndSign": LogAndSign, "Clamp": Clamp}
+class AdamNormalizedState(NamedTuple):
+  """Adam's moment estimates per coordinate, and how many gradients they have seen."""
+  m: tf.Tensor
+  v: tf.Tensor
+  count: tf.Tensor  # scalar float: the step t of Adam's bias correction
+
+
+def adam_normalized(gradients, state, beta1, beta2, epsilon):
+  """One step of Adam's moments, returning the normalised features and the next state.
+
+  m_t = beta1 m + (1 - beta1) g,  v_t = beta2 v + (1 - beta2) g^2,  with bias correction
+  m^ = m_t / (1 - beta1^t), v^ = v_t / (1 - beta2^t); features (g / (sqrt(v^) + eps),
+  m^ / (sqrt(v^) + eps)) on the last axis. Both are invariant to the gradient's scale, the point
+  of Lv et al. 2017 (arXiv 1703.03633): a rule trained on one problem's gradient magnitudes keeps
+  working on another's, and the network can represent Adam (output proportional to the second
+  feature) or momentum-free normalised descent (the first) from its first step.
+  """
+  count = state.count + 1.0
+  m = beta1 * state.m + (1.0 - beta1) * gradients
+  v = beta2 * state.v + (1.0 - beta2) * tf.square(gradients)
+  root = tf.sqrt(v / (1.0 - beta2 ** count)) + epsilon
+  features = tf.concat([gradients / root, m / (1.0 - beta1 ** count) / root], axis=-1)
+  return features, AdamNormalizedState(m, v, count)
+
+
+class AdamNormalized(snt.Module):
+  """Adam-normalised gradient and momentum as the network's inputs (Lv et al. 2017, "RNNprop").
+
+  A stateful preprocessor: `features, state = module(gradients, state)`, starting from
+  `module.initial_state(gradients)`. Networks carry its state beside their LSTM states.
+
+  Args:
+    beta1, beta2: Adam's decay rates of the first and second moments, in [0, 1).
+    epsilon: added to sqrt(v^) so that coordinates whose gradient is always zero get zero features.
+
+  Shapes: [..., 1] -> [..., 2].
+  """
+
+  stateful = True
+
+  def __init__(self, beta1=0.9, beta2=0.999, epsilon=1e-8, name="preprocess_adam"):
+    super().__init__(name=name)
+    for label, beta in (("beta1", beta1), ("beta2", beta2)):
+      if not 0.0 <= beta < 1.0:
+        raise ValueError(f"AdamNormalized: {label}={beta} must be in [0, 1) (Adam's: 0.9, 0.999).")
+    if not epsilon > 0:
+      raise ValueError(f"AdamNormalized: epsilon={epsilon} must be positive (Adam's: 1e-8).")
+    self._beta1, self._beta2, self._epsilon = float(beta1), float(beta2), float(epsilon)
+
+  def initial_state(self, gradients):
+    zeros = tf.zeros_like(gradients)
+    return AdamNormalizedState(zeros, zeros, tf.constant(0.0, gradients.dtype))
+
+  def __call__(self, gradients, state):
+    return adam_normalized(gradients, state, self._beta1, self._beta2, self._epsilon)
+
+
+_PREPROCESSORS = {"identity": Identity, "LogAndSign": LogAndSign, "Clamp": Clamp,
+                  "AdamNormalized": AdamNormalized}
 
 
 def factory(preprocess_name="identity", preprocess_options=None):
-  """Builds a preprocessor by its reference name: identity, LogAndSign or Clamp."""
+  """Builds a preprocessor by name: identity, LogAndSign, Clamp (the reference's) or AdamNormalized."""
   if preprocess_name not in _PREPROCESSORS:
     raise ValueError(f"unknown preprocess_name {preprocess_name!r}; "
                      f"choose one of {', '.join(_PREPROCESSORS)}.")
@@ -93,4 +155,9 @@ def factory(preprocess_name="identity", preprocess_options=None):
 
 def num_features(preprocess_name):
   """How many network inputs one gradient coordinate becomes."""
-  return 2 if preprocess_name == "LogAndSign" else 1
+  return 2 if preprocess_name in ("LogAndSign", "AdamNormalized") else 1
+
+
+def is_stateful(preprocessor):
+  """Whether a preprocessor carries state across steps (`__call__(gradients, state)`)."""
+  return getattr(preprocessor, "stateful", False)

