@@ -14,11 +14,10 @@ EXPERIMENTS = [
     ("quadratic", "10-dimensional quadratics, reference settings (LogAndSign k = 5, output scale "
                   "0.01), trained for 100 steps, run for 200 (paper figure 4, left)"),
     ("quadratic_paper", "10-dimensional quadratics, paper settings (p = 10, output scale 0.1, "
-                        "Gaussian quadratics)"),
+                        "Gaussian quadratics; the shipped `quadratic_paper`)"),
     ("mnist", "MNIST, MLP with 20 sigmoid hidden units, paper settings (the shipped `mnist`), "
               "trained for 100 steps, run for 200 (figure 4, centre and right)"),
-    ("mnist_reference", "MNIST, reference settings (shipped as `mnist_reference`; it was shipped "
-                        "as `mnist` when this comparison ran)"),
+    ("mnist_reference", "MNIST, reference settings (the shipped `mnist_reference`)"),
     ("mnist_40", "Generalization: 40 hidden units (figure 5, left)"),
     ("mnist_2layer", "Generalization: two hidden layers of 20 (figure 5, centre)"),
     ("mnist_relu", "Generalization: ReLU activations (figure 5, right)"),
