@@ -153,6 +153,17 @@ def with_preprocess(net_config, name):
   return config
 
 
+def write_best_record(save_path, epoch, loss, seconds):
+  """best.json beside the best optimizer: when it was found, how good, after how long."""
+  record = {"epoch": epoch, "evaluation_loss": loss, "evaluation_split": FLAGS.evaluation_split,
+            "evaluation_epochs": FLAGS.evaluation_epochs, "num_steps": FLAGS.num_steps,
+            "seconds": round(seconds, 1)}
+  path = os.path.join(save_path, "best.json")
+  with open(path + ".partial", "w") as f:
+    json.dump(record, f, indent=2)
+  os.replace(path + ".partial", path)
+
+
 def make_evaluation(trainer, optimizer, net_config, net_assignments, num_unrolls):
   """A function returning (sum of final losses, seconds) over the evaluation instances.
 
@@ -237,6 +248,8 @@ def train():
     if restored:
       logging.info("Resuming from %s at epoch %d.", restored, int(state.epoch.numpy()))
   start_epoch = int(state.epoch.numpy()) if state else 0
+  seconds_so_far = float(state.seconds.numpy()) if state else 0.0
+  started = time.time()
   best = float(state.best_loss.numpy()) if state else float("inf")
 
   summaries = reporting.Summaries(FLAGS.logdir if chief else None)
@@ -285,15 +298,18 @@ def train():
           best = mean_eval
           if chief:
             optimizer.save(FLAGS.save_path)
+            write_best_record(FLAGS.save_path, epoch, best, seconds_so_far + time.time() - started)
           logging.info("Saved the best optimizer so far (evaluation loss %.4g) to %s.", best,
                        FLAGS.save_path)
       if state and (epoch % FLAGS.checkpoint_period == 0 or epoch == FLAGS.num_epochs):
+        state.seconds.assign(seconds_so_far + time.time() - started)
         state.epoch.assign(epoch)
         state.best_loss.assign(best)
         state.save()
   except _Stop as stop:
     logging.info("%s: saving a checkpoint at epoch %d and stopping.", stop, epoch)
     if state:
+      state.seconds.assign(seconds_so_far + time.time() - started)
       state.epoch.assign(epoch)
       state.best_loss.assign(best)
       state.save()

@@ -53,9 +53,12 @@ class TrainingCheckpoint:
     self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     self.best_loss = tf.Variable(float("inf"), dtype=tf.float64, trainable=False, name="best")
     self.faults = tf.Variable(0, dtype=tf.int64, trainable=False, name="faults")
+    # Wall-clock seconds of training and evaluation so far, over every resumed session.
+    self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
     nets = {f"net_{key}": net for key, net in meta_optimizer.nets.items()}
     self._checkpoint = tf.train.Checkpoint(optimizer=optimizer, epoch=self.epoch,
-                                           best_loss=self.best_loss, faults=self.faults, **nets)
+                                           best_loss=self.best_loss, faults=self.faults,
+                                           seconds=self.seconds, **nets)
     self.manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep)
     self._chief = chief
 
