@@ -66,6 +66,15 @@ flags.DEFINE_float("clip_meta_gradient_value", None, "Clip every meta-gradient e
 flags.DEFINE_enum("meta_lr_schedule", "constant", ["constant", "cosine"], "Meta learning rate "
                   "over the run: constant, or cosine decay from --learning_rate to 0 at "
                   "--num_epochs.")
+flags.DEFINE_enum("imitate", None, ["sgd", "rmsprop", "adam", "nag"], "A hand-designed teacher "
+                  "whose updates the learned optimizer imitates on its own trajectory (Chen et al. "
+                  "2020); needs --imitation_learning_rate.")
+flags.DEFINE_float("imitation_learning_rate", None, "The teacher's learning rate (tune it first "
+                   "with evaluate.py --compare).")
+flags.DEFINE_integer("imitation_epochs", 0, "First epochs that descend the imitation error alone "
+                     "(a warm start).")
+flags.DEFINE_float("imitation_weight", 0.0, "After those epochs, the imitation error's weight "
+                   "beside the meta-objective (a regularizer).")
 FLAGS = flags.FLAGS
 
 TRAIN, EVALUATE = 0, 1  # seed purposes: training and evaluation never share an instance
@@ -90,6 +99,14 @@ def validate_flags():
                      f"{FLAGS.unroll_length}; pick num_steps = k * unroll_length.")
   if FLAGS.learning_rate <= 0:
     raise ValueError(f"--learning_rate={FLAGS.learning_rate} must be positive (reference: 0.001).")
+  if (FLAGS.imitate is None) != (FLAGS.imitation_learning_rate is None):
+    raise ValueError("--imitate and --imitation_learning_rate go together: name the teacher and "
+                     "its (tuned) learning rate, or neither.")
+  if FLAGS.imitation_learning_rate is not None and not FLAGS.imitation_learning_rate > 0:
+    raise ValueError(f"--imitation_learning_rate={FLAGS.imitation_learning_rate} must be "
+                     "positive.")
+  if FLAGS.imitation_epochs < 0 or FLAGS.imitation_weight < 0:
+    raise ValueError("--imitation_epochs and --imitation_weight must not be negative.")
   if FLAGS.seed < 0:
     raise ValueError(f"--seed={FLAGS.seed} must be non-negative.")
   if FLAGS.save_path is not None and os.path.exists(FLAGS.save_path) and not os.path.isdir(
@@ -102,11 +119,14 @@ def validate_flags():
 RUN_FLAGS = ("problem", "settings", "seed", "num_steps", "unroll_length", "learning_rate",
              "second_derivatives", "data_dir", "clip_meta_gradient", "num_instances", "init_path",
              "objective", "preprocess", "evaluation_split", "clip_meta_gradient_value",
-             "meta_lr_schedule")
+             "meta_lr_schedule", "imitate", "imitation_learning_rate", "imitation_epochs",
+             "imitation_weight")
 # For run.json files written before these flags existed.
 RUN_FLAG_DEFAULTS = {"num_instances": 1, "objective": "sum", "preprocess": None,
                      "evaluation_split": "train", "clip_meta_gradient_value": None,
-                     "meta_lr_schedule": "constant"}
+                     "meta_lr_schedule": "constant", "imitate": None,
+                     "imitation_learning_rate": None, "imitation_epochs": 0,
+                     "imitation_weight": 0.0}
 
 
 def check_run_config(save_path, write=True):
@@ -229,7 +249,9 @@ def train():
       net_assignments=net_assignments, second_derivatives=FLAGS.second_derivatives,
       clip_meta_gradient=FLAGS.clip_meta_gradient, jit_compile=FLAGS.jit_compile,
       num_instances=FLAGS.num_instances, strategy=strategy, objective=FLAGS.objective,
-      clip_meta_gradient_value=FLAGS.clip_meta_gradient_value)
+      clip_meta_gradient_value=FLAGS.clip_meta_gradient_value,
+      teacher=evaluation.baseline_config(FLAGS.imitate, FLAGS.imitation_learning_rate)
+      if FLAGS.imitate else None)
   evaluate = make_evaluation(trainer, optimizer, net_config, net_assignments, num_unrolls)
 
   state = None
@@ -263,6 +285,10 @@ def train():
     while epoch < FLAGS.num_epochs:
       # A retried epoch draws a new instance: the fault may lie in the instance itself.
       attempt = (faults,) if faults else ()
+      if FLAGS.imitate:
+        warm_start = epoch < FLAGS.imitation_epochs
+        trainer.objective_weight.assign(0.0 if warm_start else 1.0)
+        trainer.imitation_weight.assign(1.0 if warm_start else FLAGS.imitation_weight)
       outcome = run_epoch(trainer, (FLAGS.seed, TRAIN, epoch) + attempt, num_unrolls, train=True)
       if outcome is None:
         faults += 1

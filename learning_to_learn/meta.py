@@ -111,13 +111,45 @@ class NetAssignments:
     return updates, tuple(next_state)
 
 
+class ImitatingRule:
+  """A student rule that moves the optimizee, with a teacher run beside it on the same gradients.
+
+  Chen et al. 2020 ("Training Stronger Baselines for Learning to Optimize", section 3.3)
+  warm-start and regularize learned optimizers by imitating a hand-designed one. Here the
+  trajectory is the student's own, so the student learns the teacher's update in the states it
+  will itself reach; the state carries the running sum, over steps, of the squared distance
+  between the two updates relative to the teacher's squared update norm (the teacher is a
+  constant target to the meta-gradient).
+
+  State: (student state, teacher state, imitation error so far).
+  """
+
+  def __init__(self, student, teacher):
+    self.student, self.teacher = student, teacher
+
+  def initial_state(self, params):
+    return (self.student.initial_state(params), self.teacher.initial_state(params),
+            tf.constant(0.0))
+
+  def __call__(self, gradients, state):
+    student_state, teacher_state, error = state
+    updates, student_state = self.student(gradients, student_state)
+    targets, teacher_state = self.teacher(gradients, teacher_state)
+    targets = tf.nest.map_structure(tf.stop_gradient, targets)
+    distance = tf.add_n([tf.reduce_sum(tf.square(updates[n] - targets[n])) for n in updates])
+    size = tf.add_n([tf.reduce_sum(tf.square(targets[n])) for n in targets])
+    return updates, (student_state, teacher_state, error + distance / (size + 1e-20))
+
+
 def _unroll_result(problem, rule, state, batches, second_derivatives):
-  start = state.params
+  start = state
   losses, state = unroll_lib.unroll(problem, rule, state, batches, second_derivatives)
   num_steps = tf.cast(tf.shape(losses)[0] - 1, tf.float32)
-  update_norm = _global_norm({n: state.params[n] - start[n] for n in start}) / num_steps
-  result = UnrollResult(tf.reduce_sum(losses), losses[-1], losses, update_norm,
-                        tf.constant(0.0), _all_finite(losses))
+  update_norm = _global_norm({n: state.params[n] - start.params[n] for n in start.params})
+  imitation = (state.net_state[2] - start.net_state[2] if isinstance(rule, ImitatingRule)
+               else tf.constant(0.0))
+  result = UnrollResult(tf.reduce_sum(losses), losses[-1], losses, update_norm / num_steps,
+                        tf.constant(0.0), _all_finite(losses), imitation)
   return result, state
 
 
@@ -157,6 +189,7 @@ class UnrollResult(NamedTuple):
   update_norm: tf.Tensor  # ||x_T - x_0|| / T, the mean size of one step's update
   meta_gradient_norm: tf.Tensor  # global norm of the meta-gradient (0 when not training)
   finite: tf.Tensor  # whether the losses and the meta-gradient are all finite
+  imitation: tf.Tensor = 0.0  # sum over the steps of the relative imitation error (ImitatingRule)
 
 
 def _global_norm(tensors):
@@ -227,6 +260,11 @@ class MetaTrainer:
     objective: "sum" (the paper's) or "log"; see `meta_objective`.
     clip_meta_gradient_value: if set, clip every meta-gradient entry to [-value, value] (after
       any global-norm clipping).
+    teacher: a net config ({key: {"net": "Adam", "net_options": {...}}}) of a hand-designed rule to
+      imitate (see ImitatingRule), or None. The meta-step then descends
+      `objective_weight * objective + imitation_weight * imitation error`; both weights are
+      variables (`self.objective_weight`, `self.imitation_weight`) that a caller may change
+      between meta-steps, e.g. to warm-start by imitation alone, without retracing.
     jit_compile: compile the unroll with XLA: True, False, or None for what measured fastest on
       CPU (bench/run.py): XLA for evaluation unrolls, TensorFlow's own kernels for training, where
       XLA's gradients of the LSTM's skinny matmuls ran about 5x slower.
@@ -241,7 +279,7 @@ class MetaTrainer:
   def __init__(self, meta_optimizer, problem, unroll_length, learning_rate=0.01,
                net_assignments=None, second_derivatives=False, clip_meta_gradient=None,
                jit_compile=None, num_instances=1, strategy=None, objective="sum",
-               clip_meta_gradient_value=None):
+               clip_meta_gradient_value=None, teacher=None):
     if int(unroll_length) != unroll_length or unroll_length <= 0:
       raise ValueError(f"unroll_length={unroll_length} must be a positive integer (reference: 20).")
     if objective not in OBJECTIVES:
@@ -269,6 +307,9 @@ class MetaTrainer:
     self.num_instances = int(num_instances)
     self._local_instances = self.num_instances // replicas
     self.rule = meta_optimizer.assignments(problem, net_assignments)
+    if teacher is not None:
+      teachers = {key: networks.factory(**config) for key, config in teacher.items()}
+      self.rule = ImitatingRule(self.rule, NetAssignments(teachers, None, problem.param_names))
     self.variables = meta_optimizer.trainable_variables
     outside = [v.name for v in self.variables
                if not self.strategy.extended.variable_created_in_scope(v)]
@@ -276,6 +317,9 @@ class MetaTrainer:
       raise ValueError(f"the networks' variables ({outside[0]}, ...) were not created under this "
                        "strategy: build the MetaOptimizer inside `strategy.scope()`.")
     with self.strategy.scope():
+      self.objective_weight = tf.Variable(1.0, trainable=False, name="objective_weight")
+      self.imitation_weight = tf.Variable(1.0 if teacher else 0.0, trainable=False,
+                                          name="imitation_weight")
       self.optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8)
       if self.variables:
         self.optimizer.build(self.variables)
@@ -326,7 +370,8 @@ class MetaTrainer:
   def _local_train(self, states, seeds):
     with tf.GradientTape() as tape:
       results, states = self._local_run(states, seeds)
-      objective = tf.add_n([meta_objective(r.losses, self.objective)
+      objective = tf.add_n([self.objective_weight * meta_objective(r.losses, self.objective)
+                            + self.imitation_weight * r.imitation
                             for r in results]) / float(self.num_instances)
     return results, states, tape.gradient(objective, self.variables)
 

@@ -269,3 +269,36 @@ def test_train_cli_runs_every_lever_and_keeps_the_options():
   assert done.returncode == 0, done.stderr[-2000:]
   saved = networks.saved_config(os.path.join(save_path, "cw.npz"))
   assert saved["net_options"]["preprocess_name"] == "AdamNormalized"
+
+
+class ImitationTest(parameterized.TestCase):
+
+  def test_error_of_sgd_imitating_sgd_is_the_closed_form(self):
+    """Student rate a, teacher rate b: each step's relative error is ((a - b) / b)^2."""
+    problem, _, _ = problems.get_config("quadratic")
+    rule = lambda rate: meta.NetAssignments({"sgd": networks.Sgd(rate)}, None,
+                                            problem.param_names)
+    imitating = meta.ImitatingRule(rule(0.3), rule(0.1))
+    state = unroll_lib.initial_state(problem, imitating, meta.make_seed(0))
+    batches = problem.sample_batches(meta.make_seed(1), 6)
+    result, final = meta._unroll_result(problem, imitating, state, batches, False)
+    self.assertAlmostEqual(float(result.imitation), 5 * ((0.3 - 0.1) / 0.1) ** 2, places=3)
+    # The student moves the optimizee: the losses are those of SGD at rate 0.3 alone.
+    plain = unroll_lib.initial_state(problem, rule(0.3), meta.make_seed(0))
+    losses, _ = unroll_lib.unroll(problem, rule(0.3), plain, batches)
+    np.testing.assert_allclose(result.losses.numpy(), losses.numpy(), rtol=1e-6)
+
+  def test_imitation_alone_brings_the_lstm_towards_its_teacher(self):
+    problem, config, _ = problems.get_config("quadratic", settings="paper")
+    tf.random.set_seed(0)
+    optimizer = meta.MetaOptimizer(**config)
+    teacher = {"adam": {"net": "Adam", "net_options": {"learning_rate": 0.1}}}
+    trainer = optimizer.meta_minimize(problem, 10, learning_rate=0.01, teacher=teacher,
+                                      jit_compile=False)
+    trainer.objective_weight.assign(0.0)
+    errors = []
+    for epoch in range(40):
+      trainer.reset(meta.make_seed(0, epoch))
+      errors.append(float(trainer.train_unroll(meta.make_seed(1, epoch)).imitation))
+    # Relative error summed over 10 steps: from about 10 (a fresh net moves little) to far less.
+    self.assertGreater(np.mean(errors[:5]), 2 * np.mean(errors[-5:]))
