@@ -16,10 +16,10 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-import problems
 from learning_to_learn import checkpoints
 from learning_to_learn import evaluation
 from learning_to_learn import networks
+from learning_to_learn import problems
 from learning_to_learn import reporting
 
 OPTIMIZERS = ("L2L",) + tuple(evaluation.BASELINES)

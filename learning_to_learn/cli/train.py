@@ -19,11 +19,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import problems
 from learning_to_learn import checkpoints
 from learning_to_learn import distribute
 from learning_to_learn import evaluation
 from learning_to_learn import meta
+from learning_to_learn import problems
 from learning_to_learn import reporting
 
 flags.DEFINE_string("problem", "simple", f"One of {', '.join(problems.PROBLEM_NAMES)}.")
