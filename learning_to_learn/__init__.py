@@ -1,10 +1,21 @@
-"""Learning to learn by gradient descent by gradient descent, in TensorFlow 2 and Sonnet 2."""
+"""Learning to learn by gradient descent by gradient descent, in TensorFlow 2 and Sonnet 2.
 
-from learning_to_learn import checkpoints
-from learning_to_learn import datasets
-from learning_to_learn import evaluation
-from learning_to_learn import keras
-from learning_to_learn import meta
-from learning_to_learn import networks
-from learning_to_learn import preprocess
-from learning_to_learn import unroll
+Submodules load on first use (`learning_to_learn.meta`, or `from learning_to_learn import meta`),
+so that importing the package does not import TensorFlow: the command-line tools must set
+TensorFlow's log level before it loads.
+"""
+
+import importlib
+
+_SUBMODULES = ("checkpoints", "datasets", "distribute", "evaluation", "keras", "meta", "networks",
+               "preprocess", "problems", "reporting", "unroll")
+
+
+def __getattr__(name):
+  if name in _SUBMODULES:
+    return importlib.import_module(f"{__name__}.{name}")
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(list(globals()) + list(_SUBMODULES))
