@@ -150,7 +150,8 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
 
   Args:
     l2l_config: net config of the learned optimizer, or None to compare baselines only.
-    progress: called as progress(stage: str, done: int, total: int).
+    progress: called as progress(stage: str, done: int, total: int); the stage names the run
+      that ended and its mean final loss.
 
   Returns:
     (losses: name -> [num_test_epochs, num_steps + 1], rates: baseline name -> chosen rate).
@@ -172,12 +173,13 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
   if l2l_config is not None:
     evaluator = Evaluator(problem, l2l_config, net_assignments, unroll_length, jit_compile)
     losses["L2L"] = evaluator.run(test_seeds, num_steps)
-    tick("L2L")
+    tick(f"L2L: loss {np.mean(losses['L2L'][:, -1]):.4g}")
   for name in baselines:
     rates[name], scores, evaluator = _tune(problem, name, tuning_seeds, tuning_steps, grid,
                                            unroll_length, jit_compile,
-                                           lambda r, s, n=name: tick(f"tuning {n}"))
+                                           lambda r, s, n=name: tick(f"tuning {n}, rate {r:.3g}: "
+                                                                     f"loss {s:.4g}"))
     done += len(grid) + 2 - len(scores)  # the edge rates this sweep did not need
     losses[name] = evaluator.run(test_seeds, num_steps)
-    tick(f"testing {name}")
+    tick(f"{name}: loss {np.mean(losses[name][:, -1]):.4g}")
   return losses, rates

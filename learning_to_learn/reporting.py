@@ -1,25 +1,36 @@
 """What the CLIs show a person: progress, statistics, tables, plots, TensorBoard scalars.
 
-Nothing else in the library logs or draws.
+Nothing else in the library logs or draws, but console.py, which lays out stderr (the progress
+bar and the lines printed above it).
 """
 
+import os
 import sys
-import time
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from learning_to_learn import console
 from learning_to_learn import evaluation
 
 
 def run_cli(script, command):
-  """Runs a CLI's command; bad input ends as one line on stderr and exit status 2, no traceback."""
+  """Runs a CLI's command; bad input ends as one line on stderr and exit status 2, no traceback.
+
+  The line starts with the name the program was run by (`train.py`, `l2l-train`), else `script`.
+  """
   try:
     return command()
   except (ValueError, FileNotFoundError) as e:
-    print(f"{script}: error: {e}", file=sys.stderr)
+    console.end_bar()
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else script
+    print(f"{name}: error: {e}", file=sys.stderr)
     return 2
+
+
+# The progress bar lives in console.py with the line writer it shares stderr with.
+Progress = console.Progress
 
 
 def stats_lines(header, total_error, total_time, count):
@@ -33,32 +44,6 @@ def stats_lines(header, total_error, total_time, count):
 def print_stats(header, total_error, total_time, count):
   for line in stats_lines(header, total_error, total_time, count):
     logging.info(line)
-
-
-class Progress:
-  """A one-line progress bar on stderr (a log line every 10% when stderr is not a terminal)."""
-
-  def __init__(self, total, label, stream=None):
-    self.total, self.label = max(int(total), 1), label
-    self.stream = stream or sys.stderr
-    self._start = time.time()
-    self._last_decile = -1
-    self._interactive = self.stream.isatty()
-
-  def update(self, done, note=""):
-    fraction = min(done / self.total, 1.0)
-    elapsed = time.time() - self._start
-    eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
-    text = f"{self.label} {done}/{self.total} [{elapsed:.0f}s<{eta:.0f}s] {note}"
-    if self._interactive:
-      bar = "#" * int(20 * fraction)
-      self.stream.write(f"\r{bar:<20} {text}")
-      if done >= self.total:
-        self.stream.write("\n")
-      self.stream.flush()
-    elif int(10 * fraction) > self._last_decile:
-      self._last_decile = int(10 * fraction)
-      logging.info(text)
 
 
 class Summaries:
