@@ -1,0 +1,131 @@
+"""The installed package: built as a wheel, installed into a scratch directory, used from outside.
+
+What a user of `pip install` gets: the library with every shipped optimizer loadable by name, the
+two commands, and no top-level module with a generic name. The wheel is built offline
+(`--no-build-isolation`, setuptools from this environment) from a copy of the files it needs, so
+the checkout gets no build/ or egg-info.
+"""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Run from a directory outside the checkout with only the install on the path: for every shipped
+# optimizer, one model.fit step, and the update it takes for a fixed gradient.
+USER_SCRIPT = """
+import json, os, sys
+import numpy as np
+import keras
+import learning_to_learn
+from learning_to_learn import checkpoints
+from learning_to_learn import keras as l2l_keras
+
+assert learning_to_learn.__file__.startswith(sys.argv[1]), learning_to_learn.__file__
+result = {"names": checkpoints.shipped_names(), "updates": {}, "fit_loss": {}}
+x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+y = x @ np.arange(1.0, 5.0, dtype="float32")[:, None]
+for name in result["names"]:
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+  model.compile(optimizer=l2l_keras.LearnedOptimizer(checkpoint=name), loss="mse")
+  before = model.get_weights()[0].copy()
+  history = model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+  assert not np.array_equal(before, model.get_weights()[0]), name
+  result["fit_loss"][name] = history.history["loss"][0]
+  variable = keras.Variable(np.ones(6, "float32"))
+  optimizer = l2l_keras.LearnedOptimizer(checkpoint=name)
+  optimizer.apply_gradients([(keras.ops.convert_to_tensor(np.linspace(-1, 1, 6, dtype="float32")),
+                              variable)])
+  result["updates"][name] = (variable.numpy() - 1.0).tolist()
+print("RESULT " + json.dumps(result))
+"""
+
+
+def _pip(*args, cwd):
+  done = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+                        cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+  assert done.returncode == 0, done.stdout + done.stderr
+  return done
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+  """(wheel path, install directory): the package built and installed with pip --target."""
+  pytest.importorskip("setuptools")
+  tmp = tmp_path_factory.mktemp("package")
+  source = tmp / "source"
+  source.mkdir()
+  for name in ("pyproject.toml", "README.md"):
+    shutil.copy(os.path.join(ROOT, name), source / name)
+  shutil.copytree(os.path.join(ROOT, "learning_to_learn"), source / "learning_to_learn",
+                  ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+  _pip("wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp / "dist"),
+       str(source), cwd=tmp)
+  (wheel,) = glob.glob(str(tmp / "dist" / "*.whl"))
+  target = tmp / "site"
+  _pip("install", "--no-deps", "--no-index", "--target", str(target), wheel, cwd=tmp)
+  return wheel, str(target)
+
+
+def _outside(target, *command):
+  env = dict(os.environ, PYTHONPATH=target, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  cwd = os.path.dirname(target)  # the scratch directory, outside the checkout
+  return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def test_wheel_holds_the_library_its_optimizers_and_no_generic_module(installed):
+  wheel, _ = installed
+  with zipfile.ZipFile(wheel) as archive:
+    names = archive.namelist()
+    entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+  assert {name.split("/")[0] for name in names if not name.startswith(
+      "learning_to_learn-")} == {"learning_to_learn"}, names
+  shipped = sorted(os.path.relpath(path, ROOT) for path in glob.glob(
+      os.path.join(ROOT, "learning_to_learn", "pretrained", "*", "*.npz")))
+  assert shipped, "the checkout ships no optimizer"
+  for path in shipped + ["learning_to_learn/pretrained/README.md"]:
+    assert path in names, names
+  assert "l2l-train = learning_to_learn.cli:train_main" in entry_points, entry_points
+  assert "l2l-evaluate = learning_to_learn.cli:evaluate_main" in entry_points, entry_points
+
+
+def test_every_shipped_optimizer_trains_a_keras_model_from_outside_the_checkout(installed):
+  _, target = installed
+  user = _outside(target, sys.executable, "-c", USER_SCRIPT, target)
+  # The installed command, at the same time: bad input gives its one-line error.
+  command = _outside(target, os.path.join(target, "bin", "l2l-evaluate"), "--optimizer=adam",
+                     "--path=quadratic")
+  stdout, stderr = user.communicate(timeout=600)
+  assert user.returncode == 0, stderr
+  result = json.loads(stdout.split("RESULT ", 1)[1])
+
+  # Against the checkout: the same optimizers by name, and the same update for the same gradient.
+  from learning_to_learn import checkpoints
+  import keras
+  from learning_to_learn import keras as l2l_keras
+  assert result["names"] == checkpoints.shipped_names()
+  assert len(result["names"]) >= 3
+  for name in result["names"]:
+    assert np.isfinite(result["fit_loss"][name]), result
+    variable = keras.Variable(np.ones(6, "float32"))
+    optimizer = l2l_keras.LearnedOptimizer(checkpoint=name)
+    optimizer.apply_gradients([(keras.ops.convert_to_tensor(
+        np.linspace(-1, 1, 6, dtype="float32")), variable)])
+    np.testing.assert_allclose(result["updates"][name], variable.numpy() - 1.0, rtol=1e-6,
+                               atol=1e-9)
+    assert np.any(np.asarray(result["updates"][name]) != 0), name
+
+  _, stderr = command.communicate(timeout=600)
+  assert command.returncode == 2, stderr
+  assert stderr.strip().splitlines()[-1].startswith("l2l-evaluate: error: --path is for"), stderr
+  assert "Traceback" not in stderr, stderr
