@@ -153,7 +153,7 @@ def _unroll_result(problem, rule, state, batches, second_derivatives):
   return result, state
 
 
-OBJECTIVES = ("sum", "log")
+OBJECTIVES = ("sum", "log", "late")
 
 
 def meta_objective(losses, objective="sum"):
@@ -163,9 +163,14 @@ def meta_objective(losses, objective="sum"):
   "log": sum_t log f(x_t) (Wichrowska et al. 2017): each step's relative progress counts alike,
   so the late steps, where the loss is small, weigh as much as the first. Losses below 1e-30
   count as 1e-30, so a loss of exactly zero gives a finite objective.
+  "late": sum_t (t + 1) / (T + 1) f(x_t), weights rising linearly to 1 at the unroll's end.
   """
   if objective == "sum":
     return tf.reduce_sum(losses)
+  if objective == "late":
+    count = tf.shape(losses)[0]
+    weights = tf.cast(tf.range(1, count + 1), losses.dtype) / tf.cast(count, losses.dtype)
+    return tf.reduce_sum(weights * losses)
   if objective == "log":
     return tf.reduce_sum(tf.math.log(tf.maximum(losses, 1e-30)))
   raise ValueError(f"objective={objective!r} is not one of {', '.join(OBJECTIVES)}.")

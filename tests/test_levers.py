@@ -143,6 +143,9 @@ class LogObjectiveTest(parameterized.TestCase):
     self.assertAlmostEqual(float(meta.meta_objective(losses, "sum")), 3.5, places=6)
     self.assertAlmostEqual(float(meta.meta_objective(losses, "log")), np.log(2 * 0.5 * 1),
                            places=6)
+    # Weights 1/3, 2/3, 3/3.
+    self.assertAlmostEqual(float(meta.meta_objective(losses, "late")), 2 / 3 + 1 / 3 + 1,
+                           places=6)
     with self.assertRaisesRegex(ValueError, "objective"):
       meta.meta_objective(losses, "mean")
 

@@ -56,7 +56,7 @@ flags.DEFINE_integer("num_instances", 1, "Optimizee instances per meta-step, ove
 flags.DEFINE_integer("cpu_devices", 0, "With --strategy=mirrored and no GPU: split the CPU into "
                      "this many logical devices, one replica each.")
 flags.DEFINE_enum("objective", "sum", list(meta.OBJECTIVES), "Meta-objective of an unroll: the "
-                  "sum of its losses (the paper's) or the sum of their logs.")
+                  "sum of its losses (the paper's), of their logs, or late steps weighted more.")
 flags.DEFINE_enum("preprocess", None, ["LogAndSign", "AdamNormalized"], "Replace the settings' "
                   "gradient preprocessing (LogAndSign) by this one; AdamNormalized: Lv et al. 2017.")
 flags.DEFINE_enum("evaluation_split", "train", ["train", "valid"], "Split the evaluations, which "
