@@ -6,11 +6,11 @@
 # so the published comparison names a file in the repository, not a scratch directory.
 # Rerunning resumes unfinished training (runs/ablation/<name>) and redoes the comparisons.
 #
-# Usage: scripts/mnist_ablation.sh [epochs] [variant ...]   (default 300, every variant)
+# Usage: scripts/mnist_ablation.sh [epochs] [variant ...]   (default 200, every variant)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/mnist}
-EPOCHS=${1:-300}
+EPOCHS=${1:-200}
 shift || true
 declare -A VARIANTS=(
   [paper]="--settings=paper"
