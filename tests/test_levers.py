@@ -3,6 +3,7 @@ validation split, each against a computation of its own (NumPy Adam, finite diff
 first step, slices of the file)."""
 
 import gzip
+import json
 import os
 import struct
 import subprocess
@@ -305,3 +306,19 @@ class ImitationTest(parameterized.TestCase):
       errors.append(float(trainer.train_unroll(meta.make_seed(1, epoch)).imitation))
     # Relative error summed over 10 steps: from about 10 (a fresh net moves little) to far less.
     self.assertGreater(np.mean(errors[:5]), 2 * np.mean(errors[-5:]))
+
+
+def test_compare_of_the_learned_optimizer_alone_runs_the_same_instances(tmp_path):
+  """--baselines= leaves the learned optimizer's numbers as they are beside the baselines."""
+  summaries = {}
+  for label, baselines in (("alone", ""), ("with_nag", "nag")):
+    command = [sys.executable, "evaluate.py", "--compare", "--problem=quadratic",
+               "--path=quadratic", f"--baselines={baselines}", "--num_epochs=3",
+               "--num_steps=10", "--num_tuning_epochs=2", f"--output_dir={tmp_path / label}"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(tmp_path / label / "summary.json") as f:
+      summaries[label] = json.load(f)["final_loss"]
+  assert sorted(summaries["alone"]) == ["L2L"]
+  assert sorted(summaries["with_nag"]) == ["L2L", "nag"]
+  assert summaries["alone"]["L2L"] == summaries["with_nag"]["L2L"]

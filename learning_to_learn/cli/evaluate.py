@@ -46,6 +46,9 @@ flags.DEFINE_boolean("compare", False, "Compare the learned optimizer with every
                      "tune each rate, run all on the same test instances, write a table, a CSV "
                      "and a plot to --output_dir.")
 flags.DEFINE_integer("num_tuning_epochs", 10, "With --compare: instances per tuning run.")
+flags.DEFINE_list("baselines", list(evaluation.BASELINES), "With --compare: the hand-designed "
+                  "optimizers to tune and run; empty (--baselines=) for the learned one alone, "
+                  "e.g. beside an earlier baselines-only comparison on the same seed.")
 flags.DEFINE_list("report_steps", None, "With --compare: steps the table reports (default: 100 "
                   "and --num_steps).")
 flags.DEFINE_string("output_dir", None, "With --compare: where results go (default "
@@ -65,6 +68,12 @@ def validate_flags():
     raise ValueError(f"--seed={FLAGS.seed} must be non-negative.")
   if FLAGS.optimizer != "L2L" and FLAGS.path is not None:
     raise ValueError(f"--path is for --optimizer=L2L, not {FLAGS.optimizer}; drop one of them.")
+  unknown = sorted(set(FLAGS.baselines) - set(evaluation.BASELINES))
+  if unknown:
+    raise ValueError(f"--baselines={','.join(FLAGS.baselines)}: {', '.join(unknown)} unknown; "
+                     f"choose from {','.join(evaluation.BASELINES)}, or leave it empty.")
+  if FLAGS.compare and not FLAGS.baselines and FLAGS.path is None:
+    raise ValueError("--compare with --baselines= (none) needs --path: there is nothing to run.")
   if FLAGS.compare and FLAGS.num_epochs < 2:
     raise ValueError(f"--num_epochs={FLAGS.num_epochs}: --compare needs at least 2 test runs for "
                      "an interval (the paper's figures use 100).")
@@ -128,7 +137,7 @@ def compare():
       num_tuning_epochs=FLAGS.num_tuning_epochs, num_test_epochs=FLAGS.num_epochs,
       num_steps=FLAGS.num_steps, tuning_steps=min(100, FLAGS.num_steps),
       unroll_length=min(FLAGS.unroll_length, FLAGS.num_steps), jit_compile=FLAGS.jit_compile,
-      progress=progress)
+      progress=progress, baselines=tuple(FLAGS.baselines))
   table = reporting.comparison_table(losses, rates, steps)
   where = f"{FLAGS.split} split, " if data else ""
   title = f"{FLAGS.problem} ({where}{FLAGS.num_epochs} test runs)"
