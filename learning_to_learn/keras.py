@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from learning_to_learn import checkpoints
+from learning_to_learn import limits
 from learning_to_learn import networks
 from learning_to_learn import preprocess
 
@@ -24,6 +25,10 @@ from learning_to_learn import preprocess
 # problems.get_config name that network "cw".
 NET_FILE = "cw.npz"
 _SUPPORTED_NET = "CoordinateWiseDeepLSTM"
+# Memory per model parameter of a training step, measured (examples/ scale: Dense models of 0.5 M
+# and 2 M parameters, peak RSS against SGD's): 1.22-1.25 KB. The LSTM state is 80 floats (320 B)
+# of it for 20-20 layers; the rest are each step's gate activations and temporaries.
+BYTES_PER_PARAMETER = 1250
 
 
 def _checkpoint_file(checkpoint):
@@ -61,7 +66,11 @@ def _nested(flat):
   nested = {}
   for key, value in flat.items():
     layer, field = key.split("/")
-    nested.setdefault(layer, {})[field] = np.asarray(value, dtype=np.float32)
+    value = np.asarray(value, dtype=np.float32)
+    if not np.all(np.isfinite(value)):
+      raise ValueError(f"network weights {key!r} hold NaN or infinite values; pass the dict "
+                       "LearnedOptimizer.get_config wrote, from a run that did not diverge.")
+    nested.setdefault(layer, {})[field] = value
   return nested
 
 
@@ -144,7 +153,10 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   them like Adam's moments. (A Sonnet module held by a Keras optimizer would not be saved: a
   naive wrapper comes back from `load_model` with fresh random weights.) Memory: the weights are
   shared (5,141 floats for 20-20 layers); the state costs 2 × sum(layers) floats per coordinate,
-  80 for 20-20 layers, against Adam's 2 (2 more with the AdamNormalized preprocessing).
+  80 for 20-20 layers, against Adam's 2 (2 more with the AdamNormalized preprocessing); a
+  training step in all needs about 1.25 KB per model parameter (measured; BYTES_PER_PARAMETER),
+  and `build` refuses with a ValueError a model whose need exceeds the memory available, rather
+  than letting it die mid-step.
 
   Sparse gradients (`tf.IndexedSlices`, e.g. from `keras.layers.Embedding`) give exactly the update
   of the equivalent dense gradient: rows absent from the batch have gradient zero, and their LSTM
@@ -199,6 +211,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     """Creates the shared network weights and, for each variable, its zero LSTM state."""
     if self.built:
       return
+    num_params = sum(int(np.prod(v.shape)) for v in var_list)
+    limits.check_fits(num_params * BYTES_PER_PARAMETER,
+                      f"LearnedOptimizer on {num_params:,} parameters (about "
+                      f"{BYTES_PER_PARAMETER} bytes each)",
+                      "train a smaller model, or use a machine with more memory.")
     super().build(var_list)
     self._net_weights = {}
     for key, value in self._initial_weights:
