@@ -463,9 +463,9 @@ def factory(net, net_options=(), net_path=None):
     raise ValueError(f"unknown net {net!r}; choose one of {', '.join(_NETWORKS)}.")
   net_options = dict(net_options)
   if net_path is None:
-    return _NETWORKS[net](**net_options)
+    return _build(net, net_options, "net_options")
   data = _read(net_path)  # once: the options and the weights come from the same read
-  config, saved = _config_of(data), _weights_of(data, net_path)
+  config, saved = _config_of(data, net_path), _weights_of(data, net_path)
   if config is not None:
     if config["net"] != net:
       raise ValueError(f"{net_path} holds a {config['net']}, not a {net}: load it with "
@@ -473,12 +473,32 @@ def factory(net, net_options=(), net_path=None):
     net_options = dict(config["net_options"])
   if saved:  # hand-designed rules have no weights and take no initializer
     net_options["initializer"] = saved
-  network = _NETWORKS[net](**net_options)
+  network = _build(net, net_options, net_path)
   if set(saved) != set(weights(network)):
     raise ValueError(f"{net_path} holds layers {sorted(saved)} but {net} with options "
                      f"{net_options.get('layers')} has {sorted(weights(network))}: the checkpoint "
                      "was trained for another network shape; build it with the same layers.")
   return network
+
+
+def _check_finite_options(options, where, prefix=""):
+  """A NaN or infinite option (scale, k, a rate) makes every update non-finite: refuse it."""
+  for key, value in options.items():
+    if isinstance(value, dict):
+      _check_finite_options(value, where, f"{prefix}{key}.")
+    elif isinstance(value, float) and not np.isfinite(value):
+      raise ValueError(f"{where}: option {prefix}{key}={value} is not finite; the file is "
+                       "damaged or was saved from a diverged run: retrain, or use another save.")
+
+
+def _build(net, net_options, where):
+  """The network; options a file or a caller got wrong are one ValueError line, not a TypeError."""
+  _check_finite_options({k: v for k, v in net_options.items() if k != "initializer"}, where)
+  try:
+    return _NETWORKS[net](**net_options)
+  except TypeError as e:  # an option this version does not know, e.g. from a newer or foreign file
+    raise ValueError(f"{where}: {net} does not accept these options ({e}); it was written by "
+                     "another version or edited: retrain, or remove the option.") from None
 
 
 def weights(network):
@@ -513,9 +533,20 @@ def _read(path):
                      "learning_to_learn.networks.save: retrain or re-download it") from None
 
 
-def _config_of(data):
+def _config_of(data, path):
   # data: what _read returned; None when the file holds weights alone.
-  return json.loads(str(data["__config__"])) if "__config__" in data else None
+  if "__config__" not in data:
+    return None
+  try:
+    config = json.loads(str(data["__config__"]))
+  except ValueError as e:
+    raise ValueError(f"{path} has a damaged network config ({e}); retrain, or restore the "
+                     "file.") from None
+  if (not isinstance(config, dict) or not isinstance(config.get("net"), str)
+      or not isinstance(config.get("net_options"), dict)):
+    raise ValueError(f"{path} has a network config without 'net' and 'net_options'; it was not "
+                     "written by learning_to_learn.networks.save: retrain, or restore the file.")
+  return config
 
 
 def _weights_of(data, path):
@@ -527,6 +558,10 @@ def _weights_of(data, path):
         raise ValueError(f"{path} holds an array {key!r}, not 'layer/field': it is not a file "
                          "written by learning_to_learn.networks.save.")
       layer, field = key.split("/")
+      if np.issubdtype(value.dtype, np.number) and not np.all(np.isfinite(value)):
+        raise ValueError(f"{path} holds {int(np.sum(~np.isfinite(value)))} NaN or infinite "
+                         f"weights in {key!r}: it was saved from a diverged run or is damaged; "
+                         "retrain, or use an earlier save.")
       nested.setdefault(layer, {})[field] = value
   return nested
 
@@ -538,7 +573,7 @@ def load_weights(path):
 
 def saved_config(path):
   """The {"net", "net_options"} that `save` wrote with the weights, or None for weights alone."""
-  return _config_of(_read(path))
+  return _config_of(_read(path), path)
 
 
 def load(path):
