@@ -44,7 +44,18 @@ def _check_tf_config():
       config["cluster"][task_type]):
     raise ValueError(f"TF_CONFIG's task ({task_type} {task_index}) is not in its cluster "
                      f"({', '.join(f'{k}: {len(v)}' for k, v in config['cluster'].items())}).")
+  for role, addresses in config["cluster"].items():
+    for address in addresses if isinstance(addresses, list) else [addresses]:
+      _check_address(role, address)
   return len(workers)
+
+
+def _check_address(role, address):
+  """host:port with a port in 1..65535; TensorFlow aborts the process on anything else."""
+  host, _, port = str(address).rpartition(":")
+  if not isinstance(address, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise ValueError(f"TF_CONFIG's {role} address {address!r} is not host:port with a port in "
+                     '1..65535; write e.g. "host1:12345".')
 
 
 def make_strategy(name, cpu_devices=0):
