@@ -141,7 +141,8 @@ def mean_interval(values, confidence_z=1.96):
 
 def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES), seed=0,
             num_tuning_epochs=10, num_test_epochs=100, num_steps=100, tuning_steps=None,
-            grid=LEARNING_RATE_GRID, unroll_length=20, jit_compile=None, progress=None):
+            grid=LEARNING_RATE_GRID, unroll_length=20, jit_compile=None, progress=None,
+            tuned=None, on_tuned=None):
   """The paper's comparison: tune each baseline's rate, then test every optimizer on fresh runs.
 
   Baselines are tuned on `num_tuning_epochs` instances (seed purpose 2) by their mean loss after
@@ -152,6 +153,9 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
     l2l_config: net config of the learned optimizer, or None to compare baselines only.
     progress: called as progress(stage: str, done: int, total: int); the stage names the run
       that ended and its mean final loss.
+    tuned: baseline name -> rate already tuned with these settings (e.g. by an interrupted run):
+      those baselines skip tuning, which is most of a comparison's time.
+    on_tuned: called as on_tuned(name, rate) once a baseline's tuning is done, to keep it.
 
   Returns:
     (losses: name -> [num_test_epochs, num_steps + 1], rates: baseline name -> chosen rate).
@@ -174,12 +178,20 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
     evaluator = Evaluator(problem, l2l_config, net_assignments, unroll_length, jit_compile)
     losses["L2L"] = evaluator.run(test_seeds, num_steps)
     tick(f"L2L: loss {np.mean(losses['L2L'][:, -1]):.4g}")
+  tuned = dict(tuned or {})
   for name in baselines:
-    rates[name], scores, evaluator = _tune(problem, name, tuning_seeds, tuning_steps, grid,
-                                           unroll_length, jit_compile,
-                                           lambda r, s, n=name: tick(f"tuning {n}, rate {r:.3g}: "
-                                                                     f"loss {s:.4g}"))
-    done += len(grid) + 2 - len(scores)  # the edge rates this sweep did not need
+    if name in tuned:
+      rates[name] = float(tuned[name])
+      evaluator = Evaluator(problem, baseline_config(name, rates[name]),
+                            unroll_length=unroll_length, jit_compile=jit_compile)
+      done += len(grid) + 2
+    else:
+      rates[name], scores, evaluator = _tune(
+          problem, name, tuning_seeds, tuning_steps, grid, unroll_length, jit_compile,
+          lambda r, s, n=name: tick(f"tuning {n}, rate {r:.3g}: loss {s:.4g}"))
+      done += len(grid) + 2 - len(scores)  # the edge rates this sweep did not need
+      if on_tuned is not None:
+        on_tuned(name, rates[name])
     losses[name] = evaluator.run(test_seeds, num_steps)
     tick(f"{name}: loss {np.mean(losses[name][:, -1]):.4g}")
   return losses, rates

@@ -4,6 +4,7 @@ Nothing else in the library logs or draws, but console.py, which lays out stderr
 bar and the lines printed above it).
 """
 
+import math
 import os
 import sys
 
@@ -19,14 +20,70 @@ def run_cli(script, command):
   """Runs a CLI's command; bad input ends as one line on stderr and exit status 2, no traceback.
 
   The line starts with the name the program was run by (`train.py`, `l2l-train`), else `script`.
+  An OSError that reaches here (permission denied, disk full, a file where a directory should be)
+  is the machine's or the user's, not a bug: it too is one line, with the path it names.
   """
   try:
     return command()
   except (ValueError, FileNotFoundError) as e:
     console.end_bar()
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else script
-    print(f"{name}: error: {e}", file=sys.stderr)
+    print(f"{_program(script)}: error: {one_line(e)}", file=sys.stderr)
     return 2
+  except OSError as e:
+    console.end_bar()
+    where = f" {e.filename}" if e.filename else ""
+    print(f"{_program(script)}: error: cannot use{where}: {e.strerror or e}; check the path, its "
+          "permissions and the free disk space.", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:  # before the command's own handler was installed: nothing to save
+    console.end_bar()
+    print(f"{_program(script)}: interrupted; nothing was being saved at that point.",
+          file=sys.stderr)
+    return 130
+
+
+def _program(script):
+  """The name the program was run by (`train.py`, `l2l-train`), else `script`."""
+  return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else script
+
+
+def one_line(error):
+  """An error's message on one line (TensorFlow's and NumPy's messages span several)."""
+  return " ".join(str(error).split()) or type(error).__name__
+
+
+def check_writable_dir(path, flag):
+  """Creates `path` if needed and proves it writable, before any long work depends on it."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"{flag}={path} is a file; give a directory.")
+  probe = os.path.join(path, f".write-test-{os.getpid()}")
+  try:
+    os.makedirs(path, exist_ok=True)
+    with open(probe, "w") as f:
+      f.write("ok\n")
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f"{flag}={path} is not writable ({e.strerror or e}); choose a directory you "
+                     "can write, or fix its permissions.") from None
+
+
+# What a non-finite loss most often means, for the lines that report one.
+NON_FINITE_CAUSES = ("the optimizer diverged (a learning rate or output scale too large), or the "
+                     "data or a trained optimizer holds bad values")
+
+
+def log_error_text(mean_error):
+  """log10 of a mean final error as text; a non-finite or non-positive mean says what it is.
+
+  Never "-inf" for a NaN: that reads as a perfect result.
+  """
+  if math.isnan(mean_error) or math.isinf(mean_error):
+    return f"{mean_error} (non-finite loss: {NON_FINITE_CAUSES})"
+  if mean_error == 0:
+    return "-inf (the loss is exactly 0)"
+  if mean_error < 0:
+    return f"undefined (mean loss {mean_error:.4g} is negative)"
+  return f"{np.log10(mean_error):.2f}"
 
 
 # The progress bar lives in console.py with the line writer it shares stderr with.
@@ -35,10 +92,19 @@ Progress = console.Progress
 
 def stats_lines(header, total_error, total_time, count):
   """The reference's statistics: log10 of the mean final error, and the mean epoch time."""
-  mean_error = total_error / count
-  log_error = np.log10(mean_error) if mean_error > 0 else float("-inf")
-  return [header, f"Log Mean Final Error: {log_error:.2f}",
+  return [header, f"Log Mean Final Error: {log_error_text(total_error / count)}",
           f"Mean epoch time: {total_time / count:.2f} s"]
+
+
+def finite_or_none(value):
+  """JSON has no NaN or infinity (json.dump writes bare NaN, which parsers reject): null instead."""
+  if isinstance(value, dict):
+    return {key: finite_or_none(v) for key, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [finite_or_none(v) for v in value]
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
 
 
 def print_stats(header, total_error, total_time, count):
@@ -52,6 +118,7 @@ class Summaries:
   def __init__(self, logdir=None):
     self._writer = None
     if logdir:
+      check_writable_dir(logdir, "--logdir")
       try:
         import tensorboard  # pylint: disable=import-outside-toplevel,unused-import
       except ImportError:
@@ -75,7 +142,12 @@ def comparison_table(losses, rates, steps):
   for name, runs in losses.items():
     cells = []
     for step in steps:
-      mean, half = evaluation.mean_interval(runs[:, step])
+      column = runs[:, step]
+      if not np.all(np.isfinite(column)):
+        bad = int(np.sum(~np.isfinite(column)))
+        cells.append(f"diverged ({bad} of {len(column)} runs non-finite)")
+        continue
+      mean, half = evaluation.mean_interval(column)
       cells.append(f"{mean:.4g} ± {half:.2g}")
     rate = f"{rates[name]:.3g}" if name in rates else "learned"
     lines.append(f"| {name} | {rate} | " + " | ".join(cells) + " |")
