@@ -146,7 +146,7 @@ class TrainingCheckpoint:
       # The half-written files of this save (TF writes them into "<prefix>_temp" first).
       for scratch in glob.glob(os.path.join(glob.escape(self._directory), "ckpt-*_temp")):
         shutil.rmtree(scratch, ignore_errors=True)
-      previous = self.manager.latest_checkpoint or "none yet"
+      previous = os.path.basename(self.manager.latest_checkpoint or "") or "none yet"
       raise ValueError(f"cannot write a checkpoint to {self._directory} ({_reason(e)}); the "
                        f"previous one ({previous}) is intact: free disk space or fix permissions, "
                        "then run the same command to resume.") from None
@@ -156,6 +156,7 @@ def _reason(error):
   """The useful end of an OS or TensorFlow error: TF's start with op names, end with the cause."""
   text = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
   text = " ".join(re.sub(r"\{\{[^}]*\}\}", "", str(text)).split())
+  text = re.sub(r"\S*/(?=\S)", "", text)  # file names without their directories
   return text if len(text) <= 160 else "..." + text[-157:]
 
 
