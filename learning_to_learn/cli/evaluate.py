@@ -21,6 +21,7 @@ from learning_to_learn import evaluation
 from learning_to_learn import networks
 from learning_to_learn import problems
 from learning_to_learn import reporting
+from learning_to_learn import stopping
 
 OPTIMIZERS = ("L2L",) + tuple(evaluation.BASELINES)
 
@@ -121,24 +122,54 @@ def compare():
   if any(not 0 <= s <= FLAGS.num_steps for s in steps):
     raise ValueError(f"--report_steps={FLAGS.report_steps} must lie in 0..{FLAGS.num_steps}.")
   output_dir = FLAGS.output_dir or os.path.join("runs", "compare", FLAGS.problem)
-  os.makedirs(output_dir, exist_ok=True)
+  reporting.check_writable_dir(output_dir, "--output_dir")  # before the work, not after it
   data = getattr(problem, "dataset", None)
   source = data.source if data else "no data"
+  # Tuning is most of a comparison's time: an interrupted run's tuned rates are reused by a rerun
+  # with the same settings (what a rate's score depends on), kept in tuning.json.
+  tuning_path = os.path.join(output_dir, "tuning.json")
+  tuning = {"problem": FLAGS.problem, "split": FLAGS.split, "data": source, "seed": FLAGS.seed,
+            "settings": FLAGS.settings, "num_tuning_epochs": FLAGS.num_tuning_epochs,
+            "tuning_steps": min(100, FLAGS.num_steps), "mlp": mlp_options(),
+            "grid": list(evaluation.LEARNING_RATE_GRID)}
+  tuning = json.loads(json.dumps(tuning))  # tuples as lists, as they read back
+  tuned = checkpoints.read_tuned_rates(tuning_path, tuning)
+  if tuned:
+    logging.info("Reusing the tuned rates of %s from %s.", ", ".join(tuned), tuning_path)
+
+  def keep_tuned(name, rate):
+    tuned[name] = rate
+    checkpoints.write_json(tuning_path, {"settings": tuning, "rates": tuned})
   logging.info("Comparing on %s (%s split; %s).", FLAGS.problem, FLAGS.split, source)
   bars = {}
+  signals = stopping.install()
 
   def progress(stage, done, total):
     bar = bars.setdefault("all", reporting.Progress(total, "comparison"))
     bar.update(done, stage)
+    signals.check()  # a stop signal takes effect here, after a rate or a test run
 
   start = time.time()
-  losses, rates = evaluation.compare(
-      problem, l2l_config, net_assignments, seed=FLAGS.seed,
-      num_tuning_epochs=FLAGS.num_tuning_epochs, num_test_epochs=FLAGS.num_epochs,
-      num_steps=FLAGS.num_steps, tuning_steps=min(100, FLAGS.num_steps),
-      unroll_length=min(FLAGS.unroll_length, FLAGS.num_steps), jit_compile=FLAGS.jit_compile,
-      progress=progress, baselines=tuple(FLAGS.baselines))
+  try:
+    losses, rates = evaluation.compare(
+        problem, l2l_config, net_assignments, seed=FLAGS.seed,
+        num_tuning_epochs=FLAGS.num_tuning_epochs, num_test_epochs=FLAGS.num_epochs,
+        num_steps=FLAGS.num_steps, tuning_steps=min(100, FLAGS.num_steps),
+        unroll_length=min(FLAGS.unroll_length, FLAGS.num_steps), jit_compile=FLAGS.jit_compile,
+        progress=progress, baselines=tuple(FLAGS.baselines), tuned=tuned, on_tuned=keep_tuned)
+  except stopping.Stop as stop:
+    kept = f"the tuned rates of {', '.join(tuned)} are in {tuning_path}" if tuned else (
+        "no baseline had finished tuning")
+    logging.info("%s: comparison stopped; %s; run the same command to go on.", stop, kept)
+    return 130
+  signals.hold()
   table = reporting.comparison_table(losses, rates, steps)
+  print(table, flush=True)  # first: a failed write below must not cost the result
+  for name, runs in losses.items():
+    bad = int(np.sum(~np.isfinite(runs[:, -1])))
+    if bad:
+      logging.warning("%s: %d of %d test runs ended with a non-finite loss: %s.", name, bad,
+                      len(runs), reporting.NON_FINITE_CAUSES)
   where = f"{FLAGS.split} split, " if data else ""
   title = f"{FLAGS.problem} ({where}{FLAGS.num_epochs} test runs)"
   reporting.write_loss_curves(losses, os.path.join(output_dir, "losses.csv"))
@@ -155,10 +186,10 @@ def compare():
                      for name, runs in losses.items()},
   }
   with open(os.path.join(output_dir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+    # Non-finite means as null: bare NaN is not JSON.
+    json.dump(reporting.finite_or_none(summary), f, indent=2, allow_nan=False)
   with open(os.path.join(output_dir, "table.md"), "w") as f:
     f.write(table + "\n")
-  print(table)
   logging.info("Wrote table.md, summary.json, losses.csv and loss.png to %s.", output_dir)
   return 0
 
@@ -183,6 +214,10 @@ def evaluate():
   losses = evaluator.run(seeds, FLAGS.num_steps, progress=progress.update)
   elapsed = time.time() - start
   final = losses[:, -1]
+  bad = int(np.sum(~np.isfinite(final)))
+  if bad:
+    logging.warning("%d of %d runs ended with a non-finite loss: %s.", bad, FLAGS.num_epochs,
+                    reporting.NON_FINITE_CAUSES)
   reporting.print_stats(f"{FLAGS.optimizer} on {FLAGS.problem} ({FLAGS.split} split)",
                         float(np.sum(final)), elapsed, FLAGS.num_epochs)
   return 0

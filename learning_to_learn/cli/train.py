@@ -6,10 +6,9 @@ current optimizer is evaluated on the same evaluation_epochs instances, and the 
 written to --save_path. The full training state is checkpointed for resuming.
 """
 
-import json
+import atexit
 import os
 import shutil
-import signal
 import time
 
 from absl import app
@@ -22,9 +21,12 @@ import tensorflow as tf
 from learning_to_learn import checkpoints
 from learning_to_learn import distribute
 from learning_to_learn import evaluation
+from learning_to_learn import limits
+from learning_to_learn import locking
 from learning_to_learn import meta
 from learning_to_learn import problems
 from learning_to_learn import reporting
+from learning_to_learn import stopping
 
 flags.DEFINE_string("problem", "simple", f"One of {', '.join(problems.PROBLEM_NAMES)}.")
 flags.DEFINE_integer("num_epochs", 10000, "Meta-training epochs.")
@@ -80,15 +82,6 @@ FLAGS = flags.FLAGS
 TRAIN, EVALUATE = 0, 1  # seed purposes: training and evaluation never share an instance
 
 
-class _Stop(Exception):
-  """Raised by the signal handler so the loop can checkpoint and leave."""
-
-
-def _on_signal(signum, frame):
-  del frame
-  raise _Stop(signal.Signals(signum).name)
-
-
 def validate_flags():
   for name in ("num_epochs", "num_steps", "unroll_length", "log_period", "evaluation_period",
                "evaluation_epochs", "checkpoint_period", "max_faults", "num_instances"):
@@ -134,8 +127,7 @@ def check_run_config(save_path, write=True):
   path = os.path.join(save_path, "run.json")
   config = {name: getattr(FLAGS, name) for name in RUN_FLAGS}
   if os.path.exists(path) and os.path.isdir(os.path.join(save_path, "checkpoints")):
-    with open(path) as f:
-      saved = json.load(f)
+    saved = checkpoints.read_run_config(path)
     changed = [f"--{k}={config[k]} (was {saved.get(k, RUN_FLAG_DEFAULTS.get(k))})"
                for k in RUN_FLAGS if saved.get(k, RUN_FLAG_DEFAULTS.get(k)) != config[k]]
     if changed:
@@ -145,9 +137,7 @@ def check_run_config(save_path, write=True):
   if not write:
     return
   os.makedirs(save_path, exist_ok=True)
-  with open(path + ".partial", "w") as f:
-    json.dump(config, f, indent=2)
-  os.replace(path + ".partial", path)
+  checkpoints.write_json(path, config)
 
 
 def run_epoch(trainer, epoch_seed, num_unrolls, train):
@@ -178,10 +168,7 @@ def write_best_record(save_path, epoch, loss, seconds):
   record = {"epoch": epoch, "evaluation_loss": loss, "evaluation_split": FLAGS.evaluation_split,
             "evaluation_epochs": FLAGS.evaluation_epochs, "num_steps": FLAGS.num_steps,
             "seconds": round(seconds, 1)}
-  path = os.path.join(save_path, "best.json")
-  with open(path + ".partial", "w") as f:
-    json.dump(record, f, indent=2)
-  os.replace(path + ".partial", path)
+  checkpoints.write_json(os.path.join(save_path, "best.json"), record)
 
 
 def make_evaluation(trainer, optimizer, net_config, net_assignments, num_unrolls):
@@ -221,6 +208,9 @@ def train():
   strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_devices)  # before any other op
   # Only the chief writes files; every worker takes part in every step, checkpoints included.
   chief = distribute.is_chief(strategy)
+  if FLAGS.save_path is not None and chief:
+    # Held until the process ends; one left by a killed run is stale once its process is gone.
+    atexit.register(locking.DirectoryLock(FLAGS.save_path).release)
   if strategy.num_replicas_in_sync > 1:
     logging.info("Strategy %s: %d replicas, %d optimizee instances each per meta-step.",
                  FLAGS.strategy, strategy.num_replicas_in_sync,
@@ -237,6 +227,10 @@ def train():
     logging.info("Data: %s", problem.dataset.source)
   if FLAGS.preprocess:
     net_config = with_preprocess(net_config, FLAGS.preprocess)
+  cost = limits.unroll_cost(problem, FLAGS.unroll_length,
+                            FLAGS.num_instances // strategy.num_replicas_in_sync)
+  if FLAGS.unroll_length > limits.QUIET_UNROLL_LENGTH:
+    logging.warning("--unroll_length=%d: %s.", FLAGS.unroll_length, cost)
   with strategy.scope():
     optimizer = meta.MetaOptimizer(**net_config)
   num_unrolls = FLAGS.num_steps // FLAGS.unroll_length
@@ -259,11 +253,15 @@ def train():
     checkpoint_dir = os.path.join(FLAGS.save_path, "checkpoints")
     if FLAGS.overwrite and chief and os.path.isdir(checkpoint_dir):
       shutil.rmtree(checkpoint_dir)
+    if chief and not FLAGS.overwrite:
+      checkpoints.check_no_trained_optimizer(FLAGS.save_path, optimizer)
     check_run_config(FLAGS.save_path, write=chief)
     state = checkpoints.TrainingCheckpoint(checkpoint_dir, optimizer, trainer.optimizer,
                                            chief=chief)
     # A worker started with --overwrite must not read what the chief is deleting.
     restored, damaged = state.restore_latest() if chief or not FLAGS.overwrite else (None, [])
+    for warning in state.warnings:
+      logging.warning("%s.", warning)
     for path, reason in damaged:
       logging.warning("Checkpoint %s is damaged (%s); falling back to the one before.", path,
                       reason)
@@ -279,10 +277,10 @@ def train():
   total_time = total_cost = 0.0
   faults, count = 0, 0
   epoch = start_epoch
-  for signum in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(signum, _on_signal)
+  signals = stopping.install()
   try:
     while epoch < FLAGS.num_epochs:
+      signals.check()  # a stop signal takes effect here, between epochs
       # A retried epoch draws a new instance: the fault may lie in the instance itself.
       attempt = (faults,) if faults else ()
       if FLAGS.imitate:
@@ -323,7 +321,7 @@ def train():
         if FLAGS.save_path is not None and mean_eval < best:
           best = mean_eval
           if chief:
-            optimizer.save(FLAGS.save_path)
+            checkpoints.save_optimizer(optimizer, FLAGS.save_path)
             write_best_record(FLAGS.save_path, epoch, best, seconds_so_far + time.time() - started)
           logging.info("Saved the best optimizer so far (evaluation loss %.4g) to %s.", best,
                        FLAGS.save_path)
@@ -332,7 +330,7 @@ def train():
         state.epoch.assign(epoch)
         state.best_loss.assign(best)
         state.save()
-  except _Stop as stop:
+  except stopping.Stop as stop:
     logging.info("%s: saving a checkpoint at epoch %d and stopping.", stop, epoch)
     if state:
       state.seconds.assign(seconds_so_far + time.time() - started)
