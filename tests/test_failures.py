@@ -1,0 +1,554 @@
+"""Failures a careless user, bad data or a crash cause, each run as a person meets it: the CLI as a
+subprocess. The promise checked: one line on stderr, exit status 2 (130 for a stop signal), no
+traceback, and nothing already written is lost.
+
+Importing TensorFlow costs each run ~10 s, so the selected tests' commands start at once in a
+thread pool (`runs` fixture) and each test waits for its own.
+"""
+
+import concurrent.futures
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from learning_to_learn import checkpoints
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 600
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+TRAIN = ["train.py", "--problem=quadratic", "--num_steps=20", "--unroll_length=10",
+         "--evaluation_period=4", "--evaluation_epochs=1", "--log_period=4",
+         "--checkpoint_period=2", "--nojit_compile", "--seed=5"]
+COMPARE = ["evaluate.py", "--problem=quadratic", "--compare", "--num_epochs=3",
+           "--num_tuning_epochs=2", "--num_steps=10", "--unroll_length=5", "--nojit_compile"]
+SHIPPED = os.path.join(checkpoints.SHIPPED_DIR, "quadratic", "cw.npz")
+
+
+def _run(*args, preexec_fn=None, env=None):
+  return subprocess.run([sys.executable, *args], cwd=ROOT, env=env or ENV, capture_output=True,
+                        text=True, timeout=TIMEOUT, preexec_fn=preexec_fn, check=False)
+
+
+def _train(save_path, *flags, **kwargs):
+  return _run(*TRAIN, f"--save_path={save_path}", *flags, **kwargs)
+
+
+def _snapshot(directory):
+  """Relative path -> bytes of every file under `directory`."""
+  files = {}
+  for parent, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(parent, name)
+      with open(path, "rb") as f:
+        files[os.path.relpath(path, directory)] = f.read()
+  return files
+
+
+def _unwritable(tmp):
+  """A directory this process cannot create: a read-only tree when root, else a chmod-ed one."""
+  if os.geteuid() == 0:
+    return "/sys/l2l-test-unwritable"
+  path = os.path.join(tmp, "read_only")
+  os.makedirs(path)
+  os.chmod(path, 0o500)
+  return os.path.join(path, "run")
+
+
+def _epoch(save_path):
+  reader = tf.train.load_checkpoint(os.path.join(save_path, "checkpoints"))
+  return int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def _optimizer_file(tmp, name, weights=None, options=None):
+  """The shipped quadratic optimizer with some weights or options replaced, in its own dir."""
+  with np.load(SHIPPED) as data:
+    arrays = {key: data[key] for key in data.files}
+  config = json.loads(str(arrays["__config__"]))
+  config["net_options"].update(options or {})
+  arrays["__config__"] = np.array(json.dumps(config))
+  for key, value in (weights or {}).items():
+    arrays[key] = np.full_like(arrays[key], value)
+  path = os.path.join(tmp, name)
+  os.makedirs(path)
+  np.savez(os.path.join(path, "cw.npz"), **arrays)
+  return path
+
+
+def _mnist_dir(tmp, labels=None, num=50, images=None):
+  """A data_dir with an mnist.npz of `num` random digits and the given labels."""
+  rng = np.random.default_rng(0)
+  if images is None:
+    images = rng.integers(0, 256, (num, 28, 28)).astype(np.uint8)
+  if labels is None:
+    labels = rng.integers(0, 10, len(images)).astype(np.uint8)
+  path = os.path.join(tmp, "data")
+  os.makedirs(path)
+  np.savez(os.path.join(path, "mnist.npz"), x_train=images, y_train=labels, x_test=images,
+           y_test=labels)
+  return path
+
+
+def _wait_for(path, process, seconds=300):
+  deadline = time.time() + seconds
+  while time.time() < deadline and process.poll() is None:
+    if os.path.exists(path):
+      return True
+    time.sleep(0.1)
+  return os.path.exists(path)
+
+
+# --- Lost work ----------------------------------------------------------------------------------
+
+def _index_gone(tmp, damage):
+  save = os.path.join(tmp, "run")
+  first = _train(save, "--num_epochs=4")
+  assert first.returncode == 0, first.stderr[-2000:]
+  index = os.path.join(save, "checkpoints", "checkpoint")
+  if damage == "missing":
+    os.remove(index)
+  else:
+    with open(index, "w") as f:
+      f.write(damage)
+  return _train(save, "--num_epochs=6"), save
+
+
+def _trained_optimizer_without_checkpoints(tmp):
+  save = os.path.join(tmp, "run")
+  os.makedirs(save)
+  shutil.copy(SHIPPED, save)
+  before = _snapshot(save)
+  return _train(save, "--num_epochs=4"), before, _snapshot(save)
+
+
+def _locked(tmp, pid):
+  save = os.path.join(tmp, "run")
+  os.makedirs(save)
+  with open(os.path.join(save, "train.lock"), "w") as f:
+    f.write(f"{pid} {socket.gethostname()}\n")
+  before = _snapshot(save)
+  return _train(save, "--num_epochs=2"), before, save
+
+
+def _dead_pid():
+  child = subprocess.Popen(["true"])
+  child.wait()
+  return child.pid
+
+
+def _signals_during_stop(tmp):
+  save = os.path.join(tmp, "run")
+  process = subprocess.Popen([sys.executable, *TRAIN, f"--save_path={save}",
+                              "--num_epochs=100000", "--checkpoint_period=100000"], cwd=ROOT,
+                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  assert _wait_for(os.path.join(save, "cw.npz"), process)
+  with open(os.path.join(save, "train.lock")) as f:
+    lock = f.read()
+  # Ctrl-C pressed three times, SIGTERM twice: only the first may act.
+  for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGINT):
+    process.send_signal(signum)
+    time.sleep(0.02)
+  _, stderr = process.communicate(timeout=TIMEOUT)
+  return process.returncode, stderr, lock, process.pid, save
+
+
+def _disk_full_checkpoint(tmp):
+  save = os.path.join(tmp, "run")
+  first = _train(save, "--num_epochs=8")
+  assert first.returncode == 0, first.stderr[-2000:]
+  before = _snapshot(save)
+
+  def small_files():  # cw.npz (23 kB) still fits, a checkpoint (65 kB) does not
+    resource.setrlimit(resource.RLIMIT_FSIZE, (40000, 40000))
+
+  return _train(save, "--num_epochs=12", preexec_fn=small_files), before, save
+
+
+def _disk_full_best(tmp):
+  save = os.path.join(tmp, "run")
+  first = _train(save, "--num_epochs=4")
+  assert first.returncode == 0, first.stderr[-2000:]
+  before = _snapshot(save)
+  os.symlink("/dev/full", os.path.join(save, "cw.npz.partial"))  # every write: ENOSPC
+  return _train(save, "--num_epochs=8"), before, save
+
+
+def _damaged_run_json(tmp):
+  """A run.json of the wrong shape, then one that is not JSON: (result, files before, after)."""
+  save = os.path.join(tmp, "run")
+  first = _train(save, "--num_epochs=2")
+  assert first.returncode == 0, first.stderr[-2000:]
+  outcomes = []
+  for text in ("[1, 2]\n", "{\"problem\": \n"):
+    with open(os.path.join(save, "run.json"), "w") as f:
+      f.write(text)
+    before = _snapshot(save)
+    outcomes.append((_train(save, "--num_epochs=4"), before, _snapshot(save)))
+  return outcomes
+
+
+def _compare_interrupted(tmp):
+  out = os.path.join(tmp, "out")
+  process = subprocess.Popen([sys.executable, *COMPARE, "--path=quadratic", f"--output_dir={out}"],
+                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+  assert _wait_for(os.path.join(out, "tuning.json"), process)
+  process.send_signal(signal.SIGINT)
+  stdout, stderr = process.communicate(timeout=TIMEOUT)
+  with open(os.path.join(out, "tuning.json")) as f:
+    tuned = json.load(f)["rates"]
+  rerun = _run(*COMPARE, "--path=quadratic", f"--output_dir={out}")
+  return process.returncode, stdout + stderr, tuned, rerun, out
+
+
+def _compare_diverging(tmp):
+  path = _optimizer_file(tmp, "huge_scale", options={"scale": 1e30})
+  out = os.path.join(tmp, "out")
+  return _run(*COMPARE, f"--path={path}", f"--output_dir={out}"), out
+
+
+JOBS = {
+    "index_missing": lambda tmp: _index_gone(tmp, "missing"),
+    "index_empty": lambda tmp: _index_gone(tmp, ""),
+    "trained_optimizer_without_checkpoints": _trained_optimizer_without_checkpoints,
+    "live_lock": lambda tmp: _locked(tmp, os.getpid()),
+    "stale_lock": lambda tmp: _locked(tmp, _dead_pid()),
+    "signals_during_stop": _signals_during_stop,
+    "disk_full_checkpoint": _disk_full_checkpoint,
+    "disk_full_best": _disk_full_best,
+    "damaged_run_json": _damaged_run_json,
+    "compare_interrupted": _compare_interrupted,
+    "compare_diverging": _compare_diverging,
+}
+
+# One-line failures: name -> (script, args(tmp), words the error line must contain).
+ERRORS = {
+    "save_path_unwritable": ("train.py", lambda tmp: [f"--save_path={_unwritable(tmp)}"],
+                             ["--save_path", "writ"]),
+    "save_path_under_a_file": ("train.py", lambda tmp: [f"--save_path={_a_file(tmp)}/run"],
+                               ["--save_path"]),
+    "logdir_unwritable": ("train.py", lambda tmp: [f"--logdir={_unwritable(tmp)}"],
+                          ["--logdir", "writable"]),
+    "logdir_is_a_file": ("train.py", lambda tmp: [f"--logdir={_a_file(tmp)}"],
+                         ["--logdir", "is a file"]),
+    "output_dir_is_a_file": ("evaluate.py", lambda tmp: [f"--output_dir={_a_file(tmp)}"],
+                             ["--output_dir", "is a file"]),
+    "output_dir_unwritable": ("evaluate.py", lambda tmp: [f"--output_dir={_unwritable(tmp)}"],
+                              ["--output_dir", "writable"]),
+    "unknown_option_evaluate": (
+        "evaluate.py", lambda tmp: [f"--path={_optimizer_file(tmp, 'o', options={'bogus': 1})}"],
+        ["cw.npz", "bogus"]),
+    "unknown_option_init_path": (
+        "train.py",
+        lambda tmp: [f"--init_path={_optimizer_file(tmp, 'o', options={'bogus': 1})}"],
+        ["cw.npz", "bogus"]),
+    "nan_weights_evaluate": (
+        "evaluate.py",
+        lambda tmp: [f"--path={_optimizer_file(tmp, 'o', weights={'linear/w': np.nan})}"],
+        ["cw.npz", "NaN", "linear/w"]),
+    "inf_weights_init_path": (
+        "train.py",
+        lambda tmp: ["--init_path=" + _optimizer_file(tmp, "o",
+                                                      weights={"lstm_0/w_gates": np.inf})],
+        ["cw.npz", "infinite", "lstm_0/w_gates"]),
+    "nan_option_evaluate": (
+        "evaluate.py",
+        lambda tmp: [f"--path={_optimizer_file(tmp, 'o', options={'scale': float('nan')})}"],
+        ["cw.npz", "scale", "not finite"]),
+    "label_out_of_range": (
+        "train.py", lambda tmp: ["--problem=mnist", "--data_dir=" + _mnist_dir(
+            tmp, labels=np.r_[np.arange(49) % 10, 10].astype(np.uint8))],
+        ["mnist.npz", "outside 0..9", "10"]),
+    "float_labels": (
+        "evaluate.py", lambda tmp: ["--problem=mnist", "--data_dir=" + _mnist_dir(
+            tmp, labels=np.arange(50) % 10 + 0.5)],
+        ["mnist.npz", "float64", "integers"]),
+    "empty_npz": ("train.py", lambda tmp: ["--problem=mnist", f"--data_dir={_empty_npz(tmp)}"],
+                  ["mnist.npz", "copy it again"]),
+    "no_images_npz": (
+        "train.py", lambda tmp: ["--problem=mnist", "--data_dir=" + _mnist_dir(
+            tmp, images=np.zeros((0, 28, 28), np.uint8))],
+        ["mnist.npz", "no images"]),
+    "empty_idx": ("evaluate.py", lambda tmp: ["--problem=mnist", f"--data_dir={_empty_idx(tmp)}"],
+                  ["train-images-idx3-ubyte", "too short"]),
+    "unroll_length_too_long": (
+        "train.py", lambda tmp: ["--unroll_length=100000", "--num_steps=100000"],
+        ["--unroll_length=100000", "GB", "at most"]),
+}
+
+
+def _a_file(tmp):
+  path = os.path.join(tmp, "a_file")
+  with open(path, "w") as f:
+    f.write("a file\n")
+  return path
+
+
+def _empty_npz(tmp):
+  path = os.path.join(tmp, "empty")
+  os.makedirs(path)
+  open(os.path.join(path, "mnist.npz"), "wb").close()
+  return path
+
+
+def _empty_idx(tmp):
+  path = os.path.join(tmp, "empty_idx")
+  os.makedirs(path)
+  for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+    open(os.path.join(path, name), "wb").close()
+  return path
+
+
+def _error_job(script, args):
+  def job(tmp):
+    base, flags = ["--problem=quadratic", "--nojit_compile"], args(tmp)
+    if script == "evaluate.py":
+      base += ["--num_epochs=2", "--num_steps=10"]
+      if any(flag.startswith("--output_dir") for flag in flags):
+        base += ["--compare"]
+    start = time.monotonic()
+    result = _run(script, *base, *flags)
+    return result, time.monotonic() - start
+  return job
+
+
+def _tf_config_port(tmp):
+  del tmp
+  config = {"cluster": {"worker": ["127.0.0.1:abc"]}, "task": {"type": "worker", "index": 0}}
+  return _run(*TRAIN, "--strategy=multi_worker", "--num_epochs=1",
+              env=dict(ENV, TF_CONFIG=json.dumps(config))), 0.0
+
+
+def _evaluate_diverging(tmp):
+  del tmp
+  return _run("evaluate.py", "--problem=quadratic", "--optimizer=sgd", "--learning_rate=1000",
+              "--num_epochs=2", "--num_steps=40", "--nojit_compile")
+
+
+ALL_JOBS = dict(JOBS, tf_config_port=_tf_config_port, evaluate_diverging=_evaluate_diverging,
+                **{name: _error_job(script, args) for name, (script, args, _) in ERRORS.items()})
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory):
+  """name -> Future of that job; only the jobs of the selected tests are started."""
+  selected = set()
+  for item in request.session.items:
+    if item.module is request.module:
+      callspec = getattr(item, "callspec", None)
+      selected.update(callspec.id.split("-") if callspec else
+                      [item.originalname[len("test_"):]])
+  wanted = [name for name in ALL_JOBS if name in selected]
+  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+    yield {name: pool.submit(ALL_JOBS[name], str(tmp_path_factory.mktemp(name)))
+           for name in wanted}
+
+
+def _result(runs, name):
+  assert name in runs, f"job {name} was not started"
+  return runs[name].result(timeout=TIMEOUT)
+
+
+def _one_error_line(result, script):
+  """The one "error:" line of a failed run, after checking exit status 2 and no traceback."""
+  tail = result.stderr[-3000:]
+  assert result.returncode == 2, tail
+  assert "Traceback" not in result.stderr + result.stdout, tail
+  lines = [line for line in result.stderr.splitlines() if "error:" in line]
+  assert len(lines) == 1 and lines[0].startswith(f"{script}: error: "), tail
+  assert len(lines[0]) < 400, lines[0]
+  return lines[0]
+
+
+@pytest.mark.parametrize("job", ["index_missing", "index_empty"])
+def test_damaged_or_missing_index_resumes_from_the_checkpoint_files(runs, job):
+  result, save = _result(runs, job)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "Resuming from" in result.stderr and "ckpt-4 at epoch 4" in result.stderr, result.stderr
+  assert "index" in result.stderr  # the warning says what was wrong
+  assert _epoch(save) == 6
+  # The rebuilt index lists the older checkpoints too, so the manager keeps rotating them.
+  assert tf.train.get_checkpoint_state(os.path.join(save, "checkpoints")).all_model_checkpoint_paths
+
+
+def test_trained_optimizer_without_checkpoints(runs):
+  result, before, after = _result(runs, "trained_optimizer_without_checkpoints")
+  line = _one_error_line(result, "train.py")
+  assert "cw.npz" in line and "--overwrite" in line and "--init_path" in line
+  assert after == before
+
+
+def test_live_lock(runs):
+  result, before, save = _result(runs, "live_lock")
+  line = _one_error_line(result, "train.py")
+  assert "in use" in line and str(os.getpid()) in line and "train.lock" in line
+  assert _snapshot(save) == before  # nothing written: no run.json, lock untouched
+
+
+def test_stale_lock(runs):
+  result, _, save = _result(runs, "stale_lock")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert os.path.isfile(os.path.join(save, "cw.npz"))
+  assert not os.path.exists(os.path.join(save, "train.lock"))  # released at the end
+
+
+def test_signals_during_stop(runs):
+  returncode, stderr, lock, pid, save = _result(runs, "signals_during_stop")
+  assert lock.split()[0] == str(pid)  # held while running
+  assert returncode == 130, stderr[-2000:]
+  assert "Traceback" not in stderr, stderr[-2000:]
+  assert "SIGTERM: saving a checkpoint" in stderr
+  assert _epoch(save) >= 4
+  assert not os.path.exists(os.path.join(save, "train.lock"))
+
+
+def test_disk_full_checkpoint(runs):
+  result, before, save = _result(runs, "disk_full_checkpoint")
+  line = _one_error_line(result, "train.py")
+  assert "cannot write a checkpoint" in line and "ckpt-8" in line and "File too large" in line
+  after = _snapshot(save)
+  assert {k: v for k, v in after.items() if k in before} == before
+  assert not [name for name in after if "ckpt-10" in name]  # no half-written checkpoint left
+
+
+def test_disk_full_best(runs):
+  result, before, save = _result(runs, "disk_full_best")
+  line = _one_error_line(result, "train.py")
+  assert "cannot write the best optimizer" in line and "No space left" in line
+  after = _snapshot(save)
+  assert after["cw.npz"] == before["cw.npz"]
+  assert after["checkpoints/ckpt-4.index"] == before["checkpoints/ckpt-4.index"]
+
+
+def test_damaged_run_json(runs):
+  for result, before, after in _result(runs, "damaged_run_json"):
+    line = _one_error_line(result, "train.py")
+    assert "run.json" in line and "--overwrite" in line
+    assert after == before
+
+
+def test_compare_interrupted(runs):
+  returncode, output, tuned, rerun, out = _result(runs, "compare_interrupted")
+  assert returncode == 130, output[-2000:]
+  assert "Traceback" not in output and "SIGINT" in output, output[-2000:]
+  assert tuned and "run the same command" in output
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  assert "Reusing the tuned rates" in rerun.stderr
+  with open(os.path.join(out, "summary.json")) as f:
+    rates = json.load(f)["learning_rates"]
+  for name, rate in tuned.items():
+    assert rates[name] == rate
+
+
+def _strict_json(path):
+  def refuse(constant):
+    raise AssertionError(f"{path} holds {constant}, which is not JSON")
+  with open(path) as f:
+    return json.load(f, parse_constant=refuse)
+
+
+def test_compare_diverging(runs):
+  result, out = _result(runs, "compare_diverging")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "| L2L | learned | diverged" in result.stdout, result.stdout
+  assert "nan ±" not in result.stdout
+  assert "non-finite loss" in result.stderr
+  summary = _strict_json(os.path.join(out, "summary.json"))
+  assert summary["final_loss"]["L2L"]["10"]["mean"] is None
+  assert summary["final_loss"]["adam"]["10"]["mean"] > 0
+
+
+def test_evaluate_diverging(runs):
+  result = _result(runs, "evaluate_diverging")
+  assert result.returncode == 0, result.stderr[-2000:]
+  line = [line for line in result.stderr.splitlines() if "Log Mean Final Error" in line][0]
+  assert "-inf" not in line and "non-finite" in line and "diverged" in line, line
+
+
+def test_tf_config_port(runs):
+  result, _ = _result(runs, "tf_config_port")
+  line = _one_error_line(result, "train.py")
+  assert "127.0.0.1:abc" in line and "port" in line
+
+
+@pytest.mark.parametrize("job", list(ERRORS))
+def test_one_error_line(runs, job):
+  script, _, words = ERRORS[job]
+  result, seconds = _result(runs, job)
+  line = _one_error_line(result, script)
+  for word in words:
+    assert word in line, line
+  if "output_dir" in job:  # checked before the comparison, not after it
+    assert seconds < 120, seconds
+
+
+# --- The same checks in the library, in-process -------------------------------------------------
+
+def test_log_error_text_never_reads_a_failure_as_perfect():
+  from learning_to_learn import reporting
+  assert reporting.log_error_text(100.0) == "2.00"
+  for value in (float("nan"), float("inf")):
+    text = reporting.log_error_text(value)
+    assert "non-finite" in text and "-inf" not in text, text
+  assert "exactly 0" in reporting.log_error_text(0.0)
+  assert "negative" in reporting.log_error_text(-1.0)
+  summary = {"a": [1.0, float("nan")], "b": {"c": float("-inf")}}
+  text = json.dumps(reporting.finite_or_none(summary), allow_nan=False)
+  assert json.loads(text) == {"a": [1.0, None], "b": {"c": None}}
+
+
+def test_lock_held_then_released(tmp_path):
+  from learning_to_learn import locking
+  lock = locking.DirectoryLock(str(tmp_path))
+  with pytest.raises(ValueError, match="in use by another run"):
+    locking.DirectoryLock(str(tmp_path))
+  lock.release()
+  locking.DirectoryLock(str(tmp_path)).release()
+  assert not os.listdir(tmp_path)
+
+
+def test_keras_optimizer_refuses_more_memory_than_available(monkeypatch):
+  from learning_to_learn import keras as l2l_keras
+  from learning_to_learn import limits
+  optimizer = l2l_keras.LearnedOptimizer(checkpoint="quadratic")
+  monkeypatch.setattr(limits, "available_memory", lambda: 10**6)  # 1 MB left
+  with pytest.raises(ValueError, match=r"1,000 parameters .* needs about .* GB of memory"):
+    optimizer.build([tf.Variable(tf.zeros([1000]))])
+
+
+@pytest.mark.parametrize("weights,options", [({"linear/w": np.nan}, None),
+                                             (None, {"scale": float("inf")}),
+                                             (None, {"bogus": 1})])
+def test_keras_optimizer_refuses_bad_files(tmp_path, weights, options):
+  from learning_to_learn import keras as l2l_keras
+  path = _optimizer_file(str(tmp_path), "o", weights=weights, options=options)
+  with pytest.raises(ValueError, match="cw.npz"):
+    l2l_keras.LearnedOptimizer(checkpoint=path)
+  network = l2l_keras.LearnedOptimizer(checkpoint="quadratic").get_config()["network"]
+  network["weights"]["linear/b"] = [float("nan")]
+  with pytest.raises(ValueError, match="NaN"):
+    l2l_keras.LearnedOptimizer(checkpoint="quadratic", network=network)
+
+
+def _idx(path, array):
+  header = bytes([0, 0, 8, array.ndim]) + b"".join(
+      int(d).to_bytes(4, "big") for d in array.shape)
+  with open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_idx_labels_are_checked_when_read(tmp_path):
+  from learning_to_learn import datasets
+  _idx(tmp_path / "train-images-idx3-ubyte", np.zeros((20, 28, 28)))
+  _idx(tmp_path / "train-labels-idx1-ubyte", np.r_[np.arange(19) % 10, 12])
+  with pytest.raises(ValueError, match=r"1 label\(s\) outside 0..9 \(first: 12 at index 19\)"):
+    datasets.load_mnist(str(tmp_path))
