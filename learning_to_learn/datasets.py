@@ -84,6 +84,9 @@ def _carve(dataset, split):
   total = len(dataset.labels)
   cut = total - total // 6
   start, stop = (0, cut) if split == "train" else (cut, total)
+  if stop <= start:  # fewer than 6 images: an empty split would fail far from here
+    raise ValueError("%s holds %d images, too few to carve a %s split from; use a file with at "
+                     "least 6." % (dataset.source, total, split))
   source = "%s; %s = images %d..%d of %d" % (
       dataset.source.replace("split=train", "training file"), split, start + 1, stop, total)
   return Dataset(dataset.images[start:stop], dataset.labels[start:stop], source, split)
