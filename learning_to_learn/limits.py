@@ -30,14 +30,18 @@ def available_memory():
           limits.append(int(line.split()[1]) * 1024)
   except (OSError, ValueError, IndexError):
     pass
-  try:
-    with open("/sys/fs/cgroup/memory.max") as f:
-      maximum = f.read().strip()
-    if maximum != "max":
-      with open("/sys/fs/cgroup/memory.current") as f:
-        limits.append(int(maximum) - int(f.read().strip()))
-  except (OSError, ValueError):
-    pass
+  # The container's limit: cgroup v2's files, else v1's (whose "no limit" is a huge number).
+  for limit_file, usage_file in (("memory.max", "memory.current"),
+                                 ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+    try:
+      with open(os.path.join("/sys/fs/cgroup", limit_file)) as f:
+        maximum = f.read().strip()
+      if maximum != "max" and int(maximum) < 2**60:
+        with open(os.path.join("/sys/fs/cgroup", usage_file)) as f:
+          limits.append(int(maximum) - int(f.read().strip()))
+      break
+    except (OSError, ValueError):
+      continue
   return min(limits) if limits else None
 
 
