@@ -1,8 +1,10 @@
 """Ctrl-C and SIGTERM as a request to stop cleanly: save what is done, then leave.
 
-The first SIGINT or SIGTERM raises `Stop` where the program is, so the loop can save and exit;
-every later one is noted and ignored, because a person pressing Ctrl-C twice (or a scheduler
-sending SIGTERM again) must not cut short the save the first one started.
+The first SIGINT or SIGTERM is recorded, and the loop raises `Stop` at its next safe point
+(`check()`, between epochs) so it can save and exit. The handler itself never raises: an exception
+raised inside TensorFlow's or NumPy's C code surfaces as a SystemError, not as Stop. Every later
+signal is noted and ignored, because a person pressing Ctrl-C twice (or a scheduler sending
+SIGTERM again) must not cut short the save the first one started.
 """
 
 import signal
@@ -11,15 +13,16 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Stop(Exception):
-  """Raised by the first stop signal; str() is the signal's name."""
+  """Raised by `check()` after the first stop signal; str() is the signal's name."""
 
 
 class StopOnSignal:
-  """Context manager: SIGINT and SIGTERM raise Stop once inside it; the old handlers come back."""
+  """Context manager: SIGINT and SIGTERM make `check()` raise Stop; the old handlers come back."""
 
   def __init__(self):
     self.stopping = None  # the first signal's name once one arrived
     self.ignored = 0  # signals that arrived while stopping
+    self._raised = False
     self._previous = {}
 
   def _handle(self, signum, frame):
@@ -28,12 +31,17 @@ class StopOnSignal:
       self.ignored += 1
       return
     self.stopping = signal.Signals(signum).name
-    raise Stop(self.stopping)
+
+  def check(self):
+    """Raises Stop once if a stop signal arrived: call it where stopping loses nothing."""
+    if self.stopping is not None and not self._raised:
+      self._raised = True
+      raise Stop(self.stopping)
 
   def hold(self):
     """From now on signals are counted, not raised: what is left is saving finished work."""
     if self.stopping is None:
-      self.stopping = "held"
+      self.stopping, self._raised = "held", True
 
   def __enter__(self):
     for signum in SIGNALS:
