@@ -3,8 +3,9 @@
 The first SIGINT or SIGTERM is recorded, and the loop raises `Stop` at its next safe point
 (`check()`, between epochs) so it can save and exit. The handler itself never raises: an exception
 raised inside TensorFlow's or NumPy's C code surfaces as a SystemError, not as Stop. Every later
-signal is noted and ignored, because a person pressing Ctrl-C twice (or a scheduler sending
-SIGTERM again) must not cut short the save the first one started.
+signal is ignored (SIG_IGN, until the process ends), because a person pressing Ctrl-C twice (or a
+scheduler sending SIGTERM again) must not cut short the save the first one started; a Python
+handler would not do, since Python restores the default handlers while it shuts down.
 """
 
 import signal
@@ -21,16 +22,14 @@ class StopOnSignal:
 
   def __init__(self):
     self.stopping = None  # the first signal's name once one arrived
-    self.ignored = 0  # signals that arrived while stopping
     self._raised = False
     self._previous = {}
 
   def _handle(self, signum, frame):
     del frame
-    if self.stopping is not None:
-      self.ignored += 1
-      return
-    self.stopping = signal.Signals(signum).name
+    if self.stopping is None:
+      self.stopping = signal.Signals(signum).name
+    _ignore_signals()
 
   def check(self):
     """Raises Stop once if a stop signal arrived: call it where stopping loses nothing."""
@@ -39,9 +38,10 @@ class StopOnSignal:
       raise Stop(self.stopping)
 
   def hold(self):
-    """From now on signals are counted, not raised: what is left is saving finished work."""
+    """From now on signals are ignored: what is left is saving finished work."""
     if self.stopping is None:
       self.stopping, self._raised = "held", True
+    _ignore_signals()
 
   def __enter__(self):
     for signum in SIGNALS:
@@ -53,6 +53,11 @@ class StopOnSignal:
       for signum, handler in self._previous.items():
         signal.signal(signum, handler)
     return False
+
+
+def _ignore_signals():
+  for signum in SIGNALS:
+    signal.signal(signum, signal.SIG_IGN)
 
 
 def install():

@@ -406,7 +406,8 @@ def test_signals_during_stop(runs):
   assert lock.split()[0] == str(pid)  # held while running
   assert returncode == 130, stderr[-2000:]
   assert "Traceback" not in stderr, stderr[-2000:]
-  assert "SIGTERM: saving a checkpoint" in stderr
+  # Signals pending together reach Python in signal-number order: SIGINT may act first.
+  assert "SIGTERM: saving a checkpoint" in stderr or "SIGINT: saving a checkpoint" in stderr
   assert _epoch(save) >= 4
   assert not os.path.exists(os.path.join(save, "train.lock"))
 
