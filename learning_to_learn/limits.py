@@ -46,7 +46,9 @@ def available_memory():
 
 
 def gigabytes(num_bytes):
-  return f"{num_bytes / 2**30:.2g} GB"
+  if num_bytes >= 2**30 / 10:
+    return f"{num_bytes / 2**30:,.1f} GB"
+  return f"{num_bytes / 2**20:,.0f} MB"
 
 
 def check_fits(needed, what, fix):
