@@ -48,7 +48,7 @@ def available_memory():
 def gigabytes(num_bytes):
   if num_bytes >= 2**30 / 10:
     return f"{num_bytes / 2**30:,.1f} GB"
-  return f"{num_bytes / 2**20:,.0f} MB"
+  return f"{num_bytes / 2**20:,.1f} MB"
 
 
 def check_fits(needed, what, fix):
