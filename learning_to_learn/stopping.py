@@ -3,11 +3,13 @@
 The first SIGINT or SIGTERM is recorded, and the loop raises `Stop` at its next safe point
 (`check()`, between epochs) so it can save and exit. The handler itself never raises: an exception
 raised inside TensorFlow's or NumPy's C code surfaces as a SystemError, not as Stop. Every later
-signal is ignored (SIG_IGN, until the process ends), because a person pressing Ctrl-C twice (or a
-scheduler sending SIGTERM again) must not cut short the save the first one started; a Python
-handler would not do, since Python restores the default handlers while it shuts down.
+signal is ignored, because a person pressing Ctrl-C twice (or a scheduler sending SIGTERM again)
+must not cut short the save the first one started. At exit the signals are set to SIG_IGN: Python
+restores the default handlers while it shuts down, and a late Ctrl-C would kill the process then.
+(Not earlier: switching to SIG_IGN with a signal pending makes Python print a race warning.)
 """
 
+import atexit
 import signal
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -29,7 +31,6 @@ class StopOnSignal:
     del frame
     if self.stopping is None:
       self.stopping = signal.Signals(signum).name
-    _ignore_signals()
 
   def check(self):
     """Raises Stop once if a stop signal arrived: call it where stopping loses nothing."""
@@ -41,7 +42,6 @@ class StopOnSignal:
     """From now on signals are ignored: what is left is saving finished work."""
     if self.stopping is None:
       self.stopping, self._raised = "held", True
-    _ignore_signals()
 
   def __enter__(self):
     for signum in SIGNALS:
@@ -64,4 +64,5 @@ def install():
   """StopOnSignal for the rest of the process (a CLI's main loop): returns it, already entered."""
   handler = StopOnSignal()
   handler.__enter__()
+  atexit.register(_ignore_signals)
   return handler
