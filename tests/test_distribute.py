@@ -175,7 +175,7 @@ def test_two_workers_on_localhost_train_and_the_chief_checkpoint_loads(runs):
     _succeeded(result, name)
   save_path = tmp / "workers"
   # Only the chief wrote, and what it wrote restores into a fresh optimizer.
-  assert sorted(os.listdir(save_path)) == ["checkpoints", "cw.npz", "run.json"]
+  assert sorted(os.listdir(save_path)) == ["best.json", "checkpoints", "cw.npz", "run.json"]
   problem, config, _ = problems.get_config("quadratic")
   optimizer = meta.MetaOptimizer(**config)
   trainer = optimizer.meta_minimize(problem, 5)

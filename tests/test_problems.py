@@ -690,7 +690,8 @@ def test_get_config_fashion_mnist_from_data_dir(tmp_path):
   write_fashion_idx(tmp_path)
   problem, net_config, assignments = problems.get_config("fashion_mnist", data_dir=tmp_path)
   assert isinstance(problem, problems.MLPClassifier)
-  assert problem.dataset.images.shape == (12, 28, 28, 1)
+  # The train split: the 12 training images less their last sixth, the valid split.
+  assert problem.dataset.images.shape == (10, 28, 28, 1)
   assert tuple(problem.init(SEED)[0]["mlp/linear_1/w"].shape) == (20, 10)
   assert net_config == {"cw": lstm_config(5, 0.01)}
   assert assignments is None
