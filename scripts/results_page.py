@@ -98,6 +98,8 @@ ABLATION = [
     ("adam_normalized_log", "AdamNormalized inputs, log objective"),
     ("imitation", "AdamNormalized inputs, log objective, 100 epochs imitating tuned Adam, then "
                   "imitation weight 0.1"),
+    ("long_run", "as `imitation`, longer: the run in `ongoing/mnist/` (its epochs count from the "
+                 "end of 100 imitation epochs at T = 100, which took 12 minutes)"),
 ]
 
 
