@@ -1,8 +1,9 @@
 """Where trained optimizers live: shipped ones by name, and the full state of a training run.
 
 Two kinds of file, kept apart on purpose:
-- a trained optimizer: one `<net key>.npz` per learned network (networks.save), what evaluate.py and
-  the Keras wrapper load; a training run writes its best one into `--save_path` itself;
+- a trained optimizer: one `<net key>.npz` per learned network, what evaluate.py and the Keras
+  wrapper load; a training run writes its best one into `--save_path` itself; its format, and the
+  shipped ones, belong to optimizer_files;
 - a training checkpoint: everything needed to resume (weights, meta-optimizer slots, epoch, best
   evaluation loss so far), in `--save_path/checkpoints/` through tf.train.CheckpointManager.
 """
@@ -16,25 +17,12 @@ import tempfile
 
 import tensorflow as tf
 
-SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+from learning_to_learn import optimizer_files
 
-
-def shipped_names():
-  """Names of the trained optimizers that ship inside the package."""
-  if not os.path.isdir(SHIPPED_DIR):
-    return []
-  return sorted(n for n in os.listdir(SHIPPED_DIR) if os.path.isdir(os.path.join(SHIPPED_DIR, n)))
-
-
-def resolve(path):
-  """A shipped optimizer's name or a directory of `<key>.npz` files -> that directory."""
-  if path in shipped_names():
-    return os.path.join(SHIPPED_DIR, path)
-  if os.path.isdir(path):
-    return path
-  shipped = ", ".join(shipped_names()) or "none yet"
-  raise FileNotFoundError(f"no trained optimizer at {path!r}: give a directory written by "
-                          f"train.py --save_path, or a shipped name ({shipped}).")
+# Shipped optimizers by name, kept here for their users; optimizer_files finds them.
+SHIPPED_DIR = optimizer_files.SHIPPED_DIR
+shipped_names = optimizer_files.shipped_names
+resolve = optimizer_files.resolve
 
 
 class TrainingCheckpoint:
@@ -177,7 +165,7 @@ def save_optimizer(meta_optimizer, path):
     return meta_optimizer.save(path)
   except OSError as e:
     for partial in glob.glob(os.path.join(glob.escape(path), "*.npz.partial")):
-      os.remove(partial)  # networks.save writes beside the file and renames over it
+      os.remove(partial)  # optimizer_files.save writes beside the file and renames over it
     raise ValueError(f"cannot write the best optimizer to {path} ({e.strerror or e}); the one "
                      "saved before is intact: free disk space or fix permissions, then run the "
                      "same command to resume.") from None
@@ -205,8 +193,9 @@ def check_no_trained_optimizer(save_path, meta_optimizer):
   """
   if _numbered_checkpoints(os.path.join(save_path, "checkpoints")):
     return  # a checkpoint to resume from, or one restore_latest reports as damaged
-  found = [f"{key}.npz" for key in meta_optimizer.nets
-           if os.path.isfile(os.path.join(save_path, f"{key}.npz"))]
+  found = [os.path.basename(optimizer_files.path_for(save_path, key))
+           for key in meta_optimizer.nets
+           if os.path.isfile(optimizer_files.path_for(save_path, key))]
   if found:
     raise ValueError(f"--save_path={save_path} holds a trained optimizer ({', '.join(found)}) "
                      "but no checkpoint to resume from; a new run would replace it: give another "

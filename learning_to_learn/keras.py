@@ -19,11 +19,11 @@ import tensorflow as tf
 from learning_to_learn import checkpoints
 from learning_to_learn import limits
 from learning_to_learn import networks
+from learning_to_learn import optimizer_files
 from learning_to_learn import preprocess
 
-# The file a trained coordinatewise network is saved in: train.py --save_path and
-# problems.get_config name that network "cw".
-NET_FILE = "cw.npz"
+# The file of a train.py --save_path that this wrapper reads (optimizer_files owns the name).
+NET_FILE = optimizer_files.SINGLE_NET_FILE
 _SUPPORTED_NET = "CoordinateWiseDeepLSTM"
 # Memory per model parameter of a training step: 1.22-1.25 KB, measured as the peak RSS of
 # model.fit on Dense models of 0.5 M and 2 M parameters minus that of SGD on the same model. The
@@ -32,53 +32,22 @@ _SUPPORTED_NET = "CoordinateWiseDeepLSTM"
 BYTES_PER_PARAMETER = 1250
 
 
-def _checkpoint_file(checkpoint):
-  """A shipped name, a directory holding cw.npz, or an .npz file -> the .npz file's path."""
-  if not isinstance(checkpoint, (str, os.PathLike)):
-    raise ValueError(f"checkpoint={checkpoint!r} is a {type(checkpoint).__name__}; pass a shipped "
-                     "optimizer's name, a directory written by train.py --save_path, or an .npz "
-                     "file written by networks.save.")
-  path = os.fspath(checkpoint)
-  # A shipped name wins over a same-named file in the working directory, as in checkpoints.resolve.
-  if path not in checkpoints.shipped_names() and os.path.isfile(path):
-    return path
-  try:
-    directory = checkpoints.resolve(path)
-  except FileNotFoundError:
-    shipped = ", ".join(checkpoints.shipped_names()) or "none yet"
-    raise FileNotFoundError(f"checkpoint={path!r} is neither a shipped optimizer ({shipped}) nor "
-                            "an existing directory or .npz file; pass one of those, e.g. the "
-                            "--save_path of a train.py run.") from None
-  net_file = os.path.join(directory, NET_FILE)
-  if not os.path.isfile(net_file):
-    raise FileNotFoundError(f"checkpoint={path!r} is a directory without {NET_FILE}; pass the "
-                            "--save_path of a train.py run that trained a coordinatewise network, "
-                            "or the .npz file itself.")
-  return net_file
-
-
-def _flat(nested):
-  # {"lstm_0": {"w_gates": a}} -> {"lstm_0/w_gates": a}, the key form networks.save writes.
-  return {f"{layer}/{field}": value for layer, fields in nested.items()
-          for field, value in fields.items()}
-
-
 def _nested(flat):
-  nested = {}
+  """Weights from get_config's dict, as float32 arrays, refused when not finite."""
+  arrays = {}
   for key, value in flat.items():
-    layer, field = key.split("/")
     value = np.asarray(value, dtype=np.float32)
     if not np.all(np.isfinite(value)):
       raise ValueError(f"network weights {key!r} hold NaN or infinite values; pass the dict "
                        "LearnedOptimizer.get_config wrote, from a run that did not diverge.")
-    nested.setdefault(layer, {})[field] = value
-  return nested
+    arrays[key] = value
+  return optimizer_files.nested(arrays)
 
 
 def _saved_net_name(checkpoint, path):
   """The class name in a networks.save file's config, read before building anything from it."""
   try:
-    config = networks.saved_config(path)
+    config = optimizer_files.read_config(path)
   except ValueError as e:  # unreadable or damaged: networks says which
     raise ValueError(f"checkpoint={checkpoint!r}: {checkpoints.first_line(e)}") from None
   if not isinstance(config, dict) or "net" not in config:
@@ -103,10 +72,10 @@ def _read_network(checkpoint, network):
   """
   checkpoint = os.fspath(checkpoint) if isinstance(checkpoint, os.PathLike) else checkpoint
   if network is None:
-    path = _checkpoint_file(checkpoint)
+    path = optimizer_files.single_net_file(checkpoint)
     _check_supported(checkpoint, _saved_net_name(checkpoint, path))
     try:
-      net = networks.load(path)
+      net = optimizer_files.load(path)
     except ValueError as e:
       raise ValueError(f"checkpoint={checkpoint!r}: {checkpoints.first_line(e)}") from None
   else:
@@ -122,7 +91,7 @@ def _read_network(checkpoint, network):
       raise ValueError(f"network config does not build a {_SUPPORTED_NET} "
                        f"({checkpoints.first_line(e)}); pass the dict LearnedOptimizer.get_config "
                        "wrote, unchanged.") from None
-  return net.get_config(), _flat(networks.weights(net))
+  return net.get_config(), optimizer_files.flat(networks.weights(net))
 
 
 def _value(variable):
@@ -173,8 +142,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
 
   Args:
     checkpoint: a shipped optimizer's name ("mnist", "quadratic", see
-      `checkpoints.shipped_names()`), a directory written by `train.py --save_path` holding cw.npz,
-      or an .npz file written by `networks.save`. Default "mnist": the optimizer meta-trained on the
+      `optimizer_files.shipped_names()`), a directory written by `train.py --save_path` holding
+      cw.npz, or an .npz file written by `networks.save`. Default "mnist": the optimizer meta-trained on the
       paper's MNIST MLP.
     learning_rate: multiplies the network's update; 1.0 (default) is exactly the trained rule.
       A float, a schedule or a callable, as for any Keras optimizer.

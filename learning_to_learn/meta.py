@@ -6,7 +6,6 @@ parameters and the rule's state carry on to the next unroll until the epoch ends
 """
 
 from typing import NamedTuple
-import os
 
 import keras
 import numpy as np
@@ -14,6 +13,7 @@ import sonnet as snt
 import tensorflow as tf
 
 from learning_to_learn import networks
+from learning_to_learn import optimizer_files
 from learning_to_learn import unroll as unroll_lib
 
 DEFAULT_NET_CONFIG = {
@@ -235,9 +235,7 @@ class MetaOptimizer(snt.Module):
 
   def save(self, path):
     """Writes each learned network to `path/<key>.npz`; returns key -> file."""
-    os.makedirs(path, exist_ok=True)
-    return {key: networks.save(net, os.path.join(path, f"{key}.npz"))
-            for key, net in self.nets.items() if net.trainable_variables}
+    return optimizer_files.save_all(self.nets, path)
 
 
 class MetaTrainer:

@@ -7,10 +7,6 @@ The learned rules follow Andrychowicz et al. 2016 (arXiv 1606.04474), section 2.
 """
 
 import collections.abc
-import json
-import os
-import zipfile
-import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -447,7 +443,13 @@ _NETWORKS = {cls.__name__: cls for cls in (CoordinateWiseDeepLSTM, KernelDeepLST
                                             StandardDeepLSTM, Sgd, Adam, RMSProp, Nag)}
 
 
-# --- Construction, saving and loading -----------------------------------------------------------
+# --- Construction ----------------------------------------------------------------------------
+
+def check_name(net):
+  """Refuses a class name that `factory` cannot build."""
+  if net not in _NETWORKS:
+    raise ValueError(f"unknown net {net!r}; choose one of {', '.join(_NETWORKS)}.")
+
 
 def factory(net, net_options=(), net_path=None):
   """Builds a network by class name, as the reference's configs name them.
@@ -456,29 +458,13 @@ def factory(net, net_options=(), net_path=None):
     net: class name, e.g. "CoordinateWiseDeepLSTM".
     net_options: constructor keyword arguments (a dict or pairs).
     net_path: a file written by `save`; its weights become the network's initializer, and the
-      options it was saved with replace `net_options`: a network trained with output scale 0.1
-      must not be run with 0.01 because a caller assumed other settings.
+      options it was saved with replace `net_options` (see optimizer_files.build).
   """
-  if net not in _NETWORKS:
-    raise ValueError(f"unknown net {net!r}; choose one of {', '.join(_NETWORKS)}.")
-  net_options = dict(net_options)
+  check_name(net)
   if net_path is None:
-    return _build(net, net_options, "net_options")
-  data = _read(net_path)  # once: the options and the weights come from the same read
-  config, saved = _config_of(data, net_path), _weights_of(data, net_path)
-  if config is not None:
-    if config["net"] != net:
-      raise ValueError(f"{net_path} holds a {config['net']}, not a {net}: load it with "
-                       "networks.load, or name the class it was saved as.")
-    net_options = dict(config["net_options"])
-  if saved:  # hand-designed rules have no weights and take no initializer
-    net_options["initializer"] = saved
-  network = _build(net, net_options, net_path)
-  if set(saved) != set(weights(network)):
-    raise ValueError(f"{net_path} holds layers {sorted(saved)} but {net} with options "
-                     f"{net_options.get('layers')} has {sorted(weights(network))}: the checkpoint "
-                     "was trained for another network shape; build it with the same layers.")
-  return network
+    return build(net, dict(net_options), "net_options")
+  from learning_to_learn import optimizer_files  # pylint: disable=import-outside-toplevel
+  return optimizer_files.build(net, net_options, net_path)
 
 
 def _check_finite_options(options, where, prefix=""):
@@ -491,13 +477,17 @@ def _check_finite_options(options, where, prefix=""):
                        "damaged or was saved from a diverged run: retrain, or use another save.")
 
 
-def _build(net, net_options, where):
-  """The network; options a file or a caller got wrong are one ValueError line, not a TypeError."""
-  _check_finite_options({k: v for k, v in net_options.items() if k != "initializer"}, where)
+def build(net, net_options, source="net_options"):
+  """The network; options a file or a caller got wrong are one ValueError line, not a TypeError.
+
+  `source` names where the options came from (the argument, or a file) in that line.
+  """
+  check_name(net)
+  _check_finite_options({k: v for k, v in net_options.items() if k != "initializer"}, source)
   try:
     return _NETWORKS[net](**net_options)
   except TypeError as e:  # an option this version does not know, e.g. from a newer or foreign file
-    raise ValueError(f"{where}: {net} does not accept these options ({e}); it was written by "
+    raise ValueError(f"{source}: {net} does not accept these options ({e}); it was written by "
                      "another version or edited: retrain, or remove the option.") from None
 
 
@@ -508,78 +498,28 @@ def weights(network):
           for layer_name, layer in layers.items()}
 
 
+# --- Files: kept here for the reference's users; optimizer_files owns the format ---------------
+# Imported inside each function: optimizer_files builds networks, so it imports this module.
+
 def save(network, path):
   """Writes the network's weights and its class and options to `path` (a .npz file)."""
-  arrays = {f"{layer}/{field}": value
-            for layer, fields in weights(network).items() for field, value in fields.items()}
-  config = {"net": type(network).__name__, "net_options": network.get_config()}
-  # Written beside the target, then renamed over it: a crash mid-write leaves the old file intact.
-  partial = f"{path}.partial"
-  with open(partial, "wb") as f:  # an open file keeps np.savez from appending ".npz"
-    np.savez(f, __config__=np.array(json.dumps(config)), **arrays)
-  os.replace(partial, path)
-  return path
-
-
-def _read(path):
-  try:
-    with np.load(path, allow_pickle=False) as data:
-      return {key: data[key] for key in data.files}
-  except FileNotFoundError:
-    raise FileNotFoundError(f"no trained optimizer at {path}: train one with train.py "
-                            "--save_path, or name a shipped one") from None
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-    raise ValueError(f"cannot read trained optimizer {path} ({e}); it is not a file written by "
-                     "learning_to_learn.networks.save: retrain or re-download it") from None
-
-
-def _config_of(data, path):
-  # data: what _read returned; None when the file holds weights alone.
-  if "__config__" not in data:
-    return None
-  try:
-    config = json.loads(str(data["__config__"]))
-  except ValueError as e:
-    raise ValueError(f"{path} has a damaged network config ({e}); retrain, or restore the "
-                     "file.") from None
-  if (not isinstance(config, dict) or not isinstance(config.get("net"), str)
-      or not isinstance(config.get("net_options"), dict)):
-    raise ValueError(f"{path} has a network config without 'net' and 'net_options'; it was not "
-                     "written by learning_to_learn.networks.save: retrain, or restore the file.")
-  return config
-
-
-def _weights_of(data, path):
-  """The arrays of a `save` file as the nested dict that `initializer=` accepts."""
-  nested = {}
-  for key, value in data.items():
-    if key != "__config__":
-      if key.count("/") != 1:
-        raise ValueError(f"{path} holds an array {key!r}, not 'layer/field': it is not a file "
-                         "written by learning_to_learn.networks.save.")
-      layer, field = key.split("/")
-      if np.issubdtype(value.dtype, np.number) and not np.all(np.isfinite(value)):
-        raise ValueError(f"{path} holds {int(np.sum(~np.isfinite(value)))} NaN or infinite "
-                         f"weights in {key!r}: it was saved from a diverged run or is damaged; "
-                         "retrain, or use an earlier save.")
-      nested.setdefault(layer, {})[field] = value
-  return nested
+  from learning_to_learn import optimizer_files  # pylint: disable=import-outside-toplevel
+  return optimizer_files.save(network, path)
 
 
 def load_weights(path):
   """Reads `save`'s file back into the nested dict that `initializer=` accepts."""
-  return _weights_of(_read(path), path)
+  from learning_to_learn import optimizer_files  # pylint: disable=import-outside-toplevel
+  return optimizer_files.read_weights(path)
 
 
 def saved_config(path):
   """The {"net", "net_options"} that `save` wrote with the weights, or None for weights alone."""
-  return _config_of(_read(path), path)
+  from learning_to_learn import optimizer_files  # pylint: disable=import-outside-toplevel
+  return optimizer_files.read_config(path)
 
 
 def load(path):
   """Rebuilds the network that `save` wrote, shape and weights."""
-  config = saved_config(path)
-  if config is None:
-    raise ValueError(f"{path} holds weights but no network config; build the network yourself and "
-                     "pass net_path= to factory.")
-  return factory(config["net"], net_path=path)  # the file's own options, read by factory
+  from learning_to_learn import optimizer_files  # pylint: disable=import-outside-toplevel
+  return optimizer_files.load(path)

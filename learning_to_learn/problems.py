@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from learning_to_learn import datasets
+from learning_to_learn import optimizer_files
 
 
 NUM_CLASSES = 10  # MNIST, Fashion-MNIST and CIFAR-10 alike, whatever a small subset holds
@@ -344,14 +345,15 @@ PROBLEM_NAMES = ("simple", "simple-multi", "quadratic", "mnist", "fashion_mnist"
                  "cifar-multi")
 
 
+# The key of a problem's one learned network; its file is `<path>/cw.npz`, which the Keras wrapper
+# reads.
+_SINGLE = optimizer_files.SINGLE_NET_KEY
+
+
 def _lstm_config(settings):
   return {"net": "CoordinateWiseDeepLSTM",
           "net_options": {"layers": (20, 20), "preprocess_name": "LogAndSign",
                           "preprocess_options": {"k": settings["k"]}, "scale": settings["scale"]}}
-
-
-def _net_path(path, key):
-  return None if path is None else f"{path}/{key}.npz"
 
 
 def get_config(problem_name, path=None, data_dir=None, split="train", settings="reference",
@@ -380,24 +382,24 @@ def get_config(problem_name, path=None, data_dir=None, split="train", settings="
   net_assignments = None
   if problem_name in ("simple", "simple-multi"):
     problem = simple() if problem_name == "simple" else simple_multi_optimizer()
-    net_config = {"cw": {"net": "CoordinateWiseDeepLSTM",
+    net_config = {_SINGLE: {"net": "CoordinateWiseDeepLSTM",
                          "net_options": {"layers": (), "initializer": "zeros"}}}
     if problem_name == "simple-multi":
       net_config["adam"] = {"net": "Adam", "net_options": {"learning_rate": 0.1}}
-      net_assignments = [("cw", ["x_0"]), ("adam", ["x_1"])]
+      net_assignments = [(_SINGLE, ["x_0"]), ("adam", ["x_1"])]
   elif problem_name == "quadratic":
     problem = quadratic(batch_size=128, num_dims=10, distribution=chosen["distribution"])
-    net_config = {"cw": _lstm_config(chosen)}
+    net_config = {_SINGLE: _lstm_config(chosen)}
   elif problem_name in ("mnist", "fashion_mnist"):
     make = mnist if problem_name == "mnist" else fashion_mnist
     problem = make(layers=(20,) if layers is None else tuple(layers),
                    activation=activation or "sigmoid",
                    mode=split, data_dir=data_dir)
-    net_config = {"cw": _lstm_config(chosen)}
+    net_config = {_SINGLE: _lstm_config(chosen)}
   else:
     problem = cifar10(data_dir, conv_channels=(16, 16, 16), linear_layers=(32,), mode=split)
     if problem_name == "cifar":
-      net_config = {"cw": _lstm_config(chosen)}
+      net_config = {_SINGLE: _lstm_config(chosen)}
     else:
       net_config = {"conv": _lstm_config(chosen), "fc": _lstm_config(chosen)}
       conv = [name for name in problem.param_names if name.startswith("conv_net_2d/conv_2d_")
@@ -406,5 +408,5 @@ def get_config(problem_name, path=None, data_dir=None, split="train", settings="
                          ("fc", [name for name in problem.param_names if name not in conv])]
   for key, config in net_config.items():
     if config["net"] != "Adam":
-      config["net_path"] = _net_path(path, key)
+      config["net_path"] = None if path is None else optimizer_files.path_for(path, key)
   return problem, net_config, net_assignments

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 import problems
-from learning_to_learn import checkpoints
+from learning_to_learn import optimizer_files
 from learning_to_learn import keras as l2l_keras
 from learning_to_learn import meta
 from learning_to_learn import networks
@@ -349,7 +349,7 @@ class LearnedOptimizerTest(parameterized.TestCase):
   def test_a_shipped_name_is_the_default(self):
     os.makedirs(os.path.join(self.tmp, "mnist"))
     self.save(random_net(), os.path.join("mnist", "cw.npz"))
-    with mock.patch.object(checkpoints, "SHIPPED_DIR", self.tmp):
+    with mock.patch.object(optimizer_files, "SHIPPED_DIR", self.tmp):
       optimizer = l2l_keras.LearnedOptimizer()
     self.assertEqual(optimizer.get_config()["checkpoint"], "mnist")
     np.testing.assert_array_equal(optimizer.get_config()["network"]["weights"]["linear/w"],

@@ -18,7 +18,7 @@ import numpy as np
 
 from learning_to_learn import checkpoints
 from learning_to_learn import evaluation
-from learning_to_learn import networks
+from learning_to_learn import optimizer_files
 from learning_to_learn import problems
 from learning_to_learn import reporting
 from learning_to_learn import stopping
@@ -103,7 +103,7 @@ def mlp_options():
 def rule_config(optimizer, problem_name, path, learning_rate):
   """(problem, net_config, net_assignments) of the optimizer to evaluate."""
   if optimizer == "L2L":
-    path = None if path is None else checkpoints.resolve(path)
+    path = None if path is None else optimizer_files.resolve(path)
     return problems.get_config(problem_name, path=path, data_dir=FLAGS.data_dir,
                                split=FLAGS.split, settings=FLAGS.settings, **mlp_options())
   problem, _, _ = problems.get_config(problem_name, data_dir=FLAGS.data_dir, split=FLAGS.split,
@@ -177,7 +177,7 @@ def compare():
   summary = {
       "problem": FLAGS.problem, "split": FLAGS.split, "data": source, "path": FLAGS.path,
       "settings": FLAGS.settings, "seed": FLAGS.seed, "num_test_epochs": FLAGS.num_epochs,
-      "optimizer": {key: networks.saved_config(config["net_path"])
+      "optimizer": {key: optimizer_files.read_config(config["net_path"])
                     for key, config in (l2l_config or {}).items() if config.get("net_path")},
       "num_tuning_epochs": FLAGS.num_tuning_epochs, "num_steps": FLAGS.num_steps,
       "learning_rates": rates, "seconds": round(time.time() - start, 1),

@@ -24,6 +24,7 @@ from learning_to_learn import evaluation
 from learning_to_learn import limits
 from learning_to_learn import locking
 from learning_to_learn import meta
+from learning_to_learn import optimizer_files
 from learning_to_learn import problems
 from learning_to_learn import reporting
 from learning_to_learn import stopping
@@ -219,7 +220,7 @@ def train():
   # minibatches use stateless seeds derived from --seed, epoch, unroll and instance: nothing else
   # is random.
   tf.random.set_seed(FLAGS.seed)
-  init_path = checkpoints.resolve(FLAGS.init_path) if FLAGS.init_path else None
+  init_path = optimizer_files.resolve(FLAGS.init_path) if FLAGS.init_path else None
   problem, net_config, net_assignments = problems.get_config(
       FLAGS.problem, path=init_path, data_dir=FLAGS.data_dir, split="train",
       settings=FLAGS.settings)

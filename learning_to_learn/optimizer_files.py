@@ -1,0 +1,207 @@
+"""Trained-optimizer files: the one module that writes, reads, finds and builds from them.
+
+A trained optimizer is a directory holding one `<key>.npz` per learned network, keyed as in the
+meta-optimizer's net config (`path_for(directory, key)`). Each file holds the network's weights as
+float arrays keyed `layer/field` ("lstm_0/w_gates", "linear/b") and, under `__config__`, the JSON
+{"net": class name, "net_options": constructor options} that rebuilds its shape. Shipped
+optimizers are such directories inside the package, found by name (`resolve`).
+
+Training checkpoints (everything needed to resume a run) are another kind of file: see checkpoints.
+"""
+
+import json
+import os
+import zipfile
+import zlib
+
+import numpy as np
+
+from learning_to_learn import networks
+
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+CONFIG_KEY = "__config__"
+# The key of a problem's single learned network (problems.get_config names it so), hence the file
+# that the Keras wrapper reads from a train.py --save_path.
+SINGLE_NET_KEY = "cw"
+SINGLE_NET_FILE = f"{SINGLE_NET_KEY}.npz"
+
+
+# --- Names ------------------------------------------------------------------------------------
+
+def path_for(directory, key):
+  """The file of the network `key` in a trained-optimizer directory: `<directory>/<key>.npz`."""
+  return os.path.join(directory, f"{key}.npz")
+
+
+def shipped_names():
+  """Names of the trained optimizers that ship inside the package."""
+  if not os.path.isdir(SHIPPED_DIR):
+    return []
+  return sorted(n for n in os.listdir(SHIPPED_DIR) if os.path.isdir(os.path.join(SHIPPED_DIR, n)))
+
+
+def resolve(path):
+  """A shipped optimizer's name or a directory of `<key>.npz` files -> that directory."""
+  if path in shipped_names():
+    return os.path.join(SHIPPED_DIR, path)
+  if os.path.isdir(path):
+    return path
+  shipped = ", ".join(shipped_names()) or "none yet"
+  raise FileNotFoundError(f"no trained optimizer at {path!r}: give a directory written by "
+                          f"train.py --save_path, or a shipped name ({shipped}).")
+
+
+def single_net_file(source, argument="checkpoint"):
+  """A shipped name, a directory holding cw.npz, or an .npz file -> the .npz file's path.
+
+  `argument` is the caller's name for `source`, which the one-line errors quote.
+  """
+  if not isinstance(source, (str, os.PathLike)):
+    raise ValueError(f"{argument}={source!r} is a {type(source).__name__}; pass a shipped "
+                     "optimizer's name, a directory written by train.py --save_path, or an .npz "
+                     "file written by networks.save.")
+  path = os.fspath(source)
+  # A shipped name wins over a same-named file in the working directory, as in resolve.
+  if path not in shipped_names() and os.path.isfile(path):
+    return path
+  try:
+    directory = resolve(path)
+  except FileNotFoundError:
+    shipped = ", ".join(shipped_names()) or "none yet"
+    raise FileNotFoundError(f"{argument}={path!r} is neither a shipped optimizer ({shipped}) nor "
+                            "an existing directory or .npz file; pass one of those, e.g. the "
+                            "--save_path of a train.py run.") from None
+  net_file = os.path.join(directory, SINGLE_NET_FILE)
+  if not os.path.isfile(net_file):
+    raise FileNotFoundError(f"{argument}={path!r} is a directory without {SINGLE_NET_FILE}; pass "
+                            "the --save_path of a train.py run that trained a coordinatewise "
+                            "network, or the .npz file itself.")
+  return net_file
+
+
+# --- Array keys -------------------------------------------------------------------------------
+
+def flat(weights):
+  """{"lstm_0": {"w_gates": a}} -> {"lstm_0/w_gates": a}, the keys a file holds."""
+  return {f"{layer}/{field}": value for layer, fields in weights.items()
+          for field, value in fields.items()}
+
+
+def nested(arrays):
+  """{"lstm_0/w_gates": a} -> {"lstm_0": {"w_gates": a}}, the form `initializer=` accepts."""
+  weights = {}
+  for key, value in arrays.items():
+    layer, field = key.split("/")
+    weights.setdefault(layer, {})[field] = value
+  return weights
+
+
+# --- Writing and reading ----------------------------------------------------------------------
+
+def save(network, path):
+  """Writes the network's weights and its class and options to `path` (a .npz file)."""
+  config = {"net": type(network).__name__, "net_options": network.get_config()}
+  # Written beside the target, then renamed over it: a crash mid-write leaves the old file intact.
+  partial = f"{path}.partial"
+  with open(partial, "wb") as f:  # an open file keeps np.savez from appending ".npz"
+    np.savez(f, **{CONFIG_KEY: np.array(json.dumps(config))}, **flat(networks.weights(network)))
+  os.replace(partial, path)
+  return path
+
+
+def save_all(nets, directory):
+  """Writes each learned network to `<directory>/<key>.npz`; returns key -> file."""
+  os.makedirs(directory, exist_ok=True)
+  return {key: save(net, path_for(directory, key))
+          for key, net in nets.items() if net.trainable_variables}
+
+
+def _read(path):
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return {key: data[key] for key in data.files}
+  except FileNotFoundError:
+    raise FileNotFoundError(f"no trained optimizer at {path}: train one with train.py "
+                            "--save_path, or name a shipped one") from None
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    raise ValueError(f"cannot read trained optimizer {path} ({e}); it is not a file written by "
+                     "learning_to_learn.networks.save: retrain or re-download it") from None
+
+
+def _config_of(data, path):
+  # data: what _read returned; None when the file holds weights alone.
+  if CONFIG_KEY not in data:
+    return None
+  try:
+    config = json.loads(str(data[CONFIG_KEY]))
+  except ValueError as e:
+    raise ValueError(f"{path} has a damaged network config ({e}); retrain, or restore the "
+                     "file.") from None
+  if (not isinstance(config, dict) or not isinstance(config.get("net"), str)
+      or not isinstance(config.get("net_options"), dict)):
+    raise ValueError(f"{path} has a network config without 'net' and 'net_options'; it was not "
+                     "written by learning_to_learn.networks.save: retrain, or restore the file.")
+  return config
+
+
+def _weights_of(data, path):
+  """The arrays of a file as the nested dict that `initializer=` accepts, checked finite."""
+  arrays = {}
+  for key, value in data.items():
+    if key != CONFIG_KEY:
+      if key.count("/") != 1:
+        raise ValueError(f"{path} holds an array {key!r}, not 'layer/field': it is not a file "
+                         "written by learning_to_learn.networks.save.")
+      if np.issubdtype(value.dtype, np.number) and not np.all(np.isfinite(value)):
+        raise ValueError(f"{path} holds {int(np.sum(~np.isfinite(value)))} NaN or infinite "
+                         f"weights in {key!r}: it was saved from a diverged run or is damaged; "
+                         "retrain, or use an earlier save.")
+      arrays[key] = value
+  return nested(arrays)
+
+
+def read_weights(path):
+  """The weights a file holds, as the nested dict that `initializer=` accepts."""
+  return _weights_of(_read(path), path)
+
+
+def read_config(path):
+  """The {"net", "net_options"} saved with the weights, or None for a file of weights alone."""
+  return _config_of(_read(path), path)
+
+
+# --- Building ---------------------------------------------------------------------------------
+
+def build(net, net_options, path):
+  """The network `net` with the weights in `path`, and the options it was saved with if any.
+
+  The file's options replace `net_options`: a network trained with output scale 0.1 must not be
+  run with 0.01 because a caller assumed other settings.
+  """
+  networks.check_name(net)
+  data = _read(path)  # once: the options and the weights come from the same read
+  config, saved = _config_of(data, path), _weights_of(data, path)
+  net_options = dict(net_options)
+  if config is not None:
+    if config["net"] != net:
+      raise ValueError(f"{path} holds a {config['net']}, not a {net}: load it with "
+                       "networks.load, or name the class it was saved as.")
+    net_options = dict(config["net_options"])
+  if saved:  # hand-designed rules have no weights and take no initializer
+    net_options["initializer"] = saved
+  network = networks.build(net, net_options, source=path)
+  if set(saved) != set(networks.weights(network)):
+    raise ValueError(f"{path} holds layers {sorted(saved)} but {net} with options "
+                     f"{net_options.get('layers')} has {sorted(networks.weights(network))}: the "
+                     "checkpoint was trained for another network shape; build it with the same "
+                     "layers.")
+  return network
+
+
+def load(path):
+  """Rebuilds the network a file holds, shape and weights."""
+  config = read_config(path)
+  if config is None:
+    raise ValueError(f"{path} holds weights but no network config; build the network yourself and "
+                     "pass net_path= to factory.")
+  return build(config["net"], {}, path)  # the file's own options
