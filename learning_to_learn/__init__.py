@@ -7,8 +7,8 @@ TensorFlow's log level before it loads.
 
 import importlib
 
-_SUBMODULES = ("checkpoints", "datasets", "distribute", "evaluation", "keras", "meta", "networks",
-               "optimizer_files", "preprocess", "problems", "reporting", "unroll")
+_SUBMODULES = ("baselines", "checkpoints", "datasets", "distribute", "evaluation", "keras", "meta",
+               "networks", "optimizer_files", "preprocess", "problems", "reporting", "unroll")
 
 
 def __getattr__(name):

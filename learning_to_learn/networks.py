@@ -1,9 +1,11 @@
-"""Update rules as Sonnet modules: the learned LSTM optimizers and hand-designed rules in one shape.
+"""Update rules as Sonnet modules: the learned LSTM optimizers, and a factory of every rule by name.
 
 Every rule maps a gradient (any shape) and its state to an update of the same shape and a new state:
 `update, next_state = rule(gradient, state)`, starting from
 `state = rule.initial_state_for_inputs(gradient)`.
-The learned rules follow Andrychowicz et al. 2016 (arXiv 1606.04474), section 2.1.
+The learned rules follow Andrychowicz et al. 2016 (arXiv 1606.04474), section 2.1. The
+hand-designed rules live in `baselines`; `networks.Sgd`, `Adam`, `RMSProp` and `Nag` name them
+where the reference's users look for them.
 """
 
 import collections.abc
@@ -13,7 +15,15 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+from learning_to_learn import baselines
 from learning_to_learn import preprocess
+
+# The hand-designed rules, under the names the reference gave them in this module.
+Sgd = baselines.Sgd
+AdamState = baselines.AdamState
+Adam = baselines.Adam
+RMSProp = baselines.RMSProp
+Nag = baselines.Nag
 
 
 class LSTMState(NamedTuple):
@@ -162,7 +172,7 @@ class Linear(snt.Module):
 
 @snt.allow_empty_variables
 class Network(snt.Module):
-  """Base of every update rule.
+  """Base of the learned update rules (`baselines.HandDesigned` is that of the hand-designed ones).
 
   `coordinatewise` says whether the rule treats every coordinate alike and independently; only then
   may the meta-optimizer concatenate several variables into one call (one batched matmul instead of
@@ -179,7 +189,7 @@ class Network(snt.Module):
 
   def get_config(self):
     """The constructor arguments (JSON-able) that rebuild this network's shape."""
-    return _plain(self._config)
+    raise NotImplementedError
 
 
 def _plain(value):
@@ -188,8 +198,6 @@ def _plain(value):
     return {str(k): _plain(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
     return [_plain(v) for v in value]
-  if isinstance(value, tf.Variable):
-    return float(value.numpy())
   return value
 
 
@@ -230,10 +238,10 @@ class StandardDeepLSTM(Network):
   def __init__(self, output_size, layers, preprocess_name="identity", preprocess_options=None,
                scale=1.0, initializer=None, input_size=1, name="deep_lstm"):
     super().__init__(name=name)
-    self._config = dict(output_size=output_size, layers=list(layers),
-                        preprocess_name=preprocess_name,
-                        preprocess_options=dict(preprocess_options or {}), scale=float(scale),
-                        input_size=input_size)
+    # The options every deep LSTM shares; each class's get_config adds those of its constructor.
+    self._lstm_options = dict(layers=list(layers), preprocess_name=preprocess_name,
+                              preprocess_options=dict(preprocess_options or {}), scale=float(scale))
+    self._output_size, self._input_size = output_size, input_size
     if any(int(size) <= 0 for size in layers):
       raise ValueError(f"layers={tuple(layers)}: every hidden size must be positive.")
     self._preprocess = preprocess.factory(preprocess_name, preprocess_options)
@@ -248,6 +256,10 @@ class StandardDeepLSTM(Network):
       size = hidden_size
     self._linear = Linear(size, output_size, name="linear", initializers=_layer_initializers(
         initializer, "linear", ("w", "b")))
+
+  def get_config(self):
+    return dict(output_size=self._output_size, **_plain(self._lstm_options),
+                input_size=self._input_size)
 
   @property
   def layers(self):
@@ -311,11 +323,13 @@ class CoordinateWiseDeepLSTM(StandardDeepLSTM):
   coordinatewise = True
 
   def __init__(self, name="cw_deep_lstm", **kwargs):
+    # Every coordinate is a batch row of one input and one output, whatever a caller passes.
     kwargs.pop("output_size", None)
     kwargs.pop("input_size", None)
     super().__init__(output_size=1, name=name, **kwargs)
-    for key in ("output_size", "input_size"):
-      del self._config[key]
+
+  def get_config(self):
+    return _plain(self._lstm_options)
 
   def __call__(self, gradient, state):
     coords = tf.reshape(gradient, [-1, 1])  # [num_coords, 1]
@@ -336,11 +350,11 @@ class KernelDeepLSTM(StandardDeepLSTM):
     self._kernel_shape = [int(d) for d in kernel_shape]
     kwargs.pop("output_size", None)
     kwargs.pop("input_size", None)
-    size = int(np.prod(self._kernel_shape))
+    size = int(np.prod(self._kernel_shape))  # a batch row is one h x w slice, in and out
     super().__init__(output_size=size, input_size=size, name=name, **kwargs)
-    for key in ("output_size", "input_size"):
-      del self._config[key]
-    self._config["kernel_shape"] = self._kernel_shape
+
+  def get_config(self):
+    return dict(_plain(self._lstm_options), kernel_shape=list(self._kernel_shape))
 
   def _slices(self, kernel):
     # [h, w, in, out] -> [in, out, h, w] -> [in out, h w]
@@ -353,90 +367,6 @@ class KernelDeepLSTM(StandardDeepLSTM):
 
   def initial_state_for_inputs(self, inputs, dtype=tf.float32):
     return super().initial_state_for_inputs(self._slices(inputs), dtype)
-
-
-class Sgd(Network):
-  """update = -learning_rate g. Stateless."""
-
-  def __init__(self, learning_rate=0.001, name="sgd"):
-    super().__init__(name=name)
-    self._config = dict(learning_rate=learning_rate)
-    self._learning_rate = learning_rate
-
-  def __call__(self, gradient, state):
-    return -self._learning_rate * gradient, state
-
-  def initial_state_for_inputs(self, inputs, dtype=tf.float32):
-    return ()
-
-
-class AdamState(NamedTuple):
-  step: tf.Tensor  # scalar count of updates so far
-  m: tf.Tensor  # first-moment estimate, the gradient's shape
-  v: tf.Tensor  # second-moment estimate, the gradient's shape
-
-
-class Adam(Network):
-  """Adam (Kingma & Ba 2015) with bias-corrected moments.
-
-  m' = b1 m + (1 - b1) g;  v' = b2 v + (1 - b2) g^2;  t' = t + 1;
-  update = -lr (m' / (1 - b1^t')) / (sqrt(v' / (1 - b2^t')) + epsilon).
-  """
-
-  def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, name="adam"):
-    super().__init__(name=name)
-    self._config = dict(learning_rate=learning_rate, beta1=beta1, beta2=beta2, epsilon=epsilon)
-    self._lr, self._b1, self._b2, self._eps = learning_rate, beta1, beta2, epsilon
-
-  def __call__(self, gradient, state):
-    step = state.step + 1.0
-    m = self._b1 * state.m + (1.0 - self._b1) * gradient
-    v = self._b2 * state.v + (1.0 - self._b2) * tf.square(gradient)
-    m_hat = m / (1.0 - tf.pow(self._b1, step))
-    v_hat = v / (1.0 - tf.pow(self._b2, step))
-    return -self._lr * m_hat / (tf.sqrt(v_hat) + self._eps), AdamState(step, m, v)
-
-  def initial_state_for_inputs(self, inputs, dtype=tf.float32):
-    zeros = tf.zeros_like(inputs, dtype=dtype)
-    return AdamState(tf.zeros([], dtype), zeros, zeros)
-
-
-class RMSProp(Network):
-  """RMSProp (Tieleman & Hinton 2012) as Keras writes it, without momentum.
-
-  v' = rho v + (1 - rho) g^2;  update = -lr g / sqrt(v' + epsilon).
-  """
-
-  def __init__(self, learning_rate=1e-3, rho=0.9, epsilon=1e-7, name="rmsprop"):
-    super().__init__(name=name)
-    self._config = dict(learning_rate=learning_rate, rho=rho, epsilon=epsilon)
-    self._lr, self._rho, self._eps = learning_rate, rho, epsilon
-
-  def __call__(self, gradient, state):
-    v = self._rho * state + (1.0 - self._rho) * tf.square(gradient)
-    return -self._lr * gradient / tf.sqrt(v + self._eps), v
-
-  def initial_state_for_inputs(self, inputs, dtype=tf.float32):
-    return tf.zeros_like(inputs, dtype=dtype)
-
-
-class Nag(Network):
-  """Nesterov's accelerated gradient in the form of Sutskever et al. 2013 (as Keras SGD).
-
-  v' = mu v - lr g;  update = mu v' - lr g.
-  """
-
-  def __init__(self, learning_rate=1e-3, momentum=0.9, name="nag"):
-    super().__init__(name=name)
-    self._config = dict(learning_rate=learning_rate, momentum=momentum)
-    self._lr, self._mu = learning_rate, momentum
-
-  def __call__(self, gradient, state):
-    velocity = self._mu * state - self._lr * gradient
-    return self._mu * velocity - self._lr * gradient, velocity
-
-  def initial_state_for_inputs(self, inputs, dtype=tf.float32):
-    return tf.zeros_like(inputs, dtype=dtype)
 
 
 _NETWORKS = {cls.__name__: cls for cls in (CoordinateWiseDeepLSTM, KernelDeepLSTM,
