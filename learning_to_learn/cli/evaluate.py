@@ -111,22 +111,21 @@ def rule_config(optimizer, problem_name, path, learning_rate):
   return problem, evaluation.baseline_config(optimizer, learning_rate), None
 
 
-def compare():
-  """--compare: every optimizer on the same test instances, baselines tuned first."""
-  problem, l2l_config, net_assignments = rule_config("L2L", FLAGS.problem, FLAGS.path, None)
-  if FLAGS.path is None:
-    l2l_config = None
-    logging.warning("No --path: comparing the baselines only.")
+def report_steps():
+  """The steps whose losses the comparison reports: --report_steps, or step 100 and the last."""
   steps = [int(s) for s in FLAGS.report_steps] if FLAGS.report_steps else sorted(
       {min(100, FLAGS.num_steps), FLAGS.num_steps})
   if any(not 0 <= s <= FLAGS.num_steps for s in steps):
     raise ValueError(f"--report_steps={FLAGS.report_steps} must lie in 0..{FLAGS.num_steps}.")
-  output_dir = FLAGS.output_dir or os.path.join("runs", "compare", FLAGS.problem)
-  reporting.check_writable_dir(output_dir, "--output_dir")  # before the work, not after it
-  data = getattr(problem, "dataset", None)
-  source = data.source if data else "no data"
-  # Tuning is most of a comparison's time: an interrupted run's tuned rates are reused by a rerun
-  # with the same settings (what a rate's score depends on), kept in tuning.json.
+  return steps
+
+
+def tuned_rates(output_dir, source):
+  """(tuning.json's path, the rates tuned so far, a function that records one more rate).
+
+  Tuning is most of a comparison's time: an interrupted run's tuned rates are reused by a rerun
+  with the same settings (what a rate's score depends on), kept in tuning.json.
+  """
   tuning_path = os.path.join(output_dir, "tuning.json")
   tuning = {"problem": FLAGS.problem, "split": FLAGS.split, "data": source, "seed": FLAGS.seed,
             "settings": FLAGS.settings, "num_tuning_epochs": FLAGS.num_tuning_epochs,
@@ -140,6 +139,21 @@ def compare():
   def keep_tuned(name, rate):
     tuned[name] = rate
     checkpoints.write_json(tuning_path, {"settings": tuning, "rates": tuned})
+  return tuning_path, tuned, keep_tuned
+
+
+def compare():
+  """--compare: every optimizer on the same test instances, baselines tuned first."""
+  problem, l2l_config, net_assignments = rule_config("L2L", FLAGS.problem, FLAGS.path, None)
+  if FLAGS.path is None:
+    l2l_config = None
+    logging.warning("No --path: comparing the baselines only.")
+  steps = report_steps()
+  output_dir = FLAGS.output_dir or os.path.join("runs", "compare", FLAGS.problem)
+  reporting.check_writable_dir(output_dir, "--output_dir")  # before the work, not after it
+  data = getattr(problem, "dataset", None)
+  source = data.source if data else "no data"
+  tuning_path, tuned, keep_tuned = tuned_rates(output_dir, source)
   logging.info("Comparing on %s (%s split; %s).", FLAGS.problem, FLAGS.split, source)
   bars = {}
   signals = stopping.install()
@@ -163,6 +177,13 @@ def compare():
     logging.info("%s: comparison stopped; %s; run the same command to go on.", stop, kept)
     return 130
   signals.hold()
+  write_comparison(losses, rates, steps, l2l_config, output_dir, data, start)
+  return 0
+
+
+def write_comparison(losses, rates, steps, l2l_config, output_dir, data, start):
+  """Prints the comparison's table; writes it, summary.json, losses.csv and loss.png."""
+  source = data.source if data else "no data"
   table = reporting.comparison_table(losses, rates, steps)
   print(table, flush=True)  # first: a failed write below must not cost the result
   for name, runs in losses.items():
@@ -191,7 +212,6 @@ def compare():
   with open(os.path.join(output_dir, "table.md"), "w") as f:
     f.write(table + "\n")
   logging.info("Wrote table.md, summary.json, losses.csv and loss.png to %s.", output_dir)
-  return 0
 
 
 def evaluate():

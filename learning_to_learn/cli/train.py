@@ -204,22 +204,9 @@ def make_evaluation(trainer, optimizer, net_config, net_assignments, num_unrolls
   return evaluate_on_split
 
 
-def train():
-  validate_flags()
-  strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_devices)  # before any other op
-  # Only the chief writes files; every worker takes part in every step, checkpoints included.
-  chief = distribute.is_chief(strategy)
-  if FLAGS.save_path is not None and chief:
-    # Held until the process ends; one left by a killed run is stale once its process is gone.
-    atexit.register(locking.DirectoryLock(FLAGS.save_path).release)
-  if strategy.num_replicas_in_sync > 1:
-    logging.info("Strategy %s: %d replicas, %d optimizee instances each per meta-step.",
-                 FLAGS.strategy, strategy.num_replicas_in_sync,
-                 FLAGS.num_instances // strategy.num_replicas_in_sync)
-  # The networks' initial weights come from TF's global generator; problem instances and
-  # minibatches use stateless seeds derived from --seed, epoch, unroll and instance: nothing else
-  # is random.
-  tf.random.set_seed(FLAGS.seed)
+def make_trainer(strategy):
+  """The flags' problem, meta-optimizer and trainer; returns (optimizer, trainer, evaluate,
+  num_unrolls), `evaluate` as make_evaluation gives it."""
   init_path = optimizer_files.resolve(FLAGS.init_path) if FLAGS.init_path else None
   problem, net_config, net_assignments = problems.get_config(
       FLAGS.problem, path=init_path, data_dir=FLAGS.data_dir, split="train",
@@ -248,60 +235,112 @@ def train():
       teacher=evaluation.baseline_config(FLAGS.imitate, FLAGS.imitation_learning_rate)
       if FLAGS.imitate else None)
   evaluate = make_evaluation(trainer, optimizer, net_config, net_assignments, num_unrolls)
+  return optimizer, trainer, evaluate, num_unrolls
 
-  state = None
-  if FLAGS.save_path is not None:
-    checkpoint_dir = os.path.join(FLAGS.save_path, "checkpoints")
-    if FLAGS.overwrite and chief and os.path.isdir(checkpoint_dir):
-      shutil.rmtree(checkpoint_dir)
-    if chief and not FLAGS.overwrite:
-      checkpoints.check_no_trained_optimizer(FLAGS.save_path, optimizer)
-    check_run_config(FLAGS.save_path, write=chief)
-    state = checkpoints.TrainingCheckpoint(checkpoint_dir, optimizer, trainer.optimizer,
-                                           chief=chief)
-    # A worker started with --overwrite must not read what the chief is deleting.
-    restored, damaged = state.restore_latest() if chief or not FLAGS.overwrite else (None, [])
-    for warning in state.warnings:
-      logging.warning("%s.", warning)
-    for path, reason in damaged:
-      logging.warning("Checkpoint %s is damaged (%s); falling back to the one before.", path,
-                      reason)
-    if restored:
-      logging.info("Resuming from %s at epoch %d.", restored, int(state.epoch.numpy()))
-  start_epoch = int(state.epoch.numpy()) if state else 0
-  seconds_so_far = float(state.seconds.numpy()) if state else 0.0
-  started = time.time()
+
+def restore_or_start(optimizer, trainer, chief):
+  """The run's TrainingCheckpoint, restored from its newest readable checkpoint if it has one.
+
+  None without --save_path. With --overwrite the chief deletes the old checkpoints first.
+  """
+  if FLAGS.save_path is None:
+    return None
+  checkpoint_dir = os.path.join(FLAGS.save_path, "checkpoints")
+  if FLAGS.overwrite and chief and os.path.isdir(checkpoint_dir):
+    shutil.rmtree(checkpoint_dir)
+  if chief and not FLAGS.overwrite:
+    checkpoints.check_no_trained_optimizer(FLAGS.save_path, optimizer)
+  check_run_config(FLAGS.save_path, write=chief)
+  state = checkpoints.TrainingCheckpoint(checkpoint_dir, optimizer, trainer.optimizer,
+                                         chief=chief)
+  # A worker started with --overwrite must not read what the chief is deleting.
+  restored, damaged = state.restore_latest() if chief or not FLAGS.overwrite else (None, [])
+  for warning in state.warnings:
+    logging.warning("%s.", warning)
+  for path, reason in damaged:
+    logging.warning("Checkpoint %s is damaged (%s); falling back to the one before.", path,
+                    reason)
+  if restored:
+    logging.info("Resuming from %s at epoch %d.", restored, int(state.epoch.numpy()))
+  return state
+
+
+class Clock:
+  """Wall-clock seconds of training and evaluation, over every resumed session of a run."""
+
+  def __init__(self, seconds_before):
+    self._before, self._started = seconds_before, time.time()
+
+  def seconds(self):
+    return self._before + time.time() - self._started
+
+
+def train_epoch(trainer, epoch, num_unrolls, state, signals):
+  """Trains epoch `epoch` + 1, again on a new instance after a non-finite meta-step.
+
+  Returns run_epoch's (seconds, final loss, last UnrollResult); raises ValueError after
+  --max_faults non-finite meta-steps in a row, and stopping.Stop on a stop signal before a try.
+  """
+  faults = 0
+  while True:
+    signals.check()  # a stop signal takes effect here, between epochs
+    # A retried epoch draws a new instance: the fault may lie in the instance itself.
+    attempt = (faults,) if faults else ()
+    if FLAGS.imitate:
+      warm_start = epoch < FLAGS.imitation_epochs
+      trainer.objective_weight.assign(0.0 if warm_start else 1.0)
+      trainer.imitation_weight.assign(1.0 if warm_start else FLAGS.imitation_weight)
+    outcome = run_epoch(trainer, (FLAGS.seed, TRAIN, epoch) + attempt, num_unrolls, train=True)
+    if outcome is not None:
+      return outcome
+    faults += 1
+    logging.warning("Epoch %d: non-finite loss or meta-gradient; meta-step skipped, epoch "
+                    "restarted (%d in a row).", epoch + 1, faults)
+    if faults >= FLAGS.max_faults:
+      raise ValueError(f"{faults} non-finite meta-steps in a row at epoch {epoch + 1}: lower "
+                       "--learning_rate, set --clip_meta_gradient, or use a smaller output "
+                       "scale (--settings=reference).")
+    if state:
+      state.faults.assign_add(1)
+
+
+def evaluate_and_keep_best(evaluate, optimizer, epoch, best, clock, summaries, chief):
+  """Evaluates the optimizer; writes it to --save_path if it beats `best`. Returns the new best."""
+  eval_cost, eval_time = evaluate()
+  reporting.print_stats("EVALUATION", eval_cost, eval_time, FLAGS.evaluation_epochs)
+  mean_eval = eval_cost / FLAGS.evaluation_epochs
+  summaries.scalars(epoch, evaluation_loss=mean_eval)
+  if FLAGS.save_path is not None and mean_eval < best:
+    best = mean_eval
+    if chief:
+      checkpoints.save_optimizer(optimizer, FLAGS.save_path)
+      write_best_record(FLAGS.save_path, epoch, best, clock.seconds())
+    logging.info("Saved the best optimizer so far (evaluation loss %.4g) to %s.", best,
+                 FLAGS.save_path)
+  return best
+
+
+def save_checkpoint(state, epoch, best, clock):
+  """Checkpoints the run after `epoch` epochs, with its best evaluation loss and time so far."""
+  state.seconds.assign(clock.seconds())
+  state.epoch.assign(epoch)
+  state.best_loss.assign(best)
+  state.save()
+
+
+def run_epochs(optimizer, trainer, evaluate, num_unrolls, state, chief):
+  """Trains from the restored epoch to --num_epochs; returns the exit status (130: stopped)."""
+  epoch = int(state.epoch.numpy()) if state else 0
+  clock = Clock(float(state.seconds.numpy()) if state else 0.0)
   best = float(state.best_loss.numpy()) if state else float("inf")
-
   summaries = reporting.Summaries(FLAGS.logdir if chief else None)
   progress = reporting.Progress(FLAGS.num_epochs, "meta-training")
   total_time = total_cost = 0.0
-  faults, count = 0, 0
-  epoch = start_epoch
+  count = 0
   signals = stopping.install()
   try:
     while epoch < FLAGS.num_epochs:
-      signals.check()  # a stop signal takes effect here, between epochs
-      # A retried epoch draws a new instance: the fault may lie in the instance itself.
-      attempt = (faults,) if faults else ()
-      if FLAGS.imitate:
-        warm_start = epoch < FLAGS.imitation_epochs
-        trainer.objective_weight.assign(0.0 if warm_start else 1.0)
-        trainer.imitation_weight.assign(1.0 if warm_start else FLAGS.imitation_weight)
-      outcome = run_epoch(trainer, (FLAGS.seed, TRAIN, epoch) + attempt, num_unrolls, train=True)
-      if outcome is None:
-        faults += 1
-        logging.warning("Epoch %d: non-finite loss or meta-gradient; meta-step skipped, epoch "
-                        "restarted (%d in a row).", epoch + 1, faults)
-        if faults >= FLAGS.max_faults:
-          raise ValueError(f"{faults} non-finite meta-steps in a row at epoch {epoch + 1}: lower "
-                           "--learning_rate, set --clip_meta_gradient, or use a smaller output "
-                           "scale (--settings=reference).")
-        if state:
-          state.faults.assign_add(1)
-        continue
-      faults = 0
-      seconds, cost, result = outcome
+      seconds, cost, result = train_epoch(trainer, epoch, num_unrolls, state, signals)
       epoch += 1
       count += 1
       total_time += seconds
@@ -315,33 +354,39 @@ def train():
         total_time = total_cost = 0.0
         count = 0
       if epoch % FLAGS.evaluation_period == 0 or epoch == FLAGS.num_epochs:
-        eval_cost, eval_time = evaluate()
-        reporting.print_stats("EVALUATION", eval_cost, eval_time, FLAGS.evaluation_epochs)
-        mean_eval = eval_cost / FLAGS.evaluation_epochs
-        summaries.scalars(epoch, evaluation_loss=mean_eval)
-        if FLAGS.save_path is not None and mean_eval < best:
-          best = mean_eval
-          if chief:
-            checkpoints.save_optimizer(optimizer, FLAGS.save_path)
-            write_best_record(FLAGS.save_path, epoch, best, seconds_so_far + time.time() - started)
-          logging.info("Saved the best optimizer so far (evaluation loss %.4g) to %s.", best,
-                       FLAGS.save_path)
+        best = evaluate_and_keep_best(evaluate, optimizer, epoch, best, clock, summaries, chief)
       if state and (epoch % FLAGS.checkpoint_period == 0 or epoch == FLAGS.num_epochs):
-        state.seconds.assign(seconds_so_far + time.time() - started)
-        state.epoch.assign(epoch)
-        state.best_loss.assign(best)
-        state.save()
+        save_checkpoint(state, epoch, best, clock)
   except stopping.Stop as stop:
     logging.info("%s: saving a checkpoint at epoch %d and stopping.", stop, epoch)
     if state:
-      state.seconds.assign(seconds_so_far + time.time() - started)
-      state.epoch.assign(epoch)
-      state.best_loss.assign(best)
-      state.save()
+      save_checkpoint(state, epoch, best, clock)
     return 130
   if count:
     reporting.print_stats("Last epochs", total_cost, total_time, count)
   return 0
+
+
+def train():
+  """Restores or starts the run the flags describe, and meta-trains; returns the exit status."""
+  validate_flags()
+  strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_devices)  # before any other op
+  # Only the chief writes files; every worker takes part in every step, checkpoints included.
+  chief = distribute.is_chief(strategy)
+  if FLAGS.save_path is not None and chief:
+    # Held until the process ends; one left by a killed run is stale once its process is gone.
+    atexit.register(locking.DirectoryLock(FLAGS.save_path).release)
+  if strategy.num_replicas_in_sync > 1:
+    logging.info("Strategy %s: %d replicas, %d optimizee instances each per meta-step.",
+                 FLAGS.strategy, strategy.num_replicas_in_sync,
+                 FLAGS.num_instances // strategy.num_replicas_in_sync)
+  # The networks' initial weights come from TF's global generator; problem instances and
+  # minibatches use stateless seeds derived from --seed, epoch, unroll and instance: nothing else
+  # is random.
+  tf.random.set_seed(FLAGS.seed)
+  optimizer, trainer, evaluate, num_unrolls = make_trainer(strategy)
+  state = restore_or_start(optimizer, trainer, chief)
+  return run_epochs(optimizer, trainer, evaluate, num_unrolls, state, chief)
 
 
 def main(argv):
