@@ -11,6 +11,13 @@ from learning_to_learn import meta
 
 BASELINES = {"sgd": "Sgd", "rmsprop": "RMSProp", "adam": "Adam", "nag": "Nag"}
 
+# Seed purposes: the middle of an epoch's seed (seed, purpose, epoch), so that the instances drawn
+# for one purpose are never drawn for another (see epoch_seeds).
+TRAINING = 0  # meta-training epochs (train.py)
+EVALUATION = 1  # evaluations during training, which choose the best optimizer (train.py)
+TUNING = 2  # a baseline's learning-rate sweep (compare)
+TEST = 3  # test runs, which played no part in training or tuning (compare, evaluate.py)
+
 # The paper tunes each baseline's learning rate; this sweep spans 10^-4 .. 10^0 in half-decades.
 LEARNING_RATE_GRID = tuple(10.0 ** (e / 2) for e in range(-8, 1))
 
@@ -86,7 +93,7 @@ class Evaluator:
 def epoch_seeds(seed, num_epochs, purpose):
   """Seeds of the epochs for one purpose; different purposes never share an instance.
 
-  purpose: 0 meta-training, 1 evaluation during training, 2 tuning, 3 test.
+  purpose: TRAINING, EVALUATION, TUNING or TEST (0 to 3).
   """
   return [(int(seed), int(purpose), e) for e in range(num_epochs)]
 
@@ -145,9 +152,9 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
             tuned=None, on_tuned=None):
   """The paper's comparison: tune each baseline's rate, then test every optimizer on fresh runs.
 
-  Baselines are tuned on `num_tuning_epochs` instances (seed purpose 2) by their mean loss after
-  `tuning_steps` (default num_steps); all optimizers then run the same `num_test_epochs`
-  instances (purpose 3), which played no part in training or tuning.
+  Baselines are tuned on `num_tuning_epochs` instances (seed purpose TUNING) by their mean loss
+  after `tuning_steps` (default num_steps); all optimizers then run the same `num_test_epochs`
+  instances (purpose TEST), which played no part in training or tuning.
 
   Args:
     l2l_config: net config of the learned optimizer, or None to compare baselines only.
@@ -161,8 +168,8 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
     (losses: name -> [num_test_epochs, num_steps + 1], rates: baseline name -> chosen rate).
   """
   tuning_steps = tuning_steps or num_steps
-  tuning_seeds = epoch_seeds(seed, num_tuning_epochs, purpose=2)
-  test_seeds = epoch_seeds(seed, num_test_epochs, purpose=3)
+  tuning_seeds = epoch_seeds(seed, num_tuning_epochs, purpose=TUNING)
+  test_seeds = epoch_seeds(seed, num_test_epochs, purpose=TEST)
   losses, rates = {}, {}
   # Each baseline: the grid, up to two rates past its edge, and the test run.
   total = len(baselines) * (len(grid) + 3) + (l2l_config is not None)

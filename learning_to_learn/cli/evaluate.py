@@ -58,8 +58,6 @@ flags.DEFINE_boolean("jit_compile", None, "XLA for every unroll (--jit_compile),
                      "(--nojit_compile); unset: XLA where it measured faster (evaluation).")
 FLAGS = flags.FLAGS
 
-TEST = 3  # seed purpose: instances that played no part in training or tuning
-
 
 def validate_flags():
   for name in ("num_epochs", "num_steps", "unroll_length", "num_tuning_epochs"):
@@ -228,7 +226,7 @@ def evaluate():
   evaluator = evaluation.Evaluator(problem, net_config, net_assignments,
                                    unroll_length=min(FLAGS.unroll_length, FLAGS.num_steps),
                                    jit_compile=FLAGS.jit_compile)
-  seeds = evaluation.epoch_seeds(FLAGS.seed, FLAGS.num_epochs, TEST)
+  seeds = evaluation.epoch_seeds(FLAGS.seed, FLAGS.num_epochs, evaluation.TEST)
   progress = reporting.Progress(FLAGS.num_epochs, f"evaluating {FLAGS.optimizer}")
   start = time.time()
   losses = evaluator.run(seeds, FLAGS.num_steps, progress=progress.update)

@@ -80,8 +80,6 @@ flags.DEFINE_float("imitation_weight", 0.0, "After those epochs, the imitation e
                    "beside the meta-objective (a regularizer).")
 FLAGS = flags.FLAGS
 
-TRAIN, EVALUATE = 0, 1  # seed purposes: training and evaluation never share an instance
-
 
 def validate_flags():
   for name in ("num_epochs", "num_steps", "unroll_length", "log_period", "evaluation_period",
@@ -178,7 +176,7 @@ def make_evaluation(trainer, optimizer, net_config, net_assignments, num_unrolls
   On the training split it reuses the trainer's compiled unroll; on --evaluation_split=valid it runs
   an evaluation.Evaluator on that split's problem with a copy of the current weights.
   """
-  seeds = [(FLAGS.seed, EVALUATE, e) for e in range(FLAGS.evaluation_epochs)]
+  seeds = evaluation.epoch_seeds(FLAGS.seed, FLAGS.evaluation_epochs, evaluation.EVALUATION)
   if FLAGS.evaluation_split == "train":
     def evaluate_on_train():
       total_cost = total_time = 0.0
@@ -290,7 +288,8 @@ def train_epoch(trainer, epoch, num_unrolls, state, signals):
       warm_start = epoch < FLAGS.imitation_epochs
       trainer.objective_weight.assign(0.0 if warm_start else 1.0)
       trainer.imitation_weight.assign(1.0 if warm_start else FLAGS.imitation_weight)
-    outcome = run_epoch(trainer, (FLAGS.seed, TRAIN, epoch) + attempt, num_unrolls, train=True)
+    seed = (FLAGS.seed, evaluation.TRAINING, epoch) + attempt
+    outcome = run_epoch(trainer, seed, num_unrolls, train=True)
     if outcome is not None:
       return outcome
     faults += 1
