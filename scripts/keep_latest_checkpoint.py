@@ -9,6 +9,7 @@ path as tf.train.CheckpointManager writes it, so the directory can move.
 import glob
 import os
 import sys
+import time
 
 import tensorflow as tf
 
@@ -23,9 +24,14 @@ def keep_latest(directory):
     if not os.path.basename(path).startswith(os.path.basename(latest) + "."):
       os.remove(path)
       removed += 1
+  # The manager lists a checkpoint only with its timestamp, so those are kept from the old index.
+  state = tf.train.get_checkpoint_state(directory)
+  stamps = dict(zip(state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps))
   name = os.path.basename(latest)  # relative, as tf.train.CheckpointManager writes it
   with open(os.path.join(directory, "checkpoint"), "w") as f:
-    f.write(f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
+    f.write(f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n'
+            f"all_model_checkpoint_timestamps: {stamps.get(latest, time.time())}\n"
+            f"last_preserved_timestamp: {state.last_preserved_timestamp}\n")
   print(f"Kept {os.path.basename(latest)}, removed {removed} files.")
 
 
