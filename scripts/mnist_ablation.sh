@@ -28,7 +28,10 @@ compare="python evaluate.py --compare --problem=mnist --data_dir=$DATA --split=v
 if [ ! -f results/mnist_ablation/baselines/summary.json ]; then
   $compare --output_dir=results/mnist_ablation/baselines
 fi
+long_run=0
+[ $# -eq 0 ] && long_run=1
 for name in "${ORDER[@]}"; do
+  if [ "$name" = long_run ]; then long_run=1; continue; fi
   flags=${VARIANTS[$name]:?unknown variant $name}
   # shellcheck disable=SC2086
   python train.py --problem=mnist --data_dir="$DATA" $flags --evaluation_split=valid \
@@ -40,8 +43,8 @@ for name in "${ORDER[@]}"; do
   $compare --path="$out" --baselines= --output_dir="$out"
 done
 # The long run kept in git (README, "The long MNIST run"): its best optimizer so far, compared the
-# same way. Skipped when a variant list is given.
-if [ $# -eq 0 ] && [ -f ongoing/mnist/cw.npz ]; then
+# same way. With a variant list, only if it names long_run (`scripts/mnist_ablation.sh 200 long_run`).
+if [ $long_run = 1 ] && [ -f ongoing/mnist/cw.npz ]; then
   out=results/mnist_ablation/long_run
   mkdir -p "$out"
   cp ongoing/mnist/cw.npz ongoing/mnist/best.json "$out/"
