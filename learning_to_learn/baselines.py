@@ -15,8 +15,13 @@ import tensorflow as tf
 
 
 @snt.allow_empty_variables
-class HandDesigned(snt.Module):
-  """Base of the hand-designed rules: no weights, every coordinate alike; options in get_config."""
+class UpdateRule(snt.Module):
+  """Base of every update rule, learned (`networks`) or hand-designed (here).
+
+  `coordinatewise` says whether the rule treats every coordinate alike and independently; only then
+  may the meta-optimizer concatenate several variables into one call (one batched matmul instead of
+  one per variable), which gives the same updates.
+  """
 
   coordinatewise = True
 
@@ -25,6 +30,14 @@ class HandDesigned(snt.Module):
 
   def initial_state_for_inputs(self, inputs, dtype=tf.float32):
     raise NotImplementedError
+
+  def get_config(self):
+    """The constructor arguments (JSON-able) that rebuild this rule."""
+    raise NotImplementedError
+
+
+class HandDesigned(UpdateRule):
+  """Base of the hand-designed rules: no weights, every coordinate alike; options in get_config."""
 
   def get_config(self):
     """The constructor arguments (JSON-able) that rebuild this rule.

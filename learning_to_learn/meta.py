@@ -51,7 +51,7 @@ class NetAssignments:
   standard) are called per parameter.
 
   Args:
-    nets: key -> update rule (a networks.Network or a baselines.HandDesigned).
+    nets: key -> update rule (a baselines.UpdateRule: learned or hand-designed).
     net_assignments: None (only if there is one net: it takes every parameter) or a list of
       (key, [parameter names]) as the reference's `simple-multi` and `cifar-multi` configs give.
     param_names: every optimizee parameter name; each must be assigned exactly once.

@@ -170,26 +170,8 @@ class Linear(snt.Module):
 
 # --- Update rules -------------------------------------------------------------------------------
 
-@snt.allow_empty_variables
-class Network(snt.Module):
-  """Base of the learned update rules (`baselines.HandDesigned` is that of the hand-designed ones).
-
-  `coordinatewise` says whether the rule treats every coordinate alike and independently; only then
-  may the meta-optimizer concatenate several variables into one call (one batched matmul instead of
-  one per variable), which gives the same updates.
-  """
-
-  coordinatewise = True
-
-  def __call__(self, gradient, state):
-    raise NotImplementedError
-
-  def initial_state_for_inputs(self, inputs, dtype=tf.float32):
-    raise NotImplementedError
-
-  def get_config(self):
-    """The constructor arguments (JSON-able) that rebuild this network's shape."""
-    raise NotImplementedError
+# The base of the learned rules is that of every update rule, kept under its reference-era name.
+Network = baselines.UpdateRule
 
 
 def _plain(value):
