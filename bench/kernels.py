@@ -37,6 +37,8 @@ _COPIES = {"ConcatV2", "Split", "SplitV", "Slice", "StridedSlice", "StridedSlice
 
 def kind_of(op_type):
   """"matmul", "copy" (data moved, not computed) or "elementwise" (gates, their gradients, sums)."""
+  # oneDNN builds rewrite ops under a "_Mkl" prefix (_MklMatMul): the same kernel kinds.
+  op_type = op_type[len("_Mkl"):] if op_type.startswith("_Mkl") else op_type
   if op_type in _MATMULS:
     return "matmul"
   return "copy" if op_type in _COPIES else "elementwise"
