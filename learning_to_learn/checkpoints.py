@@ -40,15 +40,22 @@ class TrainingCheckpoint:
     max_to_keep: how many recent checkpoints to keep.
     chief: whether this process keeps what it saves. Every worker of a multi-worker run must take
       part in each save; the others write to a scratch directory and delete it.
+    curriculum: also keep a horizon curriculum's place (`stage`, and `stale`: evaluations without
+      improvement). Off, checkpoints stay readable by runs that predate curricula.
   """
 
-  def __init__(self, directory, meta_optimizer, optimizer, max_to_keep=3, chief=True):
+  def __init__(self, directory, meta_optimizer, optimizer, max_to_keep=3, chief=True,
+               curriculum=False):
     self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     self.best_loss = tf.Variable(float("inf"), dtype=tf.float64, trainable=False, name="best")
     self.faults = tf.Variable(0, dtype=tf.int64, trainable=False, name="faults")
     # Wall-clock seconds of training and evaluation so far, over every resumed session.
     self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
+    self.stage = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage")
+    self.stale = tf.Variable(0, dtype=tf.int64, trainable=False, name="stale")
     nets = {f"net_{key}": net for key, net in meta_optimizer.nets.items()}
+    if curriculum:
+      nets.update(stage=self.stage, stale=self.stale)
     self._checkpoint = tf.train.Checkpoint(optimizer=optimizer, epoch=self.epoch,
                                            best_loss=self.best_loss, faults=self.faults,
                                            seconds=self.seconds, **nets)

@@ -322,3 +322,68 @@ def test_compare_of_the_learned_optimizer_alone_runs_the_same_instances(tmp_path
   assert sorted(summaries["alone"]) == ["L2L"]
   assert sorted(summaries["with_nag"]) == ["L2L", "nag"]
   assert summaries["alone"]["L2L"] == summaries["with_nag"]["L2L"]
+
+
+def _train(args):
+  command = [sys.executable, "train.py", "--problem=quadratic", "--unroll_length=5",
+             "--evaluation_period=1", "--evaluation_epochs=2", "--log_period=100"] + args
+  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert done.returncode == 0, done.stderr[-2000:]
+  return done.stderr
+
+
+def _evaluation_losses(save_path, num_steps, num_instances=2, unroll_length=5):
+  """The saved optimizer's losses on train.py's evaluation instances, unrolled here by hand."""
+  problem, config, _ = problems.get_config("quadratic", path=save_path)
+  rule = meta.MetaOptimizer(**config).assignments(problem)
+  rows = []
+  for instance in range(num_instances):
+    state = unroll_lib.initial_state(problem, rule, meta.make_seed(0, 1, instance, 0))
+    row = []
+    for chunk in range(num_steps // unroll_length):
+      batches = problem.sample_batches(meta.make_seed(0, 1, instance, chunk + 1),
+                                       unroll_length + 1)
+      losses, state = unroll_lib.unroll(problem, rule, state, batches)
+      row.extend(losses.numpy()[:-1])
+    rows.append(row + [losses.numpy()[-1]])
+  return np.array(rows)
+
+
+def test_selection_steps_average_the_evaluation_losses_at_those_steps(tmp_path):
+  save_path = str(tmp_path / "run")
+  _train(["--num_epochs=1", "--num_steps=15", "--selection_steps=5,15",
+          f"--save_path={save_path}"])
+  with open(os.path.join(save_path, "best.json")) as f:
+    best = json.load(f)
+  assert best["selection_steps"] == [5, 15]
+  expected = np.mean(_evaluation_losses(save_path, 15)[:, [5, 15]])
+  np.testing.assert_allclose(best["evaluation_loss"], expected, rtol=1e-4)
+
+
+def test_curriculum_moves_on_after_stale_evaluations_and_resumes_in_its_stage(tmp_path):
+  """A learning rate too small to change a weight makes every evaluation equal to the first:
+  with patience 2, the horizon moves on every third evaluation."""
+  save_path = str(tmp_path / "run")
+  args = ["--curriculum=10,20,30", "--curriculum_patience=2", "--learning_rate=1e-12",
+          f"--save_path={save_path}"]
+  log = _train(args + ["--num_epochs=6"])
+  assert "training at 20 steps from epoch 4" in log, log[-3000:]
+  assert "training at 30 steps from epoch 7" in log, log[-3000:]
+  with open(os.path.join(save_path, "best.json")) as f:
+    best = json.load(f)
+  # Stage 0 selects at step 20, stage 1 at step 30 (a new yardstick): its first evaluation is best.
+  assert (best["epoch"], best["num_steps"], best["selection_steps"]) == (4, 20, [30])
+  np.testing.assert_allclose(best["evaluation_loss"],
+                             np.mean(_evaluation_losses(save_path, 30)[:, 30]), rtol=1e-4)
+  resumed = _train(args + ["--num_epochs=7"])
+  assert "Resuming" in resumed and "EVALUATION at step 30" in resumed, resumed[-3000:]
+  assert "training at" not in resumed
+
+
+def test_curriculum_must_grow_in_whole_unrolls():
+  command = [sys.executable, "train.py", "--problem=quadratic", "--unroll_length=5",
+             "--curriculum=10,12"]
+  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode != 0
+  assert "--curriculum=10,12 must be increasing multiples of --unroll_length=5" in done.stderr

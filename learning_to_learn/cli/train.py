@@ -10,6 +10,7 @@ import atexit
 import os
 import shutil
 import time
+from typing import NamedTuple
 
 from absl import app
 from absl import flags
@@ -78,6 +79,14 @@ flags.DEFINE_integer("imitation_epochs", 0, "First epochs that descend the imita
                      "(a warm start).")
 flags.DEFINE_float("imitation_weight", 0.0, "After those epochs, the imitation error's weight "
                    "beside the meta-objective (a regularizer).")
+flags.DEFINE_list("selection_steps", None, "Optimizee steps whose mean evaluation losses, "
+                  "averaged, choose the best optimizer (e.g. 100,200); default: the last step of "
+                  "the evaluated horizon.")
+flags.DEFINE_list("curriculum", None, "Training horizons of a curriculum (Chen et al. 2020), e.g. "
+                  "100,200: train at one horizon, evaluate at the next, and move on after "
+                  "--curriculum_patience evaluations without improvement; replaces --num_steps.")
+flags.DEFINE_integer("curriculum_patience", 3, "Evaluations without improvement before the "
+                     "curriculum moves to its next horizon.")
 FLAGS = flags.FLAGS
 
 
@@ -101,9 +110,51 @@ def validate_flags():
     raise ValueError("--imitation_epochs and --imitation_weight must not be negative.")
   if FLAGS.seed < 0:
     raise ValueError(f"--seed={FLAGS.seed} must be non-negative.")
+  validate_horizons()
   if FLAGS.save_path is not None and os.path.exists(FLAGS.save_path) and not os.path.isdir(
       FLAGS.save_path):
     raise ValueError(f"--save_path={FLAGS.save_path} is a file; give a directory.")
+
+
+def _int_list(name):
+  """The integers of list flag --name, or a one-line error naming it."""
+  try:
+    values = [int(v) for v in getattr(FLAGS, name)]
+  except ValueError:
+    raise ValueError(f"--{name}={','.join(getattr(FLAGS, name))} must be a comma-separated "
+                     "list of integers, e.g. 100,200.") from None
+  if not values or min(values) <= 0:
+    raise ValueError(f"--{name} must list positive step counts, e.g. 100,200.")
+  return values
+
+
+def validate_horizons():
+  """Checks --curriculum, --selection_steps and --curriculum_patience."""
+  if FLAGS.curriculum is not None:
+    steps = _int_list("curriculum")
+    if any(h % FLAGS.unroll_length for h in steps) or steps != sorted(set(steps)):
+      raise ValueError(f"--curriculum={','.join(FLAGS.curriculum)} must be increasing multiples "
+                       f"of --unroll_length={FLAGS.unroll_length}, e.g. 100,200.")
+  if FLAGS.selection_steps is not None:
+    _int_list("selection_steps")
+  if FLAGS.curriculum_patience <= 0:
+    raise ValueError(f"--curriculum_patience={FLAGS.curriculum_patience} must be positive.")
+
+
+def horizons():
+  """The training horizons: the curriculum's, or --num_steps alone."""
+  return _int_list("curriculum") if FLAGS.curriculum is not None else [FLAGS.num_steps]
+
+
+def selection_steps(stage):
+  """The steps whose mean losses choose the best optimizer at curriculum stage `stage`.
+
+  By default the next stage's horizon (Chen et al. 2020 validate beyond the training horizon),
+  or the last horizon's in the last stage.
+  """
+  if FLAGS.selection_steps is not None:
+    return _int_list("selection_steps")
+  return [horizons()[min(stage + 1, len(horizons()) - 1)]]
 
 
 # Flags that define a run: resuming under different values would silently mix two experiments.
@@ -112,13 +163,14 @@ RUN_FLAGS = ("problem", "settings", "seed", "num_steps", "unroll_length", "learn
              "second_derivatives", "data_dir", "clip_meta_gradient", "num_instances", "init_path",
              "objective", "preprocess", "evaluation_split", "clip_meta_gradient_value",
              "meta_lr_schedule", "imitate", "imitation_learning_rate", "imitation_epochs",
-             "imitation_weight")
+             "imitation_weight", "selection_steps", "curriculum", "curriculum_patience")
 # For run.json files written before these flags existed.
 RUN_FLAG_DEFAULTS = {"num_instances": 1, "objective": "sum", "preprocess": None,
                      "evaluation_split": "train", "clip_meta_gradient_value": None,
                      "meta_lr_schedule": "constant", "imitate": None,
                      "imitation_learning_rate": None, "imitation_epochs": 0,
-                     "imitation_weight": 0.0}
+                     "imitation_weight": 0.0, "selection_steps": None, "curriculum": None,
+                     "curriculum_patience": 3}
 
 
 def check_run_config(save_path, write=True):
@@ -139,13 +191,13 @@ def check_run_config(save_path, write=True):
   checkpoints.write_json(path, config)
 
 
-def run_epoch(trainer, epoch_seed, num_unrolls, train):
-  """One epoch; returns (seconds, final loss, last UnrollResult), or None on a non-finite step."""
+def run_epoch(trainer, epoch_seed, num_unrolls):
+  """One training epoch; returns (seconds, final loss, last UnrollResult), or None on a
+  non-finite step."""
   start = time.time()
   trainer.reset(meta.make_seed(*epoch_seed, 0))
   for unroll in range(num_unrolls):
-    step = trainer.train_unroll if train else trainer.eval_unroll
-    result = step(meta.make_seed(*epoch_seed, unroll + 1))
+    result = trainer.train_unroll(meta.make_seed(*epoch_seed, unroll + 1))
     if not bool(result.finite):
       return None
   return time.time() - start, float(result.final_loss), result
@@ -162,49 +214,42 @@ def with_preprocess(net_config, name):
   return config
 
 
-def write_best_record(save_path, epoch, loss, seconds):
+def write_best_record(save_path, epoch, loss, seconds, stage):
   """best.json beside the best optimizer: when it was found, how good, after how long."""
   record = {"epoch": epoch, "evaluation_loss": loss, "evaluation_split": FLAGS.evaluation_split,
-            "evaluation_epochs": FLAGS.evaluation_epochs, "num_steps": FLAGS.num_steps,
-            "seconds": round(seconds, 1)}
+            "evaluation_epochs": FLAGS.evaluation_epochs, "num_steps": horizons()[stage],
+            "selection_steps": selection_steps(stage), "seconds": round(seconds, 1)}
   checkpoints.write_json(os.path.join(save_path, "best.json"), record)
 
 
-def make_evaluation(trainer, optimizer, net_config, net_assignments, num_unrolls):
-  """A function returning (sum of final losses, seconds) over the evaluation instances.
+def make_evaluation(problem, optimizer, net_config, net_assignments):
+  """A function (steps) -> (mean over the evaluation instances and `steps` of the loss, seconds).
 
-  On the training split it reuses the trainer's compiled unroll; on --evaluation_split=valid it runs
-  an evaluation.Evaluator on that split's problem with a copy of the current weights.
+  It runs an evaluation.Evaluator, the one evaluation path, with a copy of the current weights on
+  the --evaluation_split problem (the training problem itself for "train"), on the same
+  --evaluation_epochs instances each time.
   """
   seeds = evaluation.epoch_seeds(FLAGS.seed, FLAGS.evaluation_epochs, evaluation.EVALUATION)
-  if FLAGS.evaluation_split == "train":
-    def evaluate_on_train():
-      total_cost = total_time = 0.0
-      for seed in seeds:
-        outcome = run_epoch(trainer, seed, num_unrolls, train=False)
-        seconds, cost = (outcome[0], outcome[1]) if outcome else (0.0, float("inf"))
-        total_time += seconds
-        total_cost += cost
-      return total_cost, total_time
-    return evaluate_on_train
-  problem, _, _ = problems.get_config(FLAGS.problem, data_dir=FLAGS.data_dir,
-                                      split=FLAGS.evaluation_split, settings=FLAGS.settings)
-  evaluator = evaluation.Evaluator(problem, net_config, net_assignments, FLAGS.unroll_length)
+  if FLAGS.evaluation_split != "train":
+    problem, _, _ = problems.get_config(FLAGS.problem, data_dir=FLAGS.data_dir,
+                                        split=FLAGS.evaluation_split, settings=FLAGS.settings)
+  evaluator = evaluation.Evaluator(problem, net_config, net_assignments, FLAGS.unroll_length,
+                                   jit_compile=FLAGS.jit_compile)
 
-  def evaluate_on_split():
+  def evaluate(steps):
     for source, copy in zip(optimizer.trainable_variables,
                             evaluator.meta_optimizer.trainable_variables):
       copy.assign(source)
     start = time.time()
-    final = evaluator.run(seeds, FLAGS.num_steps)[:, -1]
-    cost = float(np.sum(final)) if np.all(np.isfinite(final)) else float("inf")
-    return cost, time.time() - start
-  return evaluate_on_split
+    losses = evaluator.run(seeds, max(steps))[:, steps]
+    score = float(np.mean(losses)) if np.all(np.isfinite(losses)) else float("inf")
+    return score, time.time() - start
+  return evaluate
 
 
 def make_trainer(strategy):
-  """The flags' problem, meta-optimizer and trainer; returns (optimizer, trainer, evaluate,
-  num_unrolls), `evaluate` as make_evaluation gives it."""
+  """The flags' problem, meta-optimizer and trainer; returns (optimizer, trainer, evaluate),
+  `evaluate` as make_evaluation gives it."""
   init_path = optimizer_files.resolve(FLAGS.init_path) if FLAGS.init_path else None
   problem, net_config, net_assignments = problems.get_config(
       FLAGS.problem, path=init_path, data_dir=FLAGS.data_dir, split="train",
@@ -219,7 +264,7 @@ def make_trainer(strategy):
     logging.warning("--unroll_length=%d: %s.", FLAGS.unroll_length, cost)
   with strategy.scope():
     optimizer = meta.MetaOptimizer(**net_config)
-  num_unrolls = FLAGS.num_steps // FLAGS.unroll_length
+  num_unrolls = horizons()[0] // FLAGS.unroll_length
   learning_rate = FLAGS.learning_rate
   if FLAGS.meta_lr_schedule == "cosine":
     learning_rate = keras.optimizers.schedules.CosineDecay(
@@ -232,8 +277,8 @@ def make_trainer(strategy):
       clip_meta_gradient_value=FLAGS.clip_meta_gradient_value,
       teacher=evaluation.baseline_config(FLAGS.imitate, FLAGS.imitation_learning_rate)
       if FLAGS.imitate else None)
-  evaluate = make_evaluation(trainer, optimizer, net_config, net_assignments, num_unrolls)
-  return optimizer, trainer, evaluate, num_unrolls
+  evaluate = make_evaluation(problem, optimizer, net_config, net_assignments)
+  return optimizer, trainer, evaluate
 
 
 def restore_or_start(optimizer, trainer, chief):
@@ -250,7 +295,7 @@ def restore_or_start(optimizer, trainer, chief):
     checkpoints.check_no_trained_optimizer(FLAGS.save_path, optimizer)
   check_run_config(FLAGS.save_path, write=chief)
   state = checkpoints.TrainingCheckpoint(checkpoint_dir, optimizer, trainer.optimizer,
-                                         chief=chief)
+                                         chief=chief, curriculum=FLAGS.curriculum is not None)
   # A worker started with --overwrite must not read what the chief is deleting.
   restored, damaged = state.restore_latest() if chief or not FLAGS.overwrite else (None, [])
   for warning in state.warnings:
@@ -289,7 +334,7 @@ def train_epoch(trainer, epoch, num_unrolls, state, signals):
       trainer.objective_weight.assign(0.0 if warm_start else 1.0)
       trainer.imitation_weight.assign(1.0 if warm_start else FLAGS.imitation_weight)
     seed = (FLAGS.seed, evaluation.TRAINING, epoch) + attempt
-    outcome = run_epoch(trainer, seed, num_unrolls, train=True)
+    outcome = run_epoch(trainer, seed, num_unrolls)
     if outcome is not None:
       return outcome
     faults += 1
@@ -303,63 +348,90 @@ def train_epoch(trainer, epoch, num_unrolls, state, signals):
       state.faults.assign_add(1)
 
 
-def evaluate_and_keep_best(evaluate, optimizer, epoch, best, clock, summaries, chief):
-  """Evaluates the optimizer; writes it to --save_path if it beats `best`. Returns the new best."""
-  eval_cost, eval_time = evaluate()
-  reporting.print_stats("EVALUATION", eval_cost, eval_time, FLAGS.evaluation_epochs)
-  mean_eval = eval_cost / FLAGS.evaluation_epochs
-  summaries.scalars(epoch, evaluation_loss=mean_eval)
-  if FLAGS.save_path is not None and mean_eval < best:
-    best = mean_eval
-    if chief:
+class Progress(NamedTuple):
+  """Where a run stands between epochs: what checkpoints keep besides the weights."""
+  epoch: int
+  best: float  # the best evaluation loss so far (of the current selection steps)
+  stage: int  # the curriculum's horizon index (0 without a curriculum)
+  stale: int  # evaluations since the best of this stage improved
+
+
+def evaluate_and_keep_best(evaluate, optimizer, run, clock, summaries, chief):
+  """Evaluates the optimizer; writes it to --save_path if it beats the best. Returns the new
+  Progress, on to the next curriculum stage after --curriculum_patience stale evaluations."""
+  steps = selection_steps(run.stage)
+  mean_eval, eval_time = evaluate(steps)
+  reporting.print_stats(f"EVALUATION at step {','.join(map(str, steps))}",
+                        mean_eval * FLAGS.evaluation_epochs, eval_time, FLAGS.evaluation_epochs)
+  summaries.scalars(run.epoch, evaluation_loss=mean_eval)
+  if mean_eval < run.best:
+    run = run._replace(best=mean_eval, stale=0)
+    if FLAGS.save_path is not None and chief:
       checkpoints.save_optimizer(optimizer, FLAGS.save_path)
-      write_best_record(FLAGS.save_path, epoch, best, clock.seconds())
-    logging.info("Saved the best optimizer so far (evaluation loss %.4g) to %s.", best,
-                 FLAGS.save_path)
-  return best
+      write_best_record(FLAGS.save_path, run.epoch, mean_eval, clock.seconds(), run.stage)
+      logging.info("Saved the best optimizer so far (evaluation loss %.4g) to %s.", mean_eval,
+                   FLAGS.save_path)
+  else:
+    run = run._replace(stale=run.stale + 1)
+  if run.stale >= FLAGS.curriculum_patience and run.stage + 1 < len(horizons()):
+    run = run._replace(stage=run.stage + 1, stale=0)
+    if selection_steps(run.stage) != steps:  # a new yardstick: earlier bests do not compare
+      run = run._replace(best=float("inf"))
+    logging.info("Curriculum: no improvement in %d evaluations; training at %d steps from epoch "
+                 "%d.", FLAGS.curriculum_patience, horizons()[run.stage], run.epoch + 1)
+  return run
 
 
-def save_checkpoint(state, epoch, best, clock):
-  """Checkpoints the run after `epoch` epochs, with its best evaluation loss and time so far."""
+def save_checkpoint(state, run, clock):
+  """Checkpoints the run with its Progress and its time so far."""
   state.seconds.assign(clock.seconds())
-  state.epoch.assign(epoch)
-  state.best_loss.assign(best)
+  state.epoch.assign(run.epoch)
+  state.best_loss.assign(run.best)
+  state.stage.assign(run.stage)
+  state.stale.assign(run.stale)
   state.save()
 
 
-def run_epochs(optimizer, trainer, evaluate, num_unrolls, state, chief):
+def restored_progress(state):
+  if state is None:
+    return Progress(0, float("inf"), 0, 0)
+  return Progress(int(state.epoch.numpy()), float(state.best_loss.numpy()),
+                  int(state.stage.numpy()), int(state.stale.numpy()))
+
+
+def run_epochs(optimizer, trainer, evaluate, state, chief):
   """Trains from the restored epoch to --num_epochs; returns the exit status (130: stopped)."""
-  epoch = int(state.epoch.numpy()) if state else 0
+  run = restored_progress(state)
   clock = Clock(float(state.seconds.numpy()) if state else 0.0)
-  best = float(state.best_loss.numpy()) if state else float("inf")
   summaries = reporting.Summaries(FLAGS.logdir if chief else None)
   progress = reporting.Progress(FLAGS.num_epochs, "meta-training")
   total_time = total_cost = 0.0
   count = 0
   signals = stopping.install()
   try:
-    while epoch < FLAGS.num_epochs:
-      seconds, cost, result = train_epoch(trainer, epoch, num_unrolls, state, signals)
-      epoch += 1
+    while run.epoch < FLAGS.num_epochs:
+      num_unrolls = horizons()[run.stage] // FLAGS.unroll_length
+      seconds, cost, result = train_epoch(trainer, run.epoch, num_unrolls, state, signals)
+      run = run._replace(epoch=run.epoch + 1)
       count += 1
       total_time += seconds
       total_cost += cost
-      progress.update(epoch, f"final loss {cost:.4g}")
-      summaries.scalars(epoch, meta_loss=result.meta_loss, final_loss=cost,
+      progress.update(run.epoch, f"final loss {cost:.4g}")
+      summaries.scalars(run.epoch, meta_loss=result.meta_loss, final_loss=cost,
                         update_norm=result.update_norm,
                         meta_gradient_norm=result.meta_gradient_norm)
-      if epoch % FLAGS.log_period == 0:
-        reporting.print_stats(f"Epoch {epoch}", total_cost, total_time, count)
+      if run.epoch % FLAGS.log_period == 0:
+        reporting.print_stats(f"Epoch {run.epoch}", total_cost, total_time, count)
         total_time = total_cost = 0.0
         count = 0
-      if epoch % FLAGS.evaluation_period == 0 or epoch == FLAGS.num_epochs:
-        best = evaluate_and_keep_best(evaluate, optimizer, epoch, best, clock, summaries, chief)
-      if state and (epoch % FLAGS.checkpoint_period == 0 or epoch == FLAGS.num_epochs):
-        save_checkpoint(state, epoch, best, clock)
+      if run.epoch % FLAGS.evaluation_period == 0 or run.epoch == FLAGS.num_epochs:
+        run = evaluate_and_keep_best(evaluate, optimizer, run, clock, summaries, chief)
+      if state and (run.epoch % FLAGS.checkpoint_period == 0 or run.epoch == FLAGS.num_epochs):
+        save_checkpoint(state, run, clock)
   except stopping.Stop as stop:
-    logging.info("%s: saving a checkpoint at epoch %d and stopping.", stop, epoch)
+    logging.info("%s: saving a checkpoint at epoch %d and stopping.", stop, run.epoch)
     if state:
-      save_checkpoint(state, epoch, best, clock)
+      save_checkpoint(state, run, clock)
     return 130
   if count:
     reporting.print_stats("Last epochs", total_cost, total_time, count)
@@ -383,9 +455,9 @@ def train():
   # minibatches use stateless seeds derived from --seed, epoch, unroll and instance: nothing else
   # is random.
   tf.random.set_seed(FLAGS.seed)
-  optimizer, trainer, evaluate, num_unrolls = make_trainer(strategy)
+  optimizer, trainer, evaluate = make_trainer(strategy)
   state = restore_or_start(optimizer, trainer, chief)
-  return run_epochs(optimizer, trainer, evaluate, num_unrolls, state, chief)
+  return run_epochs(optimizer, trainer, evaluate, state, chief)
 
 
 def main(argv):
