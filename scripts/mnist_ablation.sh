@@ -28,10 +28,15 @@ compare="python evaluate.py --compare --problem=mnist --data_dir=$DATA --split=v
 if [ ! -f results/mnist_ablation/baselines/summary.json ]; then
   $compare --output_dir=results/mnist_ablation/baselines
 fi
-long_run=0
-[ $# -eq 0 ] && long_run=1
+# The long run kept in git (README, "The long MNIST run"), one folder per curriculum stage:
+# long_run = stage 1 (ongoing/mnist), curriculum = stage 2 (ongoing/mnist_200). Each compares its
+# best optimizer so far in place (no copy); its best.json goes beside the comparison. With a variant
+# list, only the stages it names (`scripts/mnist_ablation.sh 200 long_run curriculum`).
+declare -A STAGES=([long_run]=ongoing/mnist [curriculum]=ongoing/mnist_200)
+stages=()
+[ $# -eq 0 ] && stages=(long_run curriculum)
 for name in "${ORDER[@]}"; do
-  if [ "$name" = long_run ]; then long_run=1; continue; fi
+  if [ -n "${STAGES[$name]:-}" ]; then stages+=("$name"); continue; fi
   flags=${VARIANTS[$name]:?unknown variant $name}
   # shellcheck disable=SC2086
   python train.py --problem=mnist --data_dir="$DATA" $flags --evaluation_split=valid \
@@ -42,11 +47,12 @@ for name in "${ORDER[@]}"; do
   cp "runs/ablation/$name/cw.npz" "runs/ablation/$name/best.json" "$out/"
   $compare --path="$out" --baselines= --output_dir="$out"
 done
-# The long run kept in git (README, "The long MNIST run"): its best optimizer so far, compared the
-# same way. With a variant list, only if it names long_run (`scripts/mnist_ablation.sh 200 long_run`).
-if [ $long_run = 1 ] && [ -f ongoing/mnist/cw.npz ]; then
-  out=results/mnist_ablation/long_run
+for name in "${stages[@]}"; do
+  run=${STAGES[$name]}
+  [ -f "$run/cw.npz" ] || continue
+  out="results/mnist_ablation/$name"
   mkdir -p "$out"
-  cp ongoing/mnist/cw.npz ongoing/mnist/best.json "$out/"
-  $compare --path="$out" --baselines= --output_dir="$out"
-fi
+  rm -f "$out/cw.npz"
+  cp "$run/best.json" "$out/"
+  $compare --path="$run" --baselines= --output_dir="$out"
+done

@@ -98,8 +98,10 @@ ABLATION = [
     ("adam_normalized_log", "AdamNormalized inputs, log objective"),
     ("imitation", "AdamNormalized inputs, log objective, 100 epochs imitating tuned Adam, then "
                   "imitation weight 0.1"),
-    ("long_run", "as `imitation`, longer: the run in `ongoing/mnist/` (its epochs count from the "
-                 "end of 100 imitation epochs at T = 100, which took 12 minutes)"),
+    ("long_run", "as `imitation`, longer: stage 1 of the run in `ongoing/` (its epochs count "
+                 "from the end of 100 imitation epochs at T = 100, which took 12 minutes)"),
+    ("curriculum", "`long_run`'s best, then 200-step epochs selected at steps 100 and 200: stage 2 "
+                   "of the run in `ongoing/` (its epochs and minutes count from stage 1's end)"),
 ]
 
 
@@ -132,7 +134,7 @@ def ablation_section(results_dir):
     return []
   return ["## MNIST levers, one at a time", ""] + ablation_verdict(results_dir, baselines) + [
 
-          "Each variant but `long_run` was meta-trained with the same budget "
+          "Each variant but `long_run` and `curriculum` was meta-trained with the same budget "
           "(`scripts/mnist_ablation.sh`) on the 50,000 training digits of the full MNIST and the optimizer kept whose mean loss "
           "at step 100 over 32 valid instances was lowest; the table runs it and the tuned "
           "baselines on 100 other valid instances. Minutes: wall time of meta-training up to "
