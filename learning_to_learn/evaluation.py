@@ -1,13 +1,17 @@
 """Runs update rules, learned or hand-designed, over fresh problem instances, and tunes baselines.
 
-Every rule goes through the same compiled unroll (`meta.MetaTrainer.eval_unroll`), so a learned
-optimizer and its baselines see the same initializations and minibatches for the same seed.
+Every rule goes through the same pure unroll (`unroll.run_steps`, compiled once per Evaluator),
+so a learned optimizer and its baselines see the same initializations and minibatches for the same
+seed.
 """
+
+import functools
 
 import numpy as np
 import tensorflow as tf
 
 from learning_to_learn import meta
+from learning_to_learn import unroll
 
 BASELINES = {"sgd": "Sgd", "rmsprop": "RMSProp", "adam": "Adam", "nag": "Nag"}
 
@@ -35,49 +39,49 @@ def baseline_config(name, learning_rate):
 class Evaluator:
   """Runs one rule for whole epochs and records the loss at every step.
 
+  An epoch with seed tuple `seed` starts from `unroll.initial_state` at `make_seed(*seed, 0)`; its
+  chunk i of `unroll_length` steps (the last one shorter if need be) draws its minibatches from
+  `make_seed(*seed, i + 1)`, and the state carries from one chunk to the next.
+
   Args:
     problem: the optimizee.
     net_config, net_assignments: the rule, as MetaOptimizer takes them.
     unroll_length: steps per compiled call (an epoch is several calls; the state carries over).
-    jit_compile: compile with XLA (None: XLA, the fastest here for evaluation).
+    jit_compile: compile with XLA (None: XLA, the fastest here for evaluation; see the README's
+      Performance section).
   """
 
   def __init__(self, problem, net_config, net_assignments=None, unroll_length=20,
                jit_compile=None):
+    if int(unroll_length) != unroll_length or unroll_length <= 0:
+      raise ValueError(f"unroll_length={unroll_length} must be a positive integer (reference: 20).")
     self.meta_optimizer = meta.MetaOptimizer(**net_config)
-    self._problem = problem
-    self._net_assignments = net_assignments
-    self._jit_compile = jit_compile
-    self._unroll_length = unroll_length
-    self._trainers = {}
+    self._unroll_length = int(unroll_length)
+    rule = self.meta_optimizer.assignments(problem, net_assignments)
+    # Partials, not methods or closures: TF's retracing warning counts traces per code object, and
+    # would count the traces of every Evaluator (compare builds five) as one function's. The chunk
+    # length is a Python int: one trace per distinct length, two at most.
+    self._initial_state_fn = tf.function(functools.partial(unroll.initial_state, problem, rule))
+    self._run_steps_fn = tf.function(functools.partial(unroll.run_steps, problem, rule),
+                                     jit_compile=jit_compile in (None, True))
 
-  def _trainer(self, length):
-    # One trainer per distinct chunk length: num_steps need not be a multiple of unroll_length.
-    if length not in self._trainers:
-      self._trainers[length] = meta.MetaTrainer(
-          self.meta_optimizer, self._problem, length, net_assignments=self._net_assignments,
-          jit_compile=self._jit_compile)
-    return self._trainers[length]
+  @property
+  def trace_counts(self):
+    """How often each compiled function was traced: once, and once per distinct chunk length."""
+    return {"initial_state": self._initial_state_fn.experimental_get_tracing_count(),
+            "run_steps": self._run_steps_fn.experimental_get_tracing_count()}
 
   def run_epoch(self, seed, num_steps):
     """Losses f(x_0) .. f(x_num_steps) of one fresh problem instance, as a numpy array."""
     if int(num_steps) != num_steps or num_steps <= 0:
       raise ValueError(f"num_steps={num_steps} must be a positive integer.")
-    chunks = [self._unroll_length] * (num_steps // self._unroll_length)
-    if num_steps % self._unroll_length:
-      chunks.append(num_steps % self._unroll_length)
-    states = None
+    state = self._initial_state_fn(meta.make_seed(*seed, 0))
     losses = []
-    for i, length in enumerate(chunks):
-      trainer = self._trainer(length)
-      if states is None:
-        trainer.reset(meta.make_seed(*seed, 0))
-      else:
-        trainer.states = states
-      result = trainer.eval_unroll(meta.make_seed(*seed, i + 1))
-      states = trainer.states
-      losses.append(result.losses.numpy()[:-1])
-    losses.append(result.losses.numpy()[-1:])
+    for i, start in enumerate(range(0, int(num_steps), self._unroll_length)):
+      length = min(self._unroll_length, int(num_steps) - start)
+      chunk, state = self._run_steps_fn(state, meta.make_seed(*seed, i + 1), length)
+      losses.append(chunk.numpy()[:-1])
+    losses.append(chunk.numpy()[-1:])
     return np.concatenate(losses)
 
   def run(self, seeds, num_steps, progress=None):

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import problems
+from learning_to_learn import datasets
 from learning_to_learn import evaluation
 from learning_to_learn import meta
 
@@ -261,3 +262,73 @@ def test_sgd_on_quadratic_matches_numpy(rate):
     expected = _numpy_quadratic_sgd_losses(problem, seed, rate, 10)
     np.testing.assert_allclose(row, expected, rtol=1e-4, atol=1e-7)
     assert expected[-1] < expected[0]  # a real descent, not a constant sequence
+
+
+# --- 8. Against the old chunks: MetaTrainer.eval_unroll driven by hand -----------------------------
+
+def _meta_trainer_losses(meta_optimizer, problem, seed, num_steps, unroll_length, jit_compile):
+  # Evaluation as it was: a MetaTrainer per chunk length, the states handed from one to the next.
+  trainers, states, losses = {}, None, []
+  for i, start in enumerate(range(0, num_steps, unroll_length)):
+    length = min(unroll_length, num_steps - start)
+    if length not in trainers:
+      trainers[length] = meta.MetaTrainer(meta_optimizer, problem, length, jit_compile=jit_compile)
+    trainer = trainers[length]
+    if states is None:
+      trainer.reset(meta.make_seed(*seed, 0))
+    else:
+      trainer.states = states
+    result = trainer.eval_unroll(meta.make_seed(*seed, i + 1))
+    states = trainer.states
+    losses.append(result.losses.numpy()[:-1])
+  losses.append(result.losses.numpy()[-1:])
+  return np.concatenate(losses)
+
+
+def _tiny_mlp():
+  # Random data, so that each chunk's minibatch seed matters (the quadratic draws no batches).
+  labels = np.random.default_rng(1).integers(0, 3, 50)
+  images = np.random.default_rng(0).random((50, 4, 4, 1)).astype(np.float32)
+  dataset = datasets.Dataset(images=images, labels=labels.astype(np.int32), source="synthetic",
+                             split="train")
+  return problems.MLPClassifier(dataset, layers=(5,), batch_size=8, num_classes=3)
+
+
+LEARNED = {"cw": {"net": "CoordinateWiseDeepLSTM", "net_options": {"layers": (4, 4),
+                                                                    "scale": 0.1}}}
+
+
+@pytest.mark.parametrize("rule,problem,jit_compile", [
+    ("learned", "quadratic", None), ("learned", "mlp", False), ("adam", "quadratic", False),
+    ("adam", "mlp", True)])
+def test_evaluator_matches_meta_trainer_chunks(rule, problem, jit_compile):
+  problem = problems.quadratic(batch_size=4, num_dims=3) if problem == "quadratic" else _tiny_mlp()
+  config = LEARNED if rule == "learned" else evaluation.baseline_config("adam", 0.05)
+  reference = meta.MetaOptimizer(**config)
+  evaluator = evaluation.Evaluator(problem, config, unroll_length=3, jit_compile=jit_compile)
+  # The weights go in the way train.py hands them over: copied into evaluator.meta_optimizer.
+  for source, copy in zip(reference.trainable_variables,
+                          evaluator.meta_optimizer.trainable_variables):
+    copy.assign(source)
+  seeds = [(0, 3, 0), (0, 3, 1)]
+  losses = evaluator.run(seeds, num_steps=7)  # chunks of 3, 3 and 1
+  for row, seed in zip(losses, seeds):
+    expected = _meta_trainer_losses(reference, problem, seed, 7, 3, jit_compile)
+    np.testing.assert_allclose(row, expected, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(expected[-1], expected[0])  # the rule moved the optimizee
+
+
+def test_evaluator_traces_once_per_chunk_length_whatever_the_epochs():
+  evaluator = evaluation.Evaluator(problems.quadratic(batch_size=4, num_dims=3), LEARNED,
+                                   unroll_length=3)
+  evaluator.run([(0, 3, 0)], num_steps=7)
+  first = evaluator.trace_counts
+  evaluator.run(evaluation.epoch_seeds(0, 3, purpose=3), num_steps=7)
+  assert first == evaluator.trace_counts == {"initial_state": 1, "run_steps": 2}
+
+
+def test_evaluator_rejects_bad_unroll_length():
+  for bad in (0, -2, 1.5):
+    with pytest.raises(ValueError, match="unroll_length"):
+      evaluation.Evaluator(problems.simple(), evaluation.baseline_config("sgd", 0.1),
+                           unroll_length=bad)
