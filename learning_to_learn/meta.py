@@ -270,7 +270,7 @@ class MetaTrainer:
       between meta-steps, e.g. to warm-start by imitation alone, without retracing.
     jit_compile: compile the unroll with XLA: True, False, or None for what measured fastest on
       CPU (bench/run.py): XLA for evaluation unrolls, TensorFlow's own kernels for training, where
-      XLA's gradients of the LSTM's skinny matmuls ran about 5x slower.
+      XLA fuses the LSTM's gate gradients into one slow loop (figures: README, Performance).
     num_instances: optimizee instances per meta-step, over all replicas (reference: 1).
     strategy: a tf.distribute.Strategy; None for the current one (the default: no distribution).
 
