@@ -33,6 +33,19 @@ class QuarticSum(problems.Problem):
     return sum(tf.reduce_sum(p ** 4) / 4 + tf.reduce_sum(p) for p in params.values())
 
 
+class PositiveQuarticSum(problems.Problem):
+  """f(x) = sum(x^4) / 4 + sum(x) + 5: positive near its start, so its log is defined."""
+
+  param_names = ("a",)
+
+  def init(self, seed):
+    return {"a": tf.random.stateless_normal([3], seed)}, ()
+
+  def loss(self, params, constants, batch):
+    a = params["a"]
+    return tf.reduce_sum(a ** 4) / 4 + tf.reduce_sum(a) + 5.0
+
+
 class LinearProblem(QuarticSum):
   """f(x) = sum(3 x): the gradient is constant, so second derivatives vanish."""
 
@@ -58,28 +71,29 @@ class TorchResultsTest(parameterized.TestCase):
 
 class MetaGradientTest(parameterized.TestCase):
 
-  def _setup(self, problem, second_derivatives):
+  def _setup(self, problem, second_derivatives, objective="sum", scale=1.0, num_steps=3):
     tf.random.set_seed(0)
     optimizer = meta.MetaOptimizer(cw=dict(net="CoordinateWiseDeepLSTM", net_options=dict(
-        layers=(4,), scale=1.0)))  # identity input: the net reads g, so dg/dx matters
+        layers=(4,), scale=scale)))  # identity input: the net reads g, so dg/dx matters
     net = optimizer.nets["cw"]
     rule = optimizer.assignments(problem)
     state = unroll_lib.initial_state(problem, rule, meta.make_seed(1))
-    batches = problem.sample_batches(meta.make_seed(2), 4)
+    batches = problem.sample_batches(meta.make_seed(2), num_steps + 1)
     variables = net.trainable_variables
 
     def meta_loss():
       losses, _ = unroll_lib.unroll(problem, rule, state, batches, second_derivatives)
-      return tf.reduce_sum(losses)
+      return meta.meta_objective(losses, objective)
 
     with tf.GradientTape() as tape:
       loss = meta_loss()
     return variables, meta_loss, tape.gradient(loss, variables)
 
-  def test_second_derivatives_match_finite_differences(self):
-    variables, meta_loss, gradients = self._setup(QuarticSum(), second_derivatives=True)
+  def _assert_matches_finite_differences(self, variables, meta_loss, gradients, num_directions,
+                                         atol):
+    """Central differences (step 1e-2) along random directions against the tape's gradient."""
     rng = np.random.default_rng(0)
-    for _ in range(3):
+    for _ in range(num_directions):
       direction = [rng.normal(size=v.shape).astype(np.float32) for v in variables]
       analytic = sum(float(tf.reduce_sum(g * d)) for g, d in zip(gradients, direction))
       originals = [v.numpy() for v in variables]
@@ -91,7 +105,16 @@ class MetaGradientTest(parameterized.TestCase):
       for v, o in zip(variables, originals):
         v.assign(o)
       numeric = (values[0] - values[1]) / 2e-2
-      self.assertAlmostEqual(analytic, numeric, delta=2e-2 * abs(numeric) + 1e-3)
+      self.assertAlmostEqual(analytic, numeric, delta=2e-2 * abs(numeric) + atol)
+
+  def test_second_derivatives_match_finite_differences(self):
+    self._assert_matches_finite_differences(
+        *self._setup(QuarticSum(), second_derivatives=True), num_directions=3, atol=1e-3)
+
+  def test_log_meta_gradient_matches_finite_differences(self):
+    self._assert_matches_finite_differences(
+        *self._setup(PositiveQuarticSum(), second_derivatives=True, objective="log", scale=0.1,
+                     num_steps=4), num_directions=1, atol=1e-4)
 
   def test_first_order_gradient_differs_on_a_non_quadratic_problem(self):
     _, _, exact = self._setup(QuarticSum(), second_derivatives=True)
