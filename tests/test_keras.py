@@ -62,15 +62,15 @@ def lstm_net(**kwargs):
   return networks.CoordinateWiseDeepLSTM(**options)
 
 
-def random_net(seed=0):
-  """Every weight random, so updates and state depend on all of them."""
+def random_net(seed=0, **options):
+  """Every weight random, so updates and state depend on all of them; `options` as lstm_net's."""
   rng = np.random.default_rng(seed)
   shapes = {"lstm_0": {"w_gates": (22, 80), "b_gates": (80,)},
             "lstm_1": {"w_gates": (40, 80), "b_gates": (80,)},
             "linear": {"w": (20, 1), "b": (1,)}}
   weights = {layer: {field: rng.normal(scale=0.3, size=shape).astype(np.float32)
                      for field, shape in fields.items()} for layer, fields in shapes.items()}
-  return lstm_net(initializer=weights)
+  return lstm_net(initializer=weights, **options)
 
 
 def sign_descent_net(layers=(20, 20), gain=10.0):
@@ -154,12 +154,19 @@ class LearnedOptimizerTest(parameterized.TestCase):
   def save(self, net, name="cw.npz"):
     return networks.save(net, os.path.join(self.tmp, name))
 
-  def test_mnist_losses_match_the_library_unroll(self):
+  # AdamNormalized carries preprocessing state of its own, which the Keras optimizer keeps beside
+  # the LSTM's. Its features g / (sqrt(v) + eps) are near +-1 however tiny the gradient, so the
+  # rounding of tiny gradients moves a few LSTM cells by up to 2e-4 where the losses agree.
+  @parameterized.named_parameters(
+      ("log_and_sign", {}, 1e-5),
+      ("adam_normalized", {"preprocess_name": "AdamNormalized", "preprocess_options": {},
+                           "scale": 0.1}, 1e-3))
+  def test_mnist_losses_match_the_library_unroll(self, options, state_atol):
     num_steps = 10
     problem = problems.mnist(layers=(20,))
     params, constants = problem.init(meta.make_seed(1))
     images, labels = problem.sample_batches(meta.make_seed(2), num_steps + 1)
-    net = random_net()
+    net = random_net(**options)
     rule = meta.NetAssignments({"cw": net}, None, problem.param_names)
     state = unroll.UnrollState(params, rule.initial_state(params), constants)
     want, final = unroll.unroll(problem, rule, state, (images, labels))
@@ -183,7 +190,7 @@ class LearnedOptimizerTest(parameterized.TestCase):
       size = int(np.prod(variable.shape))
       for got_layer, want_layer in zip(optimizer.lstm_state(variable), final.net_state[0]):
         np.testing.assert_allclose(got_layer.cell.numpy(), want_layer.cell[:, start:start + size],
-                                   atol=1e-5, err_msg=name)
+                                   atol=state_atol, err_msg=name)
       start += size
 
   def test_zero_output_layer_moves_every_coordinate_by_scale_times_bias(self):

@@ -1,7 +1,7 @@
 """The MNIST levers: Adam-normalised inputs, the log objective, meta-gradient clipping, the
 validation split, each against a computation of its own (NumPy Adam, hand-computed values, Adam's
 first step, slices of the file). The log objective's meta-gradient against finite differences is in
-test_meta.py."""
+test_meta.py, the Keras optimizer with Adam-normalised inputs in test_keras.py."""
 
 import gzip
 import json
@@ -11,13 +11,11 @@ import subprocess
 import sys
 
 from absl.testing import parameterized
-import keras
 import numpy as np
 import tensorflow as tf
 
 import problems
 from learning_to_learn import datasets
-from learning_to_learn import keras as l2l_keras
 from learning_to_learn import meta
 from learning_to_learn import networks
 from learning_to_learn import preprocess
@@ -100,29 +98,6 @@ class AdamNormalizedTest(parameterized.TestCase):
       lstm_state = tuple(next_lstm)
       want = networks.linear(outputs, weights["linear"]["w"], weights["linear"]["b"])[0, :7]
       np.testing.assert_allclose(update.numpy()[:, 0], 0.1 * want.numpy(), rtol=1e-4, atol=1e-6)
-
-  def test_keras_optimizer_matches_the_library_unroll(self):
-    num_steps = 8
-    problem = problems.mnist(layers=(20,))
-    params, constants = problem.init(meta.make_seed(1))
-    images, labels = problem.sample_batches(meta.make_seed(2), num_steps + 1)
-    net = adam_normalized_net()
-    rule = meta.NetAssignments({"cw": net}, None, problem.param_names)
-    state = unroll_lib.UnrollState(params, rule.initial_state(params), constants)
-    want, _ = unroll_lib.unroll(problem, rule, state, (images, labels))
-    path = networks.save(net, os.path.join(self.create_tempdir().full_path, "cw.npz"))
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(20, activation="sigmoid"),
-                              keras.layers.Dense(10)])
-    for i in range(2):
-      model.layers[i + 1].set_weights([params[f"mlp/linear_{i}/w"].numpy(),
-                                       params[f"mlp/linear_{i}/b"].numpy()])
-    model.compile(optimizer=l2l_keras.LearnedOptimizer(path),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    got = [float(model.train_on_batch(images[t], labels[t])) for t in range(num_steps)]
-    got.append(float(model.evaluate(images[num_steps], labels[num_steps], verbose=0)))
-    self.assertGreater(np.ptp(want.numpy()), 1e-3)
-    np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=0)
 
 
 class LogObjectiveTest(parameterized.TestCase):
