@@ -44,6 +44,7 @@ _CIFAR_FILES = {
 }
 _CIFAR_RECORD = 1 + 3 * 32 * 32
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+NUM_CLASSES = 10  # MNIST, Fashion-MNIST and CIFAR-10 alike
 
 
 class Dataset(NamedTuple):
@@ -55,11 +56,14 @@ class Dataset(NamedTuple):
     source: Which file(s) or package the data came from, and the split, so
       logs and results say what was actually trained on.
     split: "train", "valid" (carved out of the training files, see SPLITS) or "test".
+    num_classes: How many classes the labels index, present in this split or not: a
+      classifier's outputs. 10 for whole datasets, k after restrict_labels keeps k labels.
   """
   images: np.ndarray
   labels: np.ndarray
   source: str
   split: str
+  num_classes: int = NUM_CLASSES
 
 
 def _check_split(split):
@@ -89,7 +93,8 @@ def _carve(dataset, split):
                      "least 6." % (dataset.source, total, split))
   source = "%s; %s = images %d..%d of %d" % (
       dataset.source.replace("split=train", "training file"), split, start + 1, stop, total)
-  return Dataset(dataset.images[start:stop], dataset.labels[start:stop], source, split)
+  return Dataset(dataset.images[start:stop], dataset.labels[start:stop], source, split,
+                 dataset.num_classes)
 
 
 def _check_data_dir(data_dir):
@@ -185,7 +190,7 @@ def _check_mnist_arrays(images, labels, where, fix):
   _check_labels(labels, where, fix)
 
 
-def _check_labels(labels, where, fix, num_classes=10):
+def _check_labels(labels, where, fix, num_classes=NUM_CLASSES):
   """Labels must be integers in 0..num_classes-1.
 
   Checked when read: an out-of-range label makes the softmax loss NaN (or an error mid-training)
@@ -489,3 +494,49 @@ def load_cifar10(data_dir=None, split="train"):
   logging.info("Loaded %d CIFAR-10 images from %d of %d %s batch files: %s",
                len(labels), len(paths), len(names), split, source)
   return _to_dataset(images, labels, source, split)
+
+
+def restrict_labels(dataset, labels):
+  """The images of `dataset` whose label is in `labels`, relabelled 0..k-1 in the order given.
+
+  The paper's CIFAR-5 and CIFAR-2 (section 3.4, Fig. 7) are such subsets of CIFAR-10, and its
+  LSTM-sub is meta-trained on the 5 labels the CIFAR-5 test leaves out. The order given decides
+  the new numbers (5,6,7,8,9 -> 0..4), so that subsets of the same size build the same network.
+
+  Args:
+    dataset: a Dataset.
+    labels: at least 2 distinct labels in 0..dataset.num_classes-1.
+
+  Returns:
+    A Dataset with num_classes = len(labels) and a source that says which labels were kept.
+
+  Raises:
+    ValueError: a label out of range or not an integer, a repeated label, fewer than 2 labels,
+      or no image of the dataset has any of them.
+  """
+  labels = list(labels)
+  text = ",".join(str(label) for label in labels)
+  last = dataset.num_classes - 1
+  example = "0,1,2,3,4"
+  if any(isinstance(label, bool) or not isinstance(label, (int, np.integer))
+         or not 0 <= label <= last for label in labels):
+    raise ValueError(f"labels={text} must be integers in 0..{last}; e.g. {example}.")
+  if len(set(labels)) != len(labels):
+    repeated = next(label for label in labels if labels.count(label) > 1)
+    raise ValueError(f"labels={text} repeats label {repeated}; give each label once, e.g. "
+                     f"{example}.")
+  if len(labels) < 2:
+    raise ValueError(f"labels={text} keeps fewer than 2 labels, which is no classification "
+                     f"problem; give at least 2, e.g. 0,1.")
+  relabel = np.full(dataset.num_classes, -1, np.int32)  # old label -> new label, -1: dropped
+  relabel[labels] = np.arange(len(labels), dtype=np.int32)
+  new_labels = relabel[dataset.labels]
+  keep = new_labels >= 0
+  if not np.any(keep):
+    raise ValueError(f"{dataset.source} holds no image with labels {text}; choose labels it has, "
+                     "or a larger data file.")
+  source = "%s; labels %s of %d (as 0..%d): %d of %d images" % (
+      dataset.source, text, dataset.num_classes, len(labels) - 1, int(np.sum(keep)),
+      len(keep))
+  logging.info("Kept %d of %d images, labels %s.", int(np.sum(keep)), len(keep), text)
+  return Dataset(dataset.images[keep], new_labels[keep], source, dataset.split, len(labels))

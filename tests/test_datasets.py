@@ -301,3 +301,69 @@ def test_fashion_mnist_debian_package():
     assert dataset.images.shape == (count, 28, 28, 1)
     np.testing.assert_array_equal(np.unique(dataset.labels), np.arange(10))
     assert FASHION_DIR in dataset.source
+
+
+def write_cifar_label_files(directory):
+  """Batches 1-2 (train) and 5 (valid): each record's R plane holds its index, so a kept record
+  can be traced back to the file position it came from."""
+  labels = {1: [3, 0, 7, 5, 0, 9], 2: [5, 1, 3, 8, 3], 5: [0, 6, 5, 2]}
+  index = 0
+  records = {}
+  for batch, batch_labels in labels.items():
+    data = b""
+    for label in batch_labels:
+      data += cifar_record(label, index, 0, 0)
+      records[index] = label
+      index += 1
+    write(directory / ("data_batch_%d.bin" % batch), data)
+  return records
+
+
+@pytest.mark.parametrize("split, labels, want", [
+    # (record index, new label) in file order, worked out by hand from write_cifar_label_files.
+    ("train", (0, 3, 5), [(0, 1), (1, 0), (3, 2), (4, 0), (6, 2), (8, 1), (10, 1)]),
+    ("train", (5, 3), [(0, 1), (3, 0), (6, 0), (8, 1), (10, 1)]),
+    ("train", (9, 8), [(5, 0), (9, 1)]),
+    ("valid", (5, 6, 7, 8, 9), [(12, 1), (13, 0)]),
+], ids=["three_labels", "order_given", "last_two", "valid_batch_5"])
+def test_restrict_labels_keeps_the_records_of_those_labels_renumbered(tmp_path, split, labels,
+                                                                      want):
+  records = write_cifar_label_files(tmp_path)
+  subset = datasets.restrict_labels(datasets.load_cifar10(tmp_path, split=split), labels)
+  indices = [int(round(v * 255)) for v in subset.images[:, 0, 0, 0]]
+  assert list(zip(indices, subset.labels.tolist())) == want
+  # The same, from the label table alone: the original label's place in `labels`.
+  assert [list(labels).index(records[i]) for i in indices] == subset.labels.tolist()
+  assert subset.labels.dtype == np.int32 and subset.images.shape == (len(want), 32, 32, 3)
+  assert subset.num_classes == len(labels) and subset.split == split
+  text = ",".join(map(str, labels))
+  total = 11 if split == "train" else 4
+  assert "labels %s of 10 (as 0..%d): %d of %d images" % (
+      text, len(labels) - 1, len(want), total) in subset.source
+  assert "data_batch_" in subset.source  # the file still named
+
+
+def test_whole_datasets_have_ten_classes(tmp_path):
+  write_cifar_label_files(tmp_path)
+  for split in ("train", "valid"):
+    assert datasets.load_cifar10(tmp_path, split=split).num_classes == 10
+
+
+@pytest.mark.parametrize("labels, words", [
+    ((0, 10), ["labels=0,10", "0..9"]),
+    ((-1, 2), ["labels=-1,2", "0..9"]),
+    ((0, 1.5), ["labels=0,1.5", "integers"]),
+    ((3, 4, 3), ["labels=3,4,3", "repeats label 3"]),
+    ((4,), ["labels=4", "fewer than 2"]),
+    ((), ["labels=", "fewer than 2"]),
+    ((4, 6), ["no image with labels 4,6"]),
+], ids=["too_large", "negative", "not_integer", "duplicate", "one", "none", "absent"])
+def test_restrict_labels_rejects_bad_lists_in_one_line(tmp_path, labels, words):
+  write_cifar_label_files(tmp_path)
+  dataset = datasets.load_cifar10(tmp_path, split="train")
+  with pytest.raises(ValueError) as error:
+    datasets.restrict_labels(dataset, labels)
+  message = str(error.value)
+  assert "\n" not in message
+  for word in words:
+    assert word in message, message
