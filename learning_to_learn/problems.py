@@ -14,7 +14,7 @@ from learning_to_learn import datasets
 from learning_to_learn import optimizer_files
 
 
-NUM_CLASSES = 10  # MNIST, Fashion-MNIST and CIFAR-10 alike, whatever a small subset holds
+NUM_CLASSES = datasets.NUM_CLASSES  # MNIST, Fashion-MNIST and CIFAR-10 alike
 
 
 def _split_seed(seed, num):
@@ -198,14 +198,16 @@ class MLPClassifier(_Classifier):
     layers: hidden sizes (paper: (20,); generalization runs: (40,) and (20, 20)).
     activation: "sigmoid" (paper) or "relu".
     batch_size: minibatch size (reference: 128).
-    num_classes: outputs; fixed rather than read off the labels, so that a data subset missing a
-      class still builds the network a checkpoint was trained on.
+    num_classes: outputs; None: the dataset's num_classes (10, or k after
+      datasets.restrict_labels), not read off the labels present, so that a small data file
+      missing a class still builds the same network.
   """
 
   def __init__(self, dataset, layers=(20,), activation="sigmoid", batch_size=128,
-               num_classes=NUM_CLASSES):
+               num_classes=None):
     super().__init__(dataset, batch_size)
     self._activation = _check_activation(activation)
+    num_classes = dataset.num_classes if num_classes is None else num_classes
     _check_positive(num_classes=num_classes, **{f"layers[{i}]": s for i, s in enumerate(layers)})
     input_size = int(np.prod(dataset.images.shape[1:]))
     self._sizes = [input_size] + [int(s) for s in layers] + [int(num_classes)]
@@ -246,15 +248,20 @@ class ConvClassifier(_Classifier):
   """The reference's `cifar10` network: conv layers then an MLP.
 
   Each conv layer: 5x5 SAME convolution + bias -> batch norm (offset beta) -> ReLU -> 2x2 max-pool.
-  Then flatten -> linear -> batch norm -> ReLU ... -> linear to 10 classes. Parameter names follow
-  the reference ("conv_net_2d/conv_2d_<i>/w", ".../batch_norm_<i>/beta", "mlp/linear_<i>/w",
-  "mlp/batch_norm/beta"), which the `cifar-multi` net assignments use.
+  Then flatten -> linear -> batch norm -> ReLU ... -> linear to num_classes outputs. Parameter
+  names follow the reference ("conv_net_2d/conv_2d_<i>/w", ".../batch_norm_<i>/beta",
+  "mlp/linear_<i>/w", "mlp/batch_norm/beta"), which the `cifar-multi` net assignments use.
+
+  num_classes: outputs; None: the dataset's num_classes (10, or k for CIFAR-k, the paper's label
+  subsets), as for MLPClassifier.
   """
 
   def __init__(self, dataset, conv_channels=(16, 16, 16), linear_layers=(32,), batch_norm=True,
-               batch_size=128):
+               batch_size=128, num_classes=None):
     super().__init__(dataset, batch_size)
-    _check_positive(**{f"conv_channels[{i}]": c for i, c in enumerate(conv_channels)},
+    num_classes = dataset.num_classes if num_classes is None else num_classes
+    _check_positive(num_classes=num_classes,
+                    **{f"conv_channels[{i}]": c for i, c in enumerate(conv_channels)},
                     **{f"linear_layers[{i}]": s for i, s in enumerate(linear_layers)})
     self.conv_channels = [int(c) for c in conv_channels]
     self.linear_layers = [int(s) for s in linear_layers]
@@ -268,7 +275,7 @@ class ConvClassifier(_Classifier):
         shapes[f"conv_net_2d/batch_norm_{i}/beta"] = [out]
       channels = out
       height, width = -(-height // 2), -(-width // 2)  # SAME 2x2 pooling, stride 2
-    sizes = [height * width * channels] + self.linear_layers + [NUM_CLASSES]
+    sizes = [height * width * channels] + self.linear_layers + [int(num_classes)]
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
       shapes[f"mlp/linear_{i}/w"] = [fan_in, fan_out]
       shapes[f"mlp/linear_{i}/b"] = [fan_out]
@@ -317,20 +324,28 @@ def ensemble(problems, weights=None):
   return Ensemble(problems, weights)
 
 
-def mnist(layers=(20,), activation="sigmoid", batch_size=128, mode="train", data_dir=None):
-  """The MNIST MLP; `mode` is the split ("train" or "test")."""
-  return MLPClassifier(datasets.load_mnist(data_dir, mode), layers, activation, batch_size)
+def _subset(dataset, labels):
+  return dataset if labels is None else datasets.restrict_labels(dataset, labels)
+
+
+def mnist(layers=(20,), activation="sigmoid", batch_size=128, mode="train", data_dir=None,
+          labels=None):
+  """The MNIST MLP; `mode` is the split; `labels`: keep only these digits (all if None)."""
+  return MLPClassifier(_subset(datasets.load_mnist(data_dir, mode), labels), layers, activation,
+                       batch_size)
 
 
 def fashion_mnist(layers=(20,), activation="sigmoid", batch_size=128, mode="train",
-                  data_dir=None):
-  return MLPClassifier(datasets.load_fashion_mnist(data_dir, mode), layers, activation, batch_size)
+                  data_dir=None, labels=None):
+  return MLPClassifier(_subset(datasets.load_fashion_mnist(data_dir, mode), labels), layers,
+                       activation, batch_size)
 
 
 def cifar10(data_dir=None, conv_channels=(16, 16, 16), linear_layers=(32,), batch_norm=True,
-            batch_size=128, mode="train"):
-  return ConvClassifier(datasets.load_cifar10(data_dir, mode), conv_channels, linear_layers,
-                        batch_norm, batch_size)
+            batch_size=128, mode="train", labels=None):
+  """The reference's CIFAR-10 network; `labels`: CIFAR-k on these k labels (all if None)."""
+  return ConvClassifier(_subset(datasets.load_cifar10(data_dir, mode), labels), conv_channels,
+                        linear_layers, batch_norm, batch_size)
 
 
 # --- Named configurations (the reference's util.get_config) -------------------------------------
@@ -343,6 +358,31 @@ SETTINGS = {
 
 PROBLEM_NAMES = ("simple", "simple-multi", "quadratic", "mnist", "fashion_mnist", "cifar",
                  "cifar-multi")
+# The problems a `labels` subset applies to: the classifiers.
+LABELLED_PROBLEMS = ("mnist", "fashion_mnist", "cifar", "cifar-multi")
+
+# Named label subsets for Fig. 7 of the paper, which does not say which labels its CIFAR-5 and
+# CIFAR-2 keep: here the first ones, and LSTM-sub is meta-trained on the 5 labels CIFAR-5 leaves
+# out.
+LABEL_SETS = {"cifar5": (0, 1, 2, 3, 4), "cifar2": (0, 1), "lstm-sub": (5, 6, 7, 8, 9)}
+
+
+def parse_labels(values):
+  """Labels from their text: None (all), one name of LABEL_SETS, or integers, e.g. ["0", "1"].
+
+  Returns a tuple of ints, or None; only the form is checked here, their range by
+  datasets.restrict_labels once the data says how many classes there are.
+  """
+  if values is None:
+    return None
+  values = [str(v).strip() for v in values]
+  if len(values) == 1 and values[0] in LABEL_SETS:
+    return LABEL_SETS[values[0]]
+  try:
+    return tuple(int(v) for v in values)
+  except ValueError:
+    raise ValueError(f"labels={','.join(values)} must be comma-separated integers, e.g. "
+                     f"0,1,2,3,4, or one of {', '.join(LABEL_SETS)}.") from None
 
 
 # The key of a problem's one learned network; its file is `<path>/cw.npz`, which the Keras wrapper
@@ -357,7 +397,7 @@ def _lstm_config(settings):
 
 
 def get_config(problem_name, path=None, data_dir=None, split="train", settings="reference",
-               layers=None, activation=None):
+               layers=None, activation=None, labels=None):
   """Returns (problem, net_config, net_assignments) for a named configuration.
 
   Args:
@@ -368,6 +408,8 @@ def get_config(problem_name, path=None, data_dir=None, split="train", settings="
     settings: "reference" (LogAndSign k = 5, output scale 0.01, uniform quadratics) or "paper"
       (p = 10, scale 0.1, Gaussian quadratics).
     layers, activation: override the MNIST MLP's hidden sizes and activation.
+    labels: for the classifiers (LABELLED_PROBLEMS), keep only these labels, numbered 0..k-1 in
+      the order given, with k outputs (see datasets.restrict_labels); None keeps all.
 
   One departure from the reference: its `quadratic` config fed raw gradients to the LSTM with output
   scale 1; here every LSTM config uses the chosen settings' LogAndSign and scale, so the reference
@@ -378,6 +420,9 @@ def get_config(problem_name, path=None, data_dir=None, split="train", settings="
                      f"{', '.join(PROBLEM_NAMES)}.")
   if settings not in SETTINGS:
     raise ValueError(f"unknown settings {settings!r}; choose reference or paper.")
+  if labels is not None and problem_name not in LABELLED_PROBLEMS:
+    raise ValueError(f"labels={','.join(map(str, labels))} choose the classes of "
+                     f"{', '.join(LABELLED_PROBLEMS)}, not of {problem_name}; drop the labels.")
   chosen = SETTINGS[settings]
   net_assignments = None
   if problem_name in ("simple", "simple-multi"):
@@ -394,10 +439,11 @@ def get_config(problem_name, path=None, data_dir=None, split="train", settings="
     make = mnist if problem_name == "mnist" else fashion_mnist
     problem = make(layers=(20,) if layers is None else tuple(layers),
                    activation=activation or "sigmoid",
-                   mode=split, data_dir=data_dir)
+                   mode=split, data_dir=data_dir, labels=labels)
     net_config = {_SINGLE: _lstm_config(chosen)}
   else:
-    problem = cifar10(data_dir, conv_channels=(16, 16, 16), linear_layers=(32,), mode=split)
+    problem = cifar10(data_dir, conv_channels=(16, 16, 16), linear_layers=(32,), mode=split,
+                      labels=labels)
     if problem_name == "cifar":
       net_config = {_SINGLE: _lstm_config(chosen)}
     else:

@@ -771,3 +771,99 @@ def test_constructors_reject_out_of_range_values(make, message):
 def test_mlp_rejects_non_positive_layer(mlp_dataset):
   with pytest.raises(ValueError, match=r"layers\[1\]"):
     problems.MLPClassifier(mlp_dataset, layers=(5, 0))
+
+
+# --- Label subsets (the paper's CIFAR-5 and CIFAR-2, Fig. 7) --------------------------------------
+
+
+def test_conv_logits_of_a_label_subset_have_one_column_per_label(tmp_path):
+  write_cifar_bin(tmp_path)  # labels 0..9, twice each
+  subset = datasets.restrict_labels(datasets.load_cifar10(tmp_path), (0, 1, 2, 3, 4))
+  problem = problems.ConvClassifier(subset, conv_channels=(2, 3), linear_layers=(4,),
+                                    batch_size=4)
+  want_shapes = conv_shapes(32, 32, 3, (2, 3), (4,), 5, True)
+  params, _ = problem.init(SEED)
+  assert {name: tuple(v.shape) for name, v in params.items()} == want_shapes
+  np_params = random_params(want_shapes, np.random.default_rng(10))
+  logits = problem.logits({k: tf.constant(v) for k, v in np_params.items()},
+                          tf.constant(subset.images))
+  assert logits.shape == (10, 5)
+  np.testing.assert_allclose(logits.numpy(), np_conv_net(to_numpy(np_params), subset.images, 2, 1,
+                                                         True), rtol=1e-4, atol=1e-4)
+
+
+def test_classifiers_take_the_number_of_classes_from_the_dataset(mlp_dataset, conv_dataset):
+  three = mlp_dataset._replace(num_classes=3)
+  assert tuple(problems.MLPClassifier(three).init(SEED)[0]["mlp/linear_1/w"].shape) == (20, 3)
+  assert tuple(problems.MLPClassifier(mlp_dataset).init(SEED)[0]["mlp/linear_1/w"].shape) == (
+      20, 10)
+  params, _ = problems.ConvClassifier(conv_dataset._replace(num_classes=2), conv_channels=(2,),
+                                      linear_layers=(4,)).init(SEED)
+  assert tuple(params["mlp/linear_1/w"].shape) == (4, 2)
+
+
+def cifar_two_label_problem(tmp_path):
+  """get_config's cifar on labels 7 and 2 of write_cifar_bin's file, and the labels NumPy expects:
+  record k has label k % 10, so records 2, 7, 12, 17 are kept as 1, 0, 1, 0."""
+  write_cifar_bin(tmp_path)
+  problem, _, _ = problems.get_config("cifar", data_dir=tmp_path, labels=(7, 2))
+  return problem, np.array([1, 0, 1, 0])
+
+
+def test_two_label_loss_matches_numpy_cross_entropy(tmp_path):
+  problem, want_labels = cifar_two_label_problem(tmp_path)
+  np.testing.assert_array_equal(problem.dataset.labels, want_labels)
+  shapes = {name: v.shape for name, v in problem.init(SEED)[0].items()}
+  assert shapes["mlp/linear_1/w"] == (32, 2)
+  params = random_params(shapes, np.random.default_rng(11))
+  images = problem.dataset.images
+  batch = (tf.constant(images), tf.constant(problem.dataset.labels))
+  loss = problem.loss({k: tf.constant(v) for k, v in params.items()}, (), batch)
+  want = np_softmax_xent(np_conv_net(to_numpy(params), images, 3, 1, True), want_labels)
+  np.testing.assert_allclose(loss.numpy(), want, rtol=1e-4)
+  # A zero output layer gives equal logits: the loss is log 2 whatever the images (closed form).
+  params["mlp/linear_1/w"][:] = 0.0
+  params["mlp/linear_1/b"][:] = 0.0
+  loss = problem.loss({k: tf.constant(v) for k, v in params.items()}, (), batch)
+  np.testing.assert_allclose(loss.numpy(), np.log(2.0), rtol=1e-6)
+
+
+def test_get_config_labels_for_every_classifier(tmp_path):
+  write_cifar_bin(tmp_path)
+  write_fashion_idx(tmp_path)  # labels 0..9, then 0, 1; the last 2 are the valid split
+  problem, _, assignments = problems.get_config("cifar-multi", data_dir=tmp_path,
+                                                labels=problems.LABEL_SETS["lstm-sub"])
+  np.testing.assert_array_equal(problem.dataset.labels, [0, 1, 2, 3, 4] * 2)  # 5..9 as 0..4
+  assert tuple(problem.init(SEED)[0]["mlp/linear_1/w"].shape) == (32, 5)
+  assert sorted(sum((list(names) for _, names in assignments), [])) == sorted(problem.param_names)
+  problem, _, _ = problems.get_config("fashion_mnist", data_dir=tmp_path, labels=(9, 0, 4))
+  np.testing.assert_array_equal(problem.dataset.labels, [1, 2, 0])
+  assert tuple(problem.init(SEED)[0]["mlp/linear_1/w"].shape) == (20, 3)
+  problem, _, _ = problems.get_config("mnist", labels=(3, 8), layers=(5,))
+  assert set(np.unique(problem.dataset.labels)) == {0, 1}
+  assert "labels 3,8 of 10" in problem.dataset.source
+  assert tuple(problem.init(SEED)[0]["mlp/linear_1/w"].shape) == (5, 2)
+
+
+@pytest.mark.parametrize("name", ["simple", "simple-multi", "quadratic"])
+def test_get_config_labels_only_for_classifiers(name):
+  with pytest.raises(ValueError, match=f"labels=0,1 .*not of {name};"):
+    problems.get_config(name, labels=(0, 1))
+
+
+def test_get_config_bad_labels_name_the_list(tmp_path):
+  write_cifar_bin(tmp_path)
+  with pytest.raises(ValueError, match="labels=0,0 repeats label 0"):
+    problems.get_config("cifar", data_dir=tmp_path, labels=(0, 0))
+
+
+@pytest.mark.parametrize("values, want", [
+    (None, None), (["cifar5"], (0, 1, 2, 3, 4)), (["cifar2"], (0, 1)),
+    (["lstm-sub"], (5, 6, 7, 8, 9)), (["3", " 1"], (3, 1)), (["12"], (12,))])
+def test_parse_labels(values, want):
+  assert problems.parse_labels(values) == want
+
+
+def test_parse_labels_rejects_words():
+  with pytest.raises(ValueError, match="labels=cifar7 must be comma-separated integers.*cifar5"):
+    problems.parse_labels(["cifar7"])
