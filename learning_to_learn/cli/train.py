@@ -42,6 +42,9 @@ flags.DEFINE_boolean("second_derivatives", False, "Backpropagate through optimiz
 flags.DEFINE_string("save_path", None, "Directory for the best optimizer and checkpoints.")
 flags.DEFINE_integer("seed", 0, "Seed of every problem instance and minibatch.")
 flags.DEFINE_string("data_dir", None, "Directory with the data files (see README, Data).")
+flags.DEFINE_list("labels", None, "Classifiers only: keep these labels, numbered 0..k-1 in this "
+                  "order (e.g. 0,1,2,3,4), or a named set: cifar5 (0-4), cifar2 (0,1), lstm-sub "
+                  "(5-9, the paper's LSTM-sub); default all.")
 flags.DEFINE_enum("settings", "reference", ["reference", "paper"],
                   "reference: LogAndSign k=5, scale 0.01; paper: p=10, scale 0.1.")
 flags.DEFINE_string("init_path", None, "Start from this trained optimizer (a --save_path "
@@ -110,6 +113,7 @@ def validate_flags():
     raise ValueError("--imitation_epochs and --imitation_weight must not be negative.")
   if FLAGS.seed < 0:
     raise ValueError(f"--seed={FLAGS.seed} must be non-negative.")
+  problems.parse_labels(FLAGS.labels)  # its form here; its range once the data is read
   validate_horizons()
   if FLAGS.save_path is not None and os.path.exists(FLAGS.save_path) and not os.path.isdir(
       FLAGS.save_path):
@@ -163,20 +167,23 @@ RUN_FLAGS = ("problem", "settings", "seed", "num_steps", "unroll_length", "learn
              "second_derivatives", "data_dir", "clip_meta_gradient", "num_instances", "init_path",
              "objective", "preprocess", "evaluation_split", "clip_meta_gradient_value",
              "meta_lr_schedule", "imitate", "imitation_learning_rate", "imitation_epochs",
-             "imitation_weight", "selection_steps", "curriculum", "curriculum_patience")
+             "imitation_weight", "selection_steps", "curriculum", "curriculum_patience",
+             "labels")
 # For run.json files written before these flags existed.
 RUN_FLAG_DEFAULTS = {"num_instances": 1, "objective": "sum", "preprocess": None,
                      "evaluation_split": "train", "clip_meta_gradient_value": None,
                      "meta_lr_schedule": "constant", "imitate": None,
                      "imitation_learning_rate": None, "imitation_epochs": 0,
                      "imitation_weight": 0.0, "selection_steps": None, "curriculum": None,
-                     "curriculum_patience": 3}
+                     "curriculum_patience": 3, "labels": None}
 
 
 def check_run_config(save_path, write=True):
   """Writes the run's defining flags to save_path/run.json (if `write`), or checks them against it."""
   path = os.path.join(save_path, "run.json")
   config = {name: getattr(FLAGS, name) for name in RUN_FLAGS}
+  labels = problems.parse_labels(FLAGS.labels)  # cifar2 and 0,1 are the same run
+  config["labels"] = None if labels is None else list(labels)
   if os.path.exists(path) and os.path.isdir(os.path.join(save_path, "checkpoints")):
     saved = checkpoints.read_run_config(path)
     changed = [f"--{k}={config[k]} (was {saved.get(k, RUN_FLAG_DEFAULTS.get(k))})"
@@ -232,7 +239,8 @@ def make_evaluation(problem, optimizer, net_config, net_assignments):
   seeds = evaluation.epoch_seeds(FLAGS.seed, FLAGS.evaluation_epochs, evaluation.EVALUATION)
   if FLAGS.evaluation_split != "train":
     problem, _, _ = problems.get_config(FLAGS.problem, data_dir=FLAGS.data_dir,
-                                        split=FLAGS.evaluation_split, settings=FLAGS.settings)
+                                        split=FLAGS.evaluation_split, settings=FLAGS.settings,
+                                        labels=problems.parse_labels(FLAGS.labels))
   evaluator = evaluation.Evaluator(problem, net_config, net_assignments, FLAGS.unroll_length,
                                    jit_compile=FLAGS.jit_compile)
 
@@ -253,7 +261,7 @@ def make_trainer(strategy):
   init_path = optimizer_files.resolve(FLAGS.init_path) if FLAGS.init_path else None
   problem, net_config, net_assignments = problems.get_config(
       FLAGS.problem, path=init_path, data_dir=FLAGS.data_dir, split="train",
-      settings=FLAGS.settings)
+      settings=FLAGS.settings, labels=problems.parse_labels(FLAGS.labels))
   if hasattr(problem, "dataset"):
     logging.info("Data: %s", problem.dataset.source)
   if FLAGS.preprocess:
