@@ -29,10 +29,12 @@ if [ ! -f results/mnist_ablation/baselines/summary.json ]; then
   $compare --output_dir=results/mnist_ablation/baselines
 fi
 # The long run kept in git (README, "The long MNIST run"), one folder per curriculum stage:
-# long_run = stage 1 (ongoing/mnist), curriculum = stage 2 (ongoing/mnist_200). Each compares its
-# best optimizer so far in place (no copy); its best.json goes beside the comparison. With a variant
-# list, only the stages it names (`scripts/mnist_ablation.sh 200 long_run curriculum`).
+# long_run = stage 1 (ongoing/mnist, whose best optimizer ships as `mnist`), curriculum = stage 2
+# (ongoing/mnist_200). Each compares its best optimizer in place (no copy); its best.json goes beside
+# the comparison. With a variant list, only the stages it names
+# (`scripts/mnist_ablation.sh 200 long_run curriculum`).
 declare -A STAGES=([long_run]=ongoing/mnist [curriculum]=ongoing/mnist_200)
+declare -A OPTIMIZERS=([long_run]=mnist [curriculum]=ongoing/mnist_200)
 stages=()
 [ $# -eq 0 ] && stages=(long_run curriculum)
 for name in "${ORDER[@]}"; do
@@ -49,10 +51,9 @@ for name in "${ORDER[@]}"; do
 done
 for name in "${stages[@]}"; do
   run=${STAGES[$name]}
-  [ -f "$run/cw.npz" ] || continue
+  [ -f "$run/best.json" ] || continue
   out="results/mnist_ablation/$name"
   mkdir -p "$out"
-  rm -f "$out/cw.npz"
   cp "$run/best.json" "$out/"
-  $compare --path="$run" --baselines= --output_dir="$out"
+  $compare --path="${OPTIMIZERS[$name]}" --baselines= --output_dir="$out"
 done
