@@ -16,8 +16,8 @@ EXPERIMENTS = [
     ("quadratic_paper", "10-dimensional quadratics, paper settings (p = 10, output scale 0.1, "
                         "Gaussian quadratics; the shipped `quadratic_paper`)"),
     ("mnist", "MNIST, MLP with 20 sigmoid hidden units, on the full MNIST: the shipped `mnist` "
-              "(the long run's best, see MNIST levers), trained for 100 and 200 steps, run for "
-              "200 (figure 4, centre and right)"),
+              "(the long run's best, see MNIST levers), meta-trained for 100 steps, run for 200 "
+              "(figure 4, centre and right)"),
     ("mnist_40", "Generalization of `mnist`: 40 hidden units (figure 5, left)"),
     ("mnist_2layer", "Generalization of `mnist`: two hidden layers of 20 (figure 5, centre)"),
     ("mnist_relu", "Generalization of `mnist`: ReLU activations (figure 5, right)"),
