@@ -5,14 +5,13 @@ looks in a fixed, documented list of places and fails with a one-line message
 saying where to put the data when none of them has it.
 """
 
+import functools
 import gzip
 import importlib.util
 import os
 import struct
 import zlib
 import zipfile
-from typing import NamedTuple
-
 import numpy as np
 from absl import logging
 
@@ -47,23 +46,80 @@ _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 NUM_CLASSES = 10  # MNIST, Fashion-MNIST and CIFAR-10 alike
 
 
-class Dataset(NamedTuple):
+# float32 value of each uint8 pixel value: the one place pixels become floats, so the dataset's
+# `images` and the problems' minibatches (problems.py looks the pixels up here) are the same numbers.
+PIXEL_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)
+
+
+class Dataset:
   """One split of an image-classification dataset, ready for the optimizees.
 
+  The loaders keep the files' uint8 pixels, a quarter of float32's memory (MNIST's 50,000 training
+  digits: 39 MB rather than 157 MB); `images` is made from them on first read and kept from then
+  on. The problems read `pixels` and look up each minibatch's floats, so meta-training never holds
+  a float copy of the whole dataset.
+
   Attributes:
-    images: float32 [N, H, W, C] with values in [0, 1].
+    images: float32 [N, H, W, C] with values in [0, 1]: PIXEL_VALUES[pixels] when there are pixels.
+    pixels: uint8 [N, H, W, C] as the files store them, or None for a dataset made from float
+      images.
     labels: int32 [N].
     source: Which file(s) or package the data came from, and the split, so
       logs and results say what was actually trained on.
     split: "train", "valid" (carved out of the training files, see SPLITS) or "test".
     num_classes: How many classes the labels index, present in this split or not: a
       classifier's outputs. 10 for whole datasets, k after restrict_labels keeps k labels.
+    image_shape: (H, W, C), read without making `images`.
+
+  Args:
+    images: float32 [N, H, W, C] in [0, 1]; or None, given pixels.
+    labels, source, split, num_classes: as the attributes.
+    pixels: uint8 [N, H, W, C]; or None, given images.
   """
-  images: np.ndarray
-  labels: np.ndarray
-  source: str
-  split: str
-  num_classes: int = NUM_CLASSES
+
+  def __init__(self, images=None, labels=None, source="", split="", num_classes=NUM_CLASSES, *,
+               pixels=None):
+    if (images is None) == (pixels is None):
+      raise ValueError("Dataset: pass the images as float32 `images` in [0, 1] or as uint8 "
+                       "`pixels`, exactly one of the two.")
+    if pixels is not None and np.asarray(pixels).dtype != np.uint8:
+      raise ValueError(f"Dataset: pixels of dtype {np.asarray(pixels).dtype}, expected uint8; "
+                       "pass float values in [0, 1] as `images`.")
+    if images is not None:
+      self.__dict__["images"] = images  # what `images` would otherwise compute on first read
+    self.pixels = pixels
+    self.labels = labels
+    self.source = source
+    self.split = split
+    self.num_classes = num_classes
+
+  @functools.cached_property
+  def images(self):
+    return PIXEL_VALUES[self.pixels]
+
+  @property
+  def image_shape(self):
+    return tuple((self.pixels if self.pixels is not None else self.images).shape[1:])
+
+  def _replace(self, **changes):
+    """A Dataset with some attributes changed, as NamedTuple's _replace (Dataset was one)."""
+    fields = ({"pixels": self.pixels} if self.pixels is not None else {"images": self.images})
+    if {"images", "pixels"} & set(changes):
+      fields = {}
+    fields.update(labels=self.labels, source=self.source, split=self.split,
+                  num_classes=self.num_classes)
+    fields.update(changes)
+    return Dataset(**fields)
+
+  def rows(self, keep):
+    """{"pixels" or "images": a copy of the rows at `keep`}, as the constructor takes them.
+
+    Copies rather than views, so that a part of a file's arrays does not keep the whole alive.
+    `keep`: a slice, indices or a mask.
+    """
+    if self.pixels is not None:
+      return {"pixels": np.array(self.pixels[keep])}
+    return {"images": np.array(self.images[keep])}
 
 
 def _check_split(split):
@@ -93,8 +149,8 @@ def _carve(dataset, split):
                      "least 6." % (dataset.source, total, split))
   source = "%s; %s = images %d..%d of %d" % (
       dataset.source.replace("split=train", "training file"), split, start + 1, stop, total)
-  return Dataset(dataset.images[start:stop], dataset.labels[start:stop], source, split,
-                 dataset.num_classes)
+  return Dataset(labels=dataset.labels[start:stop].copy(), source=source, split=split,
+                 num_classes=dataset.num_classes, **dataset.rows(slice(start, stop)))
 
 
 def _check_data_dir(data_dir):
@@ -165,14 +221,13 @@ def read_idx(path):
   return np.frombuffer(data, np.uint8, offset=header_len).reshape(shape)
 
 
-def _to_dataset(images, labels, source, split):
-  """Scales uint8 [N, H, W] or [N, H, W, C] pixels to float32 in [0, 1]."""
-  images = np.asarray(images)
-  if images.ndim == 3:
-    images = images[..., np.newaxis]
-  images = images.astype(np.float32) / np.float32(255)
-  return Dataset(images=images, labels=np.asarray(labels).astype(np.int32),
-                 source=source, split=split)
+def _to_dataset(pixels, labels, source, split):
+  """A Dataset of uint8 [N, H, W] or [N, H, W, C] pixels, channels last; floats made on demand."""
+  pixels = np.asarray(pixels)
+  if pixels.ndim == 3:
+    pixels = pixels[..., np.newaxis]
+  return Dataset(labels=np.asarray(labels).astype(np.int32), source=source, split=split,
+                 pixels=np.ascontiguousarray(pixels, np.uint8))
 
 
 def _check_mnist_arrays(images, labels, where, fix):
@@ -347,7 +402,8 @@ def load_mnist(data_dir=None, split="train"):
     split: "train", "valid" (carved out of the training files, see SPLITS) or "test".
 
   Returns:
-    A Dataset with images float32 [N, 28, 28, 1] in [0, 1] and int32 labels.
+    A Dataset of uint8 pixels [N, 28, 28, 1] (float32 `images` in [0, 1] made on first
+    read) and int32 labels.
 
   Raises:
     ValueError: Bad split, or a found file is corrupt or malformed.
@@ -397,7 +453,8 @@ def load_fashion_mnist(data_dir=None, split="train"):
     split: "train", "valid" (carved out of the training files, see SPLITS) or "test".
 
   Returns:
-    A Dataset with images float32 [N, 28, 28, 1] in [0, 1] and int32 labels.
+    A Dataset of uint8 pixels [N, 28, 28, 1] (float32 `images` in [0, 1] made on first
+    read) and int32 labels.
 
   Raises:
     ValueError: Bad split, or a found file is corrupt or malformed.
@@ -462,7 +519,8 @@ def load_cifar10(data_dir=None, split="train"):
     split: "train", "valid" (carved out of the training files, see SPLITS) or "test".
 
   Returns:
-    A Dataset with images float32 [N, 32, 32, 3] in [0, 1] and int32 labels.
+    A Dataset of uint8 pixels [N, 32, 32, 3] (float32 `images` in [0, 1] made on first
+    read) and int32 labels.
 
   Raises:
     ValueError: Bad split, or a batch file is truncated or not CIFAR-10.
@@ -539,4 +597,5 @@ def restrict_labels(dataset, labels):
       dataset.source, text, dataset.num_classes, len(labels) - 1, int(np.sum(keep)),
       len(keep))
   logging.info("Kept %d of %d images, labels %s.", int(np.sum(keep)), len(keep), text)
-  return Dataset(dataset.images[keep], new_labels[keep], source, dataset.split, len(labels))
+  return Dataset(labels=new_labels[keep], source=source, split=dataset.split,
+                 num_classes=len(labels), **dataset.rows(keep))

@@ -460,6 +460,37 @@ def test_mlp_sample_batches_deterministic_per_seed(mlp_dataset):
   assert not np.array_equal(a[0].numpy(), c[0].numpy())
 
 
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["tf_kernels", "xla"])
+def test_uint8_pixels_sample_the_floats_of_the_float_path(jit_compile):
+  # The fast path (uint8 pixels, floats looked up per minibatch) against the plain one (the float
+  # images NumPy computes, pixels / 255): the same minibatches, bit for bit, under XLA too.
+  rng = np.random.default_rng(3)
+  pixels = rng.integers(0, 256, (40, 4, 4, 1)).astype(np.uint8)
+  pixels.flat[:256] = np.arange(256)  # every pixel value occurs
+  labels = np.arange(40, dtype=np.int32) % 10
+  fast = problems.MLPClassifier(datasets.Dataset(labels=labels, pixels=pixels), batch_size=9)
+  plain = problems.MLPClassifier(
+      datasets.Dataset(images=pixels.astype(np.float32) / np.float32(255), labels=labels),
+      batch_size=9)
+  for fast_batch, plain_batch in zip(
+      tf.function(fast.sample_batches, jit_compile=jit_compile)(SEED, 30),
+      tf.function(plain.sample_batches, jit_compile=jit_compile)(SEED, 30)):
+    assert fast_batch.dtype == plain_batch.dtype
+    np.testing.assert_array_equal(fast_batch.numpy(), plain_batch.numpy())
+
+
+def test_dataset_takes_images_or_pixels():
+  labels = np.zeros(2, np.int32)
+  pixels = np.array([0, 1, 128, 255], np.uint8).reshape(1, 2, 2, 1).repeat(2, axis=0)
+  dataset = datasets.Dataset(labels=labels, pixels=pixels)
+  assert dataset.image_shape == (2, 2, 1) and "images" not in vars(dataset)  # not made yet
+  np.testing.assert_array_equal(dataset.images, pixels.astype(np.float32) / np.float32(255))
+  with pytest.raises(ValueError, match="exactly one"):
+    datasets.Dataset(images=dataset.images, labels=labels, pixels=pixels)
+  with pytest.raises(ValueError, match="pixels of dtype float32"):
+    datasets.Dataset(labels=labels, pixels=dataset.images)
+
+
 def test_mlp_bad_activation(mlp_dataset):
   with pytest.raises(ValueError, match="tanh"):
     problems.MLPClassifier(mlp_dataset, activation="tanh")
