@@ -141,9 +141,9 @@ class ImitatingRule:
     return updates, (student_state, teacher_state, error + distance / (size + 1e-20))
 
 
-def _unroll_result(problem, rule, state, batches, second_derivatives):
+def _unroll_result(problem, rule, state, batches, second_derivatives, recompute=False):
   start = state
-  losses, state = unroll_lib.unroll(problem, rule, state, batches, second_derivatives)
+  losses, state = unroll_lib.unroll(problem, rule, state, batches, second_derivatives, recompute)
   num_steps = tf.cast(tf.shape(losses)[0] - 1, tf.float32)
   update_norm = _global_norm({n: state.params[n] - start.params[n] for n in start.params})
   imitation = (state.net_state[2] - start.net_state[2] if isinstance(rule, ImitatingRule)
@@ -272,6 +272,12 @@ class MetaTrainer:
       CPU (bench/run.py): XLA for evaluation unrolls, TensorFlow's own kernels for training, where
       XLA fuses the LSTM's gate gradients into one slow loop (figures: README, Performance).
     num_instances: optimizee instances per meta-step, over all replicas (reference: 1).
+    recompute: keep only each step's gradients and network state for the meta-gradient and
+      recompute the network's activations in the backward pass (unroll.Recomputed): the memory an
+      unroll holds grows by the state per step (80 floats a coordinate for 20-20 LSTMs) rather
+      than by every activation (about 380), for one more forward pass of the network per step.
+      The same values to rounding. For long unrolls or large optimizees; off by default, being
+      slower.
     strategy: a tf.distribute.Strategy; None for the current one (the default: no distribution).
 
   A meta-step whose losses or meta-gradient are not finite on any replica is not applied: the
@@ -282,7 +288,7 @@ class MetaTrainer:
   def __init__(self, meta_optimizer, problem, unroll_length, learning_rate=0.01,
                net_assignments=None, second_derivatives=False, clip_meta_gradient=None,
                jit_compile=None, num_instances=1, strategy=None, objective="sum",
-               clip_meta_gradient_value=None, teacher=None):
+               clip_meta_gradient_value=None, teacher=None, recompute=False):
     if int(unroll_length) != unroll_length or unroll_length <= 0:
       raise ValueError(f"unroll_length={unroll_length} must be a positive integer (reference: 20).")
     if objective not in OBJECTIVES:
@@ -304,6 +310,7 @@ class MetaTrainer:
     self.problem = problem
     self.unroll_length = int(unroll_length)
     self.second_derivatives = second_derivatives
+    self.recompute = bool(recompute)
     self.clip_meta_gradient = clip_meta_gradient
     self.clip_meta_gradient_value = clip_meta_gradient_value
     self.objective = objective
@@ -362,17 +369,17 @@ class MetaTrainer:
     return tuple(unroll_lib.initial_state(self.problem, self.rule, s)
                  for s in self._instance_seeds(seed))
 
-  def _local_run(self, states, seeds):
+  def _local_run(self, states, seeds, recompute=False):
     outputs = []
     for state, seed in zip(states, seeds):
       batches = self.problem.sample_batches(seed, self.unroll_length + 1)
       outputs.append(_unroll_result(self.problem, self.rule, state, batches,
-                                    self.second_derivatives))
+                                    self.second_derivatives, recompute))
     return tuple(r for r, _ in outputs), tuple(s for _, s in outputs)
 
   def _local_train(self, states, seeds):
     with tf.GradientTape() as tape:
-      results, states = self._local_run(states, seeds)
+      results, states = self._local_run(states, seeds, self.recompute)
       objective = tf.add_n([self.objective_weight * meta_objective(r.losses, self.objective)
                             + self.imitation_weight * r.imitation
                             for r in results]) / float(self.num_instances)

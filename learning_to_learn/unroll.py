@@ -32,7 +32,75 @@ def _batch_at(batches, t):
   return tf.nest.map_structure(lambda b: b[t], batches)
 
 
-def unroll(problem, rule, state, batches, second_derivatives=False):
+class Recomputed:
+  """An update rule whose activations an outer tape recomputes in its backward pass, not keeps.
+
+  An outer GradientTape around an unroll keeps every intermediate of every step of the rule until
+  its backward pass: for the coordinatewise 20-20 LSTM, the stacked [x; h], the gate activations,
+  cells and products of both layers, about 380 values a coordinate a step (bench/run.py's count),
+  against the 80 of its state. Wrapped, a step keeps only its inputs (gradients and state) and
+  runs the rule forward again when the backward pass reaches it: memory O(T x state) rather than
+  O(T x activations), for one more forward pass of the rule per step (about 27% more CPU time a
+  meta-training step of MNIST). The values are the same to rounding: the rule's own function may
+  fuse its float ops otherwise, and the steps' shares of the meta-gradient are summed in another
+  order.
+
+  Both passes are functions that TensorFlow calls rather than inlines, one body for all T steps:
+  written out T times, the graph itself took more memory than the activations saved. A step's
+  backward call takes the gradients of all its outputs, so it runs once the later step's is done,
+  one step at a time (tf.recompute_grad waits for its first output's alone: here the updates,
+  whose gradients are all ready at once, so that every step would be recomputed together).
+
+  Args:
+    rule: `rule(gradients, net_state) -> (updates, net_state)`; the nests keep their structure
+      from call to call, as within an unroll.
+  """
+
+  def __init__(self, rule):
+    self.rule = rule
+    self._inputs = self._outputs = None  # the nests, for flattening: set by the first call
+    no_inline = {"_noinline": True}
+    self._forward = tf.function(self._forward_flat, autograph=False,
+                                experimental_attributes=no_inline)
+    self._backward = tf.function(self._backward_flat, autograph=False,
+                                 experimental_attributes=no_inline)
+
+  def _forward_flat(self, flat):
+    outputs = self.rule(*tf.nest.pack_sequence_as(self._inputs, flat))
+    self._outputs = outputs
+    return tf.nest.flatten(outputs)
+
+  def _backward_flat(self, flat, output_gradients, variables):
+    sources = [x for x in flat if x.dtype.is_floating]
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      tape.watch(sources + variables)
+      outputs = self._forward_flat(flat)
+    pairs = [(y, g) for y, g in zip(outputs, output_gradients) if g is not None]
+    grads = iter(tape.gradient([y for y, _ in pairs], sources + variables,
+                               output_gradients=[g for _, g in pairs],
+                               unconnected_gradients=tf.UnconnectedGradients.ZERO))
+    return [next(grads) if x.dtype.is_floating else None for x in flat], list(grads)
+
+  def __call__(self, gradients, net_state):
+    self._inputs = (gradients, net_state)
+
+    @tf.custom_gradient
+    def step(*flat):
+      outputs = self._forward(list(flat))
+
+      def grad(*output_gradients, variables=None):
+        # Integer outputs (step counters) have no gradient.
+        output_gradients = [g if y.dtype.is_floating else None
+                            for y, g in zip(outputs, output_gradients)]
+        return self._backward(list(flat), output_gradients, list(variables or []))
+
+      return outputs, grad
+
+    flat_outputs = step(*tf.nest.flatten(self._inputs))
+    return tf.nest.pack_sequence_as(self._outputs, flat_outputs)
+
+
+def unroll(problem, rule, state, batches, second_derivatives=False, recompute=False):
   """Runs T steps of: loss -> gradients -> rule -> params + updates.
 
   The loss and the gradient at step t use the same minibatch `batches[t]`; the final loss f(x_T)
@@ -46,6 +114,8 @@ def unroll(problem, rule, state, batches, second_derivatives=False):
     state: UnrollState to start from.
     batches: a nest of tensors with leading dimension T + 1 (from `problem.sample_batches`).
     second_derivatives: let an outer tape differentiate through the optimizee gradients.
+    recompute: have an outer tape recompute the rule's activations rather than keep them (see
+      `Recomputed`): less memory for a longer backward pass, the same values to rounding.
 
   Returns:
     losses: [T + 1], f(x_0) .. f(x_T).
@@ -53,6 +123,7 @@ def unroll(problem, rule, state, batches, second_derivatives=False):
   """
   num_steps = tf.nest.flatten(batches)[0].shape[0] - 1
   params, net_state, constants = state
+  step_rule = Recomputed(rule) if recompute else rule
   losses = []
   for t in range(num_steps):
     with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -61,7 +132,7 @@ def unroll(problem, rule, state, batches, second_derivatives=False):
     gradients = tape.gradient(loss, params)
     if not second_derivatives:
       gradients = tf.nest.map_structure(tf.stop_gradient, gradients)
-    updates, net_state = rule(gradients, net_state)
+    updates, net_state = step_rule(gradients, net_state)
     params = {name: params[name] + updates[name] for name in params}
     losses.append(loss)
   losses.append(problem.loss(params, constants, _batch_at(batches, num_steps)))

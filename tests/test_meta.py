@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import problems
+from learning_to_learn import datasets
 from learning_to_learn import evaluation
 from learning_to_learn import meta
 from learning_to_learn import networks
@@ -129,6 +130,91 @@ class MetaGradientTest(parameterized.TestCase):
     _, _, first_order = self._setup(LinearProblem(), second_derivatives=False)
     for a, b in zip(exact, first_order):
       np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def _classifier():
+  """A small MLP on random images: real minibatches, and a gradient with structure."""
+  rng = np.random.default_rng(0)
+  dataset = datasets.Dataset(images=rng.random((64, 6, 6, 1)).astype(np.float32),
+                             labels=rng.integers(0, 10, 64).astype(np.int32))
+  return problems.MLPClassifier(dataset, layers=(7,), batch_size=16)
+
+
+class RecomputeTest(parameterized.TestCase):
+  """The unroll that recomputes the rule's activations (unroll.Recomputed) against the plain one."""
+
+  def _unroll(self, problem, rule, variables, recompute, compiled, second_derivatives=False):
+    state = unroll_lib.initial_state(problem, rule, meta.make_seed(1))
+    batches = problem.sample_batches(meta.make_seed(2), 7)
+
+    def run():
+      with tf.GradientTape() as tape:
+        losses, final = unroll_lib.unroll(problem, rule, state, batches, second_derivatives,
+                                          recompute)
+        meta_loss = tf.reduce_sum(losses)
+      return losses, final, tape.gradient(meta_loss, variables)
+
+    return tf.function(run)() if compiled else run()
+
+  def _check_same(self, problem, rule, variables, compiled, second_derivatives=False):
+    plain, recomputed = (self._unroll(problem, rule, variables, recompute, compiled,
+                                      second_derivatives) for recompute in (False, True))
+    # The forward pass is the same ops on the same values, to rounding: the rule runs in a
+    # function of its own, where grappler may fuse or order its float ops otherwise (1 ulp seen).
+    np.testing.assert_allclose(recomputed[0].numpy(), plain[0].numpy(), rtol=1e-6)
+    for a, b in zip(tf.nest.flatten(recomputed[1]), tf.nest.flatten(plain[1])):
+      np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+    # The meta-gradient: each step's share the same, summed over the steps in another order.
+    self.assertLen(recomputed[2], len(variables))
+    for a, b in zip(recomputed[2], plain[2]):
+      self.assertIsNotNone(a)
+      # Entries that cancel to near zero keep an absolute error of the scale of the others'.
+      scale = float(tf.reduce_max(tf.abs(b)))
+      np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5 * scale)
+    self.assertGreater(sum(float(tf.reduce_max(tf.abs(g))) for g in plain[2]), 0.0)
+
+  @parameterized.named_parameters(("eager", False), ("compiled", True))
+  def test_lstm_on_an_mlp_gives_the_plain_meta_gradient(self, compiled):
+    tf.random.set_seed(0)
+    optimizer = meta.MetaOptimizer()  # the paper's 20-20 LSTM with LogAndSign
+    rule = optimizer.assignments(_classifier())
+    self._check_same(_classifier(), rule, optimizer.trainable_variables, compiled)
+
+  def test_second_derivatives_flow_through_the_recomputed_rule(self):
+    tf.random.set_seed(0)
+    optimizer = meta.MetaOptimizer(cw=dict(net="CoordinateWiseDeepLSTM", net_options=dict(
+        layers=(4,), scale=1.0)))
+    problem = QuarticSum()
+    self._check_same(problem, optimizer.assignments(problem), optimizer.trainable_variables,
+                     compiled=True, second_derivatives=True)
+
+  def test_an_imitating_rule_with_a_stepped_teacher(self):
+    # Nested state: the student's LSTM states, Adam's step count and moments, the running error.
+    tf.random.set_seed(0)
+    optimizer = meta.MetaOptimizer()
+    problem = _classifier()
+    teacher = meta.NetAssignments({"adam": networks.factory("Adam", {"learning_rate": 0.01})},
+                                  None, problem.param_names)
+    rule = meta.ImitatingRule(optimizer.assignments(problem), teacher)
+    self._check_same(problem, rule, optimizer.trainable_variables, compiled=True)
+
+  def test_meta_trainer_with_recompute_takes_the_same_steps(self):
+    tf.random.set_seed(0)
+    problem, config, _ = problems.get_config("quadratic")
+    optimizer = meta.MetaOptimizer(**config)
+    start = [v.numpy() for v in optimizer.trainable_variables]
+    runs = {}
+    for recompute in (False, True):
+      for variable, value in zip(optimizer.trainable_variables, start):
+        variable.assign(value)
+      trainer = optimizer.meta_minimize(problem, 5, recompute=recompute, jit_compile=False)
+      trainer.reset(meta.make_seed(0))
+      losses = [trainer.train_unroll(meta.make_seed(0, i)).losses.numpy() for i in range(3)]
+      runs[recompute] = losses, [v.numpy() for v in optimizer.trainable_variables]
+      self.assertEqual(trainer.trace_counts["local_train"], 1)
+    np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-5)
+    for a, b in zip(runs[True][1], runs[False][1]):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 class CarryAndResetTest(parameterized.TestCase):
