@@ -33,32 +33,33 @@ def _batch_at(batches, t):
 
 
 class Recomputed:
-  """An update rule whose activations an outer tape recomputes in its backward pass, not keeps.
+  """A function whose activations an outer tape recomputes in its backward pass, not keeps.
 
-  An outer GradientTape around an unroll keeps every intermediate of every step of the rule until
-  its backward pass: for the coordinatewise 20-20 LSTM, the stacked [x; h], the gate activations,
-  cells and products of both layers, about 380 values a coordinate a step (bench/run.py's count),
-  against the 80 of its state. Wrapped, a step keeps only its inputs (gradients and state) and
-  runs the rule forward again when the backward pass reaches it: memory O(T x state) rather than
-  O(T x activations), for one more forward pass of the rule per step (about 27% more CPU time a
-  meta-training step of MNIST). The values are the same to rounding: the rule's own function may
-  fuse its float ops otherwise, and the steps' shares of the meta-gradient are summed in another
-  order.
+  An outer GradientTape around an unroll keeps every intermediate of every step until its backward
+  pass: for the coordinatewise 20-20 LSTM, the stacked [x; h], the gate activations, cells and
+  products of both layers, about 380 values a coordinate a step, against the 80 of its state.
+  `unroll(..., recompute=True)` wraps each step in this: a step keeps only its inputs (parameters,
+  the rule's state, the minibatch) and runs forward again when the backward pass reaches it:
+  memory O(T x state) rather than O(T x activations), for one more forward pass per step (about
+  25% more CPU time a meta-training step of MNIST). The values are the same to rounding: the
+  step's own function may fuse its float ops otherwise, and the steps' shares of the meta-gradient
+  are summed in another order.
 
   Both passes are functions that TensorFlow calls rather than inlines, one body for all T steps:
   written out T times, the graph itself took more memory than the activations saved. A step's
   backward call takes the gradients of all its outputs, so it runs once the later step's is done,
-  one step at a time (tf.recompute_grad waits for its first output's alone: here the updates,
-  whose gradients are all ready at once, so that every step would be recomputed together).
+  one step at a time (tf.recompute_grad waits for its first output's alone, which for the rule's
+  updates are all ready at once, so that every step would be recomputed together).
 
   Args:
-    rule: `rule(gradients, net_state) -> (updates, net_state)`; the nests keep their structure
-      from call to call, as within an unroll.
+    fn: `fn(inputs, constants) -> outputs`, nests of tensors whose structure stays the same from
+      call to call. The outer tape differentiates through `inputs`; `constants` (data, problem
+      constants) get no gradient.
   """
 
-  def __init__(self, rule):
-    self.rule = rule
-    self._inputs = self._outputs = None  # the nests, for flattening: set by the first call
+  def __init__(self, fn):
+    self.fn = fn
+    self._structure = self._outputs = None  # the nests, for flattening: set by the first call
     no_inline = {"_noinline": True}
     self._forward = tf.function(self._forward_flat, autograph=False,
                                 experimental_attributes=no_inline)
@@ -66,12 +67,12 @@ class Recomputed:
                                  experimental_attributes=no_inline)
 
   def _forward_flat(self, flat):
-    outputs = self.rule(*tf.nest.pack_sequence_as(self._inputs, flat))
+    outputs = self.fn(*tf.nest.pack_sequence_as(self._structure, flat))
     self._outputs = outputs
     return tf.nest.flatten(outputs)
 
-  def _backward_flat(self, flat, output_gradients, variables):
-    sources = [x for x in flat if x.dtype.is_floating]
+  def _backward_flat(self, flat, num_sources, output_gradients, variables):
+    sources = [x for x in flat[:num_sources] if x.dtype.is_floating]
     with tf.GradientTape(watch_accessed_variables=False) as tape:
       tape.watch(sources + variables)
       outputs = self._forward_flat(flat)
@@ -79,10 +80,12 @@ class Recomputed:
     grads = iter(tape.gradient([y for y, _ in pairs], sources + variables,
                                output_gradients=[g for _, g in pairs],
                                unconnected_gradients=tf.UnconnectedGradients.ZERO))
-    return [next(grads) if x.dtype.is_floating else None for x in flat], list(grads)
+    source_grads = [next(grads) if x.dtype.is_floating else None for x in flat[:num_sources]]
+    return source_grads + [None] * (len(flat) - num_sources), list(grads)
 
-  def __call__(self, gradients, net_state):
-    self._inputs = (gradients, net_state)
+  def __call__(self, inputs, constants):
+    self._structure = (inputs, constants)
+    num_sources = len(tf.nest.flatten(inputs))
 
     @tf.custom_gradient
     def step(*flat):
@@ -92,12 +95,24 @@ class Recomputed:
         # Integer outputs (step counters) have no gradient.
         output_gradients = [g if y.dtype.is_floating else None
                             for y, g in zip(outputs, output_gradients)]
-        return self._backward(list(flat), output_gradients, list(variables or []))
+        return self._backward(list(flat), num_sources, output_gradients, list(variables or []))
 
       return outputs, grad
 
-    flat_outputs = step(*tf.nest.flatten(self._inputs))
+    flat_outputs = step(*tf.nest.flatten(self._structure))
     return tf.nest.pack_sequence_as(self._outputs, flat_outputs)
+
+
+def _step(problem, rule, params, net_state, constants, batch, second_derivatives):
+  """One optimizee step: (loss at params, params + update, the rule's next state)."""
+  with tf.GradientTape(watch_accessed_variables=False) as tape:
+    tape.watch(params)
+    loss = problem.loss(params, constants, batch)
+  gradients = tape.gradient(loss, params)
+  if not second_derivatives:
+    gradients = tf.nest.map_structure(tf.stop_gradient, gradients)
+  updates, net_state = rule(gradients, net_state)
+  return loss, {name: params[name] + updates[name] for name in params}, net_state
 
 
 def unroll(problem, rule, state, batches, second_derivatives=False, recompute=False):
@@ -114,7 +129,7 @@ def unroll(problem, rule, state, batches, second_derivatives=False, recompute=Fa
     state: UnrollState to start from.
     batches: a nest of tensors with leading dimension T + 1 (from `problem.sample_batches`).
     second_derivatives: let an outer tape differentiate through the optimizee gradients.
-    recompute: have an outer tape recompute the rule's activations rather than keep them (see
+    recompute: have an outer tape recompute each step's activations rather than keep them (see
       `Recomputed`): less memory for a longer backward pass, the same values to rounding.
 
   Returns:
@@ -123,17 +138,14 @@ def unroll(problem, rule, state, batches, second_derivatives=False, recompute=Fa
   """
   num_steps = tf.nest.flatten(batches)[0].shape[0] - 1
   params, net_state, constants = state
-  step_rule = Recomputed(rule) if recompute else rule
+
+  def step(carried, data):
+    return _step(problem, rule, *carried, *data, second_derivatives)
+
+  step = Recomputed(step) if recompute else step
   losses = []
   for t in range(num_steps):
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-      tape.watch(params)
-      loss = problem.loss(params, constants, _batch_at(batches, t))
-    gradients = tape.gradient(loss, params)
-    if not second_derivatives:
-      gradients = tf.nest.map_structure(tf.stop_gradient, gradients)
-    updates, net_state = step_rule(gradients, net_state)
-    params = {name: params[name] + updates[name] for name in params}
+    loss, params, net_state = step((params, net_state), (constants, _batch_at(batches, t)))
     losses.append(loss)
   losses.append(problem.loss(params, constants, _batch_at(batches, num_steps)))
   return tf.stack(losses), UnrollState(params, net_state, constants)
