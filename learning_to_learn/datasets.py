@@ -46,8 +46,8 @@ _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 NUM_CLASSES = 10  # MNIST, Fashion-MNIST and CIFAR-10 alike
 
 
-# float32 value of each uint8 pixel value: the one place pixels become floats, so the dataset's
-# `images` and the problems' minibatches (problems.py looks the pixels up here) are the same numbers.
+# The float32 value of each uint8 pixel value, NumPy's float32 quotient p / 255: a dataset's
+# `images`. The problems make the same numbers from each minibatch's pixels (problems._to_float).
 PIXEL_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)
 
 
