@@ -9,10 +9,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
-# Meta-training keeps every unrolled step's activations for the backward pass: 16.9 MB per step
-# for MNIST's 15,910 coordinates with the 20-20 LSTM (README, Performance), about 1.1 KB per
-# coordinate per step.
-UNROLL_BYTES_PER_COORDINATE_STEP = 1100
+# Meta-training keeps every unrolled step's activations for the backward pass: the peak RSS of
+# MNIST (15,910 coordinates, the 20-20 LSTM) grows by 29.6 MB per unrolled step from T = 5 to 50
+# (README, Performance), about 1.9 KB per coordinate per step; with recompute=True, which keeps
+# only each step's inputs, by 8.3 MB, about 0.5 KB. (An earlier 16.9 MB came from a bench whose
+# child processes inherited its own peak.)
+UNROLL_BYTES_PER_COORDINATE_STEP = 1900
+RECOMPUTED_BYTES_PER_COORDINATE_STEP = 520
 # Each unrolled step is traced into one graph (unroll.py is a Python loop): building it takes time
 # and memory in proportion to T. Longer unrolls than this are refused, with their cost stated.
 MAX_UNROLL_LENGTH = 1000
@@ -65,14 +68,17 @@ def num_coordinates(problem):
   return int(sum(np.prod(p.shape) for p in tf.nest.flatten(params)))
 
 
-def unroll_cost(problem, unroll_length, instances_per_replica=1):
+def unroll_cost(problem, unroll_length, instances_per_replica=1, recompute=False):
   """Checks that meta-training with this unroll length can run; returns its cost in words.
+
+  `recompute`: whether the trainer recomputes each step's activations (MetaTrainer's argument).
 
   Raises:
     ValueError: unroll_length above MAX_UNROLL_LENGTH, or an estimate above the free memory.
   """
   coordinates = num_coordinates(problem) * max(instances_per_replica, 1)
-  needed = unroll_length * coordinates * UNROLL_BYTES_PER_COORDINATE_STEP
+  needed = unroll_length * coordinates * (RECOMPUTED_BYTES_PER_COORDINATE_STEP if recompute
+                                          else UNROLL_BYTES_PER_COORDINATE_STEP)
   if unroll_length > MAX_UNROLL_LENGTH:
     raise ValueError(f"--unroll_length={unroll_length} is above {MAX_UNROLL_LENGTH}: every step "
                      "is traced into one graph, which takes minutes per few hundred steps, and "
