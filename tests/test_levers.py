@@ -16,6 +16,7 @@ import tensorflow as tf
 
 import problems
 from learning_to_learn import datasets
+from learning_to_learn import limits
 from learning_to_learn import meta
 from learning_to_learn import networks
 from learning_to_learn import preprocess
@@ -319,3 +320,22 @@ def test_curriculum_must_grow_in_whole_unrolls():
   done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert done.returncode != 0
   assert "--curriculum=10,12 must be increasing multiples of --unroll_length=5" in done.stderr
+
+
+def test_recompute_flag_trains_the_same_weights(tmp_path):
+  """--recompute changes where activations live, not the meta-gradient: the same weights after a
+  few meta-steps, to float rounding."""
+  weights = {}
+  for label, extra in (("plain", []), ("recompute", ["--recompute"])):
+    save_path = str(tmp_path / label)
+    log = _train(["--num_epochs=3", "--num_steps=10", "--evaluation_period=3",
+                  f"--save_path={save_path}"] + extra)
+    # The memory it plans for is the recomputing trainer's: T = 5 steps of every coordinate.
+    coordinates = limits.num_coordinates(problems.get_config("quadratic")[0])
+    held = limits.gigabytes(5 * coordinates * limits.RECOMPUTED_BYTES_PER_COORDINATE_STEP)
+    assert (f"--recompute: meta-training will hold about {held}" in log) == bool(extra), log
+    with np.load(os.path.join(save_path, "cw.npz")) as data:
+      weights[label] = {k: data[k] for k in data.files if k != "__config__"}
+  assert sorted(weights["plain"]) == sorted(weights["recompute"])
+  for key, value in weights["plain"].items():
+    np.testing.assert_allclose(weights["recompute"][key], value, rtol=1e-4, atol=1e-6)

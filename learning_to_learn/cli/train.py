@@ -82,6 +82,9 @@ flags.DEFINE_integer("imitation_epochs", 0, "First epochs that descend the imita
                      "(a warm start).")
 flags.DEFINE_float("imitation_weight", 0.0, "After those epochs, the imitation error's weight "
                    "beside the meta-objective (a regularizer).")
+flags.DEFINE_boolean("recompute", False, "Recompute each optimizee step in the backward pass "
+                     "instead of keeping its activations: less memory per unrolled step for more time "
+                     "(figures: README, Performance); the same meta-gradient to rounding.")
 flags.DEFINE_list("selection_steps", None, "Optimizee steps whose mean evaluation losses, "
                   "averaged, choose the best optimizer (e.g. 100,200); default: the last step of "
                   "the evaluated horizon.")
@@ -267,9 +270,12 @@ def make_trainer(strategy):
   if FLAGS.preprocess:
     net_config = with_preprocess(net_config, FLAGS.preprocess)
   cost = limits.unroll_cost(problem, FLAGS.unroll_length,
-                            FLAGS.num_instances // strategy.num_replicas_in_sync)
+                            FLAGS.num_instances // strategy.num_replicas_in_sync,
+                            recompute=FLAGS.recompute)
   if FLAGS.unroll_length > limits.QUIET_UNROLL_LENGTH:
     logging.warning("--unroll_length=%d: %s.", FLAGS.unroll_length, cost)
+  elif FLAGS.recompute:
+    logging.info("--recompute: %s.", cost)
   with strategy.scope():
     optimizer = meta.MetaOptimizer(**net_config)
   num_unrolls = horizons()[0] // FLAGS.unroll_length
@@ -282,7 +288,7 @@ def make_trainer(strategy):
       net_assignments=net_assignments, second_derivatives=FLAGS.second_derivatives,
       clip_meta_gradient=FLAGS.clip_meta_gradient, jit_compile=FLAGS.jit_compile,
       num_instances=FLAGS.num_instances, strategy=strategy, objective=FLAGS.objective,
-      clip_meta_gradient_value=FLAGS.clip_meta_gradient_value,
+      clip_meta_gradient_value=FLAGS.clip_meta_gradient_value, recompute=FLAGS.recompute,
       teacher=evaluation.baseline_config(FLAGS.imitate, FLAGS.imitation_learning_rate)
       if FLAGS.imitate else None)
   evaluate = make_evaluation(problem, optimizer, net_config, net_assignments)
