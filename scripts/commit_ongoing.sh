@@ -1,11 +1,12 @@
 #!/bin/sh
-# Stages an ongoing run's state for a commit while it runs: its records, best optimizer and newest
+# Stages an ongoing run's state for a commit while it runs: its records, best optimizer (one .npz
+# per network) and newest
 # checkpoint only (the older ones the run still keeps on disk stay out of git).
 # Usage: scripts/commit_ongoing.sh ongoing/mnist_200
 set -e
 run="$1"
 newest=$(ls "$run"/checkpoints/ckpt-*.index | sed 's/.*ckpt-\([0-9]*\)\.index/\1/' | sort -n | tail -1)
 git rm -q -r --cached --ignore-unmatch "$run/checkpoints" > /dev/null
-git add "$run/run.json" "$run/best.json" "$run/cw.npz" "$run/checkpoints/checkpoint" \
+git add "$run/run.json" "$run/best.json" "$run"/*.npz "$run/checkpoints/checkpoint" \
   "$run"/checkpoints/ckpt-"$newest".*
 echo "staged $run at checkpoint $newest"
