@@ -1,7 +1,6 @@
 #!/bin/sh
 # Stages an ongoing run's state for a commit while it runs: its records, best optimizer (one .npz
-# per network) and newest
-# checkpoint only (the older ones the run still keeps on disk stay out of git).
+# per network) and newest checkpoint only (the older ones the run keeps on disk stay out of git).
 # Usage: scripts/commit_ongoing.sh ongoing/mnist_200
 set -e
 run="$1"
