@@ -203,6 +203,11 @@ class _Classifier(Problem):
     self._labels = _tensor(dataset.labels, tf.int32)
 
   @property
+  def source(self):
+    """Which data and split the minibatches come from (its Dataset's source), without a copy."""
+    return self._source
+
+  @property
   def dataset(self):
     """The datasets.Dataset the minibatches are drawn from, made again from the tensors at each read.
 

@@ -160,8 +160,7 @@ def compare():
   steps = report_steps()
   output_dir = FLAGS.output_dir or os.path.join("runs", "compare", FLAGS.problem)
   reporting.check_writable_dir(output_dir, "--output_dir")  # before the work, not after it
-  data = getattr(problem, "dataset", None)
-  source = data.source if data else "no data"
+  source = getattr(problem, "source", "no data")
   tuning_path, tuned, keep_tuned = tuned_rates(output_dir, source)
   logging.info("Comparing on %s (%s split; %s).", FLAGS.problem, FLAGS.split, source)
   bars = {}
@@ -186,13 +185,12 @@ def compare():
     logging.info("%s: comparison stopped; %s; run the same command to go on.", stop, kept)
     return 130
   signals.hold()
-  write_comparison(losses, rates, steps, l2l_config, output_dir, data, start)
+  write_comparison(losses, rates, steps, l2l_config, output_dir, source, start)
   return 0
 
 
-def write_comparison(losses, rates, steps, l2l_config, output_dir, data, start):
+def write_comparison(losses, rates, steps, l2l_config, output_dir, source, start):
   """Prints the comparison's table; writes it, summary.json, losses.csv and loss.png."""
-  source = data.source if data else "no data"
   table = reporting.comparison_table(losses, rates, steps)
   print(table, flush=True)  # first: a failed write below must not cost the result
   for name, runs in losses.items():
@@ -200,7 +198,7 @@ def write_comparison(losses, rates, steps, l2l_config, output_dir, data, start):
     if bad:
       logging.warning("%s: %d of %d test runs ended with a non-finite loss: %s.", name, bad,
                       len(runs), reporting.NON_FINITE_CAUSES)
-  where = f"{FLAGS.split} split, " if data else ""
+  where = f"{FLAGS.split} split, " if source != "no data" else ""
   if labels() is not None:
     where += f"labels {','.join(map(str, labels()))}, "
   title = f"{FLAGS.problem} ({where}{FLAGS.num_epochs} test runs)"
@@ -234,9 +232,9 @@ def evaluate():
     logging.warning("No --path: evaluating an untrained optimizer.")
   problem, net_config, net_assignments = rule_config(FLAGS.optimizer, FLAGS.problem, FLAGS.path,
                                                      FLAGS.learning_rate)
-  data = getattr(problem, "dataset", None)
+  source = getattr(problem, "source", None)
   logging.info("Problem %s, split %s%s.", FLAGS.problem, FLAGS.split,
-               f", data: {data.source}" if data else "")
+               f", data: {source}" if source else "")
   evaluator = evaluation.Evaluator(problem, net_config, net_assignments,
                                    unroll_length=min(FLAGS.unroll_length, FLAGS.num_steps),
                                    jit_compile=FLAGS.jit_compile)

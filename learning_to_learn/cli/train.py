@@ -265,8 +265,8 @@ def make_trainer(strategy):
   problem, net_config, net_assignments = problems.get_config(
       FLAGS.problem, path=init_path, data_dir=FLAGS.data_dir, split="train",
       settings=FLAGS.settings, labels=problems.parse_labels(FLAGS.labels))
-  if hasattr(problem, "dataset"):
-    logging.info("Data: %s", problem.dataset.source)
+  if hasattr(problem, "source"):
+    logging.info("Data: %s", problem.source)
   if FLAGS.preprocess:
     net_config = with_preprocess(net_config, FLAGS.preprocess)
   cost = limits.unroll_cost(problem, FLAGS.unroll_length,
@@ -362,7 +362,7 @@ def train_epoch(trainer, epoch, num_unrolls, state, signals):
       state.faults.assign_add(1)
 
 
-class Progress(NamedTuple):
+class Standing(NamedTuple):
   """Where a run stands between epochs: what checkpoints keep besides the weights."""
   epoch: int
   best: float  # the best evaluation loss so far (of the current selection steps)
@@ -372,7 +372,7 @@ class Progress(NamedTuple):
 
 def evaluate_and_keep_best(evaluate, optimizer, run, clock, summaries, chief):
   """Evaluates the optimizer; writes it to --save_path if it beats the best. Returns the new
-  Progress, on to the next curriculum stage after --curriculum_patience stale evaluations."""
+  Standing, on to the next curriculum stage after --curriculum_patience stale evaluations."""
   steps = selection_steps(run.stage)
   mean_eval, eval_time = evaluate(steps)
   reporting.print_stats(f"EVALUATION at step {','.join(map(str, steps))}",
@@ -397,7 +397,7 @@ def evaluate_and_keep_best(evaluate, optimizer, run, clock, summaries, chief):
 
 
 def save_checkpoint(state, run, clock):
-  """Checkpoints the run with its Progress and its time so far."""
+  """Checkpoints the run with its Standing and its time so far."""
   state.seconds.assign(clock.seconds())
   state.epoch.assign(run.epoch)
   state.best_loss.assign(run.best)
@@ -406,16 +406,16 @@ def save_checkpoint(state, run, clock):
   state.save()
 
 
-def restored_progress(state):
+def restored_standing(state):
   if state is None:
-    return Progress(0, float("inf"), 0, 0)
-  return Progress(int(state.epoch.numpy()), float(state.best_loss.numpy()),
+    return Standing(0, float("inf"), 0, 0)
+  return Standing(int(state.epoch.numpy()), float(state.best_loss.numpy()),
                   int(state.stage.numpy()), int(state.stale.numpy()))
 
 
 def run_epochs(optimizer, trainer, evaluate, state, chief):
   """Trains from the restored epoch to --num_epochs; returns the exit status (130: stopped)."""
-  run = restored_progress(state)
+  run = restored_standing(state)
   clock = Clock(float(state.seconds.numpy()) if state else 0.0)
   summaries = reporting.Summaries(FLAGS.logdir if chief else None)
   progress = reporting.Progress(FLAGS.num_epochs, "meta-training")
