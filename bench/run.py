@@ -250,6 +250,23 @@ def quadratic_speed(repetitions, num_unrolls):
                   "meta-steps/s"))
 
 
+def instances_speed(name, data_dir, repetitions, num_unrolls, num_instances=8):
+  """Instance-steps/s of meta-training with 1 instance, N looped and N stacked (batch_instances)."""
+  problem, config, _ = problems.get_config(name, data_dir=data_dir)
+  optimizer = meta.MetaOptimizer(**config)
+  rates = {}
+  for label, n, stacked in (("1 instance", 1, False), (f"{num_instances} looped", num_instances,
+                                                       False),
+                            (f"{num_instances} stacked", num_instances, True)):
+    trainer = optimizer.meta_minimize(problem, 20, learning_rate=0.001, num_instances=n,
+                                      batch_instances=stacked)
+    seconds = timed(unrolls_per_call(trainer, True, num_unrolls), repetitions)
+    work = 20 * num_unrolls * n
+    rates[label] = work / seconds[0]
+    ratio = "" if n == 1 else f" = x{rates[label] / rates['1 instance']:.2f} of 1 instance"
+    print(rate_line(f"{name} meta-training, {label}", work, seconds, "instance-steps/s") + ratio)
+
+
 # --- Steady state -------------------------------------------------------------------------------
 
 def flushes_subnormals():
@@ -451,6 +468,8 @@ def main():
   print(rate_line(f"optimizer network forward ({num_coords} coords, XLA)", gflop, seconds,
                   "GFLOP/s") + f" = {gflop / seconds[0] / yardsticks[0]:.2f} of the yardstick")
   quadratic_speed(repetitions, num_unrolls)
+  for name in ("quadratic", "mnist"):
+    instances_speed(name, data_dir if name == "mnist" else None, repetitions, num_unrolls)
   steady_state(data_dir, 3 if args.quick else 10)
   memory(data_dir, args.quick)
 

@@ -12,6 +12,7 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+from learning_to_learn import instances
 from learning_to_learn import networks
 from learning_to_learn import optimizer_files
 from learning_to_learn import unroll as unroll_lib
@@ -121,36 +122,56 @@ class ImitatingRule:
   between the two updates relative to the teacher's squared update norm (the teacher is a
   constant target to the meta-gradient).
 
-  State: (student state, teacher state, imitation error so far).
+  State: (student state, teacher state, imitation error so far). With `stacked`, parameters carry
+  a leading instance axis (instances.StackedProblem) and the error is one per instance, [N].
   """
 
-  def __init__(self, student, teacher):
-    self.student, self.teacher = student, teacher
+  def __init__(self, student, teacher, stacked=False):
+    self.student, self.teacher, self.stacked = student, teacher, stacked
 
   def initial_state(self, params):
-    return (self.student.initial_state(params), self.teacher.initial_state(params),
-            tf.constant(0.0))
+    first = next(iter(params.values()))
+    error = tf.zeros(tf.shape(first)[:1]) if self.stacked else tf.constant(0.0)
+    return self.student.initial_state(params), self.teacher.initial_state(params), error
+
+  def _sum(self, tensors):
+    # Over each instance's coordinates: [N] when stacked, else a scalar.
+    if self.stacked:
+      return tf.add_n([tf.reduce_sum(tf.reshape(t, [tf.shape(t)[0], -1]), axis=1)
+                       for t in tensors])
+    return tf.add_n([tf.reduce_sum(t) for t in tensors])
 
   def __call__(self, gradients, state):
     student_state, teacher_state, error = state
     updates, student_state = self.student(gradients, student_state)
     targets, teacher_state = self.teacher(gradients, teacher_state)
     targets = tf.nest.map_structure(tf.stop_gradient, targets)
-    distance = tf.add_n([tf.reduce_sum(tf.square(updates[n] - targets[n])) for n in updates])
-    size = tf.add_n([tf.reduce_sum(tf.square(targets[n])) for n in targets])
+    distance = self._sum([tf.square(updates[n] - targets[n]) for n in updates])
+    size = self._sum([tf.square(targets[n]) for n in targets])
     return updates, (student_state, teacher_state, error + distance / (size + 1e-20))
 
 
-def _unroll_result(problem, rule, state, batches, second_derivatives, recompute=False):
+def _result(losses, moved, imitation):
+  """The UnrollResult of one instance's unroll: its T + 1 losses and how far its parameters moved."""
+  num_steps = tf.cast(tf.shape(losses)[0] - 1, tf.float32)
+  return UnrollResult(tf.reduce_sum(losses), losses[-1], losses, _global_norm(moved) / num_steps,
+                      tf.constant(0.0), _all_finite(losses), imitation)
+
+
+def _unroll_results(problem, rule, state, batches, second_derivatives, recompute=False):
+  """One unroll from `state`: (a tuple of one UnrollResult per instance, the final UnrollState).
+
+  One instance, or N of an instances.StackedProblem, whose losses come back as [T + 1, N].
+  """
   start = state
   losses, state = unroll_lib.unroll(problem, rule, state, batches, second_derivatives, recompute)
-  num_steps = tf.cast(tf.shape(losses)[0] - 1, tf.float32)
-  update_norm = _global_norm({n: state.params[n] - start.params[n] for n in start.params})
+  moved = {n: state.params[n] - start.params[n] for n in start.params}
   imitation = (state.net_state[2] - start.net_state[2] if isinstance(rule, ImitatingRule)
-               else tf.constant(0.0))
-  result = UnrollResult(tf.reduce_sum(losses), losses[-1], losses, update_norm / num_steps,
-                        tf.constant(0.0), _all_finite(losses), imitation)
-  return result, state
+               else tf.zeros(tf.shape(losses)[1:]))
+  if not isinstance(problem, instances.StackedProblem):
+    return (_result(losses, moved, imitation),), state
+  return tuple(_result(losses[:, i], problem.instance(moved, i), imitation[i])
+               for i in range(problem.num_instances)), state
 
 
 OBJECTIVES = ("sum", "log", "late")
@@ -227,7 +248,8 @@ class MetaOptimizer(snt.Module):
   def meta_loss(self, problem, state, batches, net_assignments=None, second_derivatives=False):
     """One unroll from `state`; returns (UnrollResult, final UnrollState). Pure: tape it."""
     rule = self.assignments(problem, net_assignments)
-    return _unroll_result(problem, rule, state, batches, second_derivatives)
+    results, state = _unroll_results(problem, rule, state, batches, second_derivatives)
+    return results[0], state
 
   def meta_minimize(self, problem, unroll_length, learning_rate=0.01, **kwargs):
     """A MetaTrainer that meta-trains these networks on `problem` with Adam."""
@@ -278,6 +300,10 @@ class MetaTrainer:
       rather than by every activation (about 380), for one more forward pass per step. MNIST at
       T = 20: a peak of about 0.97 GB rather than 1.37 GB, 25% more CPU time (bench/run.py).
       The same values to rounding. Off by default, being slower.
+    batch_instances: unroll a replica's instances as one instances.StackedProblem, so that each
+      step makes one call of each network over every instance's coordinates rather than one per
+      instance: the same meta-gradient to rounding, more instance-steps/s (bench/run.py,
+      README Performance). Coordinatewise networks only.
     strategy: a tf.distribute.Strategy; None for the current one (the default: no distribution).
 
   A meta-step whose losses or meta-gradient are not finite on any replica is not applied: the
@@ -288,7 +314,8 @@ class MetaTrainer:
   def __init__(self, meta_optimizer, problem, unroll_length, learning_rate=0.01,
                net_assignments=None, second_derivatives=False, clip_meta_gradient=None,
                jit_compile=None, num_instances=1, strategy=None, objective="sum",
-               clip_meta_gradient_value=None, teacher=None, recompute=False):
+               clip_meta_gradient_value=None, teacher=None, recompute=False,
+               batch_instances=False):
     if int(unroll_length) != unroll_length or unroll_length <= 0:
       raise ValueError(f"unroll_length={unroll_length} must be a positive integer (reference: 20).")
     if objective not in OBJECTIVES:
@@ -317,9 +344,17 @@ class MetaTrainer:
     self.num_instances = int(num_instances)
     self._local_instances = self.num_instances // replicas
     self.rule = meta_optimizer.assignments(problem, net_assignments)
+    self._stacked = None
+    if batch_instances:
+      others = sorted(k for k, net in meta_optimizer.nets.items() if not net.coordinatewise)
+      if others:
+        raise ValueError(f"batch_instances needs coordinatewise networks; {others} are not: "
+                         "leave batch_instances off for them.")
+      self._stacked = instances.StackedProblem(problem, self._local_instances)
     if teacher is not None:
       teachers = {key: networks.factory(**config) for key, config in teacher.items()}
-      self.rule = ImitatingRule(self.rule, NetAssignments(teachers, None, problem.param_names))
+      self.rule = ImitatingRule(self.rule, NetAssignments(teachers, None, problem.param_names),
+                                stacked=bool(batch_instances))
     self.variables = meta_optimizer.trainable_variables
     outside = [v.name for v in self.variables
                if not self.strategy.extended.variable_created_in_scope(v)]
@@ -366,16 +401,24 @@ class MetaTrainer:
     return tuple(instance_seed(seed, first + i) for i in range(self._local_instances))
 
   def _reset(self, seed):
+    if self._stacked is not None:
+      return (unroll_lib.initial_state(self._stacked, self.rule, self._instance_seeds(seed)),)
     return tuple(unroll_lib.initial_state(self.problem, self.rule, s)
                  for s in self._instance_seeds(seed))
 
   def _local_run(self, states, seeds, recompute=False):
-    outputs = []
+    # (one UnrollResult per instance, the states): one stacked state, or one state per instance.
+    if self._stacked is not None:
+      seeds = [seeds]  # all instances at once
+    results, next_states = [], []
     for state, seed in zip(states, seeds):
-      batches = self.problem.sample_batches(seed, self.unroll_length + 1)
-      outputs.append(_unroll_result(self.problem, self.rule, state, batches,
-                                    self.second_derivatives, recompute))
-    return tuple(r for r, _ in outputs), tuple(s for _, s in outputs)
+      problem = self._stacked or self.problem
+      batches = problem.sample_batches(seed, self.unroll_length + 1)
+      instance_results, state = _unroll_results(problem, self.rule, state, batches,
+                                                self.second_derivatives, recompute)
+      results.extend(instance_results)
+      next_states.append(state)
+    return tuple(results), tuple(next_states)
 
   def _local_train(self, states, seeds):
     with tf.GradientTape() as tape:
@@ -441,8 +484,16 @@ class MetaTrainer:
 
   @property
   def state(self):
-    """The UnrollState of the first instance (of the first local replica)."""
-    return self._local_copy(self.states)[0]
+    """The UnrollState of the first instance (of the first local replica).
+
+    With batch_instances, its params and constants are the first instance's slices and its
+    net_state is every local instance's, stacked.
+    """
+    state = self._local_copy(self.states)[0]
+    if self._stacked is None:
+      return state
+    return state._replace(params=self._stacked.instance(state.params, 0),
+                          constants=self._stacked.instance(state.constants, 0))
 
   @property
   def trace_counts(self):

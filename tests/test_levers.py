@@ -218,7 +218,7 @@ class ImitationTest(parameterized.TestCase):
     imitating = meta.ImitatingRule(rule(0.3), rule(0.1))
     state = unroll_lib.initial_state(problem, imitating, meta.make_seed(0))
     batches = problem.sample_batches(meta.make_seed(1), 6)
-    result, final = meta._unroll_result(problem, imitating, state, batches, False)
+    (result,), final = meta._unroll_results(problem, imitating, state, batches, False)
     self.assertAlmostEqual(float(result.imitation), 5 * ((0.3 - 0.1) / 0.1) ** 2, places=3)
     # The student moves the optimizee: the losses are those of SGD at rate 0.3 alone.
     plain = unroll_lib.initial_state(problem, rule(0.3), meta.make_seed(0))
@@ -339,3 +339,19 @@ def test_recompute_flag_trains_the_same_weights(tmp_path):
   assert sorted(weights["plain"]) == sorted(weights["recompute"])
   for key, value in weights["plain"].items():
     np.testing.assert_allclose(weights["recompute"][key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_instances_flag_trains_the_same_weights(tmp_path):
+  """--batch_instances stacks the instances of a meta-step into one optimizee: the same weights as
+  the looped instances after a few meta-steps, to float rounding."""
+  weights = {}
+  for label, extra in (("looped", []), ("stacked", ["--batch_instances"])):
+    save_path = str(tmp_path / label)
+    _train(["--num_epochs=3", "--num_steps=10", "--evaluation_period=3", "--num_instances=3",
+            f"--save_path={save_path}"] + extra)
+    with np.load(os.path.join(save_path, "cw.npz")) as data:
+      weights[label] = {k: data[k] for k in data.files if k != "__config__"}
+  assert sorted(weights["looped"]) == sorted(weights["stacked"])
+  assert any(np.any(v != 0) for v in weights["looped"].values())
+  for key, value in weights["looped"].items():
+    np.testing.assert_allclose(weights["stacked"][key], value, rtol=1e-4, atol=1e-6)

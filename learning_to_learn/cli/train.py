@@ -85,6 +85,10 @@ flags.DEFINE_float("imitation_weight", 0.0, "After those epochs, the imitation e
 flags.DEFINE_boolean("recompute", False, "Recompute each optimizee step in the backward pass "
                      "instead of keeping its activations: less memory per unrolled step for more time "
                      "(figures: README, Performance); the same meta-gradient to rounding.")
+flags.DEFINE_boolean("batch_instances", False, "With --num_instances above 1: one network call a "
+                     "step over all of a replica's instances rather than one per instance; the "
+                     "same meta-gradient to rounding, faster where a step's overhead dominates "
+                     "(small optimizees: README, Performance).")
 flags.DEFINE_list("selection_steps", None, "Optimizee steps whose mean evaluation losses, "
                   "averaged, choose the best optimizer (e.g. 100,200); default: the last step of "
                   "the evaluated horizon.")
@@ -289,6 +293,7 @@ def make_trainer(strategy):
       clip_meta_gradient=FLAGS.clip_meta_gradient, jit_compile=FLAGS.jit_compile,
       num_instances=FLAGS.num_instances, strategy=strategy, objective=FLAGS.objective,
       clip_meta_gradient_value=FLAGS.clip_meta_gradient_value, recompute=FLAGS.recompute,
+      batch_instances=FLAGS.batch_instances,
       teacher=evaluation.baseline_config(FLAGS.imitate, FLAGS.imitation_learning_rate)
       if FLAGS.imitate else None)
   evaluate = make_evaluation(problem, optimizer, net_config, net_assignments)
