@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 
 from learning_to_learn import optimizer_files
@@ -247,3 +248,33 @@ def read_tuned_rates(path, settings):
     return {}
   return {name: rate for name, rate in rates.items()
           if isinstance(rate, (int, float)) and 0 < rate < float("inf")}
+
+
+def read_test_runs(path, settings):
+  """Baseline name -> (rate, losses) of test runs kept under the same `settings`, else {}.
+
+  Like the tuned rates: a file written under other settings, or unreadable, is ignored.
+  """
+  try:
+    with np.load(path) as data:
+      if json.loads(str(data["__settings__"])) != settings:
+        return {}
+      rates = json.loads(str(data["__rates__"]))
+      return {name: (float(rate), data[name]) for name, rate in rates.items() if name in data}
+  except (OSError, ValueError, KeyError):
+    return {}
+
+
+def write_test_runs(path, settings, tested):
+  """Writes name -> (rate, losses) beside `path` and renames it over, as write_json does."""
+  partial = path + ".partial.npz"
+  arrays = {name: np.asarray(losses, np.float32) for name, (_, losses) in tested.items()}
+  try:
+    np.savez(partial, __settings__=json.dumps(settings),
+             __rates__=json.dumps({name: rate for name, (rate, _) in tested.items()}), **arrays)
+    os.replace(partial, path)
+  except OSError as e:
+    if os.path.exists(partial):
+      os.remove(partial)
+    raise ValueError(f"cannot write {path} ({e.strerror or e}); free disk space or fix "
+                     "permissions.") from None

@@ -153,7 +153,7 @@ def mean_interval(values, confidence_z=1.96):
 def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES), seed=0,
             num_tuning_epochs=10, num_test_epochs=100, num_steps=100, tuning_steps=None,
             grid=LEARNING_RATE_GRID, unroll_length=20, jit_compile=None, progress=None,
-            tuned=None, on_tuned=None):
+            tuned=None, on_tuned=None, tested=None, on_tested=None):
   """The paper's comparison: tune each baseline's rate, then test every optimizer on fresh runs.
 
   Baselines are tuned on `num_tuning_epochs` instances (seed purpose TUNING) by their mean loss
@@ -167,6 +167,10 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
     tuned: baseline name -> rate already tuned with these settings (e.g. by an interrupted run):
       those baselines skip tuning, which is most of a comparison's time.
     on_tuned: called as on_tuned(name, rate) once a baseline's tuning is done, to keep it.
+    tested: baseline name -> (rate, losses [num_test_epochs, num_steps + 1]) of test runs already
+      made with these settings: a baseline whose rate is the one tuned skips its test runs, so
+      that comparing a newer learned optimizer reruns only the learned one.
+    on_tested: called as on_tested(name, rate, losses) after a baseline's test runs, to keep them.
 
   Returns:
     (losses: name -> [num_test_epochs, num_steps + 1], rates: baseline name -> chosen rate).
@@ -189,7 +193,7 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
     evaluator = Evaluator(problem, l2l_config, net_assignments, unroll_length, jit_compile)
     losses["L2L"] = evaluator.run(test_seeds, num_steps)
     tick(f"L2L: loss {np.mean(losses['L2L'][:, -1]):.4g}")
-  tuned = dict(tuned or {})
+  tuned, tested = dict(tuned or {}), dict(tested or {})
   for name in baselines:
     if name in tuned:
       rates[name] = float(tuned[name])
@@ -203,6 +207,13 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
       done += len(grid) + 2 - len(scores)  # the edge rates this sweep did not need
       if on_tuned is not None:
         on_tuned(name, rates[name])
-    losses[name] = evaluator.run(test_seeds, num_steps)
+    kept = tested.get(name)
+    if kept is not None and kept[0] == rates[name] and np.shape(kept[1]) == (
+        num_test_epochs, num_steps + 1):
+      losses[name] = np.asarray(kept[1])
+    else:
+      losses[name] = evaluator.run(test_seeds, num_steps)
+      if on_tested is not None:
+        on_tested(name, rates[name], losses[name])
     tick(f"{name}: loss {np.mean(losses[name][:, -1]):.4g}")
   return losses, rates

@@ -361,6 +361,14 @@ def test_compare_writes_table_curves_and_plot_that_the_library_reproduces(runs, 
     np.testing.assert_allclose(summary["final_loss"][name]["10"]["mean"], losses[:, 10].mean(),
                                rtol=1e-5)
     np.testing.assert_allclose(curves[f"{name}_mean"], losses.mean(axis=0), rtol=1e-4)
+  # The baselines' test runs are kept for a rerun with a newer learned optimizer, under their rates.
+  kept = checkpoints.read_test_runs(os.path.join(out, "baseline_runs.npz"), {
+      "problem": "quadratic", "split": "train", "data": "no data", "seed": 0,
+      "settings": "reference", "mlp": {}, "num_test_epochs": 3, "num_steps": 10})
+  assert sorted(kept) == sorted(BASELINES)
+  for name, (rate, runs) in kept.items():
+    assert rate == summary["learning_rates"][name]
+    np.testing.assert_allclose(runs.mean(axis=0), curves[f"{name}_mean"], rtol=1e-4)
 
 
 # --- Bad input: exit status 2 and one line saying what is wrong ---------------------------------

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import problems
+from learning_to_learn import checkpoints
 from learning_to_learn import datasets
 from learning_to_learn import evaluation
 from learning_to_learn import meta
@@ -178,6 +179,36 @@ def test_compare_progress_never_runs_past_its_total():
   assert dones == list(range(1, len(calls) + 1))
   assert all(done <= total for _, done, total in calls), calls
   assert calls[-1][1] == calls[-1][2], calls  # finishes exactly at 100%
+
+
+def test_compare_reuses_kept_test_runs_only_at_the_tuned_rate():
+  # SGD on `simple` has a closed form (_sgd_simple_losses): runs kept at the tuned rate come back
+  # as they were kept (here a marker array), runs kept at another rate are made again.
+  settings = dict(baselines=("sgd",), num_tuning_epochs=1, num_test_epochs=2, num_steps=5,
+                  grid=(0.01,), unroll_length=5, jit_compile=False, tuned={"sgd": 0.1})
+  marker = np.full((2, 6), 7.0, np.float32)
+  kept = []
+  losses, _ = evaluation.compare(problems.simple(), None, tested={"sgd": (0.1, marker)},
+                                 on_tested=lambda *args: kept.append(args), **settings)
+  np.testing.assert_array_equal(losses["sgd"], marker)
+  assert not kept
+  losses, _ = evaluation.compare(problems.simple(), None, tested={"sgd": (0.3, marker)},
+                                 on_tested=lambda *args: kept.append(args), **settings)
+  np.testing.assert_allclose(losses["sgd"], np.tile(_sgd_simple_losses(0.1, 5), (2, 1)),
+                             rtol=1e-4, atol=1e-7)
+  assert [(name, rate) for name, rate, _ in kept] == [("sgd", 0.1)]
+  np.testing.assert_array_equal(kept[0][2], losses["sgd"])
+
+
+def test_kept_test_runs_read_back_under_their_settings_only(tmp_path):
+  path = str(tmp_path / "baseline_runs.npz")
+  runs = {"adam": (0.01, np.arange(6, dtype=np.float32).reshape(2, 3))}
+  checkpoints.write_test_runs(path, {"seed": 0}, runs)
+  back = checkpoints.read_test_runs(path, {"seed": 0})
+  assert back["adam"][0] == 0.01
+  np.testing.assert_array_equal(back["adam"][1], runs["adam"][1])
+  assert checkpoints.read_test_runs(path, {"seed": 1}) == {}
+  assert checkpoints.read_test_runs(str(tmp_path / "absent.npz"), {"seed": 0}) == {}
 
 
 # --- 5. baseline_config validation --------------------------------------------------------------

@@ -151,6 +151,28 @@ def tuned_rates(output_dir, source):
   return tuning_path, tuned, keep_tuned
 
 
+def tested_runs(output_dir, source):
+  """(the baselines' test runs kept in baseline_runs.npz, a function that keeps one more).
+
+  Rerunning a comparison for a newer learned optimizer then reruns the learned one only: a
+  baseline's runs are reused when the test settings and its tuned rate are the same.
+  """
+  path = os.path.join(output_dir, "baseline_runs.npz")
+  settings = {"problem": FLAGS.problem, "split": FLAGS.split, "data": source, "seed": FLAGS.seed,
+              "settings": FLAGS.settings, "mlp": mlp_options(), "num_test_epochs": FLAGS.num_epochs,
+              "num_steps": FLAGS.num_steps}
+  settings = json.loads(json.dumps(settings))
+  tested = checkpoints.read_test_runs(path, settings)
+  if tested:
+    logging.info("Reusing the test runs of %s from %s where their rates are still the tuned "
+                 "ones.", ", ".join(tested), path)
+
+  def keep_tested(name, rate, losses):
+    tested[name] = (rate, losses)
+    checkpoints.write_test_runs(path, settings, tested)
+  return tested, keep_tested
+
+
 def compare():
   """--compare: every optimizer on the same test instances, baselines tuned first."""
   problem, l2l_config, net_assignments = rule_config("L2L", FLAGS.problem, FLAGS.path, None)
@@ -162,6 +184,7 @@ def compare():
   reporting.check_writable_dir(output_dir, "--output_dir")  # before the work, not after it
   source = getattr(problem, "source", "no data")
   tuning_path, tuned, keep_tuned = tuned_rates(output_dir, source)
+  tested, keep_tested = tested_runs(output_dir, source)
   logging.info("Comparing on %s (%s split; %s).", FLAGS.problem, FLAGS.split, source)
   bars = {}
   signals = stopping.install()
@@ -178,7 +201,8 @@ def compare():
         num_tuning_epochs=FLAGS.num_tuning_epochs, num_test_epochs=FLAGS.num_epochs,
         num_steps=FLAGS.num_steps, tuning_steps=min(100, FLAGS.num_steps),
         unroll_length=min(FLAGS.unroll_length, FLAGS.num_steps), jit_compile=FLAGS.jit_compile,
-        progress=progress, baselines=tuple(FLAGS.baselines), tuned=tuned, on_tuned=keep_tuned)
+        progress=progress, baselines=tuple(FLAGS.baselines), tuned=tuned, on_tuned=keep_tuned,
+        tested=tested, on_tested=keep_tested)
   except stopping.Stop as stop:
     kept = f"the tuned rates of {', '.join(tuned)} are in {tuning_path}" if tuned else (
         "no baseline had finished tuning")
