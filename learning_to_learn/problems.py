@@ -403,6 +403,16 @@ SETTINGS = {
 
 PROBLEM_NAMES = ("simple", "simple-multi", "quadratic", "mnist", "fashion_mnist", "cifar",
                  "cifar-multi")
+# Problem names that build the same optimizee as another and differ only in how the learned
+# optimizer is split across its parameters: a baseline's tuned rate and runs on one hold for both.
+SAME_OPTIMIZEE = {"cifar-multi": "cifar"}
+
+
+def optimizee_name(problem_name):
+  """The name of the optimizee `problem_name` builds (cifar-multi builds cifar's network)."""
+  return SAME_OPTIMIZEE.get(problem_name, problem_name)
+
+
 # The problems a `labels` subset applies to: the classifiers.
 LABELLED_PROBLEMS = ("mnist", "fashion_mnist", "cifar", "cifar-multi")
 

@@ -785,6 +785,20 @@ def test_get_config_cifar_multi(tmp_path):
   assert "conv_net_2d/batch_norm_0/beta" in assignments["fc"]
 
 
+def test_cifar_multi_builds_cifars_optimizee(tmp_path):
+  # Baselines tuned on one serve the other (evaluate.py keys its tuned rates by optimizee_name).
+  write_cifar_bin(tmp_path)
+  one, _, _ = problems.get_config("cifar", data_dir=tmp_path)
+  multi, _, _ = problems.get_config("cifar-multi", data_dir=tmp_path)
+  assert problems.optimizee_name("cifar-multi") == problems.optimizee_name("cifar") == "cifar"
+  for a, b in zip(one.init(SEED)[0].items(), multi.init(SEED)[0].items()):
+    assert a[0] == b[0]
+    np.testing.assert_array_equal(a[1], b[1])
+  np.testing.assert_array_equal(one.sample_batches(SEED, 2)[0], multi.sample_batches(SEED, 2)[0])
+  assert [problems.optimizee_name(n) for n in ("simple", "simple-multi", "mnist")] == [
+      "simple", "simple-multi", "mnist"]
+
+
 def test_get_config_cifar_needs_data_dir():
   for name in ("cifar", "cifar-multi"):
     with pytest.raises(FileNotFoundError):

@@ -136,7 +136,7 @@ def tuned_rates(output_dir, source):
   with the same settings (what a rate's score depends on), kept in tuning.json.
   """
   tuning_path = os.path.join(output_dir, "tuning.json")
-  tuning = {"problem": FLAGS.problem, "split": FLAGS.split, "data": source, "seed": FLAGS.seed,
+  tuning = {"problem": problems.optimizee_name(FLAGS.problem), "split": FLAGS.split, "data": source, "seed": FLAGS.seed,
             "settings": FLAGS.settings, "num_tuning_epochs": FLAGS.num_tuning_epochs,
             "tuning_steps": min(100, FLAGS.num_steps), "mlp": mlp_options(),
             "grid": list(evaluation.LEARNING_RATE_GRID)}
@@ -158,7 +158,7 @@ def tested_runs(output_dir, source):
   baseline's runs are reused when the test settings and its tuned rate are the same.
   """
   path = os.path.join(output_dir, "baseline_runs.npz")
-  settings = {"problem": FLAGS.problem, "split": FLAGS.split, "data": source, "seed": FLAGS.seed,
+  settings = {"problem": problems.optimizee_name(FLAGS.problem), "split": FLAGS.split, "data": source, "seed": FLAGS.seed,
               "settings": FLAGS.settings, "mlp": mlp_options(), "num_test_epochs": FLAGS.num_epochs,
               "num_steps": FLAGS.num_steps}
   settings = json.loads(json.dumps(settings))
