@@ -250,6 +250,25 @@ def read_tuned_rates(path, settings):
           if isinstance(rate, (int, float)) and 0 < rate < float("inf")}
 
 
+def read_tuning_scores(path, settings):
+  """Baseline name -> {rate: mean loss} that earlier sweeps with the same `settings` measured."""
+  try:
+    with open(path) as f:
+      record = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  if not isinstance(record, dict) or record.get("settings") != settings:
+    return {}
+  scores = record.get("scores")
+  if not isinstance(scores, dict):
+    return {}
+  try:
+    return {name: {float(rate): float(score) for rate, score in rates.items()}
+            for name, rates in scores.items()}
+  except (AttributeError, TypeError, ValueError):
+    return {}
+
+
 def read_test_runs(path, settings):
   """Baseline name -> (rate, losses) of test runs kept under the same `settings`, else {}.
 

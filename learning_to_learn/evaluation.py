@@ -116,17 +116,24 @@ def tune_learning_rate(problem, name, seeds, num_steps, grid=LEARNING_RATE_GRID,
   return best, scores
 
 
-def _tune(problem, name, seeds, num_steps, grid, unroll_length, jit_compile, progress):
-  """tune_learning_rate, also returning its Evaluator set to the best rate, for reuse."""
+def _tune(problem, name, seeds, num_steps, grid, unroll_length, jit_compile, progress,
+          known=None):
+  """tune_learning_rate, also returning its Evaluator set to the best rate, for reuse.
+
+  known: {rate: score} an interrupted sweep with the same settings already measured; not rerun.
+  """
   config = baseline_config(name, grid[0])
   rate = config[name]["net_options"]["learning_rate"]
   evaluator = Evaluator(problem, config, unroll_length=unroll_length, jit_compile=jit_compile)
   scores = {}
 
   def score(r):
-    rate.assign(r)
-    final = evaluator.run(seeds, num_steps)[:, -1]
-    scores[r] = float(np.mean(final)) if np.all(np.isfinite(final)) else float("inf")
+    if known and r in known:
+      scores[r] = float(known[r])
+    else:
+      rate.assign(r)
+      final = evaluator.run(seeds, num_steps)[:, -1]
+      scores[r] = float(np.mean(final)) if np.all(np.isfinite(final)) else float("inf")
     if progress is not None:
       progress(r, scores[r])
 
@@ -153,7 +160,7 @@ def mean_interval(values, confidence_z=1.96):
 def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES), seed=0,
             num_tuning_epochs=10, num_test_epochs=100, num_steps=100, tuning_steps=None,
             grid=LEARNING_RATE_GRID, unroll_length=20, jit_compile=None, progress=None,
-            tuned=None, on_tuned=None, tested=None, on_tested=None):
+            tuned=None, on_tuned=None, tested=None, on_tested=None, scored=None, on_scored=None):
   """The paper's comparison: tune each baseline's rate, then test every optimizer on fresh runs.
 
   Baselines are tuned on `num_tuning_epochs` instances (seed purpose TUNING) by their mean loss
@@ -167,6 +174,9 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
     tuned: baseline name -> rate already tuned with these settings (e.g. by an interrupted run):
       those baselines skip tuning, which is most of a comparison's time.
     on_tuned: called as on_tuned(name, rate) once a baseline's tuning is done, to keep it.
+    scored: baseline name -> {rate: score} of an interrupted sweep with these settings, which a
+      new sweep takes instead of rerunning those rates.
+    on_scored: called as on_scored(name, rate, score) after each rate of a sweep, to keep it.
     tested: baseline name -> (rate, losses [num_test_epochs, num_steps + 1]) of test runs already
       made with these settings: a baseline whose rate is the one tuned skips its test runs, so
       that comparing a newer learned optimizer reruns only the learned one.
@@ -194,6 +204,12 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
     losses["L2L"] = evaluator.run(test_seeds, num_steps)
     tick(f"L2L: loss {np.mean(losses['L2L'][:, -1]):.4g}")
   tuned, tested = dict(tuned or {}), dict(tested or {})
+
+  def scored_one(name, rate, score):
+    if on_scored is not None:
+      on_scored(name, rate, score)
+    tick(f"tuning {name}, rate {rate:.3g}: loss {score:.4g}")
+
   for name in baselines:
     if name in tuned:
       rates[name] = float(tuned[name])
@@ -203,7 +219,7 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
     else:
       rates[name], scores, evaluator = _tune(
           problem, name, tuning_seeds, tuning_steps, grid, unroll_length, jit_compile,
-          lambda r, s, n=name: tick(f"tuning {n}, rate {r:.3g}: loss {s:.4g}"))
+          lambda r, s, n=name: scored_one(n, r, s), known=(scored or {}).get(name))
       done += len(grid) + 2 - len(scores)  # the edge rates this sweep did not need
       if on_tuned is not None:
         on_tuned(name, rates[name])

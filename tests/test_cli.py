@@ -361,6 +361,12 @@ def test_compare_writes_table_curves_and_plot_that_the_library_reproduces(runs, 
     np.testing.assert_allclose(summary["final_loss"][name]["10"]["mean"], losses[:, 10].mean(),
                                rtol=1e-5)
     np.testing.assert_allclose(curves[f"{name}_mean"], losses.mean(axis=0), rtol=1e-4)
+  # Every rate each sweep scored is kept, so that an interrupted sweep goes on where it stopped.
+  with open(os.path.join(out, "tuning.json")) as f:
+    scores = json.load(f)["scores"]
+  for name in BASELINES:
+    tried = {float(rate): score for rate, score in scores[name].items()}
+    assert len(tried) >= 9 and min(tried, key=tried.get) == summary["learning_rates"][name]
   # The baselines' test runs are kept for a rerun with a newer learned optimizer, under their rates.
   kept = checkpoints.read_test_runs(os.path.join(out, "baseline_runs.npz"), {
       "problem": "quadratic", "split": "train", "data": "no data", "seed": 0,

@@ -200,6 +200,30 @@ def test_compare_reuses_kept_test_runs_only_at_the_tuned_rate():
   np.testing.assert_array_equal(kept[0][2], losses["sgd"])
 
 
+def test_compare_takes_an_interrupted_sweeps_scores():
+  # A kept score of -1 for rate 0.01, which no real run gives (the losses are positive), wins the
+  # sweep; the rates without a kept score are run and reported.
+  reported = []
+  rate = 0.01 * np.sqrt(10.0)
+  _, rates = evaluation.compare(
+      problems.simple(), None, baselines=("sgd",), num_tuning_epochs=1, num_test_epochs=1,
+      num_steps=5, grid=(0.01, rate), unroll_length=5, jit_compile=False,
+      scored={"sgd": {0.01: -1.0}}, on_scored=lambda *args: reported.append(args))
+  assert rates["sgd"] == 0.01
+  scores = {r: score for _, r, score in reported}
+  assert scores[0.01] == -1.0
+  np.testing.assert_allclose(scores[rate], _sgd_simple_losses(rate, 5)[-1], rtol=1e-4)
+
+
+def test_tuning_scores_read_back_under_their_settings_only(tmp_path):
+  path = str(tmp_path / "tuning.json")
+  checkpoints.write_json(path, {"settings": {"seed": 0}, "rates": {},
+                                "scores": {"adam": {repr(0.1 / 3): 0.5, "0.01": float("inf")}}})
+  assert checkpoints.read_tuning_scores(path, {"seed": 0}) == {
+      "adam": {0.1 / 3: 0.5, 0.01: float("inf")}}
+  assert checkpoints.read_tuning_scores(path, {"seed": 1}) == {}
+
+
 def test_kept_test_runs_read_back_under_their_settings_only(tmp_path):
   path = str(tmp_path / "baseline_runs.npz")
   runs = {"adam": (0.01, np.arange(6, dtype=np.float32).reshape(2, 3))}

@@ -130,10 +130,12 @@ def report_steps():
 
 
 def tuned_rates(output_dir, source):
-  """(tuning.json's path, the rates tuned so far, a function that records one more rate).
+  """(tuning.json's path, the rates tuned so far, the sweeps' scores so far, a function that
+  records one more tuned rate, one that records one more score).
 
-  Tuning is most of a comparison's time: an interrupted run's tuned rates are reused by a rerun
-  with the same settings (what a rate's score depends on), kept in tuning.json.
+  Tuning is most of a comparison's time: an interrupted run's tuned rates, and the rates its
+  unfinished sweep had scored, are reused by a rerun with the same settings (what a rate's score
+  depends on), kept in tuning.json.
   """
   tuning_path = os.path.join(output_dir, "tuning.json")
   tuning = {"problem": problems.optimizee_name(FLAGS.problem), "split": FLAGS.split, "data": source, "seed": FLAGS.seed,
@@ -142,13 +144,27 @@ def tuned_rates(output_dir, source):
             "grid": list(evaluation.LEARNING_RATE_GRID)}
   tuning = json.loads(json.dumps(tuning))  # tuples as lists, as they read back
   tuned = checkpoints.read_tuned_rates(tuning_path, tuning)
+  scored = checkpoints.read_tuning_scores(tuning_path, tuning)
   if tuned:
     logging.info("Reusing the tuned rates of %s from %s.", ", ".join(tuned), tuning_path)
+  unfinished = sorted(set(scored) - set(tuned))
+  if unfinished:
+    logging.info("Reusing the scores of %s's unfinished sweep from %s.", ", ".join(unfinished),
+                 tuning_path)
+
+  def write():
+    scores = {name: {repr(float(rate)): score for rate, score in rates.items()}
+              for name, rates in scored.items()}
+    checkpoints.write_json(tuning_path, {"settings": tuning, "rates": tuned, "scores": scores})
 
   def keep_tuned(name, rate):
     tuned[name] = rate
-    checkpoints.write_json(tuning_path, {"settings": tuning, "rates": tuned})
-  return tuning_path, tuned, keep_tuned
+    write()
+
+  def keep_score(name, rate, score):
+    scored.setdefault(name, {})[rate] = score
+    write()
+  return tuning_path, tuned, scored, keep_tuned, keep_score
 
 
 def tested_runs(output_dir, source):
@@ -183,7 +199,7 @@ def compare():
   output_dir = FLAGS.output_dir or os.path.join("runs", "compare", FLAGS.problem)
   reporting.check_writable_dir(output_dir, "--output_dir")  # before the work, not after it
   source = getattr(problem, "source", "no data")
-  tuning_path, tuned, keep_tuned = tuned_rates(output_dir, source)
+  tuning_path, tuned, scored, keep_tuned, keep_score = tuned_rates(output_dir, source)
   tested, keep_tested = tested_runs(output_dir, source)
   logging.info("Comparing on %s (%s split; %s).", FLAGS.problem, FLAGS.split, source)
   bars = {}
@@ -202,7 +218,7 @@ def compare():
         num_steps=FLAGS.num_steps, tuning_steps=min(100, FLAGS.num_steps),
         unroll_length=min(FLAGS.unroll_length, FLAGS.num_steps), jit_compile=FLAGS.jit_compile,
         progress=progress, baselines=tuple(FLAGS.baselines), tuned=tuned, on_tuned=keep_tuned,
-        tested=tested, on_tested=keep_tested)
+        tested=tested, on_tested=keep_tested, scored=scored, on_scored=keep_score)
   except stopping.Stop as stop:
     kept = f"the tuned rates of {', '.join(tuned)} are in {tuning_path}" if tuned else (
         "no baseline had finished tuning")
