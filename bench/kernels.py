@@ -8,7 +8,9 @@ not time spent sharing the cores with another op. It prints, per optimizee step,
 kind of kernel and the op types that cost most. The matmuls are the only arithmetic the network
 needs; the rest is memory traffic. The profiler adds overhead: read the shares here and take the
 speed from bench/run.py. Evaluation runs under XLA, whose dots finish asynchronously on the thread
-pool after their trace event ends, so its kernel times cannot be split this way.
+pool after their trace event ends, so its kernel times cannot be split this way; instead it times
+the first layer's ops alone, on TensorFlow's kernels and under XLA, and the network's forward and
+backward pass over a 20-step unroll both ways: why meta-training stays off XLA.
 """
 
 import argparse
@@ -29,6 +31,7 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 import problems  # noqa: E402
 from learning_to_learn import meta  # noqa: E402
+from learning_to_learn import networks  # noqa: E402
 
 _MATMULS = {"MatMul", "BatchMatMulV2", "BatchMatMulV3"}
 _COPIES = {"ConcatV2", "Split", "SplitV", "Slice", "StridedSlice", "StridedSliceGrad", "Pad",
@@ -82,6 +85,50 @@ def profile(trainer, num_unrolls):
   return wall, kernel_times(logdir)
 
 
+def per_call(fn, repetitions):
+  fn()  # compile
+  times = []
+  for _ in range(repetitions):
+    start = time.perf_counter()
+    tf.nest.map_structure(lambda t: t.numpy(), fn())
+    times.append(time.perf_counter() - start)
+  return sorted(times)[len(times) // 2]
+
+
+def xla_against_kernels(num_coords, repetitions=30):
+  """Microseconds a call of each op of an LSTM layer (first layer: 2 inputs + 20 hidden + 1 bias
+  row, 80 gates) on TensorFlow's kernels and under XLA, then the whole network's forward and
+  backward pass over 20 steps, as steps/s."""
+  stacked = tf.random.normal([23, num_coords])
+  weights = tf.random.normal([23, 80])
+  gates = tf.random.normal([80, num_coords])
+  ops = {"gates = W^T [x; h] (forward dot)": lambda: tf.matmul(weights, stacked, transpose_a=True),
+         "d[x; h] = W dgates (backward dot)": lambda: tf.matmul(weights, gates),
+         "dW = [x; h] dgates^T (backward dot)": lambda: tf.matmul(stacked, gates, transpose_b=True),
+         "sigmoid of the gates": lambda: tf.sigmoid(gates)}
+  for name, op in ops.items():
+    kernels, xla = (per_call(tf.function(op, jit_compile=jit), repetitions) for jit in (False, True))
+    print(f"{name}, {num_coords} coordinates: {kernels * 1e6:.0f} us on TensorFlow's kernels, "
+          f"{xla * 1e6:.0f} us under XLA (x{kernels / xla:.2f})")
+  net = networks.CoordinateWiseDeepLSTM(layers=(20, 20), preprocess_name="LogAndSign",
+                                        preprocess_options={"k": 5}, scale=0.01)
+  gradients = tf.random.normal([20, num_coords])
+
+  def forward_backward():
+    with tf.GradientTape() as tape:
+      state = net.initial_state_for_inputs(gradients[0])
+      total = 0.0
+      for t in range(20):
+        update, state = net(gradients[t], state)
+        total += tf.reduce_sum(update * gradients[t])
+    return tape.gradient(total, net.trainable_variables)
+
+  kernels, xla = (per_call(tf.function(forward_backward, jit_compile=jit), max(3, repetitions // 10))
+                  for jit in (False, True))
+  print(f"network forward and backward, 20 steps: {20 / kernels:.1f} steps/s on TensorFlow's "
+        f"kernels, {20 / xla:.1f} under XLA (x{kernels / xla:.2f})")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--unrolls", type=int, default=3, help="profiled unrolls of 20 steps each")
@@ -100,6 +147,7 @@ def main():
       for kind in ("matmul", "elementwise", "copy")))
   print("costliest op types: " + ", ".join(
       f"{op} {seconds / steps * 1e3:.2f} ms" for op, seconds in op_times.most_common(8)))
+  xla_against_kernels(sum(int(tf.size(p)) for p in problem.init(meta.make_seed(0))[0].values()))
 
 
 if __name__ == "__main__":
