@@ -6,6 +6,7 @@ set -e
 run="$1"
 newest=$(ls "$run"/checkpoints/ckpt-*.index | sed 's/.*ckpt-\([0-9]*\)\.index/\1/' | sort -n | tail -1)
 git rm -q -r --cached --ignore-unmatch "$run/checkpoints" > /dev/null
-git add "$run/run.json" "$run/best.json" "$run"/*.npz "$run/checkpoints/checkpoint" \
+# A run whose best files were moved to learning_to_learn/pretrained (shipped) has none left here.
+git add "$run/run.json" "$run/best.json" $(ls "$run"/*.npz 2>/dev/null) "$run/checkpoints/checkpoint" \
   "$run"/checkpoints/ckpt-"$newest".*
 echo "staged $run at checkpoint $newest"
