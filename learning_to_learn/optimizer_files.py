@@ -9,6 +9,7 @@ optimizers are such directories inside the package, found by name (`resolve`).
 Training checkpoints (everything needed to resume a run) are another kind of file: see checkpoints.
 """
 
+import glob
 import json
 import os
 import zipfile
@@ -72,6 +73,12 @@ def single_net_file(source, argument="checkpoint"):
                             "an existing directory or .npz file; pass one of those, e.g. the "
                             "--save_path of a train.py run.") from None
   net_file = os.path.join(directory, SINGLE_NET_FILE)
+  others = sorted(glob.glob(os.path.join(directory, "*.npz")))
+  if not os.path.isfile(net_file) and others:
+    raise FileNotFoundError(
+        f"{argument}={path!r} holds {len(others)} networks, one per parameter group of the problem "
+        f"it was trained on ({', '.join(os.path.basename(f) for f in others)}), and this takes "
+        f"one: pass one of those files, e.g. {others[-1]!r}.")
   if not os.path.isfile(net_file):
     raise FileNotFoundError(f"{argument}={path!r} is a directory without {SINGLE_NET_FILE}; pass "
                             "the --save_path of a train.py run that trained a coordinatewise "

@@ -353,6 +353,17 @@ class LearnedOptimizerTest(parameterized.TestCase):
       self.assertIn(f"checkpoint={checkpoint!r}", str(raised.exception))
       self.assertNotIn("\n", str(raised.exception))
 
+  def test_a_two_network_optimizer_names_its_files(self):
+    # The shipped `cifar` holds conv.npz and fc.npz; the Keras optimizer runs one network.
+    with self.assertRaises(FileNotFoundError) as raised:
+      l2l_keras.LearnedOptimizer("cifar")
+    message = str(raised.exception)
+    self.assertIn("checkpoint='cifar' holds 2 networks", message)
+    self.assertIn("(conv.npz, fc.npz)", message)
+    self.assertNotIn("\n", message)
+    path = os.path.join(optimizer_files.resolve("cifar"), "fc.npz")
+    self.assertEqual(l2l_keras.LearnedOptimizer(path).get_config()["checkpoint"], path)
+
   def test_a_shipped_name_is_the_default(self):
     os.makedirs(os.path.join(self.tmp, "mnist"))
     self.save(random_net(), os.path.join("mnist", "cw.npz"))

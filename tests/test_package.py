@@ -30,7 +30,10 @@ from learning_to_learn import checkpoints
 from learning_to_learn import keras as l2l_keras
 
 assert learning_to_learn.__file__.startswith(sys.argv[1]), learning_to_learn.__file__
-result = {"names": checkpoints.shipped_names(), "updates": {}, "fit_loss": {}}
+# The single-network optimizers (cifar's two networks need a file named, see test_keras).
+names = [n for n in checkpoints.shipped_names()
+         if os.path.isfile(os.path.join(checkpoints.resolve(n), "cw.npz"))]
+result = {"names": names, "updates": {}, "fit_loss": {}}
 x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
 y = x @ np.arange(1.0, 5.0, dtype="float32")[:, None]
 for name in result["names"]:
@@ -113,8 +116,9 @@ def test_every_shipped_optimizer_trains_a_keras_model_from_outside_the_checkout(
   from learning_to_learn import checkpoints
   import keras
   from learning_to_learn import keras as l2l_keras
-  assert result["names"] == checkpoints.shipped_names()
-  assert len(result["names"]) >= 3
+  assert result["names"] == [n for n in checkpoints.shipped_names() if os.path.isfile(
+      os.path.join(checkpoints.resolve(n), "cw.npz"))]
+  assert len(result["names"]) >= 5
   for name in result["names"]:
     assert np.isfinite(result["fit_loss"][name]), result
     variable = keras.Variable(np.ones(6, "float32"))
