@@ -303,7 +303,7 @@ class MetaTrainer:
     batch_instances: unroll a replica's instances as one instances.StackedProblem, so that each
       step makes one call of each network over every instance's coordinates rather than one per
       instance: the same meta-gradient to rounding, more instance-steps/s where a step's fixed
-      cost dominates (quadratics x1.57 at N = 8, MNIST x1.08: README Performance).
+      cost dominates, small optimizees (figures: README, Performance).
       Coordinatewise networks only.
     strategy: a tf.distribute.Strategy; None for the current one (the default: no distribution).
 
