@@ -50,6 +50,17 @@ def _run(script, *args, home=None):
 
 # --- What each test runs ------------------------------------------------------------------------
 
+def _compare_twice(tmp):
+  """A comparison, then another optimizer's on the same problem, reusing the first's baselines:
+  (first run, its output directory, second run, its output directory)."""
+  common = ["evaluate.py", "--problem=quadratic", "--compare", "--num_epochs=3",
+            "--num_tuning_epochs=2", "--num_steps=10", "--unroll_length=5", "--nojit_compile"]
+  first = _run(*common, "--path=quadratic", f"--output_dir={tmp}/out")
+  second = _run(*common, "--path=quadratic_paper", f"--baselines_dir={tmp}/out",
+                f"--output_dir={tmp}/other")
+  return first, f"{tmp}/out", second, f"{tmp}/other"
+
+
 def _train_then_evaluate(problem, num_epochs, tmp):
   save_path = os.path.join(tmp, "run")
   train = _run("train.py", f"--problem={problem}", f"--num_epochs={num_epochs}",
@@ -214,10 +225,7 @@ def _jobs():
       "train_mnist": lambda tmp: _train_then_evaluate("mnist", 2, tmp),
       "bad_enum_flag": lambda tmp: _run("evaluate.py", "--optimizer=foo"),
       "train_cifar_labels": _train_then_compare_on_labels,
-      "compare": lambda tmp: (_run("evaluate.py", "--problem=quadratic", "--path=quadratic",
-                                   "--compare", "--num_epochs=3", "--num_tuning_epochs=2",
-                                   "--num_steps=10", "--unroll_length=5", "--nojit_compile",
-                                   f"--output_dir={tmp}/out"), f"{tmp}/out"),
+      "compare": _compare_twice,
   }
   for name in BASELINES:
     jobs[f"baseline_{name}"] = lambda tmp, name=name: _run(
@@ -329,11 +337,23 @@ def test_evaluate_baseline(runs, job):
 
 @pytest.mark.parametrize("job", ["compare"])
 def test_compare_writes_table_curves_and_plot_that_the_library_reproduces(runs, job):
-  run, out = _result(runs, job)
+  run, out, other_run, other = _result(runs, job)
   assert run.returncode == 0, run
   assert "Traceback" not in run.output, run
   with open(os.path.join(out, "summary.json")) as f:
     summary = json.load(f)
+  # The second optimizer's comparison took the baselines' rates and test runs from the first's.
+  assert other_run.returncode == 0, other_run
+  assert "Reusing the tuned rates of sgd, rmsprop, adam, nag" in other_run.output, other_run
+  assert "Reusing the test runs of" in other_run.output, other_run
+  assert sorted(os.listdir(other)) == ["loss.png", "losses.csv", "summary.json", "table.md"]
+  with open(os.path.join(other, "summary.json")) as f:
+    other_summary = json.load(f)
+  assert other_summary["path"] == "quadratic_paper"
+  assert other_summary["learning_rates"] == summary["learning_rates"]
+  for name in BASELINES:
+    assert other_summary["final_loss"][name] == summary["final_loss"][name]
+  assert other_summary["final_loss"]["L2L"] != summary["final_loss"]["L2L"]
   names = ["L2L", *BASELINES]
   assert sorted(summary["final_loss"]) == sorted(names)
   assert sorted(summary["learning_rates"]) == sorted(BASELINES)

@@ -55,6 +55,9 @@ flags.DEFINE_list("baselines", list(evaluation.BASELINES), "With --compare: the 
                   "e.g. beside an earlier baselines-only comparison on the same seed.")
 flags.DEFINE_list("report_steps", None, "With --compare: steps the table reports (default: 100 "
                   "and --num_steps).")
+flags.DEFINE_string("baselines_dir", None, "With --compare: where the baselines' tuned rates and "
+                    "test runs are kept and reused (tuning.json, baseline_runs.npz; default "
+                    "--output_dir), e.g. another optimizer's comparison on the same problem.")
 flags.DEFINE_string("output_dir", None, "With --compare: where results go (default "
                     "runs/compare/<problem>, kept apart from the published results/).")
 flags.DEFINE_boolean("jit_compile", None, "XLA for every unroll (--jit_compile), for none "
@@ -198,9 +201,11 @@ def compare():
   steps = report_steps()
   output_dir = FLAGS.output_dir or os.path.join("runs", "compare", FLAGS.problem)
   reporting.check_writable_dir(output_dir, "--output_dir")  # before the work, not after it
+  baselines_dir = FLAGS.baselines_dir or output_dir
+  reporting.check_writable_dir(baselines_dir, "--baselines_dir")
   source = getattr(problem, "source", "no data")
-  tuning_path, tuned, scored, keep_tuned, keep_score = tuned_rates(output_dir, source)
-  tested, keep_tested = tested_runs(output_dir, source)
+  tuning_path, tuned, scored, keep_tuned, keep_score = tuned_rates(baselines_dir, source)
+  tested, keep_tested = tested_runs(baselines_dir, source)
   logging.info("Comparing on %s (%s split; %s).", FLAGS.problem, FLAGS.split, source)
   bars = {}
   signals = stopping.install()
