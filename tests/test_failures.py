@@ -205,7 +205,7 @@ def _compare_interrupted(tmp):
   process.send_signal(signal.SIGINT)
   stdout, stderr = process.communicate(timeout=TIMEOUT)
   with open(os.path.join(out, "tuning.json")) as f:
-    tuned = json.load(f)["rates"]
+    tuned = json.load(f)
   rerun = _run(*COMPARE, "--path=quadratic", f"--output_dir={out}")
   return process.returncode, stdout + stderr, tuned, rerun, out
 
@@ -438,15 +438,21 @@ def test_damaged_run_json(runs):
 
 
 def test_compare_interrupted(runs):
-  returncode, output, tuned, rerun, out = _result(runs, "compare_interrupted")
+  returncode, output, kept, rerun, out = _result(runs, "compare_interrupted")
   assert returncode == 130, output[-2000:]
   assert "Traceback" not in output and "SIGINT" in output, output[-2000:]
-  assert tuned and "run the same command" in output
+  # Every rate scored before the signal is kept, whether or not its baseline's sweep had ended.
+  assert kept["scores"] and "run the same command" in output
   assert rerun.returncode == 0, rerun.stderr[-2000:]
-  assert "Reusing the tuned rates" in rerun.stderr
+  assert "Reusing the" in rerun.stderr, rerun.stderr[-2000:]
+  with open(os.path.join(out, "tuning.json")) as f:
+    final = json.load(f)
+  for name, scores in kept["scores"].items():
+    for rate, score in scores.items():
+      assert final["scores"][name][rate] == score
   with open(os.path.join(out, "summary.json")) as f:
     rates = json.load(f)["learning_rates"]
-  for name, rate in tuned.items():
+  for name, rate in kept["rates"].items():
     assert rates[name] == rate
 
 

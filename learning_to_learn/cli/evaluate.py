@@ -225,8 +225,8 @@ def compare():
         progress=progress, baselines=tuple(FLAGS.baselines), tuned=tuned, on_tuned=keep_tuned,
         tested=tested, on_tested=keep_tested, scored=scored, on_scored=keep_score)
   except stopping.Stop as stop:
-    kept = f"the tuned rates of {', '.join(tuned)} are in {tuning_path}" if tuned else (
-        "no baseline had finished tuning")
+    done = f"the tuned rates of {', '.join(tuned)}" if tuned else "no tuned rate yet"
+    kept = f"{done} and the scores of {sum(map(len, scored.values()))} rates are in {tuning_path}"
     logging.info("%s: comparison stopped; %s; run the same command to go on.", stop, kept)
     return 130
   signals.hold()
