@@ -132,6 +132,16 @@ def report_steps():
   return steps
 
 
+def _instances(source, **more):
+  """What the comparison's instances depend on, plus `more`: the key its kept files are read by.
+
+  Lists, not tuples, as the JSON they are kept in reads back.
+  """
+  return json.loads(json.dumps(dict(
+      problem=problems.optimizee_name(FLAGS.problem), split=FLAGS.split, data=source,
+      seed=FLAGS.seed, settings=FLAGS.settings, mlp=mlp_options(), **more)))
+
+
 def tuned_rates(output_dir, source):
   """(tuning.json's path, the rates tuned so far, the sweeps' scores so far, a function that
   records one more tuned rate, one that records one more score).
@@ -141,11 +151,9 @@ def tuned_rates(output_dir, source):
   depends on), kept in tuning.json.
   """
   tuning_path = os.path.join(output_dir, "tuning.json")
-  tuning = {"problem": problems.optimizee_name(FLAGS.problem), "split": FLAGS.split, "data": source, "seed": FLAGS.seed,
-            "settings": FLAGS.settings, "num_tuning_epochs": FLAGS.num_tuning_epochs,
-            "tuning_steps": min(100, FLAGS.num_steps), "mlp": mlp_options(),
-            "grid": list(evaluation.LEARNING_RATE_GRID)}
-  tuning = json.loads(json.dumps(tuning))  # tuples as lists, as they read back
+  tuning = _instances(source, num_tuning_epochs=FLAGS.num_tuning_epochs,
+                      tuning_steps=min(100, FLAGS.num_steps),
+                      grid=list(evaluation.LEARNING_RATE_GRID))
   tuned = checkpoints.read_tuned_rates(tuning_path, tuning)
   scored = checkpoints.read_tuning_scores(tuning_path, tuning)
   if tuned:
@@ -177,10 +185,7 @@ def tested_runs(output_dir, source):
   baseline's runs are reused when the test settings and its tuned rate are the same.
   """
   path = os.path.join(output_dir, "baseline_runs.npz")
-  settings = {"problem": problems.optimizee_name(FLAGS.problem), "split": FLAGS.split, "data": source, "seed": FLAGS.seed,
-              "settings": FLAGS.settings, "mlp": mlp_options(), "num_test_epochs": FLAGS.num_epochs,
-              "num_steps": FLAGS.num_steps}
-  settings = json.loads(json.dumps(settings))
+  settings = _instances(source, num_test_epochs=FLAGS.num_epochs, num_steps=FLAGS.num_steps)
   tested = checkpoints.read_test_runs(path, settings)
   if tested:
     logging.info("Reusing the test runs of %s from %s where their rates are still the tuned "
