@@ -254,16 +254,16 @@ def instances_speed(name, data_dir, repetitions, num_unrolls, num_instances=8):
   """Instance-steps/s of meta-training with 1 instance, N looped and N stacked (batch_instances)."""
   problem, config, _ = problems.get_config(name, data_dir=data_dir)
   optimizer = meta.MetaOptimizer(**config)
-  rates = {}
-  for label, n, stacked in (("1 instance", 1, False), (f"{num_instances} looped", num_instances,
-                                                       False),
-                            (f"{num_instances} stacked", num_instances, True)):
+  single = None  # instance-steps/s of one instance, which the others are compared with
+  variants = [("1 instance", 1, False), (f"{num_instances} looped", num_instances, False),
+              (f"{num_instances} stacked", num_instances, True)]
+  for label, n, stacked in variants:
     trainer = optimizer.meta_minimize(problem, 20, learning_rate=0.001, num_instances=n,
                                       batch_instances=stacked)
     seconds = timed(unrolls_per_call(trainer, True, num_unrolls), repetitions)
     work = 20 * num_unrolls * n
-    rates[label] = work / seconds[0]
-    ratio = "" if n == 1 else f" = x{rates[label] / rates['1 instance']:.2f} of 1 instance"
+    single = single or work / seconds[0]
+    ratio = "" if n == 1 else f" = x{work / seconds[0] / single:.2f} of 1 instance"
     print(rate_line(f"{name} meta-training, {label}", work, seconds, "instance-steps/s") + ratio)
 
 

@@ -179,18 +179,26 @@ def save_optimizer(meta_optimizer, path):
                      "same command to resume.") from None
 
 
-def write_json(path, value):
-  """Writes JSON beside `path` and renames it over: a failed write leaves the old file intact."""
-  partial = path + ".partial"
+def _replace(path, partial, write):
+  """`write(partial)`, then renames it over `path`: a failed write leaves the old file intact."""
   try:
-    with open(partial, "w") as f:
-      json.dump(value, f, indent=2)
+    write(partial)
     os.replace(partial, path)
   except OSError as e:
     if os.path.exists(partial):
       os.remove(partial)
     raise ValueError(f"cannot write {path} ({e.strerror or e}); free disk space or fix "
                      "permissions.") from None
+
+
+def write_json(path, value):
+  """Writes JSON beside `path` and renames it over: a failed write leaves the old file intact."""
+
+  def write(partial):
+    with open(partial, "w") as f:
+      json.dump(value, f, indent=2)
+
+  _replace(path, path + ".partial", write)
 
 
 def check_no_trained_optimizer(save_path, meta_optimizer):
@@ -231,8 +239,8 @@ def first_line(error):
   return text.splitlines()[0][:200] if text else type(error).__name__
 
 
-def read_tuned_rates(path, settings):
-  """Baseline rates an earlier --compare tuned with the same `settings` (a dict), else {}.
+def _tuning_field(path, settings, field):
+  """The dict `field` of a tuning.json written under the same `settings` (a dict), else {}.
 
   A record written under other settings, or unreadable, is ignored: tuning again costs time only.
   """
@@ -243,25 +251,19 @@ def read_tuned_rates(path, settings):
     return {}
   if not isinstance(record, dict) or record.get("settings") != settings:
     return {}
-  rates = record.get("rates")
-  if not isinstance(rates, dict):
-    return {}
-  return {name: rate for name, rate in rates.items()
+  value = record.get(field)
+  return value if isinstance(value, dict) else {}
+
+
+def read_tuned_rates(path, settings):
+  """Baseline rates an earlier --compare tuned with the same `settings` (a dict), else {}."""
+  return {name: rate for name, rate in _tuning_field(path, settings, "rates").items()
           if isinstance(rate, (int, float)) and 0 < rate < float("inf")}
 
 
 def read_tuning_scores(path, settings):
   """Baseline name -> {rate: mean loss} that earlier sweeps with the same `settings` measured."""
-  try:
-    with open(path) as f:
-      record = json.load(f)
-  except (OSError, ValueError):
-    return {}
-  if not isinstance(record, dict) or record.get("settings") != settings:
-    return {}
-  scores = record.get("scores")
-  if not isinstance(scores, dict):
-    return {}
+  scores = _tuning_field(path, settings, "scores")
   try:
     return {name: {float(rate): float(score) for rate, score in rates.items()}
             for name, rates in scores.items()}
@@ -286,14 +288,7 @@ def read_test_runs(path, settings):
 
 def write_test_runs(path, settings, tested):
   """Writes name -> (rate, losses) beside `path` and renames it over, as write_json does."""
-  partial = path + ".partial.npz"
   arrays = {name: np.asarray(losses, np.float32) for name, (_, losses) in tested.items()}
-  try:
-    np.savez(partial, __settings__=json.dumps(settings),
-             __rates__=json.dumps({name: rate for name, (rate, _) in tested.items()}), **arrays)
-    os.replace(partial, path)
-  except OSError as e:
-    if os.path.exists(partial):
-      os.remove(partial)
-    raise ValueError(f"cannot write {path} ({e.strerror or e}); free disk space or fix "
-                     "permissions.") from None
+  rates = json.dumps({name: rate for name, (rate, _) in tested.items()})
+  _replace(path, path + ".partial.npz", lambda partial: np.savez(
+      partial, __settings__=json.dumps(settings), __rates__=rates, **arrays))

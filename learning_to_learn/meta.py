@@ -409,11 +409,11 @@ class MetaTrainer:
 
   def _local_run(self, states, seeds, recompute=False):
     # (one UnrollResult per instance, the states): one stacked state, or one state per instance.
+    problem = self._stacked or self.problem
     if self._stacked is not None:
       seeds = [seeds]  # all instances at once
     results, next_states = [], []
     for state, seed in zip(states, seeds):
-      problem = self._stacked or self.problem
       batches = problem.sample_batches(seed, self.unroll_length + 1)
       instance_results, state = _unroll_results(problem, self.rule, state, batches,
                                                 self.second_derivatives, recompute)
