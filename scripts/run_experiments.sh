@@ -21,6 +21,10 @@ $full --activation=relu --num_steps=200 --output_dir=results/mnist_relu
 cifar="$compare --data_dir=../shared/data/cifar10 --split=valid --nojit_compile --num_steps=200 \
   --num_epochs=32 --num_tuning_epochs=5"
 $cifar --problem=cifar-multi --path=cifar --output_dir=results/cifar10
+# One LSTM for every parameter (`cifar_single`), which the paper found not enough, against the
+# same baselines and test runs.
+$cifar --problem=cifar --path=cifar_single --baselines_dir=results/cifar10 \
+  --output_dir=results/cifar10_single
 # CIFAR-5 and CIFAR-2: `cifar`, then LSTM-sub (`cifar_sub`, meta-trained on labels 5-9 only)
 # against the same baselines.
 for labels in cifar5 cifar2; do
