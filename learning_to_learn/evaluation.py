@@ -157,6 +157,18 @@ def mean_interval(values, confidence_z=1.96):
   return values.mean(axis=0), half
 
 
+def paired_differences(losses, steps, reference="L2L"):
+  """`reference`'s loss minus each other optimizer's, run by run: {name: {step: (mean, ci95)}}.
+
+  Every optimizer's test runs share their initial weights and minibatches (the same seeds), so
+  the difference removes what a run's instance adds to both losses, and its interval is the one
+  that says whether `reference` is lower, where the two unpaired intervals can overlap.
+  """
+  return {name: {step: tuple(float(v) for v in mean_interval(losses[reference][:, step]
+                                                             - runs[:, step])) for step in steps}
+          for name, runs in losses.items() if name != reference}
+
+
 def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES), seed=0,
             num_tuning_epochs=10, num_test_epochs=100, num_steps=100, tuning_steps=None,
             grid=LEARNING_RATE_GRID, unroll_length=20, jit_compile=None, progress=None,

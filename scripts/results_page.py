@@ -87,6 +87,14 @@ def section(name, title, summary, table):
         line += (f"; its 95% interval overlaps {', '.join(overlapping)}'s" if overlapping else
                  "; its 95% interval is apart from every baseline's")
       lines.append(line + ".")
+      paired = summary.get("paired_difference", {}).get(best[1], {}).get(key)
+      if paired:  # absent from summaries written before evaluate.py kept it
+        diff, spread = paired["mean"], paired["ci95"]
+        sign = ("below zero" if diff + spread < 0 else "above zero" if diff - spread > 0
+                else "overlapping zero")
+        lines.append(f"  Run by run (every optimizer's test runs share their initial weights and "
+                     f"minibatches), its loss minus {best[1]}'s is {diff:+.3g} ± {spread:.2g}: "
+                     f"its 95% interval is {sign}.")
     lines.append("")
   return lines
 

@@ -374,6 +374,7 @@ def test_compare_writes_table_curves_and_plot_that_the_library_reproduces(runs, 
   seeds = evaluation.epoch_seeds(0, 3, purpose=3)
   problem, config, _ = problems.get_config("quadratic", path=checkpoints.resolve("quadratic"))
   adam_rate = summary["learning_rates"]["adam"]
+  test_losses = {}
   for name, net_config in (("L2L", config),
                            ("adam", evaluation.baseline_config("adam", adam_rate))):
     losses = evaluation.Evaluator(problem, net_config, unroll_length=5,
@@ -381,6 +382,14 @@ def test_compare_writes_table_curves_and_plot_that_the_library_reproduces(runs, 
     np.testing.assert_allclose(summary["final_loss"][name]["10"]["mean"], losses[:, 10].mean(),
                                rtol=1e-5)
     np.testing.assert_allclose(curves[f"{name}_mean"], losses.mean(axis=0), rtol=1e-4)
+    test_losses[name] = losses
+  # L2L minus Adam, run by run over those same instances.
+  differences = test_losses["L2L"][:, 10] - test_losses["adam"][:, 10]
+  paired = summary["paired_difference"]["adam"]["10"]
+  np.testing.assert_allclose(paired["mean"], differences.mean(), rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(paired["ci95"], 1.96 * differences.std(ddof=1) / np.sqrt(3),
+                             rtol=1e-3, atol=1e-7)
+  assert sorted(summary["paired_difference"]) == sorted(BASELINES)
   # Every rate each sweep scored is kept, so that an interrupted sweep goes on where it stopped.
   with open(os.path.join(out, "tuning.json")) as f:
     scores = json.load(f)["scores"]

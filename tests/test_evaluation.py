@@ -165,6 +165,18 @@ def test_tune_learning_rate_goes_past_the_grid_edge_by_at_most_two_half_decades(
   assert best == pytest.approx(expected_rates[-1])
 
 
+def test_paired_differences_by_hand():
+  # Step 0: differences 0.5, 0.5, -0.5: mean 1/6, sample sd sqrt(1/3), half-width 1.96 / 3.
+  # Step 1: a per-run offset shared by both optimizers cancels, leaving -0.1 and no spread.
+  offsets = np.array([0.0, 5.0, -3.0])
+  losses = {"L2L": np.stack([[1.0, 2.0, 3.0], offsets + 1.0], axis=1),
+            "nag": np.stack([[0.5, 1.5, 3.5], offsets + 1.1], axis=1)}
+  pairs = evaluation.paired_differences(losses, steps=(0, 1))
+  assert list(pairs) == ["nag"]
+  np.testing.assert_allclose(pairs["nag"][0], (1.0 / 6.0, 1.96 / 3.0), rtol=1e-12)
+  np.testing.assert_allclose(pairs["nag"][1], (-0.1, 0.0), atol=1e-12)
+
+
 def test_compare_progress_never_runs_past_its_total():
   # compare() announces `total` steps; the edge extension of the sweep must not overshoot it.
   calls = []

@@ -266,6 +266,10 @@ def write_comparison(losses, rates, steps, l2l_config, output_dir, source, start
           float, evaluation.mean_interval(runs[:, s])))) for s in steps}
                      for name, runs in losses.items()},
   }
+  if "L2L" in losses:  # run by run: the test runs share their instances (see paired_differences)
+    summary["paired_difference"] = {
+        name: {str(s): dict(zip(("mean", "ci95"), pair)) for s, pair in by_step.items()}
+        for name, by_step in evaluation.paired_differences(losses, steps).items()}
   with open(os.path.join(output_dir, "summary.json"), "w") as f:
     # Non-finite means as null: bare NaN is not JSON.
     json.dump(reporting.finite_or_none(summary), f, indent=2, allow_nan=False)
