@@ -33,9 +33,13 @@ EXPERIMENTS = [
                "labels (figure 7, centre)"),
     ("cifar5_sub", "CIFAR-5: LSTM-sub, the shipped `cifar_sub`, meta-trained only on labels 5-9, "
                    "against the same tuned baselines and test runs (figure 7, centre)"),
+    ("cifar5_single", "CIFAR-5: one LSTM (`cifar_single`), against the same tuned baselines and "
+                      "test runs"),
     ("cifar2", "CIFAR-2 (labels 0 and 1 of batch 5, 2 outputs): `cifar` (figure 7, right)"),
     ("cifar2_sub", "CIFAR-2: LSTM-sub (`cifar_sub`), against the same tuned baselines and test "
                    "runs (figure 7, right)"),
+    ("cifar2_single", "CIFAR-2: one LSTM (`cifar_single`), against the same tuned baselines and "
+                      "test runs"),
     ("mnist_paper", "MNIST, paper settings, the earlier shipped optimizer `mnist_paper` "
                     "(LogAndSign p = 10, sum of losses), on the 5,000-digit sample"),
     ("mnist_reference", "MNIST, reference settings (the shipped `mnist_reference`)"),
@@ -60,6 +64,12 @@ def describe(summary):
   return f"{inputs}, output scale {options.get('scale')}"
 
 
+def best_baseline(losses, step):
+  """The tuned baseline with the lowest mean loss at `step` (a str key), and its losses there."""
+  name = min((k for k in losses if k != "L2L"), key=lambda k: losses[k][step]["mean"])
+  return name, losses[name][step]
+
+
 def section(name, title, summary, table):
   steps = sorted({int(s) for losses in summary["final_loss"].values() for s in losses})
   lines = [f"## {title}", "",
@@ -74,8 +84,8 @@ def section(name, title, summary, table):
   if learned:
     for step in steps:
       key = str(step)
-      best = min((v[key]["mean"], k) for k, v in summary["final_loss"].items() if k != "L2L")
-      rival = summary["final_loss"][best[1]][key]
+      best_name, rival = best_baseline(summary["final_loss"], key)
+      best = (rival["mean"], best_name)
       mean, half = learned[key]["mean"], learned[key]["ci95"]
       verdict = "lower than" if mean < best[0] else "not lower than"
       line = (f"- At step {step} the learned optimizer's mean loss ({mean:.4g} ± {half:.2g}) is "
@@ -125,6 +135,50 @@ def settings_section(summaries):
       ratios = [ratio_to_best_baseline(summaries[n]) for n in (reference, paper)]
       better = "reference" if ratios[0] < ratios[1] else "paper"
       lines.append(f"| {problem} | {ratios[0]:.2f} | {ratios[1]:.2f} | {better} |")
+  return lines + [""]
+
+
+# Figure 7's panels: (panel, `cifar` experiment, LSTM-sub experiment, one-LSTM experiment).
+CIFAR_PANELS = [("CIFAR-10", "cifar10", None, "cifar10_single"),
+                ("CIFAR-5", "cifar5", "cifar5_sub", "cifar5_single"),
+                ("CIFAR-2", "cifar2", "cifar2_sub", "cifar2_single")]
+
+
+def cifar_cell(summary, step):
+  """L2L's loss at `step` and how it stands against the best tuned baseline (see the legend)."""
+  learned = summary["final_loss"]["L2L"][step]
+  rival, other = best_baseline(summary["final_loss"], step)
+  paired = summary.get("paired_difference", {}).get(rival, {}).get(step)
+  if learned["mean"] + learned["ci95"] < other["mean"] - other["ci95"]:
+    mark = "**apart**"
+  elif paired and paired["mean"] + paired["ci95"] < 0:
+    mark = "paired"
+  elif learned["mean"] < other["mean"]:
+    mark = "mean"
+  else:
+    mark = "no"
+  return f"{learned['mean']:.4g} ± {learned['ci95']:.2g} ({mark})"
+
+
+def cifar_section(summaries):
+  """Figure 7 in one table: every CIFAR optimizer against the best tuned baseline per panel."""
+  lines = ["## CIFAR (figure 7) at a glance", "",
+           "Mean loss over each panel's test runs of batch 5 (the valid split), each learned "
+           "optimizer against the same tuned baselines and test runs; the sections below have "
+           "the full tables and plots. Against the best tuned baseline at that step: "
+           "**apart**: lower, 95% intervals apart; paired: lower, and the run-by-run difference's "
+           "interval is below zero, though the two intervals overlap; mean: lower mean only; "
+           "no: not lower.", "",
+           "| panel | step | LSTM (`cifar`) | LSTM-sub (`cifar_sub`) | one LSTM (`cifar_single`) "
+           "| best tuned baseline |", "|---|---|---|---|---|---|"]
+  for panel, *names in CIFAR_PANELS:
+    if names[0] not in summaries:
+      continue
+    for step in ("100", "200"):
+      cells = [cifar_cell(summaries[n], step) if n in summaries else "-" for n in names]
+      rival, other = best_baseline(summaries[names[0]]["final_loss"], step)
+      lines.append(f"| {panel} | {step} | {' | '.join(cells)} | {rival} "
+                   f"{other['mean']:.4g} ± {other['ci95']:.2g} |")
   return lines + [""]
 
 
@@ -251,7 +305,8 @@ def main():
     body += section(name, title, summary, table)
     summaries[name] = summary
     found += 1
-  lines += settings_section(summaries) + ablation_section(args.results_dir) + body
+  lines += (settings_section(summaries) + ablation_section(args.results_dir)
+            + cifar_section(summaries) + body)
   with open(args.output, "w") as f:
     f.write("\n".join(lines))
   print(f"Wrote {args.output} from {found} of {len(EXPERIMENTS)} experiments.")

