@@ -98,7 +98,8 @@ def section(name, title, summary, table):
                  "; its 95% interval is apart from every baseline's")
       lines.append(line + ".")
       paired = summary.get("paired_difference", {}).get(best[1], {}).get(key)
-      if paired:  # absent from summaries written before evaluate.py kept it
+      # Absent from summaries written before evaluate.py kept it; null where a run diverged.
+      if paired and paired["mean"] is not None:
         diff, spread = paired["mean"], paired["ci95"]
         sign = ("below zero" if diff + spread < 0 else "above zero" if diff - spread > 0
                 else "overlapping zero")
@@ -151,7 +152,7 @@ def cifar_cell(summary, step):
   paired = summary.get("paired_difference", {}).get(rival, {}).get(step)
   if learned["mean"] + learned["ci95"] < other["mean"] - other["ci95"]:
     mark = "**apart**"
-  elif paired and paired["mean"] + paired["ci95"] < 0:
+  elif paired and paired["mean"] is not None and paired["mean"] + paired["ci95"] < 0:
     mark = "paired"
   elif learned["mean"] < other["mean"]:
     mark = "mean"

@@ -472,6 +472,7 @@ def test_compare_diverging(runs):
   summary = _strict_json(os.path.join(out, "summary.json"))
   assert summary["final_loss"]["L2L"]["10"]["mean"] is None
   assert summary["final_loss"]["adam"]["10"]["mean"] > 0
+  assert summary["paired_difference"]["adam"]["10"]["mean"] is None  # diverged, run by run too
 
 
 def test_evaluate_diverging(runs):
