@@ -70,6 +70,13 @@ def best_baseline(losses, step):
   return name, losses[name][step]
 
 
+def paired_difference(summary, baseline, step):
+  """L2L's loss minus `baseline`'s, run by run, at `step`; None in summaries written before
+  evaluate.py kept it, or where a run diverged."""
+  paired = summary.get("paired_difference", {}).get(baseline, {}).get(step)
+  return paired if paired and paired["mean"] is not None else None
+
+
 def section(name, title, summary, table):
   steps = sorted({int(s) for losses in summary["final_loss"].values() for s in losses})
   lines = [f"## {title}", "",
@@ -84,28 +91,26 @@ def section(name, title, summary, table):
   if learned:
     for step in steps:
       key = str(step)
-      best_name, rival = best_baseline(summary["final_loss"], key)
-      best = (rival["mean"], best_name)
+      rival_name, rival = best_baseline(summary["final_loss"], key)
       mean, half = learned[key]["mean"], learned[key]["ci95"]
-      verdict = "lower than" if mean < best[0] else "not lower than"
+      verdict = "lower than" if mean < rival["mean"] else "not lower than"
       line = (f"- At step {step} the learned optimizer's mean loss ({mean:.4g} ± {half:.2g}) is "
-              f"{verdict} the best tuned baseline's ({best[1]}, {best[0]:.4g} ± "
+              f"{verdict} the best tuned baseline's ({rival_name}, {rival['mean']:.4g} ± "
               f"{rival['ci95']:.2g})")
-      if mean < best[0]:
+      if mean < rival["mean"]:
         overlapping = [k for k, v in summary["final_loss"].items()
                        if k != "L2L" and mean + half >= v[key]["mean"] - v[key]["ci95"]]
         line += (f"; its 95% interval overlaps {', '.join(overlapping)}'s" if overlapping else
                  "; its 95% interval is apart from every baseline's")
       lines.append(line + ".")
-      paired = summary.get("paired_difference", {}).get(best[1], {}).get(key)
-      # Absent from summaries written before evaluate.py kept it; null where a run diverged.
-      if paired and paired["mean"] is not None:
+      paired = paired_difference(summary, rival_name, key)
+      if paired:
         diff, spread = paired["mean"], paired["ci95"]
         sign = ("below zero" if diff + spread < 0 else "above zero" if diff - spread > 0
                 else "overlapping zero")
         lines.append(f"  Run by run (every optimizer's test runs share their initial weights and "
-                     f"minibatches), its loss minus {best[1]}'s is {diff:+.3g} ± {spread:.2g}: "
-                     f"its 95% interval is {sign}.")
+                     f"minibatches), its loss minus {rival_name}'s is {diff:+.3g} ± "
+                     f"{spread:.2g}: its 95% interval is {sign}.")
     lines.append("")
   return lines
 
@@ -149,10 +154,10 @@ def cifar_cell(summary, step):
   """L2L's loss at `step` and how it stands against the best tuned baseline (see the legend)."""
   learned = summary["final_loss"]["L2L"][step]
   rival, other = best_baseline(summary["final_loss"], step)
-  paired = summary.get("paired_difference", {}).get(rival, {}).get(step)
+  paired = paired_difference(summary, rival, step)
   if learned["mean"] + learned["ci95"] < other["mean"] - other["ci95"]:
     mark = "**apart**"
-  elif paired and paired["mean"] is not None and paired["mean"] + paired["ci95"] < 0:
+  elif paired and paired["mean"] + paired["ci95"] < 0:
     mark = "paired"
   elif learned["mean"] < other["mean"]:
     mark = "mean"
