@@ -70,6 +70,11 @@ def best_baseline(losses, step):
   return name, losses[name][step]
 
 
+def apart(learned, other):
+  """Whether `learned`'s 95% interval lies wholly below `other`'s."""
+  return learned["mean"] + learned["ci95"] < other["mean"] - other["ci95"]
+
+
 def paired_difference(summary, baseline, step):
   """L2L's loss minus `baseline`'s, run by run, at `step`; None in summaries written before
   evaluate.py kept it, or where a run diverged."""
@@ -155,7 +160,7 @@ def cifar_cell(summary, step):
   learned = summary["final_loss"]["L2L"][step]
   rival, other = best_baseline(summary["final_loss"], step)
   paired = paired_difference(summary, rival, step)
-  if learned["mean"] + learned["ci95"] < other["mean"] - other["ci95"]:
+  if apart(learned, other):
     mark = "**apart**"
   elif paired and paired["mean"] + paired["ci95"] < 0:
     mark = "paired"
@@ -273,9 +278,8 @@ def ablation_verdict(results_dir, baselines):
   for step in ("100", "200"):
     name, learned = best
     mean, half = learned[step]["mean"], learned[step]["ci95"]
-    rival = min(baselines, key=lambda k: baselines[k][step]["mean"])
-    other = baselines[rival][step]
-    if mean + half < other["mean"] - other["ci95"]:
+    rival, other = best_baseline(baselines, step)
+    if apart(learned[step], other):
       verdict = "lower than every tuned baseline's, intervals apart"
     elif mean < other["mean"]:
       verdict = (f"lower than every tuned baseline's mean, but its interval overlaps "
