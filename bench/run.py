@@ -262,8 +262,9 @@ def instances_speed(name, data_dir, repetitions, num_unrolls, num_instances=8):
                                       batch_instances=stacked)
     seconds = timed(unrolls_per_call(trainer, True, num_unrolls), repetitions)
     work = 20 * num_unrolls * n
-    single = single or work / seconds[0]
-    ratio = "" if n == 1 else f" = x{work / seconds[0] / single:.2f} of 1 instance"
+    rate = work / seconds[0]
+    single = single or rate
+    ratio = "" if n == 1 else f" = x{rate / single:.2f} of 1 instance"
     print(rate_line(f"{name} meta-training, {label}", work, seconds, "instance-steps/s") + ratio)
 
 

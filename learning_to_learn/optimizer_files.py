@@ -73,17 +73,17 @@ def single_net_file(source, argument="checkpoint"):
                             "an existing directory or .npz file; pass one of those, e.g. the "
                             "--save_path of a train.py run.") from None
   net_file = os.path.join(directory, SINGLE_NET_FILE)
+  if os.path.isfile(net_file):
+    return net_file
   others = sorted(glob.glob(os.path.join(directory, "*.npz")))
-  if not os.path.isfile(net_file) and others:
+  if others:
     raise FileNotFoundError(
         f"{argument}={path!r} holds {len(others)} networks, one per parameter group of the problem "
         f"it was trained on ({', '.join(os.path.basename(f) for f in others)}), and this takes "
         f"one: pass one of those files, e.g. {others[-1]!r}.")
-  if not os.path.isfile(net_file):
-    raise FileNotFoundError(f"{argument}={path!r} is a directory without {SINGLE_NET_FILE}; pass "
-                            "the --save_path of a train.py run that trained a coordinatewise "
-                            "network, or the .npz file itself.")
-  return net_file
+  raise FileNotFoundError(f"{argument}={path!r} is a directory without {SINGLE_NET_FILE}; pass "
+                          "the --save_path of a train.py run that trained a coordinatewise "
+                          "network, or the .npz file itself.")
 
 
 # --- Array keys -------------------------------------------------------------------------------

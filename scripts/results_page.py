@@ -104,7 +104,7 @@ def section(name, title, summary, table):
               f"{rival['ci95']:.2g})")
       if mean < rival["mean"]:
         overlapping = [k for k, v in summary["final_loss"].items()
-                       if k != "L2L" and mean + half >= v[key]["mean"] - v[key]["ci95"]]
+                       if k != "L2L" and not apart(learned[key], v[key])]
         line += (f"; its 95% interval overlaps {', '.join(overlapping)}'s" if overlapping else
                  "; its 95% interval is apart from every baseline's")
       lines.append(line + ".")
