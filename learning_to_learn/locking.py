@@ -96,5 +96,5 @@ class DirectoryLock:
     if owner is not None and owner[0] == self._pid:
       try:
         os.remove(self.path)
-      except FileNotFoundError:
+      except OSError:  # gone, or the directory turned read-only: the lock is stale once we exit
         pass

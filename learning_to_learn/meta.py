@@ -306,6 +306,8 @@ class MetaTrainer:
       cost dominates, small optimizees (figures: README, Performance).
       Coordinatewise networks only.
     strategy: a tf.distribute.Strategy; None for the current one (the default: no distribution).
+    optimizer: the Keras optimizer to take the meta-steps with, e.g. another trainer's, so that
+      trainers of several problems share one Adam; None: a new Adam at `learning_rate`.
 
   A meta-step whose losses or meta-gradient are not finite on any replica is not applied: the
   weights never see a NaN. `train_unroll` reports it in `result.finite`; the caller decides
@@ -316,7 +318,7 @@ class MetaTrainer:
                net_assignments=None, second_derivatives=False, clip_meta_gradient=None,
                jit_compile=None, num_instances=1, strategy=None, objective="sum",
                clip_meta_gradient_value=None, teacher=None, recompute=False,
-               batch_instances=False):
+               batch_instances=False, optimizer=None):
     if int(unroll_length) != unroll_length or unroll_length <= 0:
       raise ValueError(f"unroll_length={unroll_length} must be a positive integer (reference: 20).")
     if objective not in OBJECTIVES:
@@ -366,8 +368,8 @@ class MetaTrainer:
       self.objective_weight = tf.Variable(1.0, trainable=False, name="objective_weight")
       self.imitation_weight = tf.Variable(1.0 if teacher else 0.0, trainable=False,
                                           name="imitation_weight")
-      self.optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8)
-      if self.variables:
+      self.optimizer = optimizer or keras.optimizers.Adam(learning_rate, epsilon=1e-8)
+      if self.variables and not self.optimizer.built:
         self.optimizer.build(self.variables)
     self.states = None  # per local instance; a PerReplica nest under a multi-replica strategy
     # Replica-local work, compiled as measured fastest; the collectives stay outside XLA.
