@@ -54,8 +54,8 @@ PIXEL_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)
 class Dataset:
   """One split of an image-classification dataset, ready for the optimizees.
 
-  The loaders keep the files' uint8 pixels, a quarter of float32's memory (MNIST's 50,000 training
-  digits: 39 MB rather than 157 MB); `images` is made from them on first read and kept from then
+  The loaders keep the files' uint8 pixels, a quarter of float32's memory; `images` is made from
+  them on first read and kept from then
   on. The problems read `pixels` and look up each minibatch's floats, so meta-training never holds
   a float copy of the whole dataset.
 

@@ -31,7 +31,7 @@ def _check_tf_config():
   text = os.environ.get("TF_CONFIG")
   if not text:
     raise ValueError("--strategy=multi_worker reads the cluster from the TF_CONFIG environment "
-                     "variable, which is not set; see README, Running on a cluster.")
+                     "variable, which is not set; see docs/training.md, Running on a cluster.")
   try:
     config = json.loads(text)
     workers = config["cluster"]["worker"]

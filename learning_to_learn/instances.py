@@ -1,9 +1,9 @@
 """Several optimizee instances as one optimizee with a leading instance axis.
 
-A meta-step over N instances used to unroll them one after another in one graph: N LSTM calls a
-step over each instance's coordinates. Stacked, every parameter gains a leading axis of size N and
-a coordinatewise rule (NetAssignments) sees all N instances' coordinates in one vector, so each
-step makes one LSTM call over N times the coordinates: fewer, larger ops. The coordinates stay
+Unrolled one after another, N instances cost N LSTM calls a step, each over one instance's
+coordinates. Stacked, every parameter gains a leading axis of size N and a coordinatewise rule
+(NetAssignments) sees all N instances' coordinates in one vector, so each step makes one LSTM call
+over N times the coordinates: fewer, larger ops. The coordinates stay
 independent, so the updates, losses and meta-gradient are those of the loop, to rounding.
 """
 

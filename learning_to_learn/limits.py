@@ -1,6 +1,6 @@
 """What a run will cost in memory, checked before it starts rather than discovered by a crash.
 
-The figures are measured on this project's machine (README, Performance) and are estimates: they
+The per-coordinate costs are estimates (docs/performance.md gives how they were measured): they
 are used to refuse runs that cannot fit and to say what a large one will take, not to plan exactly.
 """
 
@@ -9,11 +9,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-# Meta-training keeps every unrolled step's activations for the backward pass: the peak RSS of
-# MNIST (15,910 coordinates, the 20-20 LSTM) grows by 29.6 MB per unrolled step from T = 5 to 50
-# (README, Performance), about 1.9 KB per coordinate per step; with recompute=True, which keeps
-# only each step's inputs, by 8.3 MB, about 0.5 KB. (An earlier 16.9 MB came from a bench whose
-# child processes inherited its own peak.)
+# Bytes of memory per optimizee coordinate per unrolled step: meta-training keeps every step's
+# activations for the backward pass; with recompute=True, only each step's inputs.
 UNROLL_BYTES_PER_COORDINATE_STEP = 1900
 RECOMPUTED_BYTES_PER_COORDINATE_STEP = 520
 # Each unrolled step is traced into one graph (unroll.py is a Python loop): building it takes time

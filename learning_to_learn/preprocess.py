@@ -56,7 +56,7 @@ class LogAndSign(snt.Module):
   """Log-magnitude and sign features of each gradient coordinate (paper Appendix A).
 
   The paper uses p = 10; the reference's configurations use k = 5, which this port keeps as its
-  default setting (see README, "Differences").
+  default setting (see docs/architecture.md, "How this port differs").
 
   Args:
     k: the exponent p of the paper; magnitudes below e^-k are encoded linearly. Must be positive.

@@ -166,8 +166,8 @@ def _normal(shape, seed, stddev=0.01):
 def _tensor(array, dtype):
   """A tensor holding one copy of `array`.
 
-  tf.constant(array) kept two copies of a NumPy array alive (TF 2.21 CPU, eager: 312 MB for a
-  157 MB array, measured by RSS); the output of an op on it is a single tensor of TF's own.
+  In eager TensorFlow 2.21 on CPU, tf.constant(array) keeps two copies of a NumPy array alive (see
+  docs/performance.md, Memory); the output of an op on it is a single tensor of TF's own.
   """
   return tf.identity(tf.constant(array, dtype))
 
@@ -179,7 +179,7 @@ def _to_float(images):
   which misses NumPy's quotient for pixels 3, 6, 7, 12, ... In float64 either way rounds to the
   float32 quotient (p / 255 repeats p's 8 bits, never near a float32 halfway point): the test
   checks all 256 values eagerly, in graphs and under XLA. A lookup in PIXEL_VALUES is exact too,
-  but TensorFlow's gather took 10 ms for a T = 20 unroll's minibatches, against 4 here.
+  but TensorFlow's gather is slower (docs/performance.md).
   """
   if images.dtype != tf.uint8:
     return images
@@ -212,7 +212,7 @@ class _Classifier(Problem):
     """The datasets.Dataset the minibatches are drawn from, made again from the tensors at each read.
 
     The tensors are the problem's only copy of the data: the NumPy arrays it was built from are
-    not kept (MNIST's training pixels: 39 MB).
+    not kept.
     """
     arrays = ({"pixels": self._images.numpy()} if self._images.dtype == tf.uint8
               else {"images": self._images.numpy()})

@@ -1,7 +1,8 @@
 """What the CLIs show a person: progress, statistics, tables, plots, TensorBoard scalars.
 
-Nothing else in the library logs or draws, but console.py, which lays out stderr (the progress
-bar and the lines printed above it).
+The other modules that write to the console: console.py lays out stderr (the progress bar and the
+lines printed above it), datasets.py logs which data each loader read, and the CLIs log their own
+progress and warnings.
 """
 
 import math

@@ -36,17 +36,17 @@ class Recomputed:
   """A function whose activations an outer tape recomputes in its backward pass, not keeps.
 
   An outer GradientTape around an unroll keeps every intermediate of every step until its backward
-  pass: for the coordinatewise 20-20 LSTM, the stacked [x; h], the gate activations, cells and
-  products of both layers, about 380 values a coordinate a step, against the 80 of its state.
+  pass: for a deep LSTM, the stacked [x; h], the gate activations, cells and products of every
+  layer, several times the values of its state.
   `unroll(..., recompute=True)` wraps each step in this: a step keeps only its inputs (parameters,
   the rule's state, the minibatch) and runs forward again when the backward pass reaches it:
-  memory O(T x state) rather than O(T x activations), for one more forward pass per step (about
-  25% more CPU time a meta-training step of MNIST). The values are the same to rounding: the
+  memory O(T x state) rather than O(T x activations), for one more forward pass per step (the
+  cost in time: docs/performance.md). The values are the same to rounding: the
   step's own function may fuse its float ops otherwise, and the steps' shares of the meta-gradient
   are summed in another order.
 
   Both passes are functions that TensorFlow calls rather than inlines, one body for all T steps:
-  written out T times, the graph itself took more memory than the activations saved. A step's
+  written out T times, the graph itself would take most of the memory the activations give back. A step's
   backward call takes the gradients of all its outputs, so it runs once the later step's is done,
   one step at a time (tf.recompute_grad waits for its first output's alone, which for the rule's
   updates are all ready at once, so that every step would be recomputed together).

@@ -28,7 +28,7 @@ compare="python evaluate.py --compare --problem=mnist --data_dir=$DATA --split=v
 if [ ! -f results/mnist_ablation/baselines/summary.json ]; then
   $compare --output_dir=results/mnist_ablation/baselines
 fi
-# The long run kept in git (README, "The long MNIST run"), one folder per curriculum stage:
+# The long run kept in git (ongoing/README.md), one folder per curriculum stage:
 # long_run = stage 1 (ongoing/mnist, whose best optimizer ships as `mnist`), curriculum = stage 2
 # (ongoing/mnist_200). Each compares its best optimizer in place (no copy); its best.json goes beside
 # the comparison. With a variant list, only the stages it names
