@@ -167,6 +167,11 @@ def _numbered_checkpoints(directory):
           if _number(path[:-len(".index")]) >= 0]
 
 
+def has_checkpoint(directory):
+  """Whether `directory` holds the files of at least one training checkpoint."""
+  return bool(_numbered_checkpoints(directory))
+
+
 def save_optimizer(meta_optimizer, path):
   """Writes the best optimizer so far; on a failed write the one already there stays intact."""
   try:

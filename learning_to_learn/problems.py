@@ -7,11 +7,14 @@ compiled unroll is traced once. The problems and defaults are those of the refer
 (deepmind/learning-to-learn, problems.py and util.get_config).
 """
 
+import hashlib
+
 import numpy as np
 import tensorflow as tf
 
 from learning_to_learn import datasets
 from learning_to_learn import optimizer_files
+from learning_to_learn import problem_files
 
 
 NUM_CLASSES = datasets.NUM_CLASSES  # MNIST, Fashion-MNIST and CIFAR-10 alike
@@ -206,6 +209,14 @@ class _Classifier(Problem):
   def source(self):
     """Which data and split the minibatches come from (its Dataset's source), without a copy."""
     return self._source
+
+  @property
+  def data_digest(self):
+    """A digest of the images and labels, so that a resumed run can tell it is the same data."""
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in (self._images, self._labels):
+      digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
 
   @property
   def dataset(self):
@@ -451,12 +462,25 @@ def _lstm_config(settings):
                           "preprocess_options": {"k": settings["k"]}, "scale": settings["scale"]}}
 
 
+def _user_config(spec, path, data_dir, split, settings):
+  """get_config for FILE.py:FUNCTION: its problem, one LSTM per assigned key (one in all by
+  default, under the key the Keras optimizer reads)."""
+  if settings not in SETTINGS:
+    raise ValueError(f"unknown settings {settings!r}; choose reference or paper.")
+  problem, net_assignments = problem_files.build(spec, split=split, data_dir=data_dir)
+  keys = [key for key, _ in net_assignments] if net_assignments else [_SINGLE]
+  net_config = {key: _lstm_config(SETTINGS[settings]) for key in keys}
+  for key, config in net_config.items():
+    config["net_path"] = None if path is None else optimizer_files.path_for(path, key)
+  return problem, net_config, net_assignments
+
+
 def get_config(problem_name, path=None, data_dir=None, split="train", settings="reference",
                layers=None, activation=None, labels=None):
   """Returns (problem, net_config, net_assignments) for a named configuration.
 
   Args:
-    problem_name: one of PROBLEM_NAMES.
+    problem_name: one of PROBLEM_NAMES, or FILE.py:FUNCTION (see problem_files).
     path: a directory of trained networks (`<key>.npz`) to start from, or None for fresh ones.
     data_dir: where the data files are (see learning_to_learn.datasets).
     split: "train" or "test": which split the classifiers draw minibatches from.
@@ -470,6 +494,8 @@ def get_config(problem_name, path=None, data_dir=None, split="train", settings="
   scale 1; here every LSTM config uses the chosen settings' LogAndSign and scale, so the reference
   and paper settings can be compared on every problem alike.
   """
+  if problem_files.is_spec(problem_name):
+    return _user_config(problem_name, path, data_dir, split, settings)
   if problem_name not in PROBLEM_NAMES:
     raise ValueError(f"unknown problem {problem_name!r}; choose one of "
                      f"{', '.join(PROBLEM_NAMES)}.")

@@ -464,10 +464,16 @@ class Run:
   def _check_run_config(self, config, write):
     """Writes the run's defining values to save_path/run.json, or checks them against it."""
     path = os.path.join(self.save_path, "run.json")
-    if os.path.exists(path) and os.path.isdir(os.path.join(self.save_path, "checkpoints")):
+    checkpoint_dir = os.path.join(self.save_path, "checkpoints")
+    if not os.path.exists(path) and checkpoints.has_checkpoint(checkpoint_dir):
+      raise ValueError(f"{self._prefix}save_path={self.save_path} holds checkpoints but no "
+                       "run.json to tell which settings they were trained with; restore run.json, "
+                       f"or pass {self._prefix}overwrite to start afresh.")
+    if os.path.exists(path) and os.path.isdir(checkpoint_dir):
       saved = checkpoints.read_run_config(path)
-      changed = [f"{self._prefix}{k}={config[k]} (was {saved.get(k, RUN_DEFAULTS.get(k))})"
-                 for k in config if not _same(saved.get(k, RUN_DEFAULTS.get(k)), config[k])]
+      changed = [_change(self._prefix, k, config[k], saved.get(k, RUN_DEFAULTS.get(k)))
+                 for k in config if not (k in UNRECORDED_BEFORE and k not in saved)
+                 and not _same(saved.get(k, RUN_DEFAULTS.get(k)), config[k])]
       if changed:
         raise ValueError(f"{self._prefix}save_path={self.save_path} holds a run with other "
                          f"settings: {', '.join(changed)}; use the same "
@@ -583,6 +589,16 @@ RUN_DEFAULTS = {"num_instances": 1, "objective": "sum", "preprocess": None,
                 "imitation_learning_rate": None, "imitation_epochs": 0,
                 "imitation_weight": 0.0, "selection_steps": None, "curriculum": None,
                 "curriculum_patience": 3, "labels": None}
+
+
+# Recorded in run.json only since; a run.json without them was written by an earlier version.
+UNRECORDED_BEFORE = ("data_digest",)
+
+
+def _change(prefix, key, value, saved):
+  if key == "data_digest":
+    return "the data (its files changed since the run started)"
+  return f"{prefix}{key}={value} (was {saved})"
 
 
 def _same(saved, value):
