@@ -109,6 +109,8 @@ def _step(problem, rule, params, net_state, constants, batch, second_derivatives
     tape.watch(params)
     loss = problem.loss(params, constants, batch)
   gradients = tape.gradient(loss, params)
+  # A lookup (an embedding) gives IndexedSlices; the rules take every coordinate's gradient.
+  gradients = {name: tf.convert_to_tensor(g) for name, g in gradients.items()}
   if not second_derivatives:
     gradients = tf.nest.map_structure(tf.stop_gradient, gradients)
   updates, net_state = rule(gradients, net_state)
