@@ -6,6 +6,7 @@ would fill a log with thousands of partial lines.
 """
 
 import logging
+import os
 import shutil
 import sys
 import time
@@ -41,6 +42,27 @@ class LineHandler(logging.Handler):
       write_line(text)
     except Exception:  # pylint: disable=broad-except
       self.handleError(record)
+
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class FromPackage(logging.Filter):
+  """Passes this package's records, and errors from anywhere."""
+
+  def filter(self, record):
+    return (record.levelno >= logging.ERROR
+            or os.path.abspath(record.pathname).startswith(PACKAGE_DIR + os.sep))
+
+
+def show_package_lines():
+  """In a plain Python program, where nothing shows information: this package's lines on stderr.
+
+  A CLI (or a caller who set up logging) has a handler already; then nothing changes.
+  """
+  if _state["handler"] is None and not logging.getLogger().handlers:
+    install(FromPackage())
+    absl_logging.set_verbosity(absl_logging.INFO)
 
 
 def install(handler_filter=None):

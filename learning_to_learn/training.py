@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from learning_to_learn import checkpoints
+from learning_to_learn import console
 from learning_to_learn import distribute
 from learning_to_learn import evaluation
 from learning_to_learn import locking
@@ -280,6 +281,7 @@ class PrintProgress(Callback):
     self._count = 0
 
   def on_train_begin(self, run):
+    console.show_package_lines()
     self._bar = reporting.Progress(run.settings.num_epochs, "meta-training")
 
   def on_epoch_end(self, run, result):
@@ -363,6 +365,25 @@ def default_net_config():
       "net": "CoordinateWiseDeepLSTM",
       "net_options": {"layers": (20, 20), "preprocess_name": "AdamNormalized",
                       "preprocess_options": {}, "scale": 0.1}}}
+
+
+def net_config_from(path):
+  """The net config that starts from a trained optimizer (a save_path directory or a shipped
+  name): each of its networks with the options and weights it was saved with."""
+  directory = optimizer_files.resolve(path)
+  keys = sorted(name[:-len(".npz")] for name in os.listdir(directory) if name.endswith(".npz"))
+  if not keys:
+    raise ValueError(f"{path} holds no trained optimizer (no .npz files); give a save_path of "
+                     "meta_train or a shipped name.")
+  config = {}
+  for key in keys:
+    file = optimizer_files.path_for(directory, key)
+    saved = optimizer_files.read_config(file)
+    if saved is None:
+      raise ValueError(f"{file} records no network options; load it with the net config it was "
+                       "trained with.")
+    config[key] = {"net": saved["net"], "net_options": saved["net_options"], "net_path": file}
+  return config
 
 
 class Run:

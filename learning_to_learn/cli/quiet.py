@@ -19,7 +19,6 @@ from absl import logging as absl_logging
 
 from learning_to_learn import console
 
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def verbosity_requested(argv):
@@ -71,14 +70,6 @@ def import_tensorflow(argv=None):
     import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
 
 
-class _FromPackage(logging.Filter):
-  """Passes this package's records, and errors from anywhere."""
-
-  def filter(self, record):
-    return (record.levelno >= logging.ERROR
-            or os.path.abspath(record.pathname).startswith(PACKAGE_DIR + os.sep))
-
-
 def configure_logging():
   """After absl has parsed the flags: our lines only, plainly, unless --verbosity was given."""
   if flags.FLAGS["verbosity"].present:
@@ -90,4 +81,4 @@ def configure_logging():
   # without it its records reach the root logger, where the filter drops them.
   for handler in list(logging.getLogger("tensorflow").handlers):
     logging.getLogger("tensorflow").removeHandler(handler)
-  console.install(_FromPackage())
+  console.install(console.FromPackage())
