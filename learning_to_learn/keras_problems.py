@@ -34,6 +34,8 @@ MAX_DATA_BYTES = 2 << 30
 
 
 def _to_tensor(array):
+  if isinstance(array, tf.Tensor):  # shared by several problems: no copy
+    return tf.cast(array, tf.float32) if array.dtype == tf.float64 else array
   array = np.asarray(array)
   if array.dtype == np.float64:
     array = array.astype(np.float32)
@@ -67,6 +69,18 @@ def _read_dataset(dataset):
     raise ValueError("KerasProblem's tf.data.Dataset is empty; give it examples.")
   join = np.concatenate if batched else np.stack
   return tf.nest.map_structure(lambda *parts: join(parts), *elements)
+
+
+_DIGESTS = {}  # id(tensor) -> (tensor, digest): tasks that share their data hash it once
+
+
+def _digest(tensor):
+  if id(tensor) not in _DIGESTS:
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(str(tensor.dtype).encode() + str(tensor.shape).encode())
+    digest.update(tensor.numpy().tobytes())
+    _DIGESTS[id(tensor)] = (tensor, digest.hexdigest())
+  return _DIGESTS[id(tensor)][1]
 
 
 def _loss_function(loss):
@@ -217,11 +231,7 @@ class KerasProblem(problems.Problem):
   @property
   def data_digest(self):
     """A digest of the data, so that a resumed run can tell it is the same."""
-    digest = hashlib.blake2b(digest_size=16)
-    for tensor in tf.nest.flatten((self._x, self._y)):
-      digest.update(str(tensor.dtype).encode() + str(tensor.shape).encode())
-      digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()
+    return ",".join(_digest(t) for t in tf.nest.flatten((self._x, self._y)))
 
   def init(self, seed):
     """Fresh weights from the layers' initializers, seeded by `seed`; the held state."""

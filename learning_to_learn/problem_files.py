@@ -2,8 +2,9 @@
 
 The function is called with the keyword arguments it accepts of `split` ("train", "valid" or
 "test") and `data_dir` (the `--data_dir` flag), and returns a problems.Problem (a
-keras_problems.KerasProblem, say), or (problem, net_assignments) to give several networks their
-parameters (see keras_problems.assign_nets).
+keras_problems.KerasProblem, say), a list of them (a family: meta-training draws one per epoch),
+or (problem, net_assignments) to give several networks their parameters (see
+keras_problems.assign_nets).
 """
 
 import importlib.util
@@ -55,8 +56,12 @@ def build(spec, split="train", data_dir=None):
   net_assignments = None
   if isinstance(result, tuple) and len(result) == 2:
     result, net_assignments = result
-  if not all(callable(getattr(result, m, None)) for m in ("init", "sample_batches", "loss")):
-    raise ValueError(f"--problem={spec} returned {type(result).__name__}, not a problem; return "
-                     "a keras_problems.KerasProblem (or another problems.Problem), or (problem, "
-                     "net_assignments).")
+  family = result if isinstance(result, list) else [result]
+  for problem in family:
+    if not all(callable(getattr(problem, m, None)) for m in ("init", "sample_batches", "loss")):
+      raise ValueError(f"--problem={spec} returned {type(problem).__name__}, not a problem; "
+                       "return a keras_problems.KerasProblem (or another problems.Problem), a "
+                       "list of them (a family), or (problem, net_assignments).")
+  if not family:
+    raise ValueError(f"--problem={spec} returned an empty list; return at least one problem.")
   return result, net_assignments

@@ -178,20 +178,26 @@ def train():
                  FLAGS.num_instances // strategy.num_replicas_in_sync)
   init_path = optimizer_files.resolve(FLAGS.init_path) if FLAGS.init_path else None
   problem, net_config, net_assignments = problem_config("train", init_path)
-  if hasattr(problem, "source"):
+  family = problem if isinstance(problem, list) else [problem]  # a user's file may give a family
+  if len(family) > 1:
+    logging.info("A family of %d problems, one drawn per epoch.", len(family))
+  elif hasattr(problem, "source"):
     logging.info("Data: %s", problem.source)
   if FLAGS.preprocess:
     net_config = with_preprocess(net_config, FLAGS.preprocess)
-  log_cost(problem, strategy)
+  for member in family:
+    log_cost(member, strategy)
   evaluation_problem = None
   if FLAGS.evaluation_split != "train":
     evaluation_problem, _, _ = problem_config(FLAGS.evaluation_split)
+  evaluated = [] if evaluation_problem is None else (
+      evaluation_problem if isinstance(evaluation_problem, list) else [evaluation_problem])
   result = training.meta_train(
       problem, settings, net_config=net_config, net_assignments=net_assignments,
       save_path=FLAGS.save_path, evaluation_problem=evaluation_problem,
       evaluation_split=FLAGS.evaluation_split, callbacks=callbacks(chief), strategy=strategy,
       overwrite=FLAGS.overwrite,
-      identity=identity([problem] + ([evaluation_problem] if evaluation_problem else [])),
+      identity=identity(family + evaluated),
       stop=stopping.install(), flag_prefix="--")
   return 130 if result.stopped else 0
 
