@@ -75,7 +75,7 @@ def _config_weights(network, expected):
 
 
 def _network_from_config(checkpoint, network):
-  """The network a get_config `network` entry describes, checked as a file is (see _read_network)."""
+  """The network a get_config `network` entry describes, checked as a file is checked."""
   if not isinstance(network, dict) or not {"net", "net_options", "weights"} <= set(network):
     raise ValueError(f"network={str(network)[:80]!r} is not what LearnedOptimizer.get_config "
                      "writes; pass a dict with net, net_options and weights, or network=None "
