@@ -84,6 +84,20 @@ def test_a_damaged_runs_file_is_set_aside_and_its_runs_made_again(tmp_path, dama
   np.testing.assert_array_equal(kept["sgd"][1], losses["sgd"])
 
 
+@pytest.mark.parametrize("text", ['{"settings": {"seed"', "[1, 2]\n", ""])
+def test_a_damaged_tuning_file_is_set_aside_and_tuning_done_again(tmp_path, text):
+  path = str(tmp_path / "tuning.json")
+  with open(path, "w") as f:
+    f.write(text)
+  store = comparison_store.Store(str(tmp_path), _tuning(1), _testing(2))
+  assert len(store.warnings) == 1 and f"{path} cannot be read" in store.warnings[0]
+  assert store.tuned == {} and store.scored == {}
+  with open(path + ".damaged") as f:
+    assert f.read() == text  # kept for inspection, as it was
+  _, rates = _compare(store)
+  assert comparison_store.read_tuned_rates(path, _tuning(1)) == rates
+
+
 def test_nan_scores_and_runs_are_measured_again_never_trusted(tmp_path):
   # A NaN score at 0.1 (the true best of the grid), a fake score at 0.01, and kept test runs at
   # the best rate that hold NaN.
