@@ -212,6 +212,9 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
     (losses: name -> [num_test_epochs, num_steps + 1], rates: baseline name -> chosen rate).
   """
   if store is not None:
+    if any(arg is not None for arg in (tuned, on_tuned, tested, on_tested, scored, on_scored)):
+      raise ValueError("compare: pass store= or tuned/on_tuned/tested/on_tested/scored/on_scored, "
+                       "not both; the store gives all six.")
     tuned, scored, tested = store.tuned, store.scored, store.tested
     on_tuned, on_scored, on_tested = store.keep_tuned, store.keep_score, store.keep_tested
   tuning_steps = tuning_steps or num_steps
