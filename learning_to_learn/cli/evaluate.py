@@ -60,8 +60,9 @@ flags.DEFINE_list("baselines", list(evaluation.BASELINES), "With --compare: the 
 flags.DEFINE_list("report_steps", None, "With --compare: steps the table reports (default: 100 "
                   "and --num_steps).")
 flags.DEFINE_string("baselines_dir", None, "With --compare: where the baselines' tuned rates and "
-                    "test runs are kept and reused (tuning.json, baseline_runs.npz; default "
-                    "--output_dir), e.g. another optimizer's comparison on the same problem.")
+                    "test runs are kept and reused (tuning.json, baseline_runs.npz: a record "
+                    "per setting; default --output_dir), e.g. another optimizer's comparison on "
+                    "the same problem.")
 flags.DEFINE_string("output_dir", None, "With --compare: where results go (default "
                     "runs/compare/<problem>, kept apart from the published results/).")
 flags.DEFINE_boolean("jit_compile", None, "XLA for every unroll (--jit_compile), for none "
