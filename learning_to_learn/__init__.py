@@ -7,8 +7,9 @@ TensorFlow's log level before it loads.
 
 import importlib
 
-_SUBMODULES = ("baselines", "checkpoints", "datasets", "distribute", "evaluation", "keras", "meta",
-               "networks", "optimizer_files", "preprocess", "problems", "reporting", "unroll")
+_SUBMODULES = ("atomic", "baselines", "checkpoints", "comparison_store", "datasets", "distribute",
+               "evaluation", "keras", "meta", "networks", "optimizer_files", "preprocess",
+               "problems", "reporting", "unroll")
 
 
 def __getattr__(name):

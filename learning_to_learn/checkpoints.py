@@ -15,9 +15,10 @@ import re
 import shutil
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 
+from learning_to_learn import atomic
+from learning_to_learn import comparison_store
 from learning_to_learn import optimizer_files
 
 # Shipped optimizers by name, kept here for their users; optimizer_files finds them.
@@ -184,18 +185,6 @@ def save_optimizer(meta_optimizer, path):
                      "same command to resume.") from None
 
 
-def _replace(path, partial, write):
-  """`write(partial)`, then renames it over `path`: a failed write leaves the old file intact."""
-  try:
-    write(partial)
-    os.replace(partial, path)
-  except OSError as e:
-    if os.path.exists(partial):
-      os.remove(partial)
-    raise ValueError(f"cannot write {path} ({e.strerror or e}); free disk space or fix "
-                     "permissions.") from None
-
-
 def write_json(path, value):
   """Writes JSON beside `path` and renames it over: a failed write leaves the old file intact."""
 
@@ -203,7 +192,7 @@ def write_json(path, value):
     with open(partial, "w") as f:
       json.dump(value, f, indent=2)
 
-  _replace(path, path + ".partial", write)
+  atomic.replace(path, write)
 
 
 def check_no_trained_optimizer(save_path, meta_optimizer):
@@ -244,56 +233,8 @@ def first_line(error):
   return text.splitlines()[0][:200] if text else type(error).__name__
 
 
-def _tuning_field(path, settings, field):
-  """The dict `field` of a tuning.json written under the same `settings` (a dict), else {}.
-
-  A record written under other settings, or unreadable, is ignored: tuning again costs time only.
-  """
-  try:
-    with open(path) as f:
-      record = json.load(f)
-  except (OSError, ValueError):
-    return {}
-  if not isinstance(record, dict) or record.get("settings") != settings:
-    return {}
-  value = record.get(field)
-  return value if isinstance(value, dict) else {}
-
-
-def read_tuned_rates(path, settings):
-  """Baseline rates an earlier --compare tuned with the same `settings` (a dict), else {}."""
-  return {name: rate for name, rate in _tuning_field(path, settings, "rates").items()
-          if isinstance(rate, (int, float)) and 0 < rate < float("inf")}
-
-
-def read_tuning_scores(path, settings):
-  """Baseline name -> {rate: mean loss} that earlier sweeps with the same `settings` measured."""
-  scores = _tuning_field(path, settings, "scores")
-  try:
-    return {name: {float(rate): float(score) for rate, score in rates.items()}
-            for name, rates in scores.items()}
-  except (AttributeError, TypeError, ValueError):
-    return {}
-
-
-def read_test_runs(path, settings):
-  """Baseline name -> (rate, losses) of test runs kept under the same `settings`, else {}.
-
-  Like the tuned rates: a file written under other settings, or unreadable, is ignored.
-  """
-  try:
-    with np.load(path) as data:
-      if json.loads(str(data["__settings__"])) != settings:
-        return {}
-      rates = json.loads(str(data["__rates__"]))
-      return {name: (float(rate), data[name]) for name, rate in rates.items() if name in data}
-  except (OSError, ValueError, KeyError):
-    return {}
-
-
-def write_test_runs(path, settings, tested):
-  """Writes name -> (rate, losses) beside `path` and renames it over, as write_json does."""
-  arrays = {name: np.asarray(losses, np.float32) for name, (_, losses) in tested.items()}
-  rates = json.dumps({name: rate for name, (rate, _) in tested.items()})
-  _replace(path, path + ".partial.npz", lambda partial: np.savez(
-      partial, __settings__=json.dumps(settings), __rates__=rates, **arrays))
+# The comparison's kept files belong to comparison_store; these names stay for their callers.
+read_tuned_rates = comparison_store.read_tuned_rates
+read_tuning_scores = comparison_store.read_tuning_scores
+read_test_runs = comparison_store.read_test_runs
+write_test_runs = comparison_store.write_test_runs

@@ -71,24 +71,31 @@ class Evaluator:
     return {"initial_state": self._initial_state_fn.experimental_get_tracing_count(),
             "run_steps": self._run_steps_fn.experimental_get_tracing_count()}
 
-  def run_epoch(self, seed, num_steps):
-    """Losses f(x_0) .. f(x_num_steps) of one fresh problem instance, as a numpy array."""
+  def run_epoch(self, seed, num_steps, check=None):
+    """Losses f(x_0) .. f(x_num_steps) of one fresh problem instance, as a numpy array.
+
+    check: called before every chunk of `unroll_length` steps, e.g. `stopping.StopOnSignal.check`,
+      which raises to stop: a stop signal then acts within one chunk's time, not one epoch's.
+    """
     if int(num_steps) != num_steps or num_steps <= 0:
       raise ValueError(f"num_steps={num_steps} must be a positive integer.")
     state = self._initial_state_fn(meta.make_seed(*seed, 0))
     losses = []
     for i, start in enumerate(range(0, int(num_steps), self._unroll_length)):
       length = min(self._unroll_length, int(num_steps) - start)
+      if check is not None:
+        check()
       chunk, state = self._run_steps_fn(state, meta.make_seed(*seed, i + 1), length)
       losses.append(chunk.numpy()[:-1])
     losses.append(chunk.numpy()[-1:])
     return np.concatenate(losses)
 
-  def run(self, seeds, num_steps, progress=None):
-    """Losses of every epoch: [len(seeds), num_steps + 1]. `progress(i)` is called per epoch."""
+  def run(self, seeds, num_steps, progress=None, check=None):
+    """Losses of every epoch: [len(seeds), num_steps + 1]. `progress(i)` is called per epoch,
+    `check()` before every chunk (see run_epoch)."""
     rows = []
     for i, seed in enumerate(seeds):
-      rows.append(self.run_epoch(seed, num_steps))
+      rows.append(self.run_epoch(seed, num_steps, check))
       if progress is not None:
         progress(i + 1)
     return np.stack(rows)
@@ -112,14 +119,15 @@ def tune_learning_rate(problem, name, seeds, num_steps, grid=LEARNING_RATE_GRID,
   Returns (best rate, {rate: mean final loss}).
   """
   best, scores, _ = _tune(problem, name, seeds, num_steps, grid, unroll_length, jit_compile,
-                          progress)
+                          progress, None)
   return best, scores
 
 
-def _tune(problem, name, seeds, num_steps, grid, unroll_length, jit_compile, progress,
+def _tune(problem, name, seeds, num_steps, grid, unroll_length, jit_compile, progress, check,
           known=None):
   """tune_learning_rate, also returning its Evaluator set to the best rate, for reuse.
 
+  check: passed to Evaluator.run (a stop between chunks).
   known: {rate: score} an interrupted sweep with the same settings already measured; not rerun.
   """
   config = baseline_config(name, grid[0])
@@ -128,11 +136,11 @@ def _tune(problem, name, seeds, num_steps, grid, unroll_length, jit_compile, pro
   scores = {}
 
   def score(r):
-    if known and r in known:
+    if known and r in known and not np.isnan(known[r]):  # NaN is no measurement: rerun
       scores[r] = float(known[r])
     else:
       rate.assign(r)
-      final = evaluator.run(seeds, num_steps)[:, -1]
+      final = evaluator.run(seeds, num_steps, check=check)[:, -1]
       scores[r] = float(np.mean(final)) if np.all(np.isfinite(final)) else float("inf")
     if progress is not None:
       progress(r, scores[r])
@@ -172,7 +180,8 @@ def paired_differences(losses, steps, reference="L2L"):
 def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES), seed=0,
             num_tuning_epochs=10, num_test_epochs=100, num_steps=100, tuning_steps=None,
             grid=LEARNING_RATE_GRID, unroll_length=20, jit_compile=None, progress=None,
-            tuned=None, on_tuned=None, tested=None, on_tested=None, scored=None, on_scored=None):
+            tuned=None, on_tuned=None, tested=None, on_tested=None, scored=None, on_scored=None,
+            store=None, check=None):
   """The paper's comparison: tune each baseline's rate, then test every optimizer on fresh runs.
 
   Baselines are tuned on `num_tuning_epochs` instances (seed purpose TUNING) by their mean loss
@@ -191,12 +200,23 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
     on_scored: called as on_scored(name, rate, score) after each rate of a sweep, to keep it.
     tested: baseline name -> (rate, losses [num_test_epochs, num_steps + 1]) of test runs already
       made with these settings: a baseline whose rate is the one tuned skips its test runs, so
-      that comparing a newer learned optimizer reruns only the learned one.
+      that comparing a newer learned optimizer reruns only the learned one. Runs holding a
+      non-finite loss are run again, never taken on trust.
     on_tested: called as on_tested(name, rate, losses) after a baseline's test runs, to keep them.
+    store: a comparison_store.Store, which gives tuned, scored and tested and keeps each result
+      (on_tuned, on_scored, on_tested); in place of those six arguments.
+    check: called before every chunk of every run, e.g. a stop signal's check, which raises to
+      stop; what was kept before it (on_scored, on_tuned, on_tested) stays kept.
 
   Returns:
     (losses: name -> [num_test_epochs, num_steps + 1], rates: baseline name -> chosen rate).
   """
+  if store is not None:
+    if any(arg is not None for arg in (tuned, on_tuned, tested, on_tested, scored, on_scored)):
+      raise ValueError("compare: pass store= or tuned/on_tuned/tested/on_tested/scored/on_scored, "
+                       "not both; the store gives all six.")
+    tuned, scored, tested = store.tuned, store.scored, store.tested
+    on_tuned, on_scored, on_tested = store.keep_tuned, store.keep_score, store.keep_tested
   tuning_steps = tuning_steps or num_steps
   tuning_seeds = epoch_seeds(seed, num_tuning_epochs, purpose=TUNING)
   test_seeds = epoch_seeds(seed, num_test_epochs, purpose=TEST)
@@ -213,7 +233,7 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
 
   if l2l_config is not None:
     evaluator = Evaluator(problem, l2l_config, net_assignments, unroll_length, jit_compile)
-    losses["L2L"] = evaluator.run(test_seeds, num_steps)
+    losses["L2L"] = evaluator.run(test_seeds, num_steps, check=check)
     tick(f"L2L: loss {np.mean(losses['L2L'][:, -1]):.4g}")
   tuned, tested = dict(tuned or {}), dict(tested or {})
 
@@ -231,16 +251,16 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
     else:
       rates[name], scores, evaluator = _tune(
           problem, name, tuning_seeds, tuning_steps, grid, unroll_length, jit_compile,
-          lambda r, s, n=name: scored_one(n, r, s), known=(scored or {}).get(name))
+          lambda r, s, n=name: scored_one(n, r, s), check, known=(scored or {}).get(name))
       done += len(grid) + 2 - len(scores)  # the edge rates this sweep did not need
       if on_tuned is not None:
         on_tuned(name, rates[name])
     kept = tested.get(name)
     if kept is not None and kept[0] == rates[name] and np.shape(kept[1]) == (
-        num_test_epochs, num_steps + 1):
+        num_test_epochs, num_steps + 1) and np.all(np.isfinite(kept[1])):
       losses[name] = np.asarray(kept[1])
     else:
-      losses[name] = evaluator.run(test_seeds, num_steps)
+      losses[name] = evaluator.run(test_seeds, num_steps, check=check)
       if on_tested is not None:
         on_tested(name, rates[name], losses[name])
     tick(f"{name}: loss {np.mean(losses[name][:, -1]):.4g}")

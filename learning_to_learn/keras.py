@@ -30,18 +30,75 @@ _SUPPORTED_NET = "CoordinateWiseDeepLSTM"
 # LSTM state is 320 bytes of it (80 floats for 20-20 layers); the rest is each step's gate
 # activations and temporaries.
 BYTES_PER_PARAMETER = 1250
+_CONFIG_FIX = "pass the dict LearnedOptimizer.get_config wrote, unchanged"
 
 
-def _nested(flat):
-  """Weights from get_config's dict, as float32 arrays, refused when not finite."""
+def _config_weights(network, expected):
+  """get_config's weights as float32 arrays, checked entry by entry against `expected`.
+
+  `expected`: {"lstm_0/w_gates": shape, ...} of the network the config's own options build;
+  the names, shapes and finiteness that reading a file checks (optimizer_files.build), so that a
+  config whose layers and weights disagree, or that lacks an entry (which the network would build
+  from its default initializer: zero for "linear/b"), never runs as another update rule.
+  """
+  weights = network["weights"]
+  layers = network["net_options"].get("layers")
+  if not isinstance(weights, dict):
+    raise ValueError(f"network['weights'] is a {type(weights).__name__}, expected a dict of "
+                     f"'layer/field' -> nested lists of floats; {_CONFIG_FIX}.")
+  missing = [key for key in expected if key not in weights]
+  extra = sorted(set(weights) - set(expected), key=str)
+  if missing or extra:
+    found = " and ".join(
+        [f"lack {', '.join(map(repr, missing))}"] * bool(missing)
+        + [f"hold {', '.join(map(repr, extra))}"] * bool(extra))
+    raise ValueError(f"network weights {found}, but a {_SUPPORTED_NET} with layers {layers} has "
+                     f"exactly {', '.join(expected)}: the config's layers and weights disagree; "
+                     f"{_CONFIG_FIX}.")
   arrays = {}
-  for key, value in flat.items():
-    value = np.asarray(value, dtype=np.float32)
+  for key, shape in expected.items():
+    try:
+      value = np.asarray(weights[key], dtype=np.float32)
+    except (TypeError, ValueError):
+      raise ValueError(f"network weights {key!r} is a {type(weights[key]).__name__} that is not "
+                       f"an array of numbers, expected floats of shape {shape}; "
+                       f"{_CONFIG_FIX}.") from None
+    if value.shape != shape:
+      raise ValueError(f"network weights {key!r} have shape {value.shape}, expected {shape} for "
+                       f"layers {layers}: the config's layers and weights disagree; "
+                       f"{_CONFIG_FIX}.")
     if not np.all(np.isfinite(value)):
       raise ValueError(f"network weights {key!r} hold NaN or infinite values; pass the dict "
                        "LearnedOptimizer.get_config wrote, from a run that did not diverge.")
     arrays[key] = value
   return optimizer_files.nested(arrays)
+
+
+def _network_from_config(checkpoint, network):
+  """The network a get_config `network` entry describes, checked as a file is checked."""
+  if not isinstance(network, dict) or not {"net", "net_options", "weights"} <= set(network):
+    raise ValueError(f"network={str(network)[:80]!r} is not what LearnedOptimizer.get_config "
+                     "writes; pass a dict with net, net_options and weights, or network=None "
+                     "to read the checkpoint.")
+  _check_supported(checkpoint, network["net"])
+  if not isinstance(network["net_options"], dict):
+    raise ValueError(f"network['net_options'] is a {type(network['net_options']).__name__}, "
+                     f"expected a dict of {_SUPPORTED_NET} options; {_CONFIG_FIX}.")
+  options = {k: v for k, v in network["net_options"].items() if k != "initializer"}
+  # Built first from the options alone: the weights it has are the ones the config must hold.
+  expected = _build_from_config(network["net"], options)
+  shapes = {key: value.shape for key, value in optimizer_files.flat(
+      networks.weights(expected)).items()}
+  initializer = _config_weights(network, shapes)
+  return _build_from_config(network["net"], dict(options, initializer=initializer))
+
+
+def _build_from_config(net, options):
+  try:
+    return networks.factory(net, options)
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"network config does not build a {_SUPPORTED_NET} "
+                     f"({checkpoints.first_line(e)}); {_CONFIG_FIX}.") from None
 
 
 def _saved_net_name(checkpoint, path):
@@ -68,7 +125,7 @@ def _read_network(checkpoint, network):
   """Validates a network and returns (net_options, flat weights as float32 arrays).
 
   `network` (from `get_config`) wins over the file, so a model saved with this optimizer loads after
-  the checkpoint file is gone; building the Sonnet network once checks every weight's shape.
+  the checkpoint file is gone. Either way every weight's name, shape and finiteness is checked.
   """
   checkpoint = os.fspath(checkpoint) if isinstance(checkpoint, os.PathLike) else checkpoint
   if network is None:
@@ -79,18 +136,7 @@ def _read_network(checkpoint, network):
     except ValueError as e:
       raise ValueError(f"checkpoint={checkpoint!r}: {checkpoints.first_line(e)}") from None
   else:
-    if not isinstance(network, dict) or not {"net", "net_options", "weights"} <= set(network):
-      raise ValueError(f"network={str(network)[:80]!r} is not what LearnedOptimizer.get_config "
-                       "writes; pass a dict with net, net_options and weights, or network=None "
-                       "to read the checkpoint.")
-    _check_supported(checkpoint, network["net"])
-    options = dict(network["net_options"], initializer=_nested(network["weights"]))
-    try:
-      net = networks.factory(network["net"], options)
-    except (ValueError, KeyError, TypeError) as e:
-      raise ValueError(f"network config does not build a {_SUPPORTED_NET} "
-                       f"({checkpoints.first_line(e)}); pass the dict LearnedOptimizer.get_config "
-                       "wrote, unchanged.") from None
+    net = _network_from_config(checkpoint, network)
   return net.get_config(), optimizer_files.flat(networks.weights(net))
 
 

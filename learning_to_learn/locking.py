@@ -1,4 +1,5 @@
-"""One training run per --save_path: a lock file that holds the owner's process id.
+"""One run per directory (train.py --save_path, evaluate.py --compare's --output_dir): a lock file
+that holds the owner's process id.
 
 Two runs writing one directory interleave run.json, checkpoints and the best optimizer, and each
 believes it owns them. The lock is a file created atomically (O_EXCL) for the run's life and removed
@@ -39,13 +40,15 @@ class DirectoryLock:
   Args:
     directory: the directory to lock; created if missing.
     flag: the flag that named it, for the error messages (e.g. "--save_path").
+    name: the lock file's name; each kind of run has its own (train.lock, compare.lock), so that
+      a comparison writing into a training run's directory does not wait for the training.
 
   Raises:
     ValueError: another live process holds the lock, or the directory cannot be written.
   """
 
-  def __init__(self, directory, flag="--save_path"):
-    self.path = os.path.join(directory, LOCK_FILE)
+  def __init__(self, directory, flag="--save_path", name=LOCK_FILE):
+    self.path = os.path.join(directory, name)
     self._flag = flag
     try:
       os.makedirs(directory, exist_ok=True)

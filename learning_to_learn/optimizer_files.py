@@ -42,14 +42,47 @@ def shipped_names():
 
 
 def resolve(path):
-  """A shipped optimizer's name or a directory of `<key>.npz` files -> that directory."""
+  """A directory of `<key>.npz` files, or a shipped optimizer's name -> that directory.
+
+  A path names what is there: after `train.py --save_path=quadratic`, `quadratic` is that run's
+  optimizer, not the shipped one of the same name (still reachable by its full path,
+  `SHIPPED_DIR/quadratic`). A same-named directory holding no trained optimizer (a run before its
+  first save, a data directory) is ambiguous and refused with the way to name each; only a name
+  with no such directory beside it means the shipped optimizer.
+  """
+  path = os.fspath(path)
+  if os.path.isdir(path):
+    if path not in shipped_names() or holds_optimizer(path):
+      return path
+    raise ValueError(_ambiguous(path, "the directory", "which holds no trained optimizer yet"))
   if path in shipped_names():
     return os.path.join(SHIPPED_DIR, path)
-  if os.path.isdir(path):
-    return path
   shipped = ", ".join(shipped_names()) or "none yet"
   raise FileNotFoundError(f"no trained optimizer at {path!r}: give a directory written by "
                           f"train.py --save_path, or a shipped name ({shipped}).")
+
+
+def _ambiguous(path, what, why):
+  """The one line for a shipped name that is also a path here which is not a trained optimizer."""
+  return (f"{path!r} is both a shipped optimizer and {what} {os.path.abspath(path)}, {why}: "
+          f"for the shipped one pass {os.path.join(SHIPPED_DIR, path)}, for your own pass "
+          f"{os.path.join('.', path)} once it holds one (train.py writes it at its first "
+          "evaluation), or rename it.")
+
+
+def is_optimizer_file(path):
+  """Whether `path` is a readable .npz that holds a network config (what `save` writes)."""
+  try:
+    with zipfile.ZipFile(path) as archive:
+      return f"{CONFIG_KEY}.npy" in archive.namelist()
+  except (OSError, zipfile.BadZipFile):
+    return False
+
+
+def holds_optimizer(directory):
+  """Whether `directory` holds at least one trained network file (`<key>.npz` with its config)."""
+  return any(is_optimizer_file(f) for f in glob.glob(os.path.join(glob.escape(directory),
+                                                                   "*.npz")))
 
 
 def single_net_file(source, argument="checkpoint"):
@@ -62,9 +95,13 @@ def single_net_file(source, argument="checkpoint"):
                      "optimizer's name, a directory written by train.py --save_path, or an .npz "
                      "file written by networks.save.")
   path = os.fspath(source)
-  # A shipped name wins over a same-named file in the working directory, as in resolve.
-  if path not in shipped_names() and os.path.isfile(path):
-    return path
+  # An existing file is that file, as a directory is in resolve; but a shipped name is never
+  # silently replaced by a same-named file that is no trained network.
+  if os.path.isfile(path):
+    if path not in shipped_names() or is_optimizer_file(path):
+      return path
+    raise ValueError(f"{argument}=" + _ambiguous(path, "the file", "which is not a network "
+                                                  "file written by networks.save"))
   try:
     directory = resolve(path)
   except FileNotFoundError:
@@ -72,6 +109,8 @@ def single_net_file(source, argument="checkpoint"):
     raise FileNotFoundError(f"{argument}={path!r} is neither a shipped optimizer ({shipped}) nor "
                             "an existing directory or .npz file; pass one of those, e.g. the "
                             "--save_path of a train.py run.") from None
+  except ValueError as e:  # a shipped name beside a same-named directory without an optimizer
+    raise ValueError(f"{argument}={e}") from None
   net_file = os.path.join(directory, SINGLE_NET_FILE)
   if os.path.isfile(net_file):
     return net_file

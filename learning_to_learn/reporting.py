@@ -168,6 +168,21 @@ def write_loss_curves(losses, path):
       len(columns)))
 
 
+def plot_unavailable():
+  """Why loss.png cannot be drawn here (matplotlib missing: the install line), or None.
+
+  Asked before a comparison starts, so that its hours of work are not followed by an ImportError.
+  """
+  try:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")  # as plot_loss_curves draws: no display needed
+    import matplotlib.pyplot  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError as e:
+    return (f"matplotlib cannot be imported ({one_line(e)}); pip install matplotlib, or the "
+            "package's plot extra (pip install 'learning-to-learn[plot]'), to draw loss.png")
+  return None
+
+
 def plot_loss_curves(losses, path, title):
   """Loss (log scale) against step, one curve per optimizer with its 95% band, as in the paper."""
   import matplotlib  # pylint: disable=import-outside-toplevel

@@ -22,6 +22,8 @@ import pytest
 import tensorflow as tf
 
 from learning_to_learn import checkpoints
+from learning_to_learn import comparison_store
+from learning_to_learn import evaluation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 600
@@ -216,6 +218,113 @@ def _compare_diverging(tmp):
   return _run(*COMPARE, f"--path={path}", f"--output_dir={out}"), out
 
 
+def _seeded_compare_dir(tmp, old_outputs=False):
+  """An --output_dir holding the outputs of an earlier comparison (fake, known bytes)."""
+  out = os.path.join(tmp, "out")
+  os.makedirs(out)
+  for name in ("table.md", "summary.json", "losses.csv", "loss.png") if old_outputs else ():
+    with open(os.path.join(out, name), "w") as f:
+      f.write(f"the earlier {name}\n")
+  return out
+
+
+def _compare_settings(num_tuning_epochs=2, num_epochs=3, num_steps=10):
+  """The settings evaluate.py --compare keeps its records under, as COMPARE runs it."""
+  instances = {"problem": "quadratic", "split": "train", "data": "no data", "seed": 0,
+               "settings": "reference", "mlp": {}}
+  tuning = dict(instances, num_tuning_epochs=num_tuning_epochs, tuning_steps=min(100, num_steps),
+                grid=list(evaluation.LEARNING_RATE_GRID))
+  return tuning, dict(instances, num_test_epochs=num_epochs, num_steps=num_steps)
+
+
+def _compare_write_fails(tmp):
+  out = _seeded_compare_dir(tmp, old_outputs=True)
+  before = _snapshot(out)
+
+  def small_files():  # tuning.json and baseline_runs.npz (3 kB) fit, loss.png (50 kB) does not
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
+
+  result = _run(*COMPARE, "--path=quadratic", f"--output_dir={out}", preexec_fn=small_files)
+  return result, before, _snapshot(out)
+
+
+def _compare_damaged_kept_files(tmp):
+  """A truncated baseline_runs.npz and a tuning.json with NaN where a score and a rate were."""
+  out = _seeded_compare_dir(tmp)
+  tuning, _ = _compare_settings()
+  grid = evaluation.LEARNING_RATE_GRID
+  with open(os.path.join(out, "tuning.json"), "w") as f:
+    f.write(json.dumps({"settings": tuning, "rates": {"adam": float("nan")},
+                        "scores": {"sgd": {repr(rate): float("nan") for rate in grid}}}))
+  with open(os.path.join(out, "baseline_runs.npz"), "wb") as f:
+    f.write(b"PK\x03\x04 truncated")
+  return _run(*COMPARE, f"--output_dir={out}"), out
+
+
+def _no_matplotlib(tmp):
+  stub = os.path.join(tmp, "stub", "matplotlib")
+  os.makedirs(stub)
+  with open(os.path.join(stub, "__init__.py"), "w") as f:
+    f.write("raise ImportError('No module named matplotlib (a test stub)')\n")
+  out = _seeded_compare_dir(tmp, old_outputs=True)
+  env = dict(ENV, PYTHONPATH=os.path.dirname(stub))
+  return _run(*COMPARE, "--path=quadratic", f"--output_dir={out}", env=env), out
+
+
+def _stopped(args, ready, tmp):
+  """Starts `args`, sends SIGTERM `ready` seconds after its "Comparing on"/"Problem" line:
+  (exit status, seconds from the signal to the line saying it stopped, stderr).
+
+  The seconds until the stop line, not until the exit: TensorFlow's own teardown adds a second or
+  more on a loaded machine, and is no part of how soon the stop is acted on.
+  """
+  log = os.path.join(tmp, "stderr.txt")
+  with open(log, "w") as stderr:
+    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=stderr)
+
+  def seen(words):
+    with open(log) as f:
+      return any(word in f.read() for word in words)
+
+  deadline = time.time() + 300
+  while time.time() < deadline and process.poll() is None and not seen(
+      ["Comparing on", "Problem quadratic"]):
+    time.sleep(0.1)
+  time.sleep(ready)
+  process.send_signal(signal.SIGTERM)
+  signalled = time.monotonic()
+  while process.poll() is None and not seen(["stopped"]) and time.monotonic() < signalled + 300:
+    time.sleep(0.02)
+  seconds = time.monotonic() - signalled
+  try:
+    process.wait(timeout=TIMEOUT)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  with open(log) as f:
+    return process.returncode, seconds, f.read()
+
+
+def _compare_stopped_mid_sweep(tmp):
+  """SIGTERM during a sweep whose every rate takes minutes; sgd's tuning is kept from before."""
+  out = _seeded_compare_dir(tmp)
+  tuning, _ = _compare_settings(num_tuning_epochs=1000000)
+  scores = {repr(rate): 1.0 + i for i, rate in enumerate(evaluation.LEARNING_RATE_GRID[1:])}
+  kept = {"settings": tuning, "rates": {"sgd": 0.001}, "scores": {"sgd": scores}}
+  checkpoints.write_json(os.path.join(out, "tuning.json"), kept)
+  returncode, seconds, stderr = _stopped(
+      [*COMPARE, "--num_tuning_epochs=1000000", f"--output_dir={out}"], 3, tmp)
+  with open(os.path.join(out, "tuning.json")) as f:
+    after = json.load(f)
+  return returncode, seconds, stderr, kept, after
+
+
+def _evaluate_stopped(tmp):
+  return _stopped(["evaluate.py", "--problem=quadratic", "--optimizer=sgd", "--num_epochs=1000000",
+                   "--num_steps=20", "--unroll_length=5", "--nojit_compile"], 3, tmp)
+
+
 JOBS = {
     "index_missing": lambda tmp: _index_gone(tmp, "missing"),
     "index_empty": lambda tmp: _index_gone(tmp, ""),
@@ -228,6 +337,11 @@ JOBS = {
     "damaged_run_json": _damaged_run_json,
     "compare_interrupted": _compare_interrupted,
     "compare_diverging": _compare_diverging,
+    "compare_write_fails": _compare_write_fails,
+    "compare_damaged_kept_files": _compare_damaged_kept_files,
+    "no_matplotlib": _no_matplotlib,
+    "compare_stopped_mid_sweep": _compare_stopped_mid_sweep,
+    "evaluate_stopped": _evaluate_stopped,
 }
 
 # One-line failures: name -> (script, args(tmp), words the error line must contain).
@@ -244,6 +358,12 @@ ERRORS = {
                              ["--output_dir", "is a file"]),
     "output_dir_unwritable": ("evaluate.py", lambda tmp: [f"--output_dir={_unwritable(tmp)}"],
                               ["--output_dir", "writable"]),
+    "output_dir_in_use": ("evaluate.py", lambda tmp: [f"--output_dir={_compare_locked(tmp)}"],
+                          ["--output_dir", "in use", str(os.getpid()), "compare.lock"]),
+    "baselines_dir_in_use": (
+        "evaluate.py", lambda tmp: [f"--output_dir={tmp}/out",
+                                    f"--baselines_dir={_compare_locked(tmp, 'baselines')}"],
+        ["--baselines_dir", "in use", str(os.getpid()), "compare.lock"]),
     "unknown_option_evaluate": (
         "evaluate.py", lambda tmp: [f"--path={_optimizer_file(tmp, 'o', options={'bogus': 1})}"],
         ["cw.npz", "bogus"]),
@@ -284,6 +404,15 @@ ERRORS = {
         "train.py", lambda tmp: ["--unroll_length=100000", "--num_steps=100000"],
         ["--unroll_length=100000", "GB", "at most"]),
 }
+
+
+def _compare_locked(tmp, name="locked"):
+  """A directory whose compare.lock a live process (this one) holds: a comparison running."""
+  path = os.path.join(tmp, name)
+  os.makedirs(path)
+  with open(os.path.join(path, "compare.lock"), "w") as f:
+    f.write(f"{os.getpid()} {socket.gethostname()}\n")
+  return path
 
 
 def _a_file(tmp):
@@ -473,6 +602,75 @@ def test_compare_diverging(runs):
   assert summary["final_loss"]["L2L"]["10"]["mean"] is None
   assert summary["final_loss"]["adam"]["10"]["mean"] > 0
   assert summary["paired_difference"]["adam"]["10"]["mean"] is None  # diverged, run by run too
+
+
+def test_compare_write_fails(runs):
+  result, before, after = _result(runs, "compare_write_fails")
+  line = _one_error_line(result, "evaluate.py")
+  assert "cannot write" in line and "loss.png" in line and "File too large" in line, line
+  assert "table.md, summary.json, losses.csv, loss.png are intact" in line, line
+  assert "| L2L | learned |" in result.stdout  # the table is printed before the writes
+  # The earlier set whole: nothing truncated, nothing new beside it, no partial file left.
+  assert {k: v for k, v in after.items() if k in before} == before
+  assert sorted(after) == sorted([*before, "baseline_runs.npz", "tuning.json"]), sorted(after)
+
+
+def test_compare_damaged_kept_files(runs):
+  result, out = _result(runs, "compare_damaged_kept_files")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  runs_file = os.path.join(out, "baseline_runs.npz")
+  assert f"{runs_file} cannot be read" in result.stderr and "moved it to" in result.stderr
+  assert os.path.isfile(runs_file + ".damaged")
+  assert "9 scores are NaN" in result.stderr and "tuned rates of adam" in result.stderr
+  with open(os.path.join(out, "tuning.json")) as f:
+    tuning = json.load(f)
+  summary = _strict_json(os.path.join(out, "summary.json"))
+  sgd = {float(rate): score for rate, score in tuning["scores"]["sgd"].items()}
+  assert all(np.isfinite(score) for score in sgd.values()), sgd  # measured again, not NaN
+  assert summary["learning_rates"]["sgd"] == min(sgd, key=sgd.get)
+  assert np.isfinite(summary["learning_rates"]["adam"])
+  _, testing = _compare_settings()
+  kept = comparison_store.read_test_runs(runs_file, testing)
+  assert sorted(kept) == sorted(evaluation.BASELINES)  # written again, whole
+  for name, (rate, losses) in kept.items():
+    assert rate == summary["learning_rates"][name]
+    np.testing.assert_allclose(losses[:, 10].mean(), summary["final_loss"][name]["10"]["mean"],
+                               rtol=1e-5)
+
+
+def test_no_matplotlib(runs):
+  result, out = _result(runs, "no_matplotlib")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  # Said before any work, and again at the end.
+  assert result.stderr.index("pip install matplotlib") < result.stderr.index("Comparing on")
+  assert "loss.png skipped" in result.stderr
+  assert sorted(os.listdir(out)) == ["baseline_runs.npz", "losses.csv", "summary.json",
+                                     "table.md", "tuning.json"]  # the earlier loss.png removed
+  summary = _strict_json(os.path.join(out, "summary.json"))
+  with open(os.path.join(out, "table.md")) as f:
+    table = f.read()
+  assert table.strip() in result.stdout and summary["learning_rates"].keys() == set(
+      evaluation.BASELINES)
+  curves = np.genfromtxt(os.path.join(out, "losses.csv"), delimiter=",", names=True)
+  np.testing.assert_allclose(curves["L2L_mean"][10], summary["final_loss"]["L2L"]["10"]["mean"],
+                             rtol=1e-5)
+
+
+def test_compare_stopped_mid_sweep(runs):
+  returncode, seconds, stderr, kept, after = _result(runs, "compare_stopped_mid_sweep")
+  assert returncode == 130, stderr[-2000:]
+  assert seconds < 5, seconds  # a rate of rmsprop's sweep takes minutes: stopped within it
+  assert "SIGTERM: comparison stopped" in stderr and "Traceback" not in stderr, stderr[-2000:]
+  assert after["rates"] == kept["rates"] and after["scores"] == kept["scores"]
+
+
+def test_evaluate_stopped(runs):
+  returncode, seconds, stderr = _result(runs, "evaluate_stopped")
+  assert returncode == 130, stderr[-2000:]
+  assert seconds < 5, seconds  # the evaluation would have taken hours
+  assert "SIGTERM: evaluation stopped after" in stderr and "Traceback" not in stderr
 
 
 def test_evaluate_diverging(runs):

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from unittest import mock
+import zipfile
 
 from absl.testing import parameterized
 import keras
@@ -343,6 +344,54 @@ class LearnedOptimizerTest(parameterized.TestCase):
     self.assertIsInstance(revived, l2l_keras.LearnedOptimizer)
     revived.build([keras.Variable(np.zeros([2], np.float32))])
     self.assertEqual(float(revived.network_weights["linear/b"][0]), 0.25)
+
+  # Each edit makes the config describe another rule than its weights (or none): refused, naming
+  # the entry, as a file with the same fault is (optimizer_files.build).
+  @parameterized.named_parameters(
+      ("fewer_layers_than_weights", lambda net: net["net_options"].update(layers=[20]),
+       ["'lstm_1/w_gates'", "layers [20]", "disagree"]),
+      ("wider_layers_than_weights", lambda net: net["net_options"].update(layers=[20, 30]),
+       ["'lstm_1/b_gates'", "shape (80,)", "expected (120,)"]),
+      ("bias_missing", lambda net: net["weights"].pop("linear/b"), ["lack 'linear/b'"]),
+      ("weights_a_list", lambda net: net.update(weights=list(net["weights"].values())),
+       ["network['weights'] is a list", "expected a dict"]),
+      ("weight_a_string", lambda net: net["weights"].update({"linear/w": "w"}),
+       ["'linear/w' is a str", "shape (20, 1)"]),
+      ("weight_transposed", lambda net: net["weights"].update(
+          {"linear/w": np.transpose(net["weights"]["linear/w"]).tolist()}),
+       ["'linear/w'", "shape (1, 20), expected (20, 1)"]),
+      ("options_a_list", lambda net: net.update(net_options=[20, 20]),
+       ["network['net_options'] is a list"]),
+  )
+  def test_configs_that_disagree_with_their_weights_are_refused(self, edit, words):
+    config = l2l_keras.LearnedOptimizer(self.save(random_net())).get_config()
+    edit(config["network"])
+    with self.assertRaises(ValueError) as raised:
+      l2l_keras.LearnedOptimizer.from_config(config)
+    message = str(raised.exception)
+    for word in words:
+      self.assertIn(word, message)
+    self.assertIn("get_config wrote", message)  # the fix
+    self.assertNotIn("\n", message)
+
+  def test_load_model_refuses_a_saved_config_whose_layers_disagree(self):
+    model = _small_model()
+    model.compile(optimizer=l2l_keras.LearnedOptimizer(self.save(random_net())), loss="mse")
+    model.fit(*_regression(), epochs=1, verbose=0)
+    path = os.path.join(self.tmp, "model.keras")
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+      files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    config["compile_config"]["optimizer"]["config"]["network"]["net_options"]["layers"] = [20]
+    files["config.json"] = json.dumps(config).encode()
+    edited = os.path.join(self.tmp, "edited.keras")
+    with zipfile.ZipFile(edited, "w") as archive:
+      for name, data in files.items():
+        archive.writestr(name, data)
+    with self.assertRaisesRegex(ValueError, "'lstm_1/w_gates'.*layers \\[20\\]"):
+      keras.models.load_model(edited)
+    keras.models.load_model(path)  # the unedited file still loads
 
   def test_missing_checkpoints_name_the_argument(self):
     os.makedirs(os.path.join(self.tmp, "empty"))

@@ -16,14 +16,18 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from learning_to_learn import checkpoints
+from learning_to_learn import atomic
+from learning_to_learn import comparison_store
+from learning_to_learn import console
 from learning_to_learn import evaluation
+from learning_to_learn import locking
 from learning_to_learn import optimizer_files
 from learning_to_learn import problems
 from learning_to_learn import reporting
 from learning_to_learn import stopping
 
 OPTIMIZERS = ("L2L",) + tuple(evaluation.BASELINES)
+COMPARE_LOCK = "compare.lock"  # in --output_dir and --baselines_dir while a comparison runs
 
 flags.DEFINE_enum("optimizer", "L2L", OPTIMIZERS, "The optimizer to evaluate.")
 flags.DEFINE_string("path", None, "A trained optimizer: a directory from train.py --save_path, or "
@@ -56,8 +60,9 @@ flags.DEFINE_list("baselines", list(evaluation.BASELINES), "With --compare: the 
 flags.DEFINE_list("report_steps", None, "With --compare: steps the table reports (default: 100 "
                   "and --num_steps).")
 flags.DEFINE_string("baselines_dir", None, "With --compare: where the baselines' tuned rates and "
-                    "test runs are kept and reused (tuning.json, baseline_runs.npz; default "
-                    "--output_dir), e.g. another optimizer's comparison on the same problem.")
+                    "test runs are kept and reused (tuning.json, baseline_runs.npz: a record "
+                    "per setting; default --output_dir), e.g. another optimizer's comparison on "
+                    "the same problem.")
 flags.DEFINE_string("output_dir", None, "With --compare: where results go (default "
                     "runs/compare/<problem>, kept apart from the published results/).")
 flags.DEFINE_boolean("jit_compile", None, "XLA for every unroll (--jit_compile), for none "
@@ -142,59 +147,44 @@ def _instances(source, **more):
       seed=FLAGS.seed, settings=FLAGS.settings, mlp=mlp_options(), **more)))
 
 
-def tuned_rates(output_dir, source):
-  """(tuning.json's path, the rates tuned so far, the sweeps' scores so far, a function that
-  records one more tuned rate, one that records one more score).
+def open_store(baselines_dir, source):
+  """The kept tuning and test runs of this comparison's settings (comparison_store.Store).
 
-  Tuning is most of a comparison's time: an interrupted run's tuned rates, and the rates its
-  unfinished sweep had scored, are reused by a rerun with the same settings (what a rate's score
-  depends on), kept in tuning.json.
+  Tuning is most of a comparison's time: an interrupted run's tuned rates, the rates its
+  unfinished sweep had scored and the baselines' test runs are reused by a rerun with the same
+  settings (what a rate's score or a test run depends on); other settings keep records of their own
+  beside them.
   """
-  tuning_path = os.path.join(output_dir, "tuning.json")
   tuning = _instances(source, num_tuning_epochs=FLAGS.num_tuning_epochs,
                       tuning_steps=min(100, FLAGS.num_steps),
                       grid=list(evaluation.LEARNING_RATE_GRID))
-  tuned = checkpoints.read_tuned_rates(tuning_path, tuning)
-  scored = checkpoints.read_tuning_scores(tuning_path, tuning)
-  if tuned:
-    logging.info("Reusing the tuned rates of %s from %s.", ", ".join(tuned), tuning_path)
-  unfinished = sorted(set(scored) - set(tuned))
+  testing = _instances(source, num_test_epochs=FLAGS.num_epochs, num_steps=FLAGS.num_steps)
+  store = comparison_store.Store(baselines_dir, tuning, testing)
+  for warning in store.warnings:
+    logging.warning("%s.", warning)
+  if store.tuned:
+    logging.info("Reusing the tuned rates of %s from %s.", ", ".join(store.tuned),
+                 store.tuning_path)
+  unfinished = sorted(set(store.scored) - set(store.tuned))
   if unfinished:
     logging.info("Reusing the scores of %s's unfinished sweep from %s.", ", ".join(unfinished),
-                 tuning_path)
-
-  def write():
-    scores = {name: {repr(float(rate)): score for rate, score in rates.items()}
-              for name, rates in scored.items()}
-    checkpoints.write_json(tuning_path, {"settings": tuning, "rates": tuned, "scores": scores})
-
-  def keep_tuned(name, rate):
-    tuned[name] = rate
-    write()
-
-  def keep_score(name, rate, score):
-    scored.setdefault(name, {})[rate] = score
-    write()
-  return tuning_path, tuned, scored, keep_tuned, keep_score
-
-
-def tested_runs(output_dir, source):
-  """(the baselines' test runs kept in baseline_runs.npz, a function that keeps one more).
-
-  Rerunning a comparison for a newer learned optimizer then reruns the learned one only: a
-  baseline's runs are reused when the test settings and its tuned rate are the same.
-  """
-  path = os.path.join(output_dir, "baseline_runs.npz")
-  settings = _instances(source, num_test_epochs=FLAGS.num_epochs, num_steps=FLAGS.num_steps)
-  tested = checkpoints.read_test_runs(path, settings)
-  if tested:
+                 store.tuning_path)
+  if store.tested:
     logging.info("Reusing the test runs of %s from %s where their rates are still the tuned "
-                 "ones.", ", ".join(tested), path)
+                 "ones.", ", ".join(store.tested), store.runs_path)
+  return store
 
-  def keep_tested(name, rate, losses):
-    tested[name] = (rate, losses)
-    checkpoints.write_test_runs(path, settings, tested)
-  return tested, keep_tested
+
+def lock_dirs(output_dir, baselines_dir):
+  """One comparison at a time writes each directory: locks on both (one when they are the same)."""
+  locks = [locking.DirectoryLock(output_dir, "--output_dir", name=COMPARE_LOCK)]
+  if os.path.realpath(baselines_dir) != os.path.realpath(output_dir):
+    try:
+      locks.append(locking.DirectoryLock(baselines_dir, "--baselines_dir", name=COMPARE_LOCK))
+    except ValueError:
+      locks[0].release()
+      raise
+  return locks
 
 
 def compare():
@@ -208,9 +198,21 @@ def compare():
   reporting.check_writable_dir(output_dir, "--output_dir")  # before the work, not after it
   baselines_dir = FLAGS.baselines_dir or output_dir
   reporting.check_writable_dir(baselines_dir, "--baselines_dir")
+  no_plot = reporting.plot_unavailable()  # known now, not after the work
+  if no_plot:
+    logging.warning("%s: the comparison writes everything but loss.png.", no_plot)
+  locks = lock_dirs(output_dir, baselines_dir)
+  try:
+    return _compare(problem, l2l_config, net_assignments, steps, output_dir, baselines_dir,
+                    no_plot)
+  finally:
+    for lock in locks:
+      lock.release()
+
+
+def _compare(problem, l2l_config, net_assignments, steps, output_dir, baselines_dir, no_plot):
   source = getattr(problem, "source", "no data")
-  tuning_path, tuned, scored, keep_tuned, keep_score = tuned_rates(baselines_dir, source)
-  tested, keep_tested = tested_runs(baselines_dir, source)
+  store = open_store(baselines_dir, source)
   logging.info("Comparing on %s (%s split; %s).", FLAGS.problem, FLAGS.split, source)
   bars = {}
   signals = stopping.install()
@@ -218,29 +220,35 @@ def compare():
   def progress(stage, done, total):
     bar = bars.setdefault("all", reporting.Progress(total, "comparison"))
     bar.update(done, stage)
-    signals.check()  # a stop signal takes effect here, after a rate or a test run
 
   start = time.time()
   try:
+    # signals.check runs between chunks of every run: a stop acts within one chunk's time.
     losses, rates = evaluation.compare(
         problem, l2l_config, net_assignments, seed=FLAGS.seed,
         num_tuning_epochs=FLAGS.num_tuning_epochs, num_test_epochs=FLAGS.num_epochs,
         num_steps=FLAGS.num_steps, tuning_steps=min(100, FLAGS.num_steps),
         unroll_length=min(FLAGS.unroll_length, FLAGS.num_steps), jit_compile=FLAGS.jit_compile,
-        progress=progress, baselines=tuple(FLAGS.baselines), tuned=tuned, on_tuned=keep_tuned,
-        tested=tested, on_tested=keep_tested, scored=scored, on_scored=keep_score)
+        progress=progress, baselines=tuple(FLAGS.baselines), store=store, check=signals.check)
   except stopping.Stop as stop:
-    done = f"the tuned rates of {', '.join(tuned)}" if tuned else "no tuned rate yet"
-    kept = f"{done} and the scores of {sum(map(len, scored.values()))} rates are in {tuning_path}"
+    console.end_bar()
+    done = f"the tuned rates of {', '.join(store.tuned)}" if store.tuned else "no tuned rate yet"
+    kept = (f"{done} and the scores of {sum(map(len, store.scored.values()))} rates are in "
+            f"{store.tuning_path}")
     logging.info("%s: comparison stopped; %s; run the same command to go on.", stop, kept)
     return 130
   signals.hold()
-  write_comparison(losses, rates, steps, l2l_config, output_dir, source, start)
+  write_comparison(losses, rates, steps, l2l_config, output_dir, source, start, no_plot)
   return 0
 
 
-def write_comparison(losses, rates, steps, l2l_config, output_dir, source, start):
-  """Prints the comparison's table; writes it, summary.json, losses.csv and loss.png."""
+def write_comparison(losses, rates, steps, l2l_config, output_dir, source, start, no_plot=None):
+  """Prints the comparison's table; writes it, summary.json, losses.csv and loss.png.
+
+  The four are written as one set (atomic.replace_all): a failed write leaves the previous set
+  whole. Without matplotlib (`no_plot`, its reason) an earlier loss.png is removed, not left
+  beside results it does not show.
+  """
   table = reporting.comparison_table(losses, rates, steps)
   print(table, flush=True)  # first: a failed write below must not cost the result
   for name, runs in losses.items():
@@ -252,8 +260,6 @@ def write_comparison(losses, rates, steps, l2l_config, output_dir, source, start
   if labels() is not None:
     where += f"labels {','.join(map(str, labels()))}, "
   title = f"{FLAGS.problem} ({where}{FLAGS.num_epochs} test runs)"
-  reporting.write_loss_curves(losses, os.path.join(output_dir, "losses.csv"))
-  reporting.plot_loss_curves(losses, os.path.join(output_dir, "loss.png"), title)
   summary = {
       "problem": FLAGS.problem, "split": FLAGS.split, "labels": labels(), "data": source,
       "path": FLAGS.path,
@@ -270,12 +276,29 @@ def write_comparison(losses, rates, steps, l2l_config, output_dir, source, start
     summary["paired_difference"] = {
         name: {str(s): dict(zip(("mean", "ci95"), pair)) for s, pair in by_step.items()}
         for name, by_step in evaluation.paired_differences(losses, steps).items()}
-  with open(os.path.join(output_dir, "summary.json"), "w") as f:
-    # Non-finite means as null: bare NaN is not JSON.
-    json.dump(reporting.finite_or_none(summary), f, indent=2, allow_nan=False)
-  with open(os.path.join(output_dir, "table.md"), "w") as f:
-    f.write(table + "\n")
-  logging.info("Wrote table.md, summary.json, losses.csv and loss.png to %s.", output_dir)
+
+  def write_summary(path):
+    with open(path, "w") as f:
+      # Non-finite means as null: bare NaN is not JSON.
+      json.dump(reporting.finite_or_none(summary), f, indent=2, allow_nan=False)
+
+  def write_table(path):
+    with open(path, "w") as f:
+      f.write(table + "\n")
+
+  plot = os.path.join(output_dir, "loss.png")
+  writers = {os.path.join(output_dir, "table.md"): write_table,
+             os.path.join(output_dir, "summary.json"): write_summary,
+             os.path.join(output_dir, "losses.csv"): lambda path: reporting.write_loss_curves(
+                 losses, path)}
+  if not no_plot:
+    writers[plot] = lambda path: reporting.plot_loss_curves(losses, path, title)
+  atomic.replace_all(writers, remove=[plot])
+  if no_plot:
+    logging.warning("Wrote table.md, summary.json and losses.csv to %s; loss.png skipped: %s.",
+                    output_dir, no_plot)
+  else:
+    logging.info("Wrote table.md, summary.json, losses.csv and loss.png to %s.", output_dir)
 
 
 def evaluate():
@@ -294,8 +317,23 @@ def evaluate():
                                    jit_compile=FLAGS.jit_compile)
   seeds = evaluation.epoch_seeds(FLAGS.seed, FLAGS.num_epochs, evaluation.TEST)
   progress = reporting.Progress(FLAGS.num_epochs, f"evaluating {FLAGS.optimizer}")
+  done = [0]
+
+  def epoch_done(i):
+    done[0] = i
+    progress.update(i)
+
+  signals = stopping.install()
   start = time.time()
-  losses = evaluator.run(seeds, FLAGS.num_steps, progress=progress.update)
+  try:
+    # signals.check runs between chunks: a stop acts within one chunk's time.
+    losses = evaluator.run(seeds, FLAGS.num_steps, progress=epoch_done, check=signals.check)
+  except stopping.Stop as stop:
+    console.end_bar()
+    logging.info("%s: evaluation stopped after %d of %d runs; it keeps nothing: run it again.",
+                 stop, done[0], FLAGS.num_epochs)
+    return 130
+  signals.hold()
   elapsed = time.time() - start
   final = losses[:, -1]
   bad = int(np.sum(~np.isfinite(final)))
