@@ -568,17 +568,17 @@ class Run:
 
   def evaluate(self, steps, signals=None):
     """(mean loss over the evaluation instances, problems and `steps`, seconds) of the current
-    networks; inf when any loss is not finite. A stop signal is acted on between instances."""
+    networks; inf when any loss is not finite. A stop signal is acted on between unrolls."""
     seeds = evaluation.epoch_seeds(self.settings.seed, self.settings.evaluation_epochs,
                                    evaluation.EVALUATION)
-    check = (lambda _: signals.check()) if signals is not None else None
+    check = signals.check if signals is not None else None
     start = time.time()
     scores = []
     for evaluator in self._evaluators:
       for source, copy in zip(self.meta_optimizer.trainable_variables,
                               evaluator.meta_optimizer.trainable_variables):
         copy.assign(source)
-      losses = evaluator.run(seeds, max(steps), progress=check)[:, steps]
+      losses = evaluator.run(seeds, max(steps), check=check)[:, steps]
       scores.append(float(np.mean(losses)) if np.all(np.isfinite(losses)) else float("inf"))
     return float(np.mean(scores)), time.time() - start
 

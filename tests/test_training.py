@@ -159,9 +159,9 @@ def test_a_retried_epoch_that_succeeds_counts_once():
 def test_a_stop_during_an_epoch_saves_the_epochs_done(tmp_path):
   run = _run(str(tmp_path), num_epochs=10)
   recorder = Recorder()
-  # Checks per epoch: one before it, one before each of its 2 unrolls, one per evaluation
-  # instance: 4. The 10th check is epoch 3's first unroll.
-  assert training._train(run, [recorder], _Signals(at=10)) == "SIGTERM"
+  # Checks per epoch: one before it, one before each of its 2 unrolls, one before each of the
+  # evaluation's 2 chunks (unroll_length 1): 5. The 12th check is epoch 3's first unroll.
+  assert training._train(run, [recorder], _Signals(at=12)) == "SIGTERM"
   assert recorder.events[-1] == ("end", "SIGTERM")
   assert int(run.checkpoint.epoch.numpy()) == 2
   resumed = _run(str(tmp_path), num_epochs=10)
@@ -170,7 +170,7 @@ def test_a_stop_during_an_epoch_saves_the_epochs_done(tmp_path):
 
 def test_a_stop_during_an_evaluation_redoes_that_epoch(tmp_path):
   run = _run(str(tmp_path), num_epochs=10)
-  # The 4th check is epoch 1's evaluation instance.
+  # The 4th check is the first chunk of epoch 1's evaluation.
   assert training._train(run, [], _Signals(at=4)) == "SIGTERM"
   assert int(run.checkpoint.epoch.numpy()) == 0
 
