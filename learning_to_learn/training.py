@@ -659,7 +659,8 @@ def meta_train(problem, settings=None, *, net_config=None, net_assignments=None,
     callbacks: Callback objects (default: [PrintProgress()]).
     strategy: a tf.distribute.Strategy (default: the current one).
     overwrite: start afresh even if save_path holds a checkpoint.
-    identity: more of what defines the run, for run.json (say, the problem's name and data).
+    identity: more of what defines the run, for run.json (say, the problem's name); a digest of
+      the problems' data (their `data_digest`) is recorded beside it.
     stop: a stopping.StopOnSignal already installed (train.py's); default: one for this call.
     flag_prefix: how errors name settings: "" here, "--" for train.py's flags.
   """
@@ -669,6 +670,9 @@ def meta_train(problem, settings=None, *, net_config=None, net_assignments=None,
   strategy = strategy or tf.distribute.get_strategy()
   callbacks = [PrintProgress()] if callbacks is None else list(callbacks)
   config = run_config(settings, identity)
+  digests = [p.data_digest for p in problems + evaluation_problems if hasattr(p, "data_digest")]
+  if digests:  # a data file replaced under a run must not go unnoticed
+    config["data_digest"] = ",".join(dict.fromkeys(digests))
   lock = None
   if save_path is not None and distribute.is_chief(strategy):
     if os.path.exists(save_path) and not os.path.isdir(save_path):

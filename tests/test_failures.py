@@ -325,7 +325,59 @@ def _evaluate_stopped(tmp):
                    "--num_steps=20", "--unroll_length=5", "--nojit_compile"], 3, tmp)
 
 
+def _run_json_deleted(tmp):
+  save = os.path.join(tmp, "run")
+  first = _train(save, "--num_epochs=2")
+  assert first.returncode == 0, first.stderr[-2000:]
+  os.remove(os.path.join(save, "run.json"))
+  before = _snapshot(save)
+  return _train(save, "--num_epochs=4", "--learning_rate=0.01", "--seed=6"), before, save
+
+
+def _data_swapped(tmp):
+  save = os.path.join(tmp, "run")
+  data = _mnist_dir(tmp)
+  args = ["--problem=mnist", f"--data_dir={data}", "--num_steps=10", "--unroll_length=5",
+          "--evaluation_period=2", "--evaluation_epochs=1", "--checkpoint_period=1"]
+  first = _run("train.py", f"--save_path={save}", "--num_epochs=2", *args)
+  assert first.returncode == 0, first.stderr[-2000:]
+  other = np.random.default_rng(1).integers(0, 256, (50, 28, 28)).astype(np.uint8)
+  labels = np.random.default_rng(1).integers(0, 10, 50).astype(np.uint8)
+  np.savez(os.path.join(data, "mnist.npz"), x_train=other, y_train=labels, x_test=other,
+           y_test=labels)
+  before = _snapshot(save)
+  return _run("train.py", f"--save_path={save}", "--num_epochs=4", *args), before, save
+
+
+def _train_stopped_mid_epoch(tmp):
+  """SIGTERM during an epoch of 10,000 unrolls: (status, seconds to the stop line, stderr, save)."""
+  save = os.path.join(tmp, "run")
+  log = os.path.join(tmp, "stderr.txt")
+  with open(log, "w") as stderr:
+    process = subprocess.Popen([sys.executable, *TRAIN, f"--save_path={save}",
+                                "--num_steps=100000", "--num_epochs=2"], cwd=ROOT, env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=stderr)
+  assert _wait_for(os.path.join(save, "run.json"), process)
+  time.sleep(10)  # past the first unroll's tracing, well inside the epoch
+  process.send_signal(signal.SIGTERM)
+  signalled = time.monotonic()
+
+  def seen():
+    with open(log) as f:
+      return "stopping" in f.read()
+
+  while process.poll() is None and not seen() and time.monotonic() < signalled + 300:
+    time.sleep(0.02)
+  seconds = time.monotonic() - signalled
+  process.wait(timeout=TIMEOUT)
+  with open(log) as f:
+    return process.returncode, seconds, f.read(), save
+
+
 JOBS = {
+    "run_json_deleted": _run_json_deleted,
+    "data_swapped": _data_swapped,
+    "train_stopped_mid_epoch": _train_stopped_mid_epoch,
     "index_missing": lambda tmp: _index_gone(tmp, "missing"),
     "index_empty": lambda tmp: _index_gone(tmp, ""),
     "trained_optimizer_without_checkpoints": _trained_optimizer_without_checkpoints,
@@ -400,6 +452,12 @@ ERRORS = {
         ["mnist.npz", "no images"]),
     "empty_idx": ("evaluate.py", lambda tmp: ["--problem=mnist", f"--data_dir={_empty_idx(tmp)}"],
                   ["train-images-idx3-ubyte", "too short"]),
+    "selection_steps_too_long": (
+        "train.py", lambda tmp: ["--selection_steps=5000000"],
+        ["--selection_steps=5000000", "above 100000"]),
+    "curriculum_too_long": (
+        "train.py", lambda tmp: ["--curriculum=100,2000000", "--unroll_length=20"],
+        ["--curriculum=100,2000000", "above 100000"]),
     "unroll_length_too_long": (
         "train.py", lambda tmp: ["--unroll_length=100000", "--num_steps=100000"],
         ["--unroll_length=100000", "GB", "at most"]),
@@ -557,6 +615,32 @@ def test_disk_full_best(runs):
   after = _snapshot(save)
   assert after["cw.npz"] == before["cw.npz"]
   assert after["checkpoints/ckpt-4.index"] == before["checkpoints/ckpt-4.index"]
+
+
+@pytest.mark.parametrize("job", ["run_json_deleted"])
+def test_a_resume_without_run_json_is_refused(runs, job):
+  result, before, save = _result(runs, job)
+  line = _one_error_line(result, "train.py")
+  assert "holds checkpoints but no run.json" in line and "--overwrite" in line
+  assert _snapshot(save) == before  # nothing rewritten: not run.json, not the checkpoints
+
+
+@pytest.mark.parametrize("job", ["data_swapped"])
+def test_a_resume_on_changed_data_is_refused(runs, job):
+  result, before, save = _result(runs, job)
+  line = _one_error_line(result, "train.py")
+  assert "holds a run with other settings" in line and "the data (its files changed" in line
+  assert _snapshot(save) == before
+
+
+@pytest.mark.parametrize("job", ["train_stopped_mid_epoch"])
+def test_a_stop_during_an_epoch_is_acted_on_within_seconds(runs, job):
+  returncode, seconds, stderr, save = _result(runs, job)
+  assert returncode == 130, stderr[-2000:]
+  assert "Traceback" not in stderr and "SIGTERM: saving a checkpoint at epoch 0" in stderr
+  # The epoch has 10,000 unrolls: acting at the epoch's end would take minutes.
+  assert seconds < 15, seconds
+  assert _epoch(save) == 0
 
 
 def test_damaged_run_json(runs):

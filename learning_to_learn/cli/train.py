@@ -122,15 +122,13 @@ def settings_from_flags():
   return training.Settings(**values)
 
 
-def identity(problems_used):
+def identity():
   """What else defines the run, for its run.json: the problem, its data and the networks' start."""
   labels = problems.parse_labels(FLAGS.labels)  # cifar2 and 0,1 are the same run
-  digests = [p.data_digest for p in problems_used if hasattr(p, "data_digest")]
-  more = {"data_digest": ",".join(digests)} if digests else {}
   return {"problem": FLAGS.problem, "settings": FLAGS.settings, "data_dir": FLAGS.data_dir,
           "init_path": FLAGS.init_path, "preprocess": FLAGS.preprocess,
           "evaluation_split": FLAGS.evaluation_split,
-          "labels": None if labels is None else list(labels)} | more
+          "labels": None if labels is None else list(labels)}
 
 
 def with_preprocess(net_config, name):
@@ -190,14 +188,12 @@ def train():
   evaluation_problem = None
   if FLAGS.evaluation_split != "train":
     evaluation_problem, _, _ = problem_config(FLAGS.evaluation_split)
-  evaluated = [] if evaluation_problem is None else (
-      evaluation_problem if isinstance(evaluation_problem, list) else [evaluation_problem])
   result = training.meta_train(
       problem, settings, net_config=net_config, net_assignments=net_assignments,
       save_path=FLAGS.save_path, evaluation_problem=evaluation_problem,
       evaluation_split=FLAGS.evaluation_split, callbacks=callbacks(chief), strategy=strategy,
       overwrite=FLAGS.overwrite,
-      identity=identity(family + evaluated),
+      identity=identity(),
       stop=stopping.install(), flag_prefix="--")
   return 130 if result.stopped else 0
 
