@@ -32,6 +32,7 @@ import tensorflow as tf  # noqa: E402
 from learning_to_learn import datasets  # noqa: E402
 from learning_to_learn import keras as l2l_keras  # noqa: E402
 from learning_to_learn import networks  # noqa: E402
+from learning_to_learn import optimizer_files  # noqa: E402
 
 BATCH_SIZE = 128
 
@@ -91,7 +92,7 @@ def main():
   with tempfile.TemporaryDirectory() as tmp:
     checkpoint = args.checkpoint
     if checkpoint is None:
-      checkpoint = networks.save(networks.CoordinateWiseDeepLSTM(
+      checkpoint = optimizer_files.save(networks.CoordinateWiseDeepLSTM(
           layers=(20, 20), preprocess_name="LogAndSign", preprocess_options={"k": 5},
           scale=0.01), os.path.join(tmp, "cw.npz"))
     try:

@@ -79,7 +79,7 @@ def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--checkpoint", default="mnist",
                       help="a shipped optimizer's name, a train.py --save_path directory, or an "
-                           ".npz file written by networks.save (default: mnist)")
+                           ".npz file written by optimizer_files.save (default: mnist)")
   parser.add_argument("--steps", type=int, default=1000, help="training steps (default: 1000)")
   parser.add_argument("--adam_learning_rate", type=float, default=0.01,
                       help="Adam's learning rate (default: 0.01)")

@@ -3,8 +3,7 @@
 Each maps a gradient (any shape) and its state to an update of the same shape and a new state,
 `update, next_state = rule(gradient, state)`, from
 `state = rule.initial_state_for_inputs(gradient)`, as the learned rules in `networks` do.
-`networks.factory` builds them by class name, and `networks.Sgd` etc. remain where the
-reference's users look for them. Each treats every coordinate alike and independently
+`networks.factory` builds them by class name. Each treats every coordinate alike and independently
 (`coordinatewise`), and has no trainable weights.
 """
 

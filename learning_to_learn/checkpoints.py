@@ -17,15 +17,10 @@ import tempfile
 
 import tensorflow as tf
 
+from learning_to_learn import errors
 from learning_to_learn import atomic
 from learning_to_learn import comparison_store
 from learning_to_learn import optimizer_files
-
-# Shipped optimizers by name, kept here for their users; optimizer_files finds them.
-SHIPPED_DIR = optimizer_files.SHIPPED_DIR
-shipped_names = optimizer_files.shipped_names
-resolve = optimizer_files.resolve
-
 
 class TrainingCheckpoint:
   """The resumable state of a training run, saved every few epochs and at the end.
@@ -68,10 +63,10 @@ class TrainingCheckpoint:
       self.manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep)
     except ValueError as e:  # TF cannot parse the index ("Invalid checkpoint state")
       if not chief:
-        raise ValueError(f"{index} is damaged ({first_line(e)}); start the chief first, it "
+        raise ValueError(f"{index} is damaged ({errors.first_line(e)}); start the chief first, it "
                          "rebuilds the index.") from None
       os.replace(index, index + ".damaged")  # kept for inspection; the data files are intact
-      self.warnings.append(f"{index} is damaged ({first_line(e)}); moved it to "
+      self.warnings.append(f"{index} is damaged ({errors.first_line(e)}); moved it to "
                            f"{index}.damaged and looked for the checkpoint files themselves")
       self.manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep)
 
@@ -102,7 +97,7 @@ class TrainingCheckpoint:
       except Exception as e:  # pylint: disable=broad-except
         # TF's reader raises OpError, ValueError, AssertionError or even IndexError on a
         # truncated file; whichever it is, this checkpoint is unusable and an older one may not be.
-        damaged.append((path, first_line(e)))
+        damaged.append((path, errors.first_line(e)))
     if damaged:
       path, reason = damaged[0]
       raise ValueError(f"no checkpoint in {self.manager.directory} can be restored (newest: "
@@ -219,7 +214,7 @@ def read_run_config(path):
     with open(path) as f:
       config = json.load(f)
   except (ValueError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path} is not valid JSON ({first_line(e)}); restore it, or pass "
+    raise ValueError(f"{path} is not valid JSON ({errors.first_line(e)}); restore it, or pass "
                      "--overwrite to start the run afresh.") from None
   if not isinstance(config, dict):
     raise ValueError(f"{path} holds a JSON {type(config).__name__}, not the object of flags "
@@ -232,9 +227,3 @@ def first_line(error):
   text = str(error).strip()
   return text.splitlines()[0][:200] if text else type(error).__name__
 
-
-# The comparison's kept files belong to comparison_store; these names stay for their callers.
-read_tuned_rates = comparison_store.read_tuned_rates
-read_tuning_scores = comparison_store.read_tuning_scores
-read_test_runs = comparison_store.read_test_runs
-write_test_runs = comparison_store.write_test_runs

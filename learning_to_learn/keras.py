@@ -1,6 +1,7 @@
 """A trained coordinatewise LSTM optimizer as a Keras 3 optimizer, for `model.compile` and `fit`.
 
-    from learning_to_learn import keras as l2l_keras
+    from learning_to_learn import errors
+from learning_to_learn import keras as l2l_keras
     model.compile(optimizer=l2l_keras.LearnedOptimizer("mnist"), loss=...)
 
 The update rule is the one meta-training learned (Andrychowicz et al. 2016, section 2.1), computed
@@ -16,7 +17,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from learning_to_learn import checkpoints
 from learning_to_learn import limits
 from learning_to_learn import networks
 from learning_to_learn import optimizer_files
@@ -98,7 +98,7 @@ def _build_from_config(net, options):
     return networks.factory(net, options)
   except (ValueError, KeyError, TypeError) as e:
     raise ValueError(f"network config does not build a {_SUPPORTED_NET} "
-                     f"({checkpoints.first_line(e)}); {_CONFIG_FIX}.") from None
+                     f"({errors.first_line(e)}); {_CONFIG_FIX}.") from None
 
 
 def _saved_net_name(checkpoint, path):
@@ -106,7 +106,7 @@ def _saved_net_name(checkpoint, path):
   try:
     config = optimizer_files.read_config(path)
   except ValueError as e:  # unreadable or damaged: networks says which
-    raise ValueError(f"checkpoint={checkpoint!r}: {checkpoints.first_line(e)}") from None
+    raise ValueError(f"checkpoint={checkpoint!r}: {errors.first_line(e)}") from None
   if not isinstance(config, dict) or "net" not in config:
     raise ValueError(f"checkpoint={checkpoint!r}: {path} holds no network config, so it was not "
                      "written by networks.save; pass the cw.npz of a train.py run.")
@@ -134,7 +134,7 @@ def _read_network(checkpoint, network):
     try:
       net = optimizer_files.load(path)
     except ValueError as e:
-      raise ValueError(f"checkpoint={checkpoint!r}: {checkpoints.first_line(e)}") from None
+      raise ValueError(f"checkpoint={checkpoint!r}: {errors.first_line(e)}") from None
   else:
     net = _network_from_config(checkpoint, network)
   return net.get_config(), optimizer_files.flat(networks.weights(net))

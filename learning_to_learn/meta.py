@@ -240,7 +240,7 @@ class MetaOptimizer(snt.Module):
   def __init__(self, **net_config):
     super().__init__(name="meta_optimizer")
     self._config = net_config or DEFAULT_NET_CONFIG
-    self.nets = {key: networks.factory(**cfg) for key, cfg in self._config.items()}
+    self.nets = {key: optimizer_files.network(**cfg) for key, cfg in self._config.items()}
 
   def assignments(self, problem, net_assignments=None):
     return NetAssignments(self.nets, net_assignments, problem.param_names)
@@ -355,7 +355,7 @@ class MetaTrainer:
                          "leave batch_instances off for them.")
       self._stacked = instances.StackedProblem(problem, self._local_instances)
     if teacher is not None:
-      teachers = {key: networks.factory(**config) for key, config in teacher.items()}
+      teachers = {key: optimizer_files.network(**config) for key, config in teacher.items()}
       self.rule = ImitatingRule(self.rule, NetAssignments(teachers, None, problem.param_names),
                                 stacked=bool(batch_instances))
     self.variables = meta_optimizer.trainable_variables

@@ -4,8 +4,7 @@ Every rule maps a gradient (any shape) and its state to an update of the same sh
 `update, next_state = rule(gradient, state)`, starting from
 `state = rule.initial_state_for_inputs(gradient)`.
 The learned rules follow Andrychowicz et al. 2016 (arXiv 1606.04474), section 2.1. The
-hand-designed rules live in `baselines`; `networks.Sgd`, `Adam`, `RMSProp` and `Nag` name them
-where the reference's users look for them.
+hand-designed rules live in `baselines`; `factory` builds them too, by class name.
 """
 
 import collections.abc
@@ -17,13 +16,6 @@ import tensorflow as tf
 
 from learning_to_learn import baselines
 from learning_to_learn import preprocess
-
-# The hand-designed rules, under the names the reference gave them in this module.
-Sgd = baselines.Sgd
-AdamState = baselines.AdamState
-Adam = baselines.Adam
-RMSProp = baselines.RMSProp
-Nag = baselines.Nag
 
 
 class LSTMState(NamedTuple):
@@ -211,7 +203,7 @@ class StandardDeepLSTM(Network):
     scale: output multiplier; the reference's configs use 0.01, the paper 0.1.
     initializer: None (Sonnet defaults), a name such as "zeros", or a dict per layer
       ("lstm_0", ..., "linear") and per field ("w_gates", "b_gates", "w", "b") of names or arrays,
-      as `factory(net_path=...)` passes from a saved network.
+      as `optimizer_files.network(net_path=...)` passes from a saved network.
     input_size: features per batch row before preprocessing.
   """
 
@@ -352,7 +344,8 @@ class KernelDeepLSTM(StandardDeepLSTM):
 
 
 _NETWORKS = {cls.__name__: cls for cls in (CoordinateWiseDeepLSTM, KernelDeepLSTM,
-                                            StandardDeepLSTM, Sgd, Adam, RMSProp, Nag)}
+                                            StandardDeepLSTM, baselines.Sgd, baselines.Adam,
+                                            baselines.RMSProp, baselines.Nag)}
 
 
 # --- Construction ----------------------------------------------------------------------------
@@ -363,20 +356,18 @@ def check_name(net):
     raise ValueError(f"unknown net {net!r}; choose one of {', '.join(_NETWORKS)}.")
 
 
-def factory(net, net_options=(), net_path=None):
+def factory(net, net_options=()):
   """Builds a network by class name, as the reference's configs name them.
 
   Args:
     net: class name, e.g. "CoordinateWiseDeepLSTM".
     net_options: constructor keyword arguments (a dict or pairs).
-    net_path: a file written by `save`; its weights become the network's initializer, and the
-      options it was saved with replace `net_options` (see optimizer_files.build).
+
+  A network saved to a file is built by optimizer_files.network, which reads its options and
+  weights and calls this.
   """
   check_name(net)
-  if net_path is None:
-    return build(net, dict(net_options), "net_options")
-  from learning_to_learn import optimizer_files  # pylint: disable=import-outside-toplevel
-  return optimizer_files.build(net, net_options, net_path)
+  return build(net, dict(net_options), "net_options")
 
 
 def _check_finite_options(options, where, prefix=""):
@@ -408,30 +399,3 @@ def weights(network):
   layers = getattr(network, "layers", {})
   return {layer_name: {v.name.split(":")[0].split("/")[-1]: v.numpy() for v in layer.variables}
           for layer_name, layer in layers.items()}
-
-
-# --- Files: kept here for the reference's users; optimizer_files owns the format ---------------
-# Imported inside each function: optimizer_files builds networks, so it imports this module.
-
-def save(network, path):
-  """Writes the network's weights and its class and options to `path` (a .npz file)."""
-  from learning_to_learn import optimizer_files  # pylint: disable=import-outside-toplevel
-  return optimizer_files.save(network, path)
-
-
-def load_weights(path):
-  """Reads `save`'s file back into the nested dict that `initializer=` accepts."""
-  from learning_to_learn import optimizer_files  # pylint: disable=import-outside-toplevel
-  return optimizer_files.read_weights(path)
-
-
-def saved_config(path):
-  """The {"net", "net_options"} that `save` wrote with the weights, or None for weights alone."""
-  from learning_to_learn import optimizer_files  # pylint: disable=import-outside-toplevel
-  return optimizer_files.read_config(path)
-
-
-def load(path):
-  """Rebuilds the network that `save` wrote, shape and weights."""
-  from learning_to_learn import optimizer_files  # pylint: disable=import-outside-toplevel
-  return optimizer_files.load(path)

@@ -244,6 +244,14 @@ def build(net, net_options, path):
   return network
 
 
+def network(net, net_options=(), net_path=None):
+  """The network of a net config entry: `networks.factory`'s, or built from `net_path`'s file
+  (its options and weights) when one is given."""
+  if net_path is None:
+    return networks.factory(net, net_options)
+  return build(net, net_options, net_path)
+
+
 def load(path):
   """Rebuilds the network a file holds, shape and weights."""
   config = read_config(path)

@@ -87,10 +87,6 @@ def log_error_text(mean_error):
   return f"{np.log10(mean_error):.2f}"
 
 
-# The progress bar lives in console.py with the line writer it shares stderr with.
-Progress = console.Progress
-
-
 def stats_lines(header, total_error, total_time, count):
   """The reference's statistics: log10 of the mean final error, and the mean epoch time."""
   return [header, f"Log Mean Final Error: {log_error_text(total_error / count)}",

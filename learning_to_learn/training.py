@@ -282,7 +282,7 @@ class PrintProgress(Callback):
 
   def on_train_begin(self, run):
     console.show_package_lines()
-    self._bar = reporting.Progress(run.settings.num_epochs, "meta-training")
+    self._bar = console.Progress(run.settings.num_epochs, "meta-training")
 
   def on_epoch_end(self, run, result):
     self._count += 1

@@ -118,13 +118,14 @@ def _garbage_checkpoint(tmp):
 
 
 def _truncated_checkpoint(tmp):
-  # A real networks.save file cut in half, as an interrupted copy leaves it.
+  # A real optimizer_files.save file cut in half, as an interrupted copy leaves it.
   from learning_to_learn import networks
+  from learning_to_learn import optimizer_files
   net = networks.CoordinateWiseDeepLSTM(layers=(20, 20), preprocess_name="LogAndSign",
                                         preprocess_options={"k": 5}, scale=0.01)
   path = os.path.join(tmp, "truncated")
   os.makedirs(path)
-  whole = networks.save(net, os.path.join(path, "cw.npz"))
+  whole = optimizer_files.save(net, os.path.join(path, "cw.npz"))
   with open(whole, "rb") as f:
     data = f.read()
   with open(whole, "wb") as f:
@@ -283,7 +284,8 @@ def test_train_then_evaluate(runs, job):
   assert "EVALUATION" in train.stderr, train
   assert os.path.isfile(os.path.join(save_path, "cw.npz")), os.listdir(save_path)
   from learning_to_learn import networks
-  net = networks.load(os.path.join(save_path, "cw.npz"))
+  from learning_to_learn import optimizer_files
+  net = optimizer_files.load(os.path.join(save_path, "cw.npz"))
   assert isinstance(net, networks.CoordinateWiseDeepLSTM)
   assert net.get_config()["layers"] == [20, 20]
 
@@ -369,10 +371,11 @@ def test_compare_writes_table_curves_and_plot_that_the_library_reproduces(runs, 
 
   # Second path: the library's Evaluator on the test instances (seed purpose 3).
   import problems
-  from learning_to_learn import checkpoints
+  from learning_to_learn import comparison_store
   from learning_to_learn import evaluation
+  from learning_to_learn import optimizer_files
   seeds = evaluation.epoch_seeds(0, 3, purpose=3)
-  problem, config, _ = problems.get_config("quadratic", path=checkpoints.resolve("quadratic"))
+  problem, config, _ = problems.get_config("quadratic", path=optimizer_files.resolve("quadratic"))
   adam_rate = summary["learning_rates"]["adam"]
   test_losses = {}
   for name, net_config in (("L2L", config),
@@ -397,7 +400,7 @@ def test_compare_writes_table_curves_and_plot_that_the_library_reproduces(runs, 
     tried = {float(rate): score for rate, score in scores[name].items()}
     assert len(tried) >= 9 and min(tried, key=tried.get) == summary["learning_rates"][name]
   # The baselines' test runs are kept for a rerun with a newer learned optimizer, under their rates.
-  kept = checkpoints.read_test_runs(os.path.join(out, "baseline_runs.npz"), {
+  kept = comparison_store.read_test_runs(os.path.join(out, "baseline_runs.npz"), {
       "problem": "quadratic", "split": "train", "data": "no data", "seed": 0,
       "settings": "reference", "mlp": {}, "num_test_epochs": 3, "num_steps": 10})
   assert sorted(kept) == sorted(BASELINES)

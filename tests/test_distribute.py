@@ -17,6 +17,7 @@ from learning_to_learn import checkpoints
 from learning_to_learn import distribute
 from learning_to_learn import meta
 from learning_to_learn import networks
+from learning_to_learn import optimizer_files
 from learning_to_learn import unroll as unroll_lib
 import problems
 
@@ -45,7 +46,7 @@ def _finish(process, timeout=600):
 
 
 def _saved_weights(save_path):
-  net = networks.load(os.path.join(save_path, "cw.npz"))
+  net = optimizer_files.load(os.path.join(save_path, "cw.npz"))
   return [v.numpy() for v in net.trainable_variables]
 
 

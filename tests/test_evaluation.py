@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import problems
+from learning_to_learn import comparison_store
 from learning_to_learn import checkpoints
 from learning_to_learn import datasets
 from learning_to_learn import evaluation
@@ -231,20 +232,20 @@ def test_tuning_scores_read_back_under_their_settings_only(tmp_path):
   path = str(tmp_path / "tuning.json")
   checkpoints.write_json(path, {"settings": {"seed": 0}, "rates": {},
                                 "scores": {"adam": {repr(0.1 / 3): 0.5, "0.01": float("inf")}}})
-  assert checkpoints.read_tuning_scores(path, {"seed": 0}) == {
+  assert comparison_store.read_tuning_scores(path, {"seed": 0}) == {
       "adam": {0.1 / 3: 0.5, 0.01: float("inf")}}
-  assert checkpoints.read_tuning_scores(path, {"seed": 1}) == {}
+  assert comparison_store.read_tuning_scores(path, {"seed": 1}) == {}
 
 
 def test_kept_test_runs_read_back_under_their_settings_only(tmp_path):
   path = str(tmp_path / "baseline_runs.npz")
   runs = {"adam": (0.01, np.arange(6, dtype=np.float32).reshape(2, 3))}
-  checkpoints.write_test_runs(path, {"seed": 0}, runs)
-  back = checkpoints.read_test_runs(path, {"seed": 0})
+  comparison_store.write_test_runs(path, {"seed": 0}, runs)
+  back = comparison_store.read_test_runs(path, {"seed": 0})
   assert back["adam"][0] == 0.01
   np.testing.assert_array_equal(back["adam"][1], runs["adam"][1])
-  assert checkpoints.read_test_runs(path, {"seed": 1}) == {}
-  assert checkpoints.read_test_runs(str(tmp_path / "absent.npz"), {"seed": 0}) == {}
+  assert comparison_store.read_test_runs(path, {"seed": 1}) == {}
+  assert comparison_store.read_test_runs(str(tmp_path / "absent.npz"), {"seed": 0}) == {}
 
 
 # --- 5. baseline_config validation --------------------------------------------------------------

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from learning_to_learn import optimizer_files
 from learning_to_learn import checkpoints
 from learning_to_learn import comparison_store
 from learning_to_learn import evaluation
@@ -33,7 +34,7 @@ TRAIN = ["train.py", "--problem=quadratic", "--num_steps=20", "--unroll_length=1
          "--checkpoint_period=2", "--nojit_compile", "--seed=5"]
 COMPARE = ["evaluate.py", "--problem=quadratic", "--compare", "--num_epochs=3",
            "--num_tuning_epochs=2", "--num_steps=10", "--unroll_length=5", "--nojit_compile"]
-SHIPPED = os.path.join(checkpoints.SHIPPED_DIR, "quadratic", "cw.npz")
+SHIPPED = os.path.join(optimizer_files.SHIPPED_DIR, "quadratic", "cw.npz")
 
 
 def _run(*args, preexec_fn=None, env=None):

@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 import problems
+from learning_to_learn import baselines
 from learning_to_learn import optimizer_files
 from learning_to_learn import keras as l2l_keras
 from learning_to_learn import meta
@@ -100,7 +101,7 @@ def sign_descent_net(layers=(20, 20), gain=10.0):
 @pytest.fixture(scope="module", autouse=True)
 def mirrored_run(tmp_path_factory):
   """Starts the MirroredStrategy script before the module's first test; yields its process."""
-  path = networks.save(sign_descent_net(), str(tmp_path_factory.mktemp("mirrored") / "cw.npz"))
+  path = optimizer_files.save(sign_descent_net(), str(tmp_path_factory.mktemp("mirrored") / "cw.npz"))
   process = subprocess.Popen([sys.executable, "-c", _MIRRORED_SCRIPT, path], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
@@ -153,7 +154,7 @@ class LearnedOptimizerTest(parameterized.TestCase):
     self.tmp = self.create_tempdir().full_path
 
   def save(self, net, name="cw.npz"):
-    return networks.save(net, os.path.join(self.tmp, name))
+    return optimizer_files.save(net, os.path.join(self.tmp, name))
 
   # AdamNormalized carries preprocessing state of its own, which the Keras optimizer keeps beside
   # the LSTM's. Its features g / (sqrt(v) + eps) are near +-1 however tiny the gradient, so the
@@ -239,7 +240,7 @@ class LearnedOptimizerTest(parameterized.TestCase):
       variable.assign(variable + 0.05 * tf.random.normal(variable.shape))
     saved = [v.numpy() for v in model.optimizer.variables]
     model.save(os.path.join(self.tmp, "m.keras"))
-    file_weights = networks.load_weights(path)
+    file_weights = optimizer_files.read_weights(path)
     os.remove(path)
     self.assertFalse(np.array_equal(_weights_of(model.optimizer)["linear/w"],
                                     file_weights["linear"]["w"]))
@@ -420,7 +421,7 @@ class LearnedOptimizerTest(parameterized.TestCase):
       optimizer = l2l_keras.LearnedOptimizer()
     self.assertEqual(optimizer.get_config()["checkpoint"], "mnist")
     np.testing.assert_array_equal(optimizer.get_config()["network"]["weights"]["linear/w"],
-                                  networks.load_weights(os.path.join(self.tmp, "mnist", "cw.npz"))
+                                  optimizer_files.read_weights(os.path.join(self.tmp, "mnist", "cw.npz"))
                                   ["linear"]["w"])
 
   def test_a_directory_of_cw_npz_loads(self):
@@ -428,16 +429,16 @@ class LearnedOptimizerTest(parameterized.TestCase):
     optimizer = l2l_keras.LearnedOptimizer(self.tmp)
     optimizer.build([keras.Variable(np.zeros([2], np.float32))])
     np.testing.assert_array_equal(_weights_of(optimizer)["linear/w"],
-                                  networks.load_weights(os.path.join(self.tmp, "cw.npz"))
+                                  optimizer_files.read_weights(os.path.join(self.tmp, "cw.npz"))
                                   ["linear"]["w"])
 
   @parameterized.named_parameters(
       ("not_npz", lambda path: _write_text(path, "not an optimizer"), "cannot read"),
-      ("truncated", lambda path: _truncate(networks.save(lstm_net(), path)), "cannot read"),
+      ("truncated", lambda path: _truncate(optimizer_files.save(lstm_net(), path)), "cannot read"),
       ("weights_without_config", lambda path: np.savez(path, w=np.zeros(3)), "no network config"),
-      ("standard_lstm", lambda path: networks.save(
+      ("standard_lstm", lambda path: optimizer_files.save(
           networks.StandardDeepLSTM(output_size=3, layers=(4,)), path), "StandardDeepLSTM"),
-      ("adam", lambda path: networks.save(networks.Adam(), path), "holds Adam"),
+      ("adam", lambda path: optimizer_files.save(baselines.Adam(), path), "holds Adam"),
   )
   def test_bad_checkpoints_are_one_line_value_errors(self, write, message):
     path = os.path.join(self.tmp, "bad.npz")

@@ -15,10 +15,12 @@ import numpy as np
 import tensorflow as tf
 
 import problems
+from learning_to_learn import baselines
 from learning_to_learn import datasets
 from learning_to_learn import limits
 from learning_to_learn import meta
 from learning_to_learn import networks
+from learning_to_learn import optimizer_files
 from learning_to_learn import preprocess
 from learning_to_learn import unroll as unroll_lib
 
@@ -204,7 +206,7 @@ def test_train_cli_runs_every_lever_and_keeps_the_options():
   done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
   assert done.returncode == 0, done.stderr[-2000:]
-  saved = networks.saved_config(os.path.join(save_path, "cw.npz"))
+  saved = optimizer_files.read_config(os.path.join(save_path, "cw.npz"))
   assert saved["net_options"]["preprocess_name"] == "AdamNormalized"
 
 
@@ -213,7 +215,7 @@ class ImitationTest(parameterized.TestCase):
   def test_error_of_sgd_imitating_sgd_is_the_closed_form(self):
     """Student rate a, teacher rate b: each step's relative error is ((a - b) / b)^2."""
     problem, _, _ = problems.get_config("quadratic")
-    rule = lambda rate: meta.NetAssignments({"sgd": networks.Sgd(rate)}, None,
+    rule = lambda rate: meta.NetAssignments({"sgd": baselines.Sgd(rate)}, None,
                                             problem.param_names)
     imitating = meta.ImitatingRule(rule(0.3), rule(0.1))
     state = unroll_lib.initial_state(problem, imitating, meta.make_seed(0))

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from learning_to_learn import baselines
 from learning_to_learn import networks
+from learning_to_learn import optimizer_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,10 +129,10 @@ class OtherNetworksTest(parameterized.TestCase):
 
 
 KERAS_TWINS = [
-    ("sgd", lambda: networks.Sgd(0.1), lambda: keras.optimizers.SGD(0.1)),
-    ("adam", lambda: networks.Adam(0.01), lambda: keras.optimizers.Adam(0.01, epsilon=1e-8)),
-    ("rmsprop", lambda: networks.RMSProp(0.01), lambda: keras.optimizers.RMSprop(0.01)),
-    ("nag", lambda: networks.Nag(0.05, momentum=0.9),
+    ("sgd", lambda: baselines.Sgd(0.1), lambda: keras.optimizers.SGD(0.1)),
+    ("adam", lambda: baselines.Adam(0.01), lambda: keras.optimizers.Adam(0.01, epsilon=1e-8)),
+    ("rmsprop", lambda: baselines.RMSProp(0.01), lambda: keras.optimizers.RMSprop(0.01)),
+    ("nag", lambda: baselines.Nag(0.05, momentum=0.9),
      lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True)),
 ]
 
@@ -166,7 +168,7 @@ class SaveLoadTest(parameterized.TestCase):
   def test_round_trip_in_a_fresh_process_reproduces_updates_exactly(self):
     tmp = self.create_tempdir().full_path
     net = lstm_net(initializer={"linear": {"w": "random_normal"}})
-    path = networks.save(net, os.path.join(tmp, "cw.npz"))
+    path = optimizer_files.save(net, os.path.join(tmp, "cw.npz"))
     g = np.random.default_rng(3).normal(size=[6, 2]).astype(np.float32)
     np.save(os.path.join(tmp, "g.npy"), g)
     state = net.initial_state_for_inputs(tf.constant(g))
@@ -177,7 +179,7 @@ class SaveLoadTest(parameterized.TestCase):
     script = (
         "import numpy as np, tensorflow as tf, sys\n"
         "from learning_to_learn import networks\n"
-        "net = networks.load(sys.argv[1]); g = tf.constant(np.load(sys.argv[2]))\n"
+        "net = optimizer_files.load(sys.argv[1]); g = tf.constant(np.load(sys.argv[2]))\n"
         "state = net.initial_state_for_inputs(g); out = []\n"
         "for _ in range(3):\n"
         "  u, state = net(g, state); out.append(u.numpy())\n"
@@ -190,10 +192,10 @@ class SaveLoadTest(parameterized.TestCase):
   def test_factory_with_net_path_restores_weights(self):
     tmp = self.create_tempdir().full_path
     net = lstm_net()
-    path = networks.save(net, os.path.join(tmp, "cw.npz"))
-    again = networks.factory("CoordinateWiseDeepLSTM", dict(
+    path = optimizer_files.save(net, os.path.join(tmp, "cw.npz"))
+    again = optimizer_files.network("CoordinateWiseDeepLSTM", dict(
         layers=(20, 20), preprocess_name="LogAndSign", preprocess_options={"k": 5}, scale=0.01),
-                             net_path=path)
+                                    net_path=path)
     for a, b in zip(net.trainable_variables, again.trainable_variables):
       np.testing.assert_array_equal(a.numpy(), b.numpy())
 
@@ -201,9 +203,9 @@ class SaveLoadTest(parameterized.TestCase):
   def test_saved_options_replace_the_requested_ones(self, layers):
     tmp = self.create_tempdir().full_path
     net = lstm_net(scale=0.1, preprocess_options={"k": 10})
-    path = networks.save(net, os.path.join(tmp, "cw.npz"))
-    again = networks.factory("CoordinateWiseDeepLSTM", dict(layers=layers, scale=0.01),
-                             net_path=path)
+    path = optimizer_files.save(net, os.path.join(tmp, "cw.npz"))
+    again = optimizer_files.network("CoordinateWiseDeepLSTM", dict(layers=layers, scale=0.01),
+                                    net_path=path)
     self.assertEqual(again.get_config(), net.get_config())
     gradient = tf.constant([1e-3, -2.0, 0.5])
     state = net.initial_state_for_inputs(gradient)
@@ -216,17 +218,17 @@ class SaveLoadTest(parameterized.TestCase):
                       for layer, fields in networks.weights(lstm_net()).items()
                       for field, value in fields.items()})
     with pytest.raises(ValueError, match="another network shape"):
-      networks.factory("CoordinateWiseDeepLSTM", dict(layers=(20,)), net_path=path)
+      optimizer_files.network("CoordinateWiseDeepLSTM", dict(layers=(20,)), net_path=path)
     with pytest.raises(ValueError, match="holds a CoordinateWiseDeepLSTM, not a KernelDeepLSTM"):
-      networks.factory("KernelDeepLSTM", dict(layers=(20,), kernel_shape=(2,)),
-                       net_path=networks.save(lstm_net(), os.path.join(tmp, "saved.npz")))
+      optimizer_files.network("KernelDeepLSTM", dict(layers=(20,), kernel_shape=(2,)),
+                              net_path=optimizer_files.save(lstm_net(), os.path.join(tmp, "saved.npz")))
 
   def test_missing_and_garbage_files_give_clear_errors(self):
     tmp = self.create_tempdir().full_path
     with pytest.raises(FileNotFoundError, match="no trained optimizer"):
-      networks.load(os.path.join(tmp, "absent.npz"))
+      optimizer_files.load(os.path.join(tmp, "absent.npz"))
     garbage = os.path.join(tmp, "garbage.npz")
     with open(garbage, "wb") as f:
       f.write(b"not a numpy file")
     with pytest.raises(ValueError, match="cannot read"):
-      networks.load(garbage)
+      optimizer_files.load(garbage)

@@ -26,13 +26,13 @@ import json, os, sys
 import numpy as np
 import keras
 import learning_to_learn
-from learning_to_learn import checkpoints
+from learning_to_learn import optimizer_files
 from learning_to_learn import keras as l2l_keras
 
 assert learning_to_learn.__file__.startswith(sys.argv[1]), learning_to_learn.__file__
 # The single-network optimizers (cifar's two networks need a file named, see test_keras).
-names = [n for n in checkpoints.shipped_names()
-         if os.path.isfile(os.path.join(checkpoints.resolve(n), "cw.npz"))]
+names = [n for n in optimizer_files.shipped_names()
+         if os.path.isfile(os.path.join(optimizer_files.resolve(n), "cw.npz"))]
 result = {"names": names, "updates": {}, "fit_loss": {}}
 x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
 y = x @ np.arange(1.0, 5.0, dtype="float32")[:, None]
@@ -113,11 +113,11 @@ def test_every_shipped_optimizer_trains_a_keras_model_from_outside_the_checkout(
   result = json.loads(stdout.split("RESULT ", 1)[1])
 
   # Against the checkout: the same optimizers by name, and the same update for the same gradient.
-  from learning_to_learn import checkpoints
+  from learning_to_learn import optimizer_files
   import keras
   from learning_to_learn import keras as l2l_keras
-  assert result["names"] == [n for n in checkpoints.shipped_names() if os.path.isfile(
-      os.path.join(checkpoints.resolve(n), "cw.npz"))]
+  assert result["names"] == [n for n in optimizer_files.shipped_names() if os.path.isfile(
+      os.path.join(optimizer_files.resolve(n), "cw.npz"))]
   assert len(result["names"]) >= 5
   for name in result["names"]:
     assert np.isfinite(result["fit_loss"][name]), result

@@ -173,16 +173,17 @@ def test_non_finite_meta_step_never_reaches_the_weights():
 
 def test_init_path_starts_from_the_trained_weights(tmp_path):
   from learning_to_learn import networks
+  from learning_to_learn import optimizer_files
   start = networks.CoordinateWiseDeepLSTM(layers=(20, 20), preprocess_name="LogAndSign",
                                           preprocess_options={"k": 5}, scale=0.01)
   for variable in start.trainable_variables:  # far from any fresh initialization
     variable.assign(tf.fill(variable.shape, 0.125))
   os.makedirs(tmp_path / "start")
-  networks.save(start, str(tmp_path / "start" / "cw.npz"))
+  optimizer_files.save(start, str(tmp_path / "start" / "cw.npz"))
   train(tmp_path / "run", "--num_epochs=4", f"--init_path={tmp_path / 'start'}",
         "--learning_rate=1e-9")
   # Four epochs of two Adam steps move each weight by about 8e-9 from where it started.
-  for variable in networks.load(str(tmp_path / "run" / "cw.npz")).trainable_variables:
+  for variable in optimizer_files.load(str(tmp_path / "run" / "cw.npz")).trainable_variables:
     np.testing.assert_allclose(variable.numpy(), 0.125, atol=1e-7)
   missing = train(tmp_path / "other", f"--init_path={tmp_path / 'absent'}", check=False)
   assert missing.returncode == 2

@@ -218,7 +218,7 @@ def _compare(problem, l2l_config, net_assignments, steps, output_dir, baselines_
   signals = stopping.install()
 
   def progress(stage, done, total):
-    bar = bars.setdefault("all", reporting.Progress(total, "comparison"))
+    bar = bars.setdefault("all", console.Progress(total, "comparison"))
     bar.update(done, stage)
 
   start = time.time()
@@ -316,7 +316,7 @@ def evaluate():
                                    unroll_length=min(FLAGS.unroll_length, FLAGS.num_steps),
                                    jit_compile=FLAGS.jit_compile)
   seeds = evaluation.epoch_seeds(FLAGS.seed, FLAGS.num_epochs, evaluation.TEST)
-  progress = reporting.Progress(FLAGS.num_epochs, f"evaluating {FLAGS.optimizer}")
+  progress = console.Progress(FLAGS.num_epochs, f"evaluating {FLAGS.optimizer}")
   done = [0]
 
   def epoch_done(i):
