@@ -1,7 +1,6 @@
 """A trained coordinatewise LSTM optimizer as a Keras 3 optimizer, for `model.compile` and `fit`.
 
-    from learning_to_learn import errors
-from learning_to_learn import keras as l2l_keras
+    from learning_to_learn import keras as l2l_keras
     model.compile(optimizer=l2l_keras.LearnedOptimizer("mnist"), loss=...)
 
 The update rule is the one meta-training learned (Andrychowicz et al. 2016, section 2.1), computed
@@ -17,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from learning_to_learn import errors
 from learning_to_learn import limits
 from learning_to_learn import networks
 from learning_to_learn import optimizer_files
@@ -102,14 +102,14 @@ def _build_from_config(net, options):
 
 
 def _saved_net_name(checkpoint, path):
-  """The class name in a networks.save file's config, read before building anything from it."""
+  """The class name in a optimizer_files.save file's config, read before building anything from it."""
   try:
     config = optimizer_files.read_config(path)
   except ValueError as e:  # unreadable or damaged: networks says which
     raise ValueError(f"checkpoint={checkpoint!r}: {errors.first_line(e)}") from None
   if not isinstance(config, dict) or "net" not in config:
     raise ValueError(f"checkpoint={checkpoint!r}: {path} holds no network config, so it was not "
-                     "written by networks.save; pass the cw.npz of a train.py run.")
+                     "written by optimizer_files.save; pass the cw.npz of a train.py run.")
   return config["net"]
 
 
@@ -189,7 +189,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   Args:
     checkpoint: a shipped optimizer's name ("mnist", "quadratic", see
       `optimizer_files.shipped_names()`), a directory written by `train.py --save_path` holding
-      cw.npz, or an .npz file written by `networks.save`. Default "mnist": the optimizer meta-trained on the
+      cw.npz, or an .npz file written by `optimizer_files.save`. Default "mnist": the optimizer meta-trained on the
       paper's MNIST MLP.
     learning_rate: multiplies the network's update; 1.0 (default) is exactly the trained rule.
       A float, a schedule or a callable, as for any Keras optimizer.

@@ -93,7 +93,7 @@ def single_net_file(source, argument="checkpoint"):
   if not isinstance(source, (str, os.PathLike)):
     raise ValueError(f"{argument}={source!r} is a {type(source).__name__}; pass a shipped "
                      "optimizer's name, a directory written by train.py --save_path, or an .npz "
-                     "file written by networks.save.")
+                     "file written by optimizer_files.save.")
   path = os.fspath(source)
   # An existing file is that file, as a directory is in resolve; but a shipped name is never
   # silently replaced by a same-named file that is no trained network.
@@ -101,7 +101,7 @@ def single_net_file(source, argument="checkpoint"):
     if path not in shipped_names() or is_optimizer_file(path):
       return path
     raise ValueError(f"{argument}=" + _ambiguous(path, "the file", "which is not a network "
-                                                  "file written by networks.save"))
+                                                  "file written by optimizer_files.save"))
   try:
     directory = resolve(path)
   except FileNotFoundError:
@@ -171,7 +171,7 @@ def _read(path):
                             "--save_path, or name a shipped one") from None
   except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
     raise ValueError(f"cannot read trained optimizer {path} ({e}); it is not a file written by "
-                     "learning_to_learn.networks.save: retrain or re-download it") from None
+                     "learning_to_learn.optimizer_files.save: retrain or re-download it") from None
 
 
 def _config_of(data, path):
@@ -186,7 +186,7 @@ def _config_of(data, path):
   if (not isinstance(config, dict) or not isinstance(config.get("net"), str)
       or not isinstance(config.get("net_options"), dict)):
     raise ValueError(f"{path} has a network config without 'net' and 'net_options'; it was not "
-                     "written by learning_to_learn.networks.save: retrain, or restore the file.")
+                     "written by learning_to_learn.optimizer_files.save: retrain, or restore the file.")
   return config
 
 
@@ -197,7 +197,7 @@ def _weights_of(data, path):
     if key != CONFIG_KEY:
       if key.count("/") != 1:
         raise ValueError(f"{path} holds an array {key!r}, not 'layer/field': it is not a file "
-                         "written by learning_to_learn.networks.save.")
+                         "written by learning_to_learn.optimizer_files.save.")
       if np.issubdtype(value.dtype, np.number) and not np.all(np.isfinite(value)):
         raise ValueError(f"{path} holds {int(np.sum(~np.isfinite(value)))} NaN or infinite "
                          f"weights in {key!r}: it was saved from a diverged run or is damaged; "

@@ -99,6 +99,7 @@ def _train_then_compare_on_labels(tmp):
   with open(os.path.join(save_path, "run.json")) as f:
     config = json.load(f)
   labels = config.pop("labels")
+  config.pop("data_digest")  # recorded only since, so absent from a run.json that old
   with open(os.path.join(save_path, "run.json"), "w") as f:
     json.dump(config, f)  # as a run from before --labels wrote it
   resumed = _run("train.py", *common, "--num_epochs=3", "--evaluation_period=2",

@@ -178,7 +178,7 @@ class SaveLoadTest(parameterized.TestCase):
       want.append(update.numpy())
     script = (
         "import numpy as np, tensorflow as tf, sys\n"
-        "from learning_to_learn import networks\n"
+        "from learning_to_learn import optimizer_files\n"
         "net = optimizer_files.load(sys.argv[1]); g = tf.constant(np.load(sys.argv[2]))\n"
         "state = net.initial_state_for_inputs(g); out = []\n"
         "for _ in range(3):\n"
