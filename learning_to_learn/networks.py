@@ -16,6 +16,7 @@ import sonnet as snt
 import tensorflow as tf
 
 from learning_to_learn import baselines
+from learning_to_learn import fused_lstm
 from learning_to_learn import preprocess
 
 # The hand-designed rules, under the names the reference gave them in this module.
@@ -133,12 +134,17 @@ class LSTM(snt.Module):
 
   Weights: `w_gates` [input_size + hidden_size, 4 hidden_size], `b_gates` [4 hidden_size]; created
   on construction (input_size is known) so that checkpoints and counts need no first call.
+
+  Args:
+    fused_cell: run the step as one C++ op (`fused_lstm`) where it is available and not under
+      XLA, else `lstm_step`: the same math to float rounding, fewer passes over memory.
   """
 
-  def __init__(self, input_size, hidden_size, initializers=None, name="lstm"):
+  def __init__(self, input_size, hidden_size, initializers=None, name="lstm", fused_cell=True):
     super().__init__(name=name)
     initializers = initializers or {}
     self.hidden_size = hidden_size
+    self.fused_cell = fused_cell
     fan_in = input_size + hidden_size
     w_init = initializers.get("w_gates", _fan_in_initializer(fan_in))
     b_init = initializers.get("b_gates", snt.initializers.Zeros())
@@ -146,6 +152,10 @@ class LSTM(snt.Module):
     self.b_gates = tf.Variable(b_init([4 * hidden_size], tf.float32), name="b_gates")
 
   def __call__(self, inputs, state):
+    if self.fused_cell and fused_lstm.usable(inputs):
+      hidden, cell = fused_lstm.lstm_cell(inputs, state.hidden, state.cell, self.w_gates,
+                                          self.b_gates)
+      return hidden, LSTMState(hidden, cell)
     return lstm_step(inputs, state, self.w_gates, self.b_gates)
 
   def initial_state(self, batch_size, dtype=tf.float32):
@@ -213,12 +223,14 @@ class StandardDeepLSTM(Network):
       ("lstm_0", ..., "linear") and per field ("w_gates", "b_gates", "w", "b") of names or arrays,
       as `factory(net_path=...)` passes from a saved network.
     input_size: features per batch row before preprocessing.
+    fused_cell: run each LSTM step as one C++ op where it builds (see `LSTM`); a choice of how
+      to compute, not of what, so `get_config` leaves it out.
   """
 
   coordinatewise = False
 
   def __init__(self, output_size, layers, preprocess_name="identity", preprocess_options=None,
-               scale=1.0, initializer=None, input_size=1, name="deep_lstm"):
+               scale=1.0, initializer=None, input_size=1, name="deep_lstm", fused_cell=True):
     super().__init__(name=name)
     # The options every deep LSTM shares; each class's get_config adds those of its constructor.
     self._lstm_options = dict(layers=list(layers), preprocess_name=preprocess_name,
@@ -234,7 +246,7 @@ class StandardDeepLSTM(Network):
     for i, hidden_size in enumerate(layers):
       name_i = f"lstm_{i}"
       self._cores.append(LSTM(size, hidden_size, name=name_i, initializers=_layer_initializers(
-          initializer, name_i, ("w_gates", "b_gates"))))
+          initializer, name_i, ("w_gates", "b_gates")), fused_cell=fused_cell))
       size = hidden_size
     self._linear = Linear(size, output_size, name="linear", initializers=_layer_initializers(
         initializer, "linear", ("w", "b")))
