@@ -17,6 +17,7 @@
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/platform/denormal.h"
 #include "tensorflow/core/util/work_sharder.h"
 #include "unsupported/Eigen/CXX11/Tensor"
 
@@ -31,7 +32,12 @@ using tensorflow::errors::InvalidArgument;
 
 constexpr int kTile = 64;  // columns per tile: the largest gate buffer, [G, kTile], is 20 KB at H = 20
 
-using ArrayMap = Eigen::Map<Eigen::ArrayXf>;
+// Tile buffers start on 64-byte boundaries and hold whole packets, so that Eigen runs every element
+// of a gate's block through its vectorized sigmoid and tanh: on an unaligned start it peels the
+// first elements through the scalar functions, which round differently, and the result would
+// depend on where malloc put the buffer.
+using Buffer = std::vector<float, Eigen::aligned_allocator<float>>;
+using ArrayMap = Eigen::Map<Eigen::ArrayXf, Eigen::Aligned64>;
 
 // 16 floats as one value: GCC's vector extension, compiled to one AVX-512 register where the CPU
 // has them and to two or four narrower ones elsewhere, so the source stays portable.
@@ -177,6 +183,9 @@ void ForEachBlock(OpKernelContext* ctx, int64_t num_tiles, int num_blocks, Fn fn
   auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
   tensorflow::Shard(num_blocks, workers->workers, num_blocks, 1 << 30,
                     [&](int64_t begin, int64_t end) {
+                      // TensorFlow's own kernels flush subnormals to zero; so does this one,
+                      // on whichever thread runs it, so that results do not depend on it.
+                      tensorflow::port::ScopedFlushDenormal flush;
                       for (int64_t block = begin; block < end; ++block) {
                         const int64_t t0 = num_tiles * block / num_blocks;
                         const int64_t t1 = num_tiles * (block + 1) / num_blocks;
@@ -244,7 +253,7 @@ class FusedLstmCellOp : public OpKernel {
     float* cn = c_out->flat<float>().data();
     const int64_t num_tiles = (d.n + kTile - 1) / kTile;
     ForEachBlock(ctx, num_tiles, NumBlocks(ctx, num_tiles), [&](int64_t, int64_t t0, int64_t t1) {
-      std::vector<float> stacked((d.k + d.h) * kTile), gates(d.g * kTile), cell(d.h * kTile),
+      Buffer stacked((d.k + d.h) * kTile), gates(d.g * kTile), cell(d.h * kTile),
           hidden(d.h * kTile);
       const int H = d.h * kTile;
       for (int64_t t = t0; t < t1; ++t) {
@@ -322,7 +331,7 @@ class FusedLstmCellGradOp : public OpKernel {
     ForEachBlock(ctx, num_tiles, num_blocks, [&](int64_t block, int64_t t0, int64_t t1) {
       Vec16* dw_part = partial.data() + block * per_block;
       Vec16* db_part = dw_part + kh * d.g;
-      std::vector<float> stacked(kh * kTile), gates(d.g * kTile), dgates(d.g * kTile),
+      Buffer stacked(kh * kTile), gates(d.g * kTile), dgates(d.g * kTile),
           cell(d.h * kTile), cell_prev(d.h * kTile), dh(d.h * kTile), dc(d.h * kTile),
           dstacked(kh * kTile);
       const int H = d.h * kTile;

@@ -363,6 +363,12 @@ class KernelDeepLSTM(StandardDeepLSTM):
     return super().initial_state_for_inputs(self._slices(inputs), dtype)
 
 
+def runs_fused_cell(nets):
+  """Whether any of `nets` (update rules) runs an LSTM layer on the fused C++ op outside XLA."""
+  cores = [core for net in nets for core in getattr(net, "_cores", ())]
+  return any(core.fused_cell for core in cores) and fused_lstm.available()
+
+
 _NETWORKS = {cls.__name__: cls for cls in (CoordinateWiseDeepLSTM, KernelDeepLSTM,
                                             StandardDeepLSTM, Sgd, Adam, RMSProp, Nag)}
 
