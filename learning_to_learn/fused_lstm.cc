@@ -18,7 +18,6 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/platform/denormal.h"
-#include "tensorflow/core/util/work_sharder.h"
 #include "unsupported/Eigen/CXX11/Tensor"
 
 namespace {
@@ -177,26 +176,31 @@ void CheckShapes(OpKernelContext* ctx, const Tensor& x, const Tensor& h, const T
                               "]; got ", w.shape().DebugString()));
 }
 
-// Splits the tiles among the CPU worker threads: one contiguous run of tiles per block.
+constexpr int kTilesPerTask = 4;  // 256 coordinates a task: about 62 tasks for MNIST's 15,910
+
+// Runs fn(first tile, end tile, worker) over runs of kTilesPerTask tiles on the CPU worker
+// threads. Many short runs rather than one per thread: on cores shared with other processes, a
+// thread that loses its core leaves its runs to the others instead of holding up the op. `worker`
+// (0 .. NumWorkers) is the running thread's: a buffer per worker needs no lock.
 template <typename Fn>
-void ForEachBlock(OpKernelContext* ctx, int64_t num_tiles, int num_blocks, Fn fn) {
-  auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
-  tensorflow::Shard(num_blocks, workers->workers, num_blocks, 1 << 30,
-                    [&](int64_t begin, int64_t end) {
-                      // TensorFlow's own kernels flush subnormals to zero; so does this one,
-                      // on whichever thread runs it, so that results do not depend on it.
-                      tensorflow::port::ScopedFlushDenormal flush;
-                      for (int64_t block = begin; block < end; ++block) {
-                        const int64_t t0 = num_tiles * block / num_blocks;
-                        const int64_t t1 = num_tiles * (block + 1) / num_blocks;
-                        fn(block, t0, t1);
-                      }
-                    });
+void ForEachTileRun(OpKernelContext* ctx, int64_t num_tiles, Fn fn) {
+  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+  pool->ParallelForWithWorkerId(
+      (num_tiles + kTilesPerTask - 1) / kTilesPerTask,
+      tsl::thread::ThreadPool::SchedulingParams::Fixed(1),
+      [&](int64_t begin, int64_t end, int worker) {
+        // TensorFlow's own kernels flush subnormals to zero; so does this one, on whichever
+        // thread runs it, so that results do not depend on it.
+        tensorflow::port::ScopedFlushDenormal flush;
+        for (int64_t run = begin; run < end; ++run) {
+          fn(run * kTilesPerTask, std::min<int64_t>(num_tiles, (run + 1) * kTilesPerTask),
+             worker);
+        }
+      });
 }
 
-int NumBlocks(OpKernelContext* ctx, int64_t num_tiles) {
-  const int threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, num_tiles)));
+int NumWorkers(OpKernelContext* ctx) {
+  return ctx->device()->tensorflow_cpu_worker_threads()->workers->NumThreads() + 1;
 }
 
 // The bias with the forget bias added to the forget gate's rows.
@@ -252,7 +256,7 @@ class FusedLstmCellOp : public OpKernel {
     float* hn = h_out->flat<float>().data();
     float* cn = c_out->flat<float>().data();
     const int64_t num_tiles = (d.n + kTile - 1) / kTile;
-    ForEachBlock(ctx, num_tiles, NumBlocks(ctx, num_tiles), [&](int64_t, int64_t t0, int64_t t1) {
+    ForEachTileRun(ctx, num_tiles, [&](int64_t t0, int64_t t1, int) {
       Buffer stacked((d.k + d.h) * kTile), gates(d.g * kTile), cell(d.h * kTile),
           hidden(d.h * kTile);
       const int H = d.h * kTile;
@@ -324,12 +328,12 @@ class FusedLstmCellGradOp : public OpKernel {
     float* dcn = dc_out->flat<float>().data();
     const std::vector<float> bias = ShiftedBias(b, d.h, forget_bias_);
     const int64_t num_tiles = (d.n + kTile - 1) / kTile;
-    const int num_blocks = NumBlocks(ctx, num_tiles);
-    // Per block: lane-wise partial sums of dw, then of db.
-    const int64_t per_block = static_cast<int64_t>(kh + 1) * d.g;
-    std::vector<Vec16> partial(num_blocks * per_block, Vec16{});
-    ForEachBlock(ctx, num_tiles, num_blocks, [&](int64_t block, int64_t t0, int64_t t1) {
-      Vec16* dw_part = partial.data() + block * per_block;
+    // Per worker thread: lane-wise partial sums of dw, then of db; made on the worker's first run.
+    const int64_t per_worker = static_cast<int64_t>(kh + 1) * d.g;
+    std::vector<std::vector<Vec16>> partial(NumWorkers(ctx));
+    ForEachTileRun(ctx, num_tiles, [&](int64_t t0, int64_t t1, int worker) {
+      if (partial[worker].empty()) partial[worker].assign(per_worker, Vec16{});
+      Vec16* dw_part = partial[worker].data();
       Vec16* db_part = dw_part + kh * d.g;
       Buffer stacked(kh * kTile), gates(d.g * kTile), dgates(d.g * kTile),
           cell(d.h * kTile), cell_prev(d.h * kTile), dh(d.h * kTile), dc(d.h * kTile),
@@ -368,8 +372,8 @@ class FusedLstmCellGradOp : public OpKernel {
         WeightGradTile(kh, d.g, stacked.data(), dgates.data(), dw_part, db_part);
       }
     });
-    for (int block = 0; block < num_blocks; ++block) {
-      const Vec16* part = partial.data() + block * per_block;
+    for (const std::vector<Vec16>& part : partial) {
+      if (part.empty()) continue;
       for (int e = 0; e < kh * d.g; ++e) dw[e] += LaneSum(part[e]);
       for (int g = 0; g < d.g; ++g) db[g] += LaneSum(part[kh * d.g + g]);
     }
