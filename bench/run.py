@@ -246,8 +246,8 @@ def mnist_speed(data_dir, repetitions, num_unrolls, yardsticks):
   traffic = {k: 4 * v * num_coords for k, v in step_traffic().items()}  # bytes a step
   floor = {k: 4 * v * num_coords for k, v in fused_step_traffic().items()}
   fused = networks.runs_fused_cell(optimizer.nets.values())
-  print(f"LSTM cell: {'the fused C++ op (fused_lstm)' if fused else 'TensorFlow ops'}; the "
-        "counted traffic below is that of TensorFlow's ops one by one")
+  print(f"LSTM cell in meta-training: {'the fused C++ op (fused_lstm)' if fused else 'TensorFlow ops'}"
+        "; the counted traffic below is that of TensorFlow's ops one by one")
   for recompute in (False, True):
     trainer = optimizer.meta_minimize(problem, 20, learning_rate=0.001, recompute=recompute)
     seconds = timed(unrolls_per_call(trainer, True, num_unrolls), repetitions)
@@ -260,10 +260,11 @@ def mnist_speed(data_dir, repetitions, num_unrolls, yardsticks):
       print(floor_line(steps, seconds, forwards * floor["forward"] + floor["backward"],
                        yardsticks[1]))
   seconds = timed(unrolls_per_call(trainer, False, num_unrolls), repetitions)
-  print(rate_line(f"MNIST evaluation ({'fused cell' if fused else 'XLA'})", steps, seconds,
-                  "steps/s"))
+  print(rate_line("MNIST evaluation (XLA, plain cell)", steps, seconds, "steps/s"))
   print(roofline_line(steps, seconds, forward_flop, traffic["evaluation"], yardsticks))
   if fused:
+    # Evaluation stays under XLA, which cannot compile the fused op; on the fused cell without
+    # XLA it ran at the same speed (README, Performance). The floor it would have there:
     print(floor_line(steps, seconds, floor["forward"], yardsticks[1]))
   return num_coords
 

@@ -291,9 +291,8 @@ class MetaTrainer:
       variables (`self.objective_weight`, `self.imitation_weight`) that a caller may change
       between meta-steps, e.g. to warm-start by imitation alone, without retracing.
     jit_compile: compile the unroll with XLA: True, False, or None for what measured fastest on
-      CPU (bench/run.py): TensorFlow's own kernels for training, where XLA fuses the LSTM's gate
-      gradients into one slow loop; for evaluation, the fused LSTM op (networks.LSTM) where it
-      is built, which XLA cannot compile, else XLA (figures: README, Performance).
+      CPU (bench/run.py): XLA for evaluation unrolls, TensorFlow's own kernels for training, where
+      XLA fuses the LSTM's gate gradients into one slow loop (figures: README, Performance).
     num_instances: optimizee instances per meta-step, over all replicas (reference: 1).
     recompute: keep only each optimizee step's inputs (parameters, network state, minibatch) for
       the meta-gradient and recompute the step in the backward pass (unroll.Recomputed): the
@@ -373,9 +372,7 @@ class MetaTrainer:
     self.states = None  # per local instance; a PerReplica nest under a multi-replica strategy
     # Replica-local work, compiled as measured fastest; the collectives stay outside XLA.
     self._local_train_fn = tf.function(self._local_train, jit_compile=bool(jit_compile))
-    eval_xla = jit_compile or (jit_compile is None
-                               and not networks.runs_fused_cell(meta_optimizer.nets.values()))
-    self._local_eval_fn = tf.function(self._local_run, jit_compile=bool(eval_xla))
+    self._local_eval_fn = tf.function(self._local_run, jit_compile=jit_compile in (None, True))
     # One method each rather than one closure for all: TF's retracing warning counts traces by
     # code object, and would take four functions traced once each for one function retraced.
     self._reset_fn = tf.function(self._reset_on_replicas)
