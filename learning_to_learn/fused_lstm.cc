@@ -140,7 +140,8 @@ inline float LaneSum(Vec16 v) {
 // Copies rows [rows, width] of a [rows, n] tensor starting at column col0 into a [rows, kTile]
 // buffer, zero-filling the columns past the tensor's end.
 inline void LoadTile(const float* src, int rows, int64_t n, int64_t col0, int width, float* dst) {
-  for (int r = 0; r < rows; ++r) {    std::memcpy(dst + r * kTile, src + r * n + col0, width * sizeof(float));
+  for (int r = 0; r < rows; ++r) {
+    std::memcpy(dst + r * kTile, src + r * n + col0, width * sizeof(float));
     if (width < kTile) std::fill(dst + r * kTile + width, dst + (r + 1) * kTile, 0.0f);
   }
 }
