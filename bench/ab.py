@@ -91,7 +91,8 @@ def main():
     new = [r[label] for r in figures["new"]]
     if old and new:
       print(f"{name}: old {np.median(old):.1f}, new {np.median(new):.1f} steps/s "
-            f"(medians of {len(old)} and {len(new)} processes) = x{np.median(new) / np.median(old):.2f}")
+            f"(medians of {len(old)} and {len(new)} processes) "
+            f"= x{np.median(new) / np.median(old):.2f}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ under `tf.function` on TensorFlow's kernels, for:
 - fused: this package's C++ op (`fused_lstm`), when it builds on this machine.
 Variants run alternately (A B C A B C ...), so that a load from other processes on the cores
 falls on all of them; each figure is a median, of wall time and of this process's CPU time (all
-threads), which a load from other processes disturbs less. It reports; it never fails on a slow machine.
+threads), which a load from other processes disturbs less. It reports; it never fails on a slow
+machine.
 """
 
 import argparse

@@ -199,8 +199,8 @@ def floor_line(steps, seconds, bytes_per_step, bandwidth):
   rate = steps / seconds[0]
   return (f"  floor of the fused cell: {bytes_per_step / 1e6:.1f} MB a step, at most "
           f"{bandwidth * 1e9 / bytes_per_step:.0f} steps/s at the bandwidth yardstick; at this "
-          f"speed {rate * bytes_per_step / 1e9:.1f} GB/s = {rate * bytes_per_step / 1e9 / bandwidth:.2f}"
-          " of it")
+          f"speed {rate * bytes_per_step / 1e9:.1f} GB/s = "
+          f"{rate * bytes_per_step / 1e9 / bandwidth:.2f} of it")
 
 
 def roofline_line(steps, seconds, flop_per_step, bytes_per_step, yardsticks):
@@ -246,8 +246,9 @@ def mnist_speed(data_dir, repetitions, num_unrolls, yardsticks):
   traffic = {k: 4 * v * num_coords for k, v in step_traffic().items()}  # bytes a step
   floor = {k: 4 * v * num_coords for k, v in fused_step_traffic().items()}
   fused = networks.runs_fused_cell(optimizer.nets.values())
-  print(f"LSTM cell in meta-training: {'the fused C++ op (fused_lstm)' if fused else 'TensorFlow ops'}"
-        "; the counted traffic below is that of TensorFlow's ops one by one")
+  cell = "the fused C++ op (fused_lstm)" if fused else "TensorFlow ops"
+  print(f"LSTM cell in meta-training: {cell}; the counted traffic below is that of TensorFlow's "
+        "ops one by one")
   for recompute in (False, True):
     trainer = optimizer.meta_minimize(problem, 20, learning_rate=0.001, recompute=recompute)
     seconds = timed(unrolls_per_call(trainer, True, num_unrolls), repetitions)

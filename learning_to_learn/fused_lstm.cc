@@ -8,7 +8,9 @@
 // The coordinates are cut into tiles of kTile columns; each tile's stacked [x; h], gates and
 // their gradients live in small buffers that stay in the core's cache, so a step reads and writes
 // each [., N] tensor once instead of once per elementwise op. The weight gradient is summed per
-// thread over its tiles and the partial sums added at the end.
+// thread over the tiles it ran and the partial sums added at the end: which thread ran which
+// tiles varies, so its last bits may vary from run to run, as TensorFlow's own threaded sums do.
+// Everything else is the same, bit for bit, whatever the threads.
 
 #include <algorithm>
 #include <cstring>
@@ -29,7 +31,8 @@ using tensorflow::Tensor;
 using tensorflow::TensorShape;
 using tensorflow::errors::InvalidArgument;
 
-constexpr int kTile = 64;  // columns per tile: the largest gate buffer, [G, kTile], is 20 KB at H = 20
+// Columns per tile: the largest buffer, the gates [G, kTile], is 20 KB at H = 20.
+constexpr int kTile = 64;
 
 // Tile buffers start on 64-byte boundaries and hold whole packets, so that Eigen runs every element
 // of a gate's block through its vectorized sigmoid and tanh: on an unaligned start it peels the

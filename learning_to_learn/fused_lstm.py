@@ -1,7 +1,7 @@
 """The LSTM cell as one C++ op, forward and backward, built at first use; else the plain cell.
 
-A step of the coordinatewise LSTM is bound by memory traffic, not arithmetic: op by op, each of a
-layer's dozen elementwise ops reads and writes a [hidden, coordinates] tensor. `fused_lstm.cc`
+Op by op, a step of the coordinatewise LSTM is bound by memory traffic: each of a layer's dozen
+elementwise ops reads and writes a [hidden, coordinates] tensor. `fused_lstm.cc`
 does the whole cell over tiles of 64 coordinates that stay in the core's cache, so that a step
 reads its inputs and writes its outputs once; its backward op gives the gradients with respect to
 the inputs, the previous state and the weights (the meta-gradient flows into the weights).
