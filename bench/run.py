@@ -11,7 +11,9 @@ Figures (medians over repetitions after warm-up, with min..max), all from one ru
 - MNIST (784-20-10 MLP, 15,910 coordinates, T = 20): optimizee steps per second meta-training
   (plain and with recompute=True) and evaluating; for each, the network arithmetic as a fraction
   of the matmul yardstick and the bytes a step moves (counted in `step_traffic`) as a fraction of
-  the bandwidth yardstick: the roofline, the figure that compares across machines;
+  the bandwidth yardstick: the roofline, the figure that compares across machines; with the
+  fused LSTM cell, also the bytes its ops cannot avoid (`fused_step_traffic`), the speed they
+  would allow at the bandwidth yardstick, and the fraction of it reached;
 - the optimizer network's forward GFLOP/s; quadratic meta-steps per second;
 - steady state: meta-training and evaluation speed in the first epoch and in later ones, with a
   fresh optimizer and with the shipped trained `mnist`, and a count of subnormal floats in the
@@ -169,6 +171,38 @@ def step_traffic(layers=(20, 20), inputs=2):
   return counts
 
 
+def fused_step_traffic(layers=(20, 20), inputs=2):
+  """Floats a coordinate must move in one optimizee step with each LSTM layer one fused op.
+
+  The physical floor of the fused cell (`fused_lstm`): what its ops cannot avoid reading and
+  writing however well they use the caches. Per layer (inputs k, hidden h), forward: read x, h,
+  c, write h', c' (k + 4h); backward: read x, h, c and the incoming dh', dc', write dx, dh, dc
+  (2k + 6h). The gates are recomputed in the backward op, not kept; kept, they would add 4h
+  written forward and 4h read backward. Around the layers, the gradient read and the update
+  written (2) each way. The rest of a step (LogAndSign, the output layer, the optimizee) is left
+  out: this is the LSTM's floor, not the step's.
+
+  Returns:
+    {"forward": floats, "backward": floats} per coordinate.
+  """
+  counts = {"forward": 2, "backward": 2}
+  size = inputs
+  for hidden in layers:
+    counts["forward"] += size + 4 * hidden
+    counts["backward"] += 2 * size + 6 * hidden
+    size = hidden
+  return counts
+
+
+def floor_line(steps, seconds, bytes_per_step, bandwidth):
+  """The fused cell's floor traffic at a measured speed, as a fraction of the bandwidth."""
+  rate = steps / seconds[0]
+  return (f"  floor of the fused cell: {bytes_per_step / 1e6:.1f} MB a step, at most "
+          f"{bandwidth * 1e9 / bytes_per_step:.0f} steps/s at the bandwidth yardstick; at this "
+          f"speed {rate * bytes_per_step / 1e9:.1f} GB/s = "
+          f"{rate * bytes_per_step / 1e9 / bandwidth:.2f} of it")
+
+
 def roofline_line(steps, seconds, flop_per_step, bytes_per_step, yardsticks):
   """The arithmetic and the memory traffic at a measured speed, as fractions of the yardsticks."""
   gflops, bandwidth = yardsticks
@@ -210,6 +244,11 @@ def mnist_speed(data_dir, repetitions, num_unrolls, yardsticks):
   # forward one, and recomputing one more forward. The MLP's own (12 MFLOP a step) is left out.
   forward_flop = network_flops_per_coordinate() * num_coords
   traffic = {k: 4 * v * num_coords for k, v in step_traffic().items()}  # bytes a step
+  floor = {k: 4 * v * num_coords for k, v in fused_step_traffic().items()}
+  fused = networks.runs_fused_cell(optimizer.nets.values())
+  cell = "the fused C++ op (fused_lstm)" if fused else "TensorFlow ops"
+  print(f"LSTM cell in meta-training: {cell}; the counted traffic below is that of TensorFlow's "
+        "ops one by one")
   for recompute in (False, True):
     trainer = optimizer.meta_minimize(problem, 20, learning_rate=0.001, recompute=recompute)
     seconds = timed(unrolls_per_call(trainer, True, num_unrolls), repetitions)
@@ -218,9 +257,16 @@ def mnist_speed(data_dir, repetitions, num_unrolls, yardsticks):
                     steps, seconds, "steps/s"))
     print(roofline_line(steps, seconds, (2 + forwards) * forward_flop,
                         forwards * traffic["forward"] + traffic["backward"], yardsticks))
+    if fused:
+      print(floor_line(steps, seconds, forwards * floor["forward"] + floor["backward"],
+                       yardsticks[1]))
   seconds = timed(unrolls_per_call(trainer, False, num_unrolls), repetitions)
-  print(rate_line("MNIST evaluation (XLA)", steps, seconds, "steps/s"))
+  print(rate_line("MNIST evaluation (XLA, plain cell)", steps, seconds, "steps/s"))
   print(roofline_line(steps, seconds, forward_flop, traffic["evaluation"], yardsticks))
+  if fused:
+    # Evaluation stays under XLA, which cannot compile the fused op; on the fused cell without
+    # XLA it ran at the same speed (README, Performance). The floor it would have there:
+    print(floor_line(steps, seconds, floor["forward"], yardsticks[1]))
   return num_coords
 
 

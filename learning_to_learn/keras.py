@@ -296,7 +296,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     outputs = tf.transpose(outputs)  # [num_features, num_coords], feature-major
     next_states = []
     for i, state in enumerate(self.lstm_state(variable)):
-      outputs, next_state = networks.lstm_step(
+      # The fused C++ cell where it runs; under XLA (jit_compile) the plain one.
+      outputs, next_state = networks.fused_lstm_step(
           outputs, networks.LSTMState(_value(state.hidden), _value(state.cell)),
           _value(self._net_weights[f"lstm_{i}/w_gates"]),
           _value(self._net_weights[f"lstm_{i}/b_gates"]))

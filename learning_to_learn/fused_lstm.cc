@@ -1,0 +1,432 @@
+// The whole LSTM cell as one TensorFlow CPU op, forward and backward, feature-major.
+//
+// Shapes (N coordinates, K inputs, H hidden, G = 4 H gates in the order i, j, f, o):
+//   FusedLstmCell(x [K, N], h [H, N], c [H, N], w [K + H, G], b [G]; forget_bias)
+//     -> h' [H, N], c' [H, N]
+//   FusedLstmCellGrad(x, h, c, w, b, dh', dc'; forget_bias)
+//     -> dx [K, N], dh [H, N], dc [H, N], dw [K + H, G], db [G]
+// The coordinates are cut into tiles of kTile columns; each tile's stacked [x; h], gates and
+// their gradients live in small buffers that stay in the core's cache, so a step reads and writes
+// each [., N] tensor once instead of once per elementwise op. The weight gradient is summed per
+// thread over the tiles it ran and the partial sums added at the end: which thread ran which
+// tiles varies, so its last bits may vary from run to run, as TensorFlow's own threaded sums do.
+// Everything else is the same, bit for bit, whatever the threads.
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/platform/denormal.h"
+#include "unsupported/Eigen/CXX11/Tensor"
+
+namespace {
+
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::errors::InvalidArgument;
+
+// Columns per tile: the largest buffer, the gates [G, kTile], is 20 KB at H = 20.
+constexpr int kTile = 64;
+
+// Tile buffers start on 64-byte boundaries and hold whole packets, so that Eigen runs every element
+// of a gate's block through its vectorized sigmoid and tanh: on an unaligned start it peels the
+// first elements through the scalar functions, which round differently, and the result would
+// depend on where malloc put the buffer.
+using Buffer = std::vector<float, Eigen::aligned_allocator<float>>;
+using ArrayMap = Eigen::Map<Eigen::ArrayXf, Eigen::Aligned64>;
+
+// 16 floats as one value: GCC's vector extension, compiled to one AVX-512 register where the CPU
+// has them and to two or four narrower ones elsewhere, so the source stays portable.
+typedef float Vec16 __attribute__((vector_size(64), aligned(4)));
+constexpr int kVecs = kTile / 16;
+
+inline Vec16 LoadVec(const float* p) {
+  Vec16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void StoreVec(float* p, Vec16 v) { std::memcpy(p, &v, sizeof(v)); }
+
+// Loads b's row into registers once for all kRows uses: without the empty asm, GCC folds the load
+// into each multiply-add, and the loads (20 for 16 multiply-adds), not the arithmetic, bound the
+// loop.
+inline Vec16 LoadVecInRegister(const float* p) {
+  Vec16 v = LoadVec(p);
+#if defined(__GNUC__) && defined(__AVX512F__)
+  asm("" : "+v"(v));
+#endif
+  return v;
+}
+
+// c[m, 0:L] (+)= sum_r a(m, r) b[r, 0:L], L = kTile: a(m, r) = a[m * a_m + r * a_r]; b's rows
+// are kTile floats apart, c's ldc. Rows go kRows at a time: each row of b is loaded into
+// registers once and feeds kRows rows of accumulators (16 registers at kRows = 4), enough
+// independent sums to keep both multiply-add units busy.
+template <int kRows>
+inline void TileRows(int depth, const float* a, int a_m, int a_r, const float* b, float* c,
+                     int ldc, bool accumulate) {
+  Vec16 acc[kRows][kVecs];
+  for (int q = 0; q < kRows; ++q) {
+    for (int v = 0; v < kVecs; ++v) {
+      acc[q][v] = accumulate ? LoadVec(c + q * ldc + 16 * v) : Vec16{};
+    }
+  }
+  for (int r = 0; r < depth; ++r) {
+    Vec16 row[kVecs];
+    for (int v = 0; v < kVecs; ++v) row[v] = LoadVecInRegister(b + r * kTile + 16 * v);
+    for (int q = 0; q < kRows; ++q) {
+      const float s = a[q * a_m + r * a_r];
+      for (int v = 0; v < kVecs; ++v) acc[q][v] += s * row[v];
+    }
+  }
+  for (int q = 0; q < kRows; ++q) {
+    for (int v = 0; v < kVecs; ++v) StoreVec(c + q * ldc + 16 * v, acc[q][v]);
+  }
+}
+
+inline void TileProduct(int rows, int depth, const float* a, int a_m, int a_r, const float* b,
+                        float* c, int ldc, bool accumulate) {
+  int m = 0;
+  for (; m + 4 <= rows; m += 4) {
+    TileRows<4>(depth, a + m * a_m, a_m, a_r, b, c + m * ldc, ldc, accumulate);
+  }
+  for (; m < rows; ++m) TileRows<1>(depth, a + m * a_m, a_m, a_r, b, c + m * ldc, ldc, accumulate);
+}
+
+// Adds one tile's weight gradient, dw[k, g] += sum_n stacked[k, n] dgates[g, n], to lane-wise
+// partial sums p[k G + g] (16 lanes each, summed across lanes once per op): the sum runs along the
+// tile's contiguous axis, and keeping lanes apart saves a transpose or a horizontal sum a tile.
+// kRows rows of stacked by 4 gates at a time: 16 accumulators from 8 loads.
+template <int kRows>
+inline void WeightGradRows(int g_total, const float* stacked, const float* dgates, Vec16* p) {
+  for (int g0 = 0; g0 < g_total; g0 += 4) {
+    Vec16 acc[kRows][4] = {};
+    for (int v = 0; v < kVecs; ++v) {
+      Vec16 s[kRows], e[4];
+      for (int q = 0; q < kRows; ++q) s[q] = LoadVecInRegister(stacked + q * kTile + 16 * v);
+      for (int u = 0; u < 4; ++u) e[u] = LoadVecInRegister(dgates + (g0 + u) * kTile + 16 * v);
+      for (int q = 0; q < kRows; ++q) {
+        for (int u = 0; u < 4; ++u) acc[q][u] += s[q] * e[u];
+      }
+    }
+    for (int q = 0; q < kRows; ++q) {
+      for (int u = 0; u < 4; ++u) p[q * g_total + g0 + u] += acc[q][u];
+    }
+  }
+}
+
+inline void WeightGradTile(int rows, int g_total, const float* stacked, const float* dgates,
+                           Vec16* p, Vec16* p_bias) {
+  int k = 0;
+  for (; k + 4 <= rows; k += 4) {
+    WeightGradRows<4>(g_total, stacked + k * kTile, dgates, p + k * g_total);
+  }
+  for (; k < rows; ++k) WeightGradRows<1>(g_total, stacked + k * kTile, dgates, p + k * g_total);
+  for (int g = 0; g < g_total; ++g) {
+    for (int v = 0; v < kVecs; ++v) p_bias[g] += LoadVec(dgates + g * kTile + 16 * v);
+  }
+}
+
+inline float LaneSum(Vec16 v) {
+  float sum = 0.0f;
+  for (int l = 0; l < 16; ++l) sum += v[l];
+  return sum;
+}
+
+// Copies rows [rows, width] of a [rows, n] tensor starting at column col0 into a [rows, kTile]
+// buffer, zero-filling the columns past the tensor's end.
+inline void LoadTile(const float* src, int rows, int64_t n, int64_t col0, int width, float* dst) {
+  for (int r = 0; r < rows; ++r) {
+    std::memcpy(dst + r * kTile, src + r * n + col0, width * sizeof(float));
+    if (width < kTile) std::fill(dst + r * kTile + width, dst + (r + 1) * kTile, 0.0f);
+  }
+}
+
+inline void StoreTile(const float* src, int rows, int64_t n, int64_t col0, int width, float* dst) {
+  for (int r = 0; r < rows; ++r) {
+    std::memcpy(dst + r * n + col0, src + r * kTile, width * sizeof(float));
+  }
+}
+
+struct Dims {
+  int k, h, g;
+  int64_t n;
+};
+
+// Checks the shapes common to both ops and sets dims; on a mismatch, ctx's status says which.
+void CheckShapes(OpKernelContext* ctx, const Tensor& x, const Tensor& h, const Tensor& c,
+                 const Tensor& w, Dims* dims) {
+  OP_REQUIRES(ctx, x.dims() == 2 && h.dims() == 2 && c.dims() == 2 && w.dims() == 2,
+              InvalidArgument("FusedLstmCell: x, h, c and w must be matrices; got ranks ",
+                              x.dims(), ", ", h.dims(), ", ", c.dims(), ", ", w.dims()));
+  dims->k = x.dim_size(0);
+  dims->h = h.dim_size(0);
+  dims->g = 4 * dims->h;
+  dims->n = x.dim_size(1);
+  OP_REQUIRES(ctx, h.dim_size(1) == dims->n && c.dim_size(0) == dims->h &&
+                       c.dim_size(1) == dims->n,
+              InvalidArgument("FusedLstmCell: h and c must be [hidden, ", dims->n, "] like x's "
+                              "columns; got ", h.shape().DebugString(), " and ",
+                              c.shape().DebugString()));
+  OP_REQUIRES(ctx, w.dim_size(0) == dims->k + dims->h && w.dim_size(1) == dims->g,
+              InvalidArgument("FusedLstmCell: w must be [", dims->k + dims->h, ", ", dims->g,
+                              "]; got ", w.shape().DebugString()));
+}
+
+constexpr int kTilesPerTask = 4;  // 256 coordinates a task: about 62 tasks for MNIST's 15,910
+
+// Runs fn(first tile, end tile, worker) over runs of kTilesPerTask tiles on the CPU worker
+// threads. Many short runs rather than one per thread: on cores shared with other processes, a
+// thread that loses its core leaves its runs to the others instead of holding up the op. `worker`
+// (0 .. NumWorkers) is the running thread's: a buffer per worker needs no lock.
+template <typename Fn>
+void ForEachTileRun(OpKernelContext* ctx, int64_t num_tiles, Fn fn) {
+  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+  pool->ParallelForWithWorkerId(
+      (num_tiles + kTilesPerTask - 1) / kTilesPerTask,
+      tsl::thread::ThreadPool::SchedulingParams::Fixed(1),
+      [&](int64_t begin, int64_t end, int worker) {
+        // TensorFlow's own kernels flush subnormals to zero; so does this one, on whichever
+        // thread runs it, so that results do not depend on it.
+        tensorflow::port::ScopedFlushDenormal flush;
+        for (int64_t run = begin; run < end; ++run) {
+          fn(run * kTilesPerTask, std::min<int64_t>(num_tiles, (run + 1) * kTilesPerTask),
+             worker);
+        }
+      });
+}
+
+int NumWorkers(OpKernelContext* ctx) {
+  return ctx->device()->tensorflow_cpu_worker_threads()->workers->NumThreads() + 1;
+}
+
+// The bias with the forget bias added to the forget gate's rows.
+std::vector<float> ShiftedBias(const Tensor& b, int hidden, float forget_bias) {
+  std::vector<float> bias(b.flat<float>().data(), b.flat<float>().data() + 4 * hidden);
+  for (int r = 2 * hidden; r < 3 * hidden; ++r) bias[r] += forget_bias;
+  return bias;
+}
+
+// One tile's forward pass: from stacked [x; h] [K + H, kTile] and cell c [H, kTile] to the gates'
+// activations in `gates` [G, kTile] (sigmoid i, tanh j, sigmoid f, sigmoid o) and c' in `cell`.
+inline void ForwardTile(const Dims& d, const float* w, const float* bias, const float* stacked,
+                        float* gates, float* cell) {
+  const int H = d.h * kTile;  // floats in one gate's block of the tile
+  for (int r = 0; r < d.g; ++r) std::fill_n(gates + r * kTile, kTile, bias[r]);
+  // gates[g, :] = bias[g] + sum_k w[k, g] stacked[k, :]
+  TileProduct(d.g, d.k + d.h, w, 1, d.g, stacked, gates, kTile, true);
+  ArrayMap i(gates, H), j(gates + H, H), fo(gates + 2 * H, 2 * H), f(gates + 2 * H, H);
+  i = i.logistic();
+  j = j.tanh();
+  fo = fo.logistic();
+  ArrayMap cm(cell, H);
+  cm = f * cm + i * j;
+}
+
+class FusedLstmCellOp : public OpKernel {
+ public:
+  explicit FusedLstmCellOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("forget_bias", &forget_bias_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& h = ctx->input(1);
+    const Tensor& c = ctx->input(2);
+    const Tensor& w = ctx->input(3);
+    const Tensor& b = ctx->input(4);
+    Dims d;
+    CheckShapes(ctx, x, h, c, w, &d);
+    if (!ctx->status().ok()) return;
+    OP_REQUIRES(ctx, b.dims() == 1 && b.dim_size(0) == d.g,
+                InvalidArgument("FusedLstmCell: b must be [", d.g, "]; got ",
+                                b.shape().DebugString()));
+    Tensor *h_out, *c_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({d.h, d.n}), &h_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({d.h, d.n}), &c_out));
+    if (d.n == 0) return;
+    const float* xp = x.flat<float>().data();
+    const float* hp = h.flat<float>().data();
+    const float* cp = c.flat<float>().data();
+    const float* wp = w.flat<float>().data();
+    const std::vector<float> bias = ShiftedBias(b, d.h, forget_bias_);
+    float* hn = h_out->flat<float>().data();
+    float* cn = c_out->flat<float>().data();
+    const int64_t num_tiles = (d.n + kTile - 1) / kTile;
+    ForEachTileRun(ctx, num_tiles, [&](int64_t t0, int64_t t1, int) {
+      Buffer stacked((d.k + d.h) * kTile), gates(d.g * kTile), cell(d.h * kTile),
+          hidden(d.h * kTile);
+      const int H = d.h * kTile;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t col0 = t * kTile;
+        const int width = static_cast<int>(std::min<int64_t>(kTile, d.n - col0));
+        LoadTile(xp, d.k, d.n, col0, width, stacked.data());
+        LoadTile(hp, d.h, d.n, col0, width, stacked.data() + d.k * kTile);
+        LoadTile(cp, d.h, d.n, col0, width, cell.data());
+        ForwardTile(d, wp, bias.data(), stacked.data(), gates.data(), cell.data());
+        ArrayMap o(gates.data() + 3 * H, H), cm(cell.data(), H), hm(hidden.data(), H);
+        hm = o * cm.tanh();
+        StoreTile(hidden.data(), d.h, d.n, col0, width, hn);
+        StoreTile(cell.data(), d.h, d.n, col0, width, cn);
+      }
+    });
+  }
+
+ private:
+  float forget_bias_;
+};
+
+// The gradients of (h', c') with respect to x, h, c, w and b. The gates are recomputed from the
+// inputs rather than kept by the forward op: writing them there and reading them back here moves
+// about as many bytes as the forward pass itself, and their matmul costs less on these shapes.
+class FusedLstmCellGradOp : public OpKernel {
+ public:
+  explicit FusedLstmCellGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("forget_bias", &forget_bias_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& h = ctx->input(1);
+    const Tensor& c = ctx->input(2);
+    const Tensor& w = ctx->input(3);
+    const Tensor& b = ctx->input(4);
+    const Tensor& dh_next = ctx->input(5);
+    const Tensor& dc_next = ctx->input(6);
+    Dims d;
+    CheckShapes(ctx, x, h, c, w, &d);
+    if (!ctx->status().ok()) return;
+    OP_REQUIRES(ctx, b.dims() == 1 && b.dim_size(0) == d.g && dh_next.shape() == c.shape() &&
+                         dc_next.shape() == c.shape(),
+                InvalidArgument("FusedLstmCellGrad: b must be [", d.g, "] and dh', dc' ",
+                                c.shape().DebugString(), "; got ", b.shape().DebugString(), ", ",
+                                dh_next.shape().DebugString(), ", ",
+                                dc_next.shape().DebugString()));
+    const int kh = d.k + d.h;
+    Tensor *dx_out, *dh_out, *dc_out, *dw_out, *db_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({d.k, d.n}), &dx_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({d.h, d.n}), &dh_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({d.h, d.n}), &dc_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({kh, d.g}), &dw_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({d.g}), &db_out));
+    float* dw = dw_out->flat<float>().data();
+    float* db = db_out->flat<float>().data();
+    std::fill_n(dw, kh * d.g, 0.0f);
+    std::fill_n(db, d.g, 0.0f);
+    if (d.n == 0) return;
+    const float* xp = x.flat<float>().data();
+    const float* hp = h.flat<float>().data();
+    const float* cp = c.flat<float>().data();
+    const float* wp = w.flat<float>().data();
+    const float* dhp = dh_next.flat<float>().data();
+    const float* dcp = dc_next.flat<float>().data();
+    float* dxp = dx_out->flat<float>().data();
+    float* dhn = dh_out->flat<float>().data();
+    float* dcn = dc_out->flat<float>().data();
+    const std::vector<float> bias = ShiftedBias(b, d.h, forget_bias_);
+    const int64_t num_tiles = (d.n + kTile - 1) / kTile;
+    // Per worker thread: lane-wise partial sums of dw, then of db; made on the worker's first run.
+    const int64_t per_worker = static_cast<int64_t>(kh + 1) * d.g;
+    std::vector<std::vector<Vec16>> partial(NumWorkers(ctx));
+    ForEachTileRun(ctx, num_tiles, [&](int64_t t0, int64_t t1, int worker) {
+      if (partial[worker].empty()) partial[worker].assign(per_worker, Vec16{});
+      Vec16* dw_part = partial[worker].data();
+      Vec16* db_part = dw_part + kh * d.g;
+      Buffer stacked(kh * kTile), gates(d.g * kTile), dgates(d.g * kTile),
+          cell(d.h * kTile), cell_prev(d.h * kTile), dh(d.h * kTile), dc(d.h * kTile),
+          dstacked(kh * kTile);
+      const int H = d.h * kTile;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t col0 = t * kTile;
+        const int width = static_cast<int>(std::min<int64_t>(kTile, d.n - col0));
+        LoadTile(xp, d.k, d.n, col0, width, stacked.data());
+        LoadTile(hp, d.h, d.n, col0, width, stacked.data() + d.k * kTile);
+        LoadTile(cp, d.h, d.n, col0, width, cell_prev.data());
+        std::copy(cell_prev.begin(), cell_prev.end(), cell.begin());
+        ForwardTile(d, wp, bias.data(), stacked.data(), gates.data(), cell.data());
+        LoadTile(dhp, d.h, d.n, col0, width, dh.data());
+        LoadTile(dcp, d.h, d.n, col0, width, dc.data());
+        ArrayMap i(gates.data(), H), j(gates.data() + H, H), f(gates.data() + 2 * H, H),
+            o(gates.data() + 3 * H, H);
+        ArrayMap di(dgates.data(), H), dj(dgates.data() + H, H), df(dgates.data() + 2 * H, H),
+            dout(dgates.data() + 3 * H, H);
+        ArrayMap cm(cell_prev.data(), H), cnm(cell.data(), H), dhm(dh.data(), H),
+            dcm(dc.data(), H);
+        // With tc = tanh(c'): do = dh' tc o (1 - o); dc_total = dc' + dh' o (1 - tc^2), in dc.
+        cnm = cnm.tanh();
+        dout = dhm * cnm * o * (1.0f - o);
+        dcm = dcm + dhm * o * (1.0f - cnm.square());
+        di = dcm * j * i * (1.0f - i);
+        dj = dcm * i * (1.0f - j.square());
+        df = dcm * cm * f * (1.0f - f);
+        dcm = dcm * f;
+        StoreTile(dc.data(), d.h, d.n, col0, width, dcn);
+        // dstacked[k, :] = sum_g w[k, g] dgates[g, :]
+        TileProduct(kh, d.g, wp, d.g, 1, dgates.data(), dstacked.data(), kTile, false);
+        StoreTile(dstacked.data(), d.k, d.n, col0, width, dxp);
+        StoreTile(dstacked.data() + d.k * kTile, d.h, d.n, col0, width, dhn);
+        // The padding's columns of the tile add nothing: their dh', dc' were zero-filled.
+        WeightGradTile(kh, d.g, stacked.data(), dgates.data(), dw_part, db_part);
+      }
+    });
+    for (const std::vector<Vec16>& part : partial) {
+      if (part.empty()) continue;
+      for (int e = 0; e < kh * d.g; ++e) dw[e] += LaneSum(part[e]);
+      for (int g = 0; g < d.g; ++g) db[g] += LaneSum(part[kh * d.g + g]);
+    }
+  }
+
+ private:
+  float forget_bias_;
+};
+
+}  // namespace
+
+REGISTER_OP("FusedLstmCell")
+    .Input("x: float")
+    .Input("h: float")
+    .Input("c: float")
+    .Input("w: float")
+    .Input("b: float")
+    .Attr("forget_bias: float = 1.0")
+    .Output("h_next: float")
+    .Output("c_next: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(2));
+      return tsl::OkStatus();
+    });
+
+REGISTER_OP("FusedLstmCellGrad")
+    .Input("x: float")
+    .Input("h: float")
+    .Input("c: float")
+    .Input("w: float")
+    .Input("b: float")
+    .Input("dh_next: float")
+    .Input("dc_next: float")
+    .Attr("forget_bias: float = 1.0")
+    .Output("dx: float")
+    .Output("dh: float")
+    .Output("dc: float")
+    .Output("dw: float")
+    .Output("db: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(1));
+      c->set_output(2, c->input(2));
+      c->set_output(3, c->input(3));
+      c->set_output(4, c->input(4));
+      return tsl::OkStatus();
+    });
+
+REGISTER_KERNEL_BUILDER(Name("FusedLstmCell").Device(tensorflow::DEVICE_CPU), FusedLstmCellOp);
+REGISTER_KERNEL_BUILDER(Name("FusedLstmCellGrad").Device(tensorflow::DEVICE_CPU),
+                        FusedLstmCellGradOp);

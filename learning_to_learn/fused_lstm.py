@@ -1,0 +1,154 @@
+"""The LSTM cell as one C++ op, forward and backward, built at first use; else the plain cell.
+
+Op by op, a step of the coordinatewise LSTM is bound by memory traffic: each of a layer's dozen
+elementwise ops reads and writes a [hidden, coordinates] tensor. `fused_lstm.cc`
+does the whole cell over tiles of 64 coordinates that stay in the core's cache, so that a step
+reads its inputs and writes its outputs once; its backward op gives the gradients with respect to
+the inputs, the previous state and the weights (the meta-gradient flows into the weights).
+
+The op is compiled with the C++ compiler (`$CXX`, else g++) against the headers and flags that
+`tf.sysconfig` gives, once per source, TensorFlow version and CPU, into
+`$XDG_CACHE_HOME/learning_to_learn` (else ~/.cache/learning_to_learn), and loaded with
+`tf.load_op_library`. Without a compiler, or when the build fails, `networks.LSTM` runs its plain
+cell, `networks.lstm_step`; `L2L_FUSED_LSTM=0` in the environment forces the plain cell. Which one
+runs is logged once at INFO. XLA (`jit_compile=True`) cannot compile a custom op: `usable` is
+false there, and `networks.LSTM` runs its plain cell.
+"""
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+
+from absl import logging
+import tensorflow as tf
+from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused_lstm.cc")
+ENV_SWITCH = "L2L_FUSED_LSTM"  # "0" forces the plain cell
+_OPTIMIZATION = ["-O3", "-march=native", "-fPIC", "-shared"]
+
+_lock = threading.Lock()
+_library = None  # the loaded op library, False once a build or load failed or is switched off
+
+
+def cache_dir():
+  """Where built libraries are kept: $XDG_CACHE_HOME/learning_to_learn, else ~/.cache/..."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "learning_to_learn")
+
+
+def _cpu_flags():
+  # -march=native makes the library specific to the CPU's instruction set: part of the key.
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next((line for line in f if line.startswith("flags")), "")
+  except OSError:
+    return platform.machine()
+
+
+def _library_path(source_text, compiler):
+  key = hashlib.sha256("\0".join([
+      source_text, tf.__version__, compiler, " ".join(tf.sysconfig.get_compile_flags()),
+      " ".join(_OPTIMIZATION), _cpu_flags()]).encode()).hexdigest()[:16]
+  return os.path.join(cache_dir(), f"fused_lstm_{key}.so")
+
+
+def build():
+  """Compiles fused_lstm.cc unless its library is cached; returns the library's path.
+
+  Raises:
+    RuntimeError: no compiler, or the compiler failed (its last lines in the message).
+  """
+  compiler = shutil.which(os.environ.get("CXX", "g++"))
+  if compiler is None:
+    raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'g++')}) on PATH")
+  with open(SOURCE) as f:
+    source_text = f.read()
+  path = _library_path(source_text, compiler)
+  if os.path.exists(path):
+    return path
+  os.makedirs(cache_dir(), exist_ok=True)
+  # Built under a temporary name and renamed: another process never loads a half-written file.
+  fd, partial = tempfile.mkstemp(suffix=".so", dir=cache_dir())
+  os.close(fd)
+  command = ([compiler, SOURCE, "-o", partial] + tf.sysconfig.get_compile_flags()
+             + _OPTIMIZATION + tf.sysconfig.get_link_flags())
+  result = subprocess.run(command, capture_output=True, text=True, check=False)
+  if result.returncode != 0:
+    os.unlink(partial)
+    tail = " | ".join(result.stderr.strip().splitlines()[-3:])
+    raise RuntimeError(f"{os.path.basename(compiler)} failed (status {result.returncode}): {tail}")
+  os.replace(partial, path)
+  return path
+
+
+def _load():
+  """The op library, building it on first use; None where it cannot be had."""
+  global _library
+  with _lock:
+    if _library is None:
+      if os.environ.get(ENV_SWITCH, "1") == "0":
+        logging.info("LSTM cell: plain TensorFlow ops (%s=0)", ENV_SWITCH)
+        _library = False
+      else:
+        try:
+          path = build()
+          _library = tf.load_op_library(path)
+          logging.info("LSTM cell: the fused C++ op (%s)", path)
+        except (RuntimeError, OSError, tf.errors.OpError) as e:
+          logging.info("LSTM cell: plain TensorFlow ops; the fused op is unavailable: %s", e)
+          _library = False
+    return _library or None
+
+
+@tf.autograph.experimental.do_not_convert
+def available():
+  """Whether the fused op is built and loaded (building it if need be)."""
+  return _load() is not None
+
+
+def _in_xla():
+  return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+@tf.autograph.experimental.do_not_convert
+def usable(inputs):
+  """Whether `lstm_cell` can run here: float32, outside XLA, and the op built and loaded."""
+  return inputs.dtype == tf.float32 and not _in_xla() and available()
+
+
+@tf.autograph.experimental.do_not_convert
+def lstm_cell(inputs, hidden, cell, w_gates, b_gates, forget_bias=1.0):
+  """One LSTM step as the C++ op, feature-major: `networks.lstm_step`'s math and layout.
+
+  Args:
+    inputs: [input_size, batch]; hidden, cell: [hidden_size, batch]; all float32.
+    w_gates: [input_size + hidden_size, 4 hidden_size], gates in the order i, j, f, o.
+    b_gates: [4 hidden_size].
+    forget_bias: added to the forget gate.
+
+  Returns:
+    (hidden', cell'), each [hidden_size, batch].
+
+  Raises:
+    RuntimeError: the op is unavailable (`usable` says so beforehand).
+  """
+  library = _load()
+  if library is None:
+    raise RuntimeError("the fused LSTM op is unavailable (the INFO log says why); "
+                       "use networks.lstm_step")
+  return library.fused_lstm_cell(inputs, hidden, cell, w_gates, b_gates,
+                                 forget_bias=forget_bias)
+
+
+@tf.RegisterGradient("FusedLstmCell")
+def _fused_lstm_cell_grad(op, dh_next, dc_next):
+  """First derivatives of the cell, from its inputs (the backward op recomputes the gates)."""
+  dh_next = tf.zeros_like(op.inputs[1]) if dh_next is None else dh_next
+  dc_next = tf.zeros_like(op.inputs[2]) if dc_next is None else dc_next
+  return _load().fused_lstm_cell_grad(*op.inputs, dh_next, dc_next,
+                                      forget_bias=op.get_attr("forget_bias"))

@@ -1,0 +1,201 @@
+"""The fused C++ LSTM cell against the plain TensorFlow cell, finite differences and meta-gradients.
+
+Sources: `networks.lstm_step` (TensorFlow ops) and its GradientTape gradients; central finite
+differences of the op itself; the meta-gradient of a MetaTrainer whose networks run the plain
+cell. Tolerances, relative to the largest entry of each compared tensor: 1e-5 for one cell (the
+two differ by float rounding of sums taken in another order), 1e-4 for meta-gradients through
+3-step unrolls of fixed networks (the rounding compounds over the steps and through the
+optimizee's gradients).
+"""
+
+import os
+
+from absl.testing import parameterized
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from learning_to_learn import fused_lstm
+from learning_to_learn import meta
+from learning_to_learn import networks
+from learning_to_learn import problems
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+needs_op = pytest.mark.skipif(not fused_lstm.available(),
+                              reason="the fused LSTM op did not build here (see the INFO log)")
+
+
+def _cell_inputs(input_size, hidden_size, batch, seed=0):
+  rng = np.random.default_rng(seed)
+  shapes = [[input_size, batch], [hidden_size, batch], [hidden_size, batch],
+            [input_size + hidden_size, 4 * hidden_size], [4 * hidden_size]]
+  return [tf.constant(rng.normal(size=s).astype(np.float32)) for s in shapes]
+
+
+def _relative_error(actual, expected):
+  actual, expected = np.asarray(actual), np.asarray(expected)
+  return float(np.max(np.abs(actual - expected)) / (np.max(np.abs(expected)) + 1e-30))
+
+
+def _outputs_and_gradients(step, inputs, readout):
+  """(h', c') and the gradients of sum(readout_h h' + readout_c c') w.r.t. x, h, c, w and b."""
+  with tf.GradientTape() as tape:
+    tape.watch(inputs)
+    hidden, cell = step(*inputs)
+    loss = tf.reduce_sum(readout[0] * hidden) + tf.reduce_sum(readout[1] * cell)
+  return [hidden, cell] + tape.gradient(loss, inputs)
+
+
+def _plain(x, h, c, w, b):
+  hidden, state = networks.lstm_step(x, networks.LSTMState(h, c), w, b)
+  return hidden, state.cell
+
+
+def _fused(x, h, c, w, b):
+  return fused_lstm.lstm_cell(x, h, c, w, b)
+
+
+@needs_op
+class CellTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("first_layer_one_tile", 2, 20, 50), ("second_layer_tiles_and_a_tail", 20, 20, 200),
+      ("odd_sizes", 3, 5, 77), ("wide_inputs", 22, 7, 64))
+  def test_outputs_and_gradients_match_the_plain_cell(self, input_size, hidden_size, batch):
+    inputs = _cell_inputs(input_size, hidden_size, batch)
+    rng = np.random.default_rng(1)
+    readout = tf.constant(rng.normal(size=[2, hidden_size, batch]).astype(np.float32))
+    names = ["h'", "c'", "dx", "dh", "dc", "dw", "db"]
+    for compiled in (False, True):
+      run = tf.function(_outputs_and_gradients) if compiled else _outputs_and_gradients
+      fused = run(_fused, inputs, readout)
+      plain = run(_plain, inputs, readout)
+      for name, a, e in zip(names, fused, plain):
+        self.assertLess(_relative_error(a, e), 1e-5, f"{name}, compiled={compiled}")
+
+  def test_gradients_match_finite_differences(self):
+    inputs = _cell_inputs(2, 3, 5, seed=2)
+
+    def loss_of(*values):
+      hidden, cell = fused_lstm.lstm_cell(*values)
+      return tf.reduce_sum(tf.sin(hidden)) + tf.reduce_sum(tf.square(cell))
+
+    analytic, numeric = tf.test.compute_gradient(loss_of, inputs, delta=1e-3)
+    for a, n in zip(analytic, numeric):
+      self.assertLess(np.max(np.abs(a - n)), 2e-3)
+
+  def test_coordinates_are_bitwise_independent_of_their_neighbours(self):
+    x, h, c, w, b = _cell_inputs(2, 20, 100)
+    changed = tf.concat([x[:, :1], tf.fill([2, 99], 3.0)], axis=1)
+    hidden, cell = fused_lstm.lstm_cell(x, h, c, w, b)
+    hidden_changed, cell_changed = fused_lstm.lstm_cell(changed, h, c, w, b)
+    np.testing.assert_array_equal(hidden[:, 0], hidden_changed[:, 0])
+    np.testing.assert_array_equal(cell[:, 0], cell_changed[:, 0])
+
+  def test_the_lstm_layer_runs_plain_under_xla(self):
+    layer = networks.LSTM(2, 20)
+    x, h, c, _, _ = _cell_inputs(2, 20, 16)
+    state = networks.LSTMState(h, c)
+    graph = tf.function(layer, jit_compile=True).get_concrete_function(x, state).graph
+    op_types = {op.type for op in graph.get_operations()}
+    self.assertNotIn("FusedLstmCell", op_types)
+    eager = tf.function(layer).get_concrete_function(x, state).graph
+    self.assertIn("FusedLstmCell", {op.type for op in eager.get_operations()})
+
+  def test_bad_shapes_are_one_clear_error(self):
+    x, h, c, w, b = _cell_inputs(2, 20, 16)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"w must be \[22, 80\]"):
+      fused_lstm.lstm_cell(x, h, c, w[:20], b)
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+  """A fused_lstm that has not tried to load its op yet; restored afterwards."""
+  monkeypatch.setattr(fused_lstm, "_library", None)
+  return monkeypatch
+
+
+def test_the_switch_forces_the_plain_cell(fresh):
+  fresh.setenv(fused_lstm.ENV_SWITCH, "0")
+  assert not fused_lstm.available()
+
+
+def test_no_compiler_is_a_fallback_with_a_reason(fresh):
+  fresh.setenv("CXX", "/nonexistent/g++")
+  with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+    fused_lstm.build()
+  assert not fused_lstm.available()
+
+
+def test_a_failing_build_is_a_fallback_with_the_compiler_message(fresh, tmp_path):
+  broken = tmp_path / "broken.cc"
+  broken.write_text("this is not C++\n")
+  fresh.setattr(fused_lstm, "SOURCE", str(broken))
+  fresh.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+  with pytest.raises(RuntimeError, match="failed .status"):
+    fused_lstm.build()
+  assert not fused_lstm.available()
+
+
+def _set_fused(optimizer, fused):
+  for net in optimizer.nets.values():
+    for core in getattr(net, "_cores", ()):
+      core.fused_cell = fused
+
+
+def _meta_gradients(optimizer, problem, fused, **kwargs):
+  """The meta-gradient of one unroll from a fixed seed, the networks on the fused or plain cell."""
+  _set_fused(optimizer, fused)
+  trainer = optimizer.meta_minimize(problem, 3, learning_rate=0.001, jit_compile=False, **kwargs)
+  trainer.reset(meta.make_seed(7))
+  train = trainer._train_fn  # pylint: disable=protected-access
+  result, _, gradients = train(trainer.states, meta.make_seed(7, 1))
+  return float(result.meta_loss), [g.numpy() for g in gradients]
+
+
+def _conv_problem():
+  """cifar-multi's config (a conv net, two networks by net assignments); None without its data."""
+  if os.path.isdir(os.path.join(DATA, "cifar10")):
+    return problems.get_config("cifar-multi", data_dir=os.path.join(DATA, "cifar10"))
+  return None
+
+
+@needs_op
+class MetaGradientTest(parameterized.TestCase):
+
+  def _check(self, problem, net_config, net_assignments=None, **kwargs):
+    # The same networks every run: how far a rounding carries depends on them. On the conv net,
+    # other networks' meta-gradients moved by up to 1e-2 when the plain cell's hidden state was
+    # scaled by 1 + 1.2e-7 (one float32 rounding), as far as fused and plain differed there: a
+    # branch (ReLU, max-pool, LogAndSign's clip) flips on a rounding and takes a jump with it.
+    tf.random.set_seed(0)
+    optimizer = meta.MetaOptimizer(**net_config)
+    plain_loss, plain = _meta_gradients(optimizer, problem, False,
+                                        net_assignments=net_assignments, **kwargs)
+    fused_loss, fused = _meta_gradients(optimizer, problem, True,
+                                        net_assignments=net_assignments, **kwargs)
+    self.assertAlmostEqual(fused_loss, plain_loss, delta=1e-5 * abs(plain_loss))
+    self.assertLen(fused, len(plain))
+    for variable, a, e in zip(optimizer.trainable_variables, fused, plain):
+      self.assertGreater(np.max(np.abs(e)), 0.0, variable.name)
+      self.assertLess(_relative_error(a, e), 1e-4, variable.name)
+
+  @parameterized.named_parameters(("first_order", False), ("second_derivatives", True))
+  def test_mnist(self, second_derivatives):
+    problem, net_config, _ = problems.get_config("mnist", data_dir=os.path.join(DATA, "mnist"))
+    self._check(problem, net_config, second_derivatives=second_derivatives)
+
+  def test_mnist_imitating_adam(self):
+    problem, net_config, _ = problems.get_config("mnist", data_dir=os.path.join(DATA, "mnist"))
+    self._check(problem, net_config,
+                teacher={"adam": {"net": "Adam", "net_options": {"learning_rate": 0.01}}})
+
+  @parameterized.named_parameters(("first_order", False), ("second_derivatives", True))
+  def test_conv_net_with_two_networks(self, second_derivatives):
+    config = _conv_problem()
+    if config is None:
+      pytest.skip(f"no CIFAR-10 files in {DATA}/cifar10")
+    problem, net_config, net_assignments = config
+    self._check(problem, net_config, net_assignments, second_derivatives=second_derivatives)
