@@ -672,7 +672,7 @@ def meta_train(problem, settings=None, *, net_config=None, net_assignments=None,
   config = run_config(settings, identity)
   digests = [p.data_digest for p in problems + evaluation_problems if hasattr(p, "data_digest")]
   if digests:  # a data file replaced under a run must not go unnoticed
-    config["data_digest"] = ",".join(dict.fromkeys(digests))
+    config["data_digest"] = ",".join(digests)
   lock = None
   if save_path is not None and distribute.is_chief(strategy):
     if os.path.exists(save_path) and not os.path.isdir(save_path):
