@@ -8,9 +8,8 @@
 // The coordinates are cut into tiles of kTile columns; each tile's stacked [x; h], gates and
 // their gradients live in small buffers that stay in the core's cache, so a step reads and writes
 // each [., N] tensor once instead of once per elementwise op. The weight gradient is summed per
-// thread over the tiles it ran and the partial sums added at the end: which thread ran which
-// tiles varies, so its last bits may vary from run to run, as TensorFlow's own threaded sums do.
-// Everything else is the same, bit for bit, whatever the threads.
+// run of tiles and the runs' partial sums added in a fixed order at the end, so that it too is
+// the same, bit for bit, whatever the threads.
 
 #include <algorithm>
 #include <cstring>
@@ -184,28 +183,31 @@ constexpr int kTilesPerTask = 4;  // 256 coordinates a task: about 62 tasks for 
 
 // Runs fn(first tile, end tile, worker) over runs of kTilesPerTask tiles on the CPU worker
 // threads. Many short runs rather than one per thread: on cores shared with other processes, a
-// thread that loses its core leaves its runs to the others instead of holding up the op. `worker`
-// (0 .. NumWorkers) is the running thread's: a buffer per worker needs no lock.
+// thread that loses its core leaves its runs to the others instead of holding up the op. The third
+// argument is the run's index: a buffer per run needs no lock, and whichever thread runs it, a
+// run's tiles go in order.
 template <typename Fn>
-void ForEachTileRun(OpKernelContext* ctx, int64_t num_tiles, Fn fn) {
+void ForEachTileRun(OpKernelContext* ctx, int64_t num_tiles, Fn fn,
+                    int64_t tiles_per_task = kTilesPerTask) {
   auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
   pool->ParallelForWithWorkerId(
-      (num_tiles + kTilesPerTask - 1) / kTilesPerTask,
+      (num_tiles + tiles_per_task - 1) / tiles_per_task,
       tsl::thread::ThreadPool::SchedulingParams::Fixed(1),
-      [&](int64_t begin, int64_t end, int worker) {
+      [&](int64_t begin, int64_t end, int) {
         // TensorFlow's own kernels flush subnormals to zero; so does this one, on whichever
         // thread runs it, so that results do not depend on it.
         tensorflow::port::ScopedFlushDenormal flush;
         for (int64_t run = begin; run < end; ++run) {
-          fn(run * kTilesPerTask, std::min<int64_t>(num_tiles, (run + 1) * kTilesPerTask),
-             worker);
+          fn(run * tiles_per_task, std::min<int64_t>(num_tiles, (run + 1) * tiles_per_task),
+             run);
         }
       });
 }
 
-int NumWorkers(OpKernelContext* ctx) {
-  return ctx->device()->tensorflow_cpu_worker_threads()->workers->NumThreads() + 1;
-}
+// The weight gradient is summed over at most this many runs of tiles, each run's partial sums
+// kept apart and added in run order at the end: the same bits whichever thread ran which run.
+constexpr int64_t kWeightGradRuns = 16;
+
 
 // The bias with the forget bias added to the forget gate's rows.
 std::vector<float> ShiftedBias(const Tensor& b, int hidden, float forget_bias) {
@@ -260,7 +262,7 @@ class FusedLstmCellOp : public OpKernel {
     float* hn = h_out->flat<float>().data();
     float* cn = c_out->flat<float>().data();
     const int64_t num_tiles = (d.n + kTile - 1) / kTile;
-    ForEachTileRun(ctx, num_tiles, [&](int64_t t0, int64_t t1, int) {
+    ForEachTileRun(ctx, num_tiles, [&](int64_t t0, int64_t t1, int64_t) {
       Buffer stacked((d.k + d.h) * kTile), gates(d.g * kTile), cell(d.h * kTile),
           hidden(d.h * kTile);
       const int H = d.h * kTile;
@@ -332,12 +334,14 @@ class FusedLstmCellGradOp : public OpKernel {
     float* dcn = dc_out->flat<float>().data();
     const std::vector<float> bias = ShiftedBias(b, d.h, forget_bias_);
     const int64_t num_tiles = (d.n + kTile - 1) / kTile;
-    // Per worker thread: lane-wise partial sums of dw, then of db; made on the worker's first run.
-    const int64_t per_worker = static_cast<int64_t>(kh + 1) * d.g;
-    std::vector<std::vector<Vec16>> partial(NumWorkers(ctx));
-    ForEachTileRun(ctx, num_tiles, [&](int64_t t0, int64_t t1, int worker) {
-      if (partial[worker].empty()) partial[worker].assign(per_worker, Vec16{});
-      Vec16* dw_part = partial[worker].data();
+    // Per run of tiles: lane-wise partial sums of dw, then of db, added in run order below.
+    const int64_t per_run = static_cast<int64_t>(kh + 1) * d.g;
+    const int64_t num_runs = std::min<int64_t>(kWeightGradRuns, num_tiles);
+    const int64_t tiles_per_run = (num_tiles + num_runs - 1) / num_runs;
+    std::vector<std::vector<Vec16>> partial((num_tiles + tiles_per_run - 1) / tiles_per_run);
+    ForEachTileRun(ctx, num_tiles, [&](int64_t t0, int64_t t1, int64_t run) {
+      partial[run].assign(per_run, Vec16{});
+      Vec16* dw_part = partial[run].data();
       Vec16* db_part = dw_part + kh * d.g;
       Buffer stacked(kh * kTile), gates(d.g * kTile), dgates(d.g * kTile),
           cell(d.h * kTile), cell_prev(d.h * kTile), dh(d.h * kTile), dc(d.h * kTile),
@@ -375,7 +379,7 @@ class FusedLstmCellGradOp : public OpKernel {
         // The padding's columns of the tile add nothing: their dh', dc' were zero-filled.
         WeightGradTile(kh, d.g, stacked.data(), dgates.data(), dw_part, db_part);
       }
-    });
+    }, tiles_per_run);
     for (const std::vector<Vec16>& part : partial) {
       if (part.empty()) continue;
       for (int e = 0; e < kh * d.g; ++e) dw[e] += LaneSum(part[e]);
