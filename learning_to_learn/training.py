@@ -333,7 +333,6 @@ class Clock:
 
 class _NoSignals:
   """Stands in for stopping.StopOnSignal where signals cannot be caught (not the main thread)."""
-  stopping = None
 
   def check(self):
     pass
@@ -677,8 +676,7 @@ def meta_train(problem, settings=None, *, net_config=None, net_assignments=None,
   if save_path is not None and distribute.is_chief(strategy):
     if os.path.exists(save_path) and not os.path.isdir(save_path):
       raise ValueError(f"{flag_prefix}save_path={save_path} is a file; give a directory.")
-    lock = locking.DirectoryLock(save_path, f"{flag_prefix}save_path" if flag_prefix else
-                                 "save_path")
+    lock = locking.DirectoryLock(save_path, f"{flag_prefix}save_path")
   try:
     # The networks' initial weights come from TF's global generator; problem instances and
     # minibatches use stateless seeds derived from the seed, epoch, unroll and instance.
