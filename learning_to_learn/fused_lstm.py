@@ -111,14 +111,15 @@ def available():
   return _load() is not None
 
 
-def _in_xla():
+def in_xla_context():
+  """Whether ops built now are compiled by XLA (jit_compile), where custom ops and Assert do not run."""
   return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 @tf.autograph.experimental.do_not_convert
 def usable(inputs):
   """Whether `lstm_cell` can run here: float32, outside XLA, and the op built and loaded."""
-  return inputs.dtype == tf.float32 and not _in_xla() and available()
+  return inputs.dtype == tf.float32 and not in_xla_context() and available()
 
 
 @tf.autograph.experimental.do_not_convert

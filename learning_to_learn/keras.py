@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from learning_to_learn import errors
+from learning_to_learn import fused_lstm
 from learning_to_learn import limits
 from learning_to_learn import networks
 from learning_to_learn import optimizer_files
@@ -31,6 +32,16 @@ _SUPPORTED_NET = "CoordinateWiseDeepLSTM"
 # activations and temporaries.
 BYTES_PER_PARAMETER = 1250
 _CONFIG_FIX = "pass the dict LearnedOptimizer.get_config wrote, unchanged"
+NON_FINITE_GRADIENT = (
+    "LearnedOptimizer: a gradient holds NaN or infinite values, so the step was not applied (no "
+    "variable moved): the loss diverged or overflowed; lower learning_rate, clip gradients "
+    "(clipnorm=...), or look for NaN in the data and the model.")
+
+
+def _non_finite_update(path):
+  return (f"LearnedOptimizer: the learned update of {path} turned NaN or infinite from finite "
+          "gradients (its input preprocessing overflowed), so it was not applied; scale the "
+          "loss down or clip gradients (clipnorm=...).")
 
 
 def _config_weights(network, expected):
@@ -202,6 +213,10 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   Raises:
     FileNotFoundError: `checkpoint` names no shipped optimizer, directory or file.
     ValueError: the file is not a saved network, or the network is not a CoordinateWiseDeepLSTM.
+    tf.errors.InvalidArgumentError, from a training step: a gradient, or the learned update made
+      from it, is NaN or infinite. Nothing of that step is applied: the gradients of every
+      variable are checked before any moves. (Under XLA, which cannot raise, an update that is
+      not finite is skipped for its variable and counted in `non_finite_updates`.)
   """
 
   def __init__(self, checkpoint="mnist", learning_rate=1.0, name="learned_optimizer", network=None,
@@ -261,6 +276,9 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                               name=f"{prefix}_preprocess_{field}") for field in ("m", "v")),
           self.add_variable(shape=(), initializer="zeros", dtype="float32",
                             name=f"{prefix}_preprocess_count")))
+    # Last, so that a .keras file written before it existed still lines up (load_own_variables).
+    self._non_finite_updates = self.add_variable(shape=(), initializer="zeros", dtype="int64",
+                                                 name="non_finite_updates")
 
   @property
   def network_weights(self):
@@ -279,56 +297,89 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       raise ValueError(f"{what}: LearnedOptimizer {self.name!r} has no variables before build(); "
                        "call optimizer.build(model.trainable_variables) or train one step first.")
 
+  def apply(self, grads, trainable_variables=None):
+    """Keras's apply, refusing the whole step before anything moves if a gradient is not finite
+    (outside XLA, which cannot raise; there update_step skips and counts instead)."""
+    checks = []
+    present = [g.values if isinstance(g, tf.IndexedSlices) else g for g in grads if g is not None]
+    if present and not fused_lstm.in_xla_context():
+      finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in present])
+      checks = [tf.debugging.Assert(finite, [NON_FINITE_GRADIENT])]
+    with tf.control_dependencies(checks):  # every op of the step, the iteration count's too
+      return super().apply(grads, trainable_variables)
+
   def update_step(self, gradient, variable, learning_rate):
     """Runs the network on every coordinate of `gradient` and moves `variable` by its output."""
+    update, assignments = self._learned_update(gradient, variable)
+    finite = tf.reduce_all(tf.math.is_finite(update))
+    if fused_lstm.in_xla_context():
+      # XLA drops Assert: the variable and its state stay where they were, and the skip is counted.
+      update = tf.where(finite, update, tf.zeros_like(update))
+      assignments = [(state, tf.where(finite, value, _value(state)))
+                     for state, value in assignments]
+      self._non_finite_updates.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
+      checks = []
+    else:
+      path = getattr(variable, "path", variable.name)
+      checks = [tf.debugging.Assert(finite, [_non_finite_update(path)])]
+    with tf.control_dependencies(checks):  # nothing is assigned from a refused update
+      for state, value in assignments:
+        self.assign(state, value)
+      self.assign_add(variable,
+                      tf.cast(learning_rate, variable.dtype) * tf.cast(update, variable.dtype))
+
+  def _learned_update(self, gradient, variable):
+    """(the update, in `variable`'s shape; [(state variable, its next value)]), nothing assigned."""
     if isinstance(gradient, tf.IndexedSlices):
       # A Python type check, not a tensor test: fine in update_step, which Keras traces without
       # autograph. Densifying sums repeated rows, as the dense gradient would.
       gradient = tf.convert_to_tensor(gradient)
     outputs = tf.reshape(tf.cast(gradient, tf.float32), [-1, 1])  # [num_coords, 1]
+    assignments = []
     if self._stateful_preprocess:
       saved = self._preprocess_states[self._get_variable_index(variable)]
       outputs, preprocessed = self._preprocess(outputs, type(saved)(*map(_value, saved)))
-      for state, value in zip(saved, preprocessed):
-        self.assign(state, value)
+      assignments += list(zip(saved, preprocessed))
     else:
       outputs = self._preprocess(outputs)
     outputs = tf.transpose(outputs)  # [num_features, num_coords], feature-major
-    next_states = []
     for i, state in enumerate(self.lstm_state(variable)):
       # The fused C++ cell where it runs; under XLA (jit_compile) the plain one.
       outputs, next_state = networks.fused_lstm_step(
           outputs, networks.LSTMState(_value(state.hidden), _value(state.cell)),
           _value(self._net_weights[f"lstm_{i}/w_gates"]),
           _value(self._net_weights[f"lstm_{i}/b_gates"]))
-      next_states.append((state, next_state))  # outputs: [hidden_i, num_coords]
+      assignments += [(state.hidden, next_state.hidden), (state.cell, next_state.cell)]
     weights = self._net_weights
     update = networks.linear(outputs, _value(weights["linear/w"]), _value(weights["linear/b"]))
-    update = tf.reshape(update * self._scale, variable.shape)  # [1, num_coords] -> variable's
-    for state, next_state in next_states:
-      self.assign(state.hidden, next_state.hidden)
-      self.assign(state.cell, next_state.cell)
-    self.assign_add(variable,
-                    tf.cast(learning_rate, variable.dtype) * tf.cast(update, variable.dtype))
+    return tf.reshape(update * self._scale, variable.shape), assignments  # [1, num_coords] ->
+
+  @property
+  def non_finite_updates(self):
+    """How many variable updates were skipped for being non-finite under XLA (elsewhere they raise)."""
+    self._check_built("non_finite_updates")
+    return int(self._non_finite_updates.numpy())
 
   def load_own_variables(self, store):
-    """Restores the variables from a .keras file, also one written before states went feature-major.
+    """Restores the variables from a .keras file, also one written by an earlier layout.
 
-    Files written before that hold each LSTM state as (num_coords, hidden): those arrays are
-    transposed rather than refused. A variable with exactly `hidden` coordinates cannot be told
-    apart and loads as saved.
+    Files with each LSTM state as (num_coords, hidden), not feature-major, are transposed rather
+    than refused (a variable with exactly `hidden` coordinates cannot be told apart and loads as
+    saved); files without the non-finite counter load with it at zero.
     """
-    if not self.built or len(store.keys()) != len(self.variables):
+    variables = list(self.variables)
+    if self.built and len(store.keys()) == len(variables) - 1:
+      variables = variables[:-1]  # written before the non-finite counter, which starts at zero
+      self._non_finite_updates.assign(0)
+    if not self.built or len(store.keys()) != len(variables):
       return super().load_own_variables(store)  # Keras says why it skips
     states = {id(v) for layers in self._states for pair in layers for v in pair}
-    values = {}
-    for i, variable in enumerate(self.variables):
+    for i, variable in enumerate(variables):
       value = store[str(i)]
       saved, wanted = tuple(value.shape), tuple(variable.shape)
       if id(variable) in states and saved != wanted and saved == wanted[::-1]:
         value = np.transpose(value)
-      values[str(i)] = value
-    super().load_own_variables(values)
+      variable.assign(value)
 
   def get_config(self):
     config = super().get_config()

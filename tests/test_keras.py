@@ -450,6 +450,93 @@ class LearnedOptimizerTest(parameterized.TestCase):
     self.assertNotIn("\n", str(raised.exception))
 
 
+class NonFiniteTest(parameterized.TestCase):
+  """A step whose gradient or update is not finite is refused whole, never applied."""
+
+  def _built(self):
+    model = _small_model()
+    optimizer = l2l_keras.LearnedOptimizer("mnist")
+    model.compile(optimizer=optimizer, loss="mse")
+    x, y = _regression()
+    model.train_on_batch(x[:8], y[:8])  # builds, and gives every state a non-zero value
+    return model, optimizer, x, y
+
+  def test_a_nan_gradient_raises_and_moves_nothing(self):
+    model, optimizer, x, y = self._built()
+    before = [v.numpy() for v in model.trainable_variables + optimizer.variables]
+    x = x.copy()
+    x[3, 2] = np.nan  # one example: every variable's gradient but the last bias turns NaN
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "a gradient holds NaN"):
+      model.train_on_batch(x[:8], y[:8])
+    after = [v.numpy() for v in model.trainable_variables + optimizer.variables]
+    for want, got in zip(before, after):
+      np.testing.assert_array_equal(got, want)
+
+  def test_a_non_finite_update_is_refused_for_its_variable(self):
+    model, optimizer, _, _ = self._built()
+    variable = model.trainable_variables[0]
+    before = variable.numpy()
+    state = [v.numpy() for layer in optimizer.lstm_state(variable) for v in layer]
+    gradient = tf.fill(variable.shape, np.inf)  # past apply's check: straight to the rule
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "turned NaN or infinite"):
+      optimizer.update_step(gradient, variable, optimizer.learning_rate)
+    np.testing.assert_array_equal(variable.numpy(), before)
+    for want, got in zip(state, [v.numpy() for layer in optimizer.lstm_state(variable)
+                                 for v in layer]):
+      np.testing.assert_array_equal(got, want)
+
+  def test_under_xla_a_non_finite_update_is_skipped_and_counted(self):
+    model, optimizer, _, _ = self._built()
+    variables = model.trainable_variables
+    before = [v.numpy() for v in variables]
+
+    @tf.function(jit_compile=True)
+    def step(grads):
+      optimizer.apply(grads, variables)
+
+    grads = [tf.ones_like(v) for v in variables]
+    grads[0] = tf.fill(variables[0].shape, np.nan)
+    step(grads)
+    self.assertEqual(optimizer.non_finite_updates, 1)
+    np.testing.assert_array_equal(variables[0].numpy(), before[0])
+    self.assertFalse(np.array_equal(variables[1].numpy(), before[1]))  # the finite ones moved
+    for v in optimizer.variables:
+      self.assertTrue(np.all(np.isfinite(v.numpy())), v.path)
+
+  def test_ten_thousand_noisy_steps_stay_bounded(self):
+    # Stochastic linear least squares: gradient noise as large as the gradient itself at the
+    # start, and no decay to rescue a rule whose steps do not shrink.
+    rng = np.random.default_rng(0)
+    a = tf.constant(rng.normal(size=(64, 32)) / 8, tf.float32)
+    target = tf.constant(rng.normal(size=(32,)), tf.float32)
+    theta = tf.Variable(tf.zeros(32))
+    optimizer = l2l_keras.LearnedOptimizer("mnist")
+    optimizer.build([theta])
+
+    def loss():
+      return 0.5 * tf.reduce_sum(tf.square(tf.linalg.matvec(a, theta - target)))
+
+    @tf.function
+    def run(num_steps, seed):
+      losses = tf.TensorArray(tf.float32, num_steps)
+      for i in tf.range(num_steps):
+        with tf.GradientTape() as tape:
+          value = loss()
+        gradient = tape.gradient(value, theta)
+        noise = tf.random.stateless_normal([32], tf.stack([seed, i]))
+        optimizer.apply([gradient + 0.5 * noise], [theta])
+        losses = losses.write(i, value)
+      return losses.stack()
+
+    initial = float(loss())
+    losses = np.concatenate([run(1000, s).numpy() for s in range(10)])
+    self.assertEqual(len(losses), 10_000)
+    self.assertTrue(np.all(np.isfinite(losses)))
+    self.assertTrue(np.all(np.isfinite(theta.numpy())))
+    self.assertLess(np.max(losses[1000:]), initial)  # never back above where it started
+    self.assertLess(np.mean(losses[-1000:]), 0.5 * initial)
+
+
 def test_mirrored_strategy_fit_lowers_the_loss(mirrored_run):
   out, err = mirrored_run.communicate(timeout=300)
   assert mirrored_run.returncode == 0, err[-2000:]
