@@ -63,6 +63,8 @@ class Settings:
     imitation_weight: after those, the imitation error's weight beside the meta-objective.
     seed: seed of every problem instance and minibatch, and of the networks' initial weights.
     evaluation_period: epochs between evaluations.
+    evaluate_start: score the starting networks before the first epoch, so that the best kept is
+      never worse than the start (for runs that fine-tune a trained optimizer).
     evaluation_epochs: problem instances per evaluation (the same ones each time).
     selection_steps: steps whose mean evaluation losses, averaged, choose the best optimizer;
       None: the next curriculum horizon (the last one's in the last stage).
@@ -92,6 +94,7 @@ class Settings:
   imitation_weight: float = 0.0
   seed: int = 0
   evaluation_period: int = 1000
+  evaluate_start: bool = False
   evaluation_epochs: int = 20
   selection_steps: Optional[Sequence[int]] = None
   curriculum: Optional[Sequence[int]] = None
@@ -700,28 +703,23 @@ def _train(run, callbacks, signals):
     callback.on_train_begin(run)
   evaluating = False
   try:
+    if settings.evaluate_start and run.epoch == 0 and run.curriculum.best == float("inf"):
+      evaluating = True
+      _evaluate(run, callbacks, signals, clock)
+      evaluating = False
     while run.epoch < settings.num_epochs:
       result = run.train_epoch(signals)
       for callback in callbacks:
         callback.on_epoch_end(run, result)
       if run.epoch % settings.evaluation_period == 0 or run.epoch == settings.num_epochs:
         evaluating = True
-        steps = run.curriculum.selection_steps()
-        loss, seconds = run.evaluate(steps, signals)
+        _evaluate(run, callbacks, signals, clock)
         evaluating = False
-        improved, stage = run.observe(loss)
-        for callback in callbacks:
-          callback.on_evaluation(run, loss, seconds, steps, improved)
-        if improved:
-          run.keep_best(loss, clock, steps, stage)
-        if run.curriculum.stage != stage:
-          logging.info("Curriculum: no improvement in %d evaluations; training at %d steps from "
-                       "epoch %d.", run.curriculum.patience, run.curriculum.horizon, run.epoch + 1)
       if run.epoch % settings.checkpoint_period == 0 or run.epoch == settings.num_epochs:
         run.save_checkpoint(clock)
   except stopping.Stop as stop:
     # An epoch counts once its evaluation is done: a run stopped during one redoes that epoch.
-    epoch = run.epoch - 1 if evaluating else run.epoch
+    epoch = max(run.epoch - 1, 0) if evaluating else run.epoch
     logging.info("%s: saving a checkpoint at epoch %d and stopping.", stop, epoch)
     run.save_checkpoint(clock, epoch)
     for callback in callbacks:
@@ -730,3 +728,17 @@ def _train(run, callbacks, signals):
   for callback in callbacks:
     callback.on_train_end(run, None)
   return None
+
+
+def _evaluate(run, callbacks, signals, clock):
+  """Scores the networks at the curriculum's selection steps and keeps them if the best so far."""
+  steps = run.curriculum.selection_steps()
+  loss, seconds = run.evaluate(steps, signals)
+  improved, stage = run.observe(loss)
+  for callback in callbacks:
+    callback.on_evaluation(run, loss, seconds, steps, improved)
+  if improved:
+    run.keep_best(loss, clock, steps, stage)
+  if run.curriculum.stage != stage:
+    logging.info("Curriculum: no improvement in %d evaluations; training at %d steps from "
+                 "epoch %d.", run.curriculum.patience, run.curriculum.horizon, run.epoch + 1)

@@ -134,6 +134,31 @@ def test_best_keeping_writes_the_optimizer_only_when_the_evaluation_improves(tmp
   assert os.path.isfile(tmp_path / "cw.npz")
 
 
+
+def test_evaluate_start_scores_the_start_first_and_keeps_it_until_beaten(tmp_path):
+  run = _run(str(tmp_path), num_epochs=3, evaluate_start=True)
+  scores = iter([2.0, 3.0, 1.5, 2.5])  # the start, then epochs 1, 2, 3
+  run.evaluate = lambda steps, signals=None: (next(scores), 0.0)
+  recorder = Recorder()
+  assert training._train(run, [recorder], _Signals()) is None
+  assert [e for e in recorder.events if e[0] == "evaluation"] == [
+      ("evaluation", 0, 2.0, True), ("evaluation", 1, 3.0, False), ("evaluation", 2, 1.5, True),
+      ("evaluation", 3, 2.5, False)]
+  with open(tmp_path / "best.json") as f:
+    assert json.load(f)["epoch"] == 2
+  # Resumed, the start is not scored again: the best so far came back with the checkpoint.
+  resumed = _run(str(tmp_path), num_epochs=4, evaluate_start=True)
+  resumed.evaluate = lambda steps, signals=None: (5.0, 0.0)
+  recorder = Recorder()
+  training._train(resumed, [recorder], _Signals())
+  assert [e for e in recorder.events if e[0] == "evaluation"] == [("evaluation", 4, 5.0, False)]
+
+
+def test_a_stop_during_the_start_evaluation_saves_epoch_zero(tmp_path):
+  run = _run(str(tmp_path), evaluate_start=True)
+  assert training._train(run, [], _Signals(at=1)) == "SIGTERM"  # the start's first chunk
+  assert int(run.checkpoint.epoch.numpy()) == 0
+
 def test_a_non_finite_epoch_is_retried_on_new_instances_then_refused():
   run = _run(max_faults=3)
   seeds = []

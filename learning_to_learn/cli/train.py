@@ -27,6 +27,8 @@ flags.DEFINE_string("problem", "simple", f"One of {', '.join(problems.PROBLEM_NA
 flags.DEFINE_integer("num_epochs", 10000, "Meta-training epochs.")
 flags.DEFINE_integer("log_period", 100, "Epochs between progress statistics.")
 flags.DEFINE_integer("evaluation_period", 1000, "Epochs between evaluations.")
+flags.DEFINE_boolean("evaluate_start", False, "Score the starting optimizer (say --init_path's) "
+                     "before the first epoch, so that the best kept is never worse than it.")
 flags.DEFINE_integer("evaluation_epochs", 20, "Problem instances per evaluation.")
 flags.DEFINE_integer("num_steps", 100, "Optimizee steps per epoch.")
 flags.DEFINE_integer("unroll_length", 20, "Optimizee steps per meta-step (T).")
