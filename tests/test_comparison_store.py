@@ -16,7 +16,8 @@ from learning_to_learn import atomic
 from learning_to_learn import comparison_store
 from learning_to_learn import evaluation
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+
 GRID = (0.01, 0.1)
 NUM_STEPS = 5
 

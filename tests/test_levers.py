@@ -7,8 +7,6 @@ import gzip
 import json
 import os
 import struct
-import subprocess
-import sys
 
 from absl.testing import parameterized
 import numpy as np
@@ -24,7 +22,7 @@ from learning_to_learn import optimizer_files
 from learning_to_learn import preprocess
 from learning_to_learn import unroll as unroll_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, run_python
 
 
 def numpy_adam_features(gradients, beta1, beta2, epsilon):
@@ -198,13 +196,11 @@ class ValidationSplitTest(parameterized.TestCase):
 
 def test_train_cli_runs_every_lever_and_keeps_the_options():
   save_path = os.path.join(ROOT, "runs", "test_levers")
-  command = [sys.executable, "train.py", "--problem=quadratic", "--num_epochs=2",
-             "--num_steps=10", "--unroll_length=5", "--evaluation_period=2",
-             "--evaluation_epochs=2", "--preprocess=AdamNormalized", "--objective=log",
-             "--meta_lr_schedule=cosine", "--clip_meta_gradient_value=0.1",
-             "--evaluation_split=valid", f"--save_path={save_path}", "--overwrite"]
-  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  done = run_python("train.py", "--problem=quadratic", "--num_epochs=2", "--num_steps=10",
+                    "--unroll_length=5", "--evaluation_period=2", "--evaluation_epochs=2",
+                    "--preprocess=AdamNormalized", "--objective=log", "--meta_lr_schedule=cosine",
+                    "--clip_meta_gradient_value=0.1", "--evaluation_split=valid",
+                    f"--save_path={save_path}", "--overwrite", timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
   saved = optimizer_files.read_config(os.path.join(save_path, "cw.npz"))
   assert saved["net_options"]["preprocess_name"] == "AdamNormalized"
@@ -247,10 +243,9 @@ def test_compare_of_the_learned_optimizer_alone_runs_the_same_instances(tmp_path
   """--baselines= leaves the learned optimizer's numbers as they are beside the baselines."""
   summaries = {}
   for label, baselines in (("alone", ""), ("with_nag", "nag")):
-    command = [sys.executable, "evaluate.py", "--compare", "--problem=quadratic",
-               "--path=quadratic", f"--baselines={baselines}", "--num_epochs=3",
-               "--num_steps=10", "--num_tuning_epochs=2", f"--output_dir={tmp_path / label}"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = run_python("evaluate.py", "--compare", "--problem=quadratic", "--path=quadratic",
+                      f"--baselines={baselines}", "--num_epochs=3", "--num_steps=10",
+                      "--num_tuning_epochs=2", f"--output_dir={tmp_path / label}", timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     with open(tmp_path / label / "summary.json") as f:
       summaries[label] = json.load(f)["final_loss"]
@@ -260,10 +255,9 @@ def test_compare_of_the_learned_optimizer_alone_runs_the_same_instances(tmp_path
 
 
 def _train(args):
-  command = [sys.executable, "train.py", "--problem=quadratic", "--unroll_length=5",
-             "--evaluation_period=1", "--evaluation_epochs=2", "--log_period=100"] + args
-  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  done = run_python("train.py", "--problem=quadratic", "--unroll_length=5",
+                    "--evaluation_period=1", "--evaluation_epochs=2", "--log_period=100", *args,
+                    timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
   return done.stderr
 
@@ -317,9 +311,8 @@ def test_curriculum_moves_on_after_stale_evaluations_and_resumes_in_its_stage(tm
 
 
 def test_curriculum_must_grow_in_whole_unrolls():
-  command = [sys.executable, "train.py", "--problem=quadratic", "--unroll_length=5",
-             "--curriculum=10,12"]
-  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+  done = run_python("train.py", "--problem=quadratic", "--unroll_length=5", "--curriculum=10,12",
+                    timeout=120)
   assert done.returncode != 0
   assert "--curriculum=10,12 must be increasing multiples of --unroll_length=5" in done.stderr
 

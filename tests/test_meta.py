@@ -2,8 +2,6 @@
 
 import logging
 import os
-import subprocess
-import sys
 
 from absl.testing import parameterized
 import numpy as np
@@ -17,7 +15,7 @@ from learning_to_learn import meta
 from learning_to_learn import networks
 from learning_to_learn import unroll as unroll_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import environment, run_python
 SIMPLE_NET = dict(net="CoordinateWiseDeepLSTM", net_options={"layers": (), "initializer": "zeros"})
 
 
@@ -407,8 +405,8 @@ class SaveTest(parameterized.TestCase):
         "trainer.reset(meta.make_seed(9))\n"
         "np.save(sys.argv[2], trainer.eval_unroll(meta.make_seed(9, 1)).losses.numpy())\n")
     out = os.path.join(tmp, "losses.npy")
-    subprocess.run([sys.executable, "-c", script, tmp, out], cwd=ROOT, check=True,
-                   capture_output=True)
+    # The fresh process sees the devices this one does: the same kernels give the same numbers.
+    run_python("-c", script, tmp, out, check=True, env=environment(CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES")))
     np.testing.assert_array_equal(np.load(out), want)
 
 
