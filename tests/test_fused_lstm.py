@@ -21,7 +21,8 @@ from learning_to_learn import meta
 from learning_to_learn import networks
 from learning_to_learn import problems
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 # Without a compiler the plain cell runs (tested below); with one, the op must build.

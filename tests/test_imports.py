@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 
 # Lowest first. A module may import modules of the layers below its own, never of its own or above.
 LAYERS = (

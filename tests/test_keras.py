@@ -7,8 +7,6 @@ of the model (save/load), and the dense gradient (IndexedSlices).
 
 import json
 import os
-import subprocess
-import sys
 from unittest import mock
 import zipfile
 
@@ -26,7 +24,8 @@ from learning_to_learn import meta
 from learning_to_learn import networks
 from learning_to_learn import unroll
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import start_python
+
 K = 5.0
 SCALE = 0.01
 
@@ -102,9 +101,8 @@ def sign_descent_net(layers=(20, 20), gain=10.0):
 def mirrored_run(tmp_path_factory):
   """Starts the MirroredStrategy script before the module's first test; yields its process."""
   path = optimizer_files.save(sign_descent_net(), str(tmp_path_factory.mktemp("mirrored") / "cw.npz"))
-  process = subprocess.Popen([sys.executable, "-c", _MIRRORED_SCRIPT, path], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  process = start_python("-c", _MIRRORED_SCRIPT, path,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
   yield process
   if process.poll() is None:
     process.kill()

@@ -1,8 +1,6 @@
 """keras_problems.KerasProblem against the model's own call and GradientTape, and its CLI path."""
 
 import os
-import subprocess
-import sys
 import textwrap
 
 from absl.testing import parameterized
@@ -16,7 +14,7 @@ from learning_to_learn import keras_problems
 from learning_to_learn import meta
 from learning_to_learn import training
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, environment, run_python
 
 
 def _mlp():
@@ -204,9 +202,8 @@ USER_FILE = """
 
 
 def _cli(script, *args, cwd):
-  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, env=env,
-                        capture_output=True, text=True, timeout=600, check=False)
+  return run_python(os.path.join(ROOT, script), *args, cwd=cwd,
+                    env=environment(TF_CPP_MIN_LOG_LEVEL="3"))
 
 
 @pytest.mark.parametrize("spec", ["user_problems.py:build"])

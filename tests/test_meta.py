@@ -2,8 +2,6 @@
 
 import logging
 import os
-import subprocess
-import sys
 
 from absl.testing import parameterized
 import numpy as np
@@ -11,13 +9,14 @@ import pytest
 import tensorflow as tf
 
 import problems
+from learning_to_learn import baselines
 from learning_to_learn import datasets
 from learning_to_learn import evaluation
 from learning_to_learn import meta
 from learning_to_learn import networks
 from learning_to_learn import unroll as unroll_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import environment, run_python
 SIMPLE_NET = dict(net="CoordinateWiseDeepLSTM", net_options={"layers": (), "initializer": "zeros"})
 
 
@@ -407,8 +406,8 @@ class SaveTest(parameterized.TestCase):
         "trainer.reset(meta.make_seed(9))\n"
         "np.save(sys.argv[2], trainer.eval_unroll(meta.make_seed(9, 1)).losses.numpy())\n")
     out = os.path.join(tmp, "losses.npy")
-    subprocess.run([sys.executable, "-c", script, tmp, out], cwd=ROOT, check=True,
-                   capture_output=True)
+    # The fresh process sees the devices this one does: the same kernels give the same numbers.
+    run_python("-c", script, tmp, out, check=True, env=environment(CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES")))
     np.testing.assert_array_equal(np.load(out), want)
 
 
@@ -424,3 +423,88 @@ class ClipTest(parameterized.TestCase):
     self.assertAlmostEqual(float(tf.linalg.global_norm(gradients)), 1e-3, places=6)
     with pytest.raises(ValueError, match="clip_meta_gradient"):
       optimizer.meta_minimize(problem, 5, clip_meta_gradient=0.0)
+
+
+class LogObjectiveTest(parameterized.TestCase):
+
+  def test_hand_computed_values(self):
+    losses = tf.constant([2.0, 0.5, 1.0])
+    self.assertAlmostEqual(float(meta.meta_objective(losses, "sum")), 3.5, places=6)
+    self.assertAlmostEqual(float(meta.meta_objective(losses, "log")), np.log(2 * 0.5 * 1),
+                           places=6)
+    # Weights 1/3, 2/3, 3/3.
+    self.assertAlmostEqual(float(meta.meta_objective(losses, "late")), 2 / 3 + 1 / 3 + 1,
+                           places=6)
+    with self.assertRaisesRegex(ValueError, "objective"):
+      meta.meta_objective(losses, "mean")
+
+  @parameterized.parameters("sum", "log")
+  def test_trainer_takes_adams_first_step_on_the_objective(self, objective):
+    """Adam's first step is -rate * g / (|g| + eps): its sign is the objective gradient's."""
+    problem, config, _ = problems.get_config("quadratic")
+    tf.random.set_seed(0)
+    optimizer = meta.MetaOptimizer(**config)
+    rule = optimizer.assignments(problem)
+    state = unroll_lib.initial_state(problem, rule, meta.make_seed(0))
+    batches = problem.sample_batches(meta.make_seed(1), 6)
+    with tf.GradientTape() as tape:
+      losses, _ = unroll_lib.unroll(problem, rule, state, batches)
+      value = meta.meta_objective(losses, objective)
+    want = tape.gradient(value, optimizer.trainable_variables)
+    trainer = optimizer.meta_minimize(problem, 5, learning_rate=1e-3, objective=objective,
+                                      jit_compile=False)
+    trainer.reset(meta.make_seed(0))
+    before = [v.numpy() for v in optimizer.trainable_variables]
+    trainer.train_unroll(meta.make_seed(1))
+    for b, v, g in zip(before, optimizer.trainable_variables, want):
+      g = g.numpy()
+      # Adam's epsilon shrinks the steps of tiny entries, and float rounding may flip their sign.
+      big = np.abs(g) > 1e-3 * np.abs(g).max()
+      self.assertGreater(big.mean(), 0.3)
+      np.testing.assert_allclose((v.numpy() - b)[big], -1e-3 * np.sign(g[big]), rtol=2e-2)
+
+  def test_elementwise_clip_bounds_every_entry(self):
+    problem, config, _ = problems.get_config("quadratic")
+    optimizer = meta.MetaOptimizer(**config)
+    trainer = optimizer.meta_minimize(problem, 5, clip_meta_gradient_value=1e-4,
+                                      jit_compile=False)
+    trainer.reset(meta.make_seed(0))
+    result, _, gradients = trainer._train_fn(trainer.states, meta.make_seed(1))
+    largest = max(float(tf.reduce_max(tf.abs(g))) for g in gradients)
+    self.assertAlmostEqual(largest, 1e-4, places=9)  # some entry was clipped to the bound
+    self.assertGreater(float(result.meta_gradient_norm), 1e-3)  # the norm before clipping
+    with self.assertRaisesRegex(ValueError, "clip_meta_gradient_value"):
+      optimizer.meta_minimize(problem, 5, clip_meta_gradient_value=-1.0)
+
+
+class ImitationTest(parameterized.TestCase):
+
+  def test_error_of_sgd_imitating_sgd_is_the_closed_form(self):
+    """Student rate a, teacher rate b: each step's relative error is ((a - b) / b)^2."""
+    problem, _, _ = problems.get_config("quadratic")
+    rule = lambda rate: meta.NetAssignments({"sgd": baselines.Sgd(rate)}, None,
+                                            problem.param_names)
+    imitating = meta.ImitatingRule(rule(0.3), rule(0.1))
+    state = unroll_lib.initial_state(problem, imitating, meta.make_seed(0))
+    batches = problem.sample_batches(meta.make_seed(1), 6)
+    (result,), final = meta._unroll_results(problem, imitating, state, batches, False)
+    self.assertAlmostEqual(float(result.imitation), 5 * ((0.3 - 0.1) / 0.1) ** 2, places=3)
+    # The student moves the optimizee: the losses are those of SGD at rate 0.3 alone.
+    plain = unroll_lib.initial_state(problem, rule(0.3), meta.make_seed(0))
+    losses, _ = unroll_lib.unroll(problem, rule(0.3), plain, batches)
+    np.testing.assert_allclose(result.losses.numpy(), losses.numpy(), rtol=1e-6)
+
+  def test_imitation_alone_brings_the_lstm_towards_its_teacher(self):
+    problem, config, _ = problems.get_config("quadratic", settings="paper")
+    tf.random.set_seed(0)
+    optimizer = meta.MetaOptimizer(**config)
+    teacher = {"adam": {"net": "Adam", "net_options": {"learning_rate": 0.1}}}
+    trainer = optimizer.meta_minimize(problem, 10, learning_rate=0.01, teacher=teacher,
+                                      jit_compile=False)
+    trainer.objective_weight.assign(0.0)
+    errors = []
+    for epoch in range(40):
+      trainer.reset(meta.make_seed(0, epoch))
+      errors.append(float(trainer.train_unroll(meta.make_seed(1, epoch)).imitation))
+    # Relative error summed over 10 steps: from about 10 (a fresh net moves little) to far less.
+    self.assertGreater(np.mean(errors[:5]), 2 * np.mean(errors[-5:]))

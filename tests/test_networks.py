@@ -1,8 +1,6 @@
 """The update rules against second implementations: NumPy LSTMs and Keras optimizers."""
 
 import os
-import subprocess
-import sys
 
 from absl.testing import parameterized
 import keras
@@ -14,7 +12,7 @@ from learning_to_learn import baselines
 from learning_to_learn import networks
 from learning_to_learn import optimizer_files
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import environment, run_python
 
 
 def lstm_net(**kwargs):
@@ -185,8 +183,9 @@ class SaveLoadTest(parameterized.TestCase):
         "  u, state = net(g, state); out.append(u.numpy())\n"
         "np.save(sys.argv[3], np.stack(out))\n")
     out_path = os.path.join(tmp, "out.npy")
-    subprocess.run([sys.executable, "-c", script, path, os.path.join(tmp, "g.npy"), out_path],
-                   cwd=ROOT, check=True, capture_output=True)
+    # The fresh process sees the devices this one does: the same kernels give the same numbers.
+    run_python("-c", script, path, os.path.join(tmp, "g.npy"), out_path, check=True,
+               env=environment(CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES")))
     np.testing.assert_array_equal(np.load(out_path), np.stack(want))
 
   def test_factory_with_net_path_restores_weights(self):

@@ -6,8 +6,6 @@ and the shipped file read directly.
 
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,7 +14,8 @@ from learning_to_learn import evaluation
 from learning_to_learn import keras as l2l_keras
 from learning_to_learn import optimizer_files
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, run_python
+
 SHIPPED = os.path.join(optimizer_files.SHIPPED_DIR, "quadratic", "cw.npz")
 
 
@@ -72,11 +71,9 @@ def test_evaluate_cli_runs_the_users_optimizer_of_a_shipped_name(tmp_path):
   # Output layer zero: the update is always zero, so every run ends at its initial loss, which the
   # shipped optimizer lowers by orders of magnitude.
   _own_quadratic(str(tmp_path / "quadratic"), 0.0)
-  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-  result = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "evaluate.py"), "--problem=quadratic",
-       "--path=quadratic", "--num_epochs=2", "--num_steps=20", "--nojit_compile"],
-      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+  result = run_python(os.path.join(ROOT, "evaluate.py"), "--problem=quadratic",
+                      "--path=quadratic", "--num_epochs=2", "--num_steps=20", "--nojit_compile",
+                      cwd=tmp_path, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   printed = float(re.search(r"Log Mean Final Error: (-?[\d.]+)", result.stderr).group(1))
   import problems  # pylint: disable=import-outside-toplevel

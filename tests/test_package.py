@@ -17,7 +17,8 @@ import zipfile
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, run_python
+
 
 # Run from a directory outside the checkout with only the install on the path: for every shipped
 # optimizer, one model.fit step, and the update it takes for a fixed gradient.
@@ -54,8 +55,9 @@ print("RESULT " + json.dumps(result))
 
 
 def _pip(*args, cwd):
-  done = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-                        cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+  # pip as a person runs it: this process's environment, the checkout not on PYTHONPATH.
+  done = run_python("-m", "pip", "--disable-pip-version-check", *args, cwd=cwd,
+                    env=dict(os.environ))
   assert done.returncode == 0, done.stdout + done.stderr
   return done
 

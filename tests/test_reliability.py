@@ -4,7 +4,6 @@ import glob
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,15 +13,17 @@ import tensorflow as tf
 import problems
 from learning_to_learn import meta
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = [sys.executable, os.path.join(ROOT, "train.py"), "--problem=quadratic", "--num_steps=20",
+from conftest import ROOT, run_python, start_python
+
+TRAIN = [os.path.join(ROOT, "train.py"), "--problem=quadratic", "--num_steps=20",
          "--unroll_length=10", "--evaluation_period=4", "--evaluation_epochs=1", "--log_period=4",
          "--checkpoint_period=2", "--nojit_compile", "--seed=5"]
 
 
 def train(save_path, *flags, check=True):
-  result = subprocess.run(TRAIN + [f"--save_path={save_path}", *flags], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+  # This process's environment, as every run of this file's.
+  result = run_python(*TRAIN, f"--save_path={save_path}", *flags, timeout=300,
+                      env=dict(os.environ))
   if check:
     assert result.returncode == 0, result.stderr[-2000:]
   return result
@@ -51,8 +52,9 @@ def wait_for(pattern, process, seconds=240):
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
   whole, killed = tmp_path / "whole", tmp_path / "killed"
   train(whole, "--num_epochs=12")
-  process = subprocess.Popen(TRAIN + [f"--save_path={killed}", "--num_epochs=12"], cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  process = start_python(*TRAIN, f"--save_path={killed}", "--num_epochs=12",
+                         env=dict(os.environ), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
   assert wait_for(str(killed / "checkpoints" / "ckpt-4.index"), process)
   process.kill()
   process.wait()
@@ -68,9 +70,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
-  process = subprocess.Popen(TRAIN + [f"--save_path={tmp_path}", "--num_epochs=100000",
-                                      "--checkpoint_period=100000"], cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  process = start_python(*TRAIN, f"--save_path={tmp_path}", "--num_epochs=100000",
+                         "--checkpoint_period=100000", env=dict(os.environ),
+                         stdout=subprocess.DEVNULL)
   # The first evaluation (epoch 4) writes the best optimizer: by then epochs have run.
   assert wait_for(str(tmp_path / "cw.npz"), process)
   process.send_signal(signal.SIGTERM)
