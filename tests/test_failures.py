@@ -628,8 +628,9 @@ def test_a_stop_during_an_epoch_is_acted_on_within_seconds(runs, job):
   returncode, seconds, stderr, save = _result(runs, job)
   assert returncode == 130, stderr[-2000:]
   assert "Traceback" not in stderr and "SIGTERM: saving a checkpoint at epoch 0" in stderr
-  # The epoch has 10,000 unrolls: acting at the epoch's end would take minutes.
-  assert seconds < 15, seconds
+  # The epoch has 10,000 unrolls: the checkpoint at epoch 0 shows the stop came inside it, and
+  # the bound, loose enough for a loaded machine, that it was not deferred by minutes.
+  assert seconds < 60, seconds
   assert _epoch(save) == 0
 
 
