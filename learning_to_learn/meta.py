@@ -260,6 +260,27 @@ class MetaOptimizer(snt.Module):
     return optimizer_files.save_all(self.nets, path)
 
 
+def _check_trainer_arguments(unroll_length, learning_rate, objective, clip_meta_gradient,
+                             clip_meta_gradient_value, num_instances, replicas):
+  """Raises a one-line ValueError for the first bad argument of MetaTrainer."""
+  if int(unroll_length) != unroll_length or unroll_length <= 0:
+    raise ValueError(f"unroll_length={unroll_length} must be a positive integer (reference: 20).")
+  if objective not in OBJECTIVES:
+    raise ValueError(f"objective={objective!r} is not one of {', '.join(OBJECTIVES)}.")
+  if clip_meta_gradient_value is not None and not clip_meta_gradient_value > 0:
+    raise ValueError(f"clip_meta_gradient_value={clip_meta_gradient_value} must be positive, "
+                     "or None to not clip.")
+  schedule = isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+  if not schedule and not learning_rate > 0:
+    raise ValueError(f"learning_rate={learning_rate} must be positive (reference: 0.001).")
+  if clip_meta_gradient is not None and not clip_meta_gradient > 0:
+    raise ValueError(f"clip_meta_gradient={clip_meta_gradient} must be positive, or None to "
+                     "not clip.")
+  if int(num_instances) != num_instances or num_instances <= 0 or num_instances % replicas:
+    raise ValueError(f"num_instances={num_instances} must be a positive multiple of the "
+                     f"{replicas} replicas, so that each replica unrolls the same number.")
+
+
 class MetaTrainer:
   """Meta-trains a MetaOptimizer on one problem: epochs of unrolls, one Adam meta-step per unroll.
 
@@ -319,24 +340,10 @@ class MetaTrainer:
                jit_compile=None, num_instances=1, strategy=None, objective="sum",
                clip_meta_gradient_value=None, teacher=None, recompute=False,
                batch_instances=False, optimizer=None):
-    if int(unroll_length) != unroll_length or unroll_length <= 0:
-      raise ValueError(f"unroll_length={unroll_length} must be a positive integer (reference: 20).")
-    if objective not in OBJECTIVES:
-      raise ValueError(f"objective={objective!r} is not one of {', '.join(OBJECTIVES)}.")
-    if clip_meta_gradient_value is not None and not clip_meta_gradient_value > 0:
-      raise ValueError(f"clip_meta_gradient_value={clip_meta_gradient_value} must be positive, "
-                       "or None to not clip.")
-    schedule = isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule)
-    if not schedule and not learning_rate > 0:
-      raise ValueError(f"learning_rate={learning_rate} must be positive (reference: 0.001).")
-    if clip_meta_gradient is not None and not clip_meta_gradient > 0:
-      raise ValueError(f"clip_meta_gradient={clip_meta_gradient} must be positive, or None to "
-                       "not clip.")
     self.strategy = strategy or tf.distribute.get_strategy()
-    replicas = self.strategy.num_replicas_in_sync
-    if int(num_instances) != num_instances or num_instances <= 0 or num_instances % replicas:
-      raise ValueError(f"num_instances={num_instances} must be a positive multiple of the "
-                       f"{replicas} replicas, so that each replica unrolls the same number.")
+    _check_trainer_arguments(unroll_length, learning_rate, objective, clip_meta_gradient,
+                             clip_meta_gradient_value, num_instances,
+                             self.strategy.num_replicas_in_sync)
     self.problem = problem
     self.unroll_length = int(unroll_length)
     self.second_derivatives = second_derivatives
@@ -345,19 +352,9 @@ class MetaTrainer:
     self.clip_meta_gradient_value = clip_meta_gradient_value
     self.objective = objective
     self.num_instances = int(num_instances)
-    self._local_instances = self.num_instances // replicas
-    self.rule = meta_optimizer.assignments(problem, net_assignments)
-    self._stacked = None
-    if batch_instances:
-      others = sorted(k for k, net in meta_optimizer.nets.items() if not net.coordinatewise)
-      if others:
-        raise ValueError(f"batch_instances needs coordinatewise networks; {others} are not: "
-                         "leave batch_instances off for them.")
-      self._stacked = instances.StackedProblem(problem, self._local_instances)
-    if teacher is not None:
-      teachers = {key: optimizer_files.network(**config) for key, config in teacher.items()}
-      self.rule = ImitatingRule(self.rule, NetAssignments(teachers, None, problem.param_names),
-                                stacked=bool(batch_instances))
+    self._local_instances = self.num_instances // self.strategy.num_replicas_in_sync
+    self.rule, self._stacked = self._make_rule(meta_optimizer, net_assignments, teacher,
+                                               batch_instances)
     self.variables = meta_optimizer.trainable_variables
     outside = [v.name for v in self.variables
                if not self.strategy.extended.variable_created_in_scope(v)]
@@ -372,6 +369,25 @@ class MetaTrainer:
       if self.variables and not self.optimizer.built:
         self.optimizer.build(self.variables)
     self.states = None  # per local instance; a PerReplica nest under a multi-replica strategy
+    self._compile(jit_compile)
+
+  def _make_rule(self, meta_optimizer, net_assignments, teacher, batch_instances):
+    """(the rule that moves the optimizee, the StackedProblem of a replica's instances or None)."""
+    rule = meta_optimizer.assignments(self.problem, net_assignments)
+    stacked = None
+    if batch_instances:
+      others = sorted(k for k, net in meta_optimizer.nets.items() if not net.coordinatewise)
+      if others:
+        raise ValueError(f"batch_instances needs coordinatewise networks; {others} are not: "
+                         "leave batch_instances off for them.")
+      stacked = instances.StackedProblem(self.problem, self._local_instances)
+    if teacher is not None:
+      teachers = {key: optimizer_files.network(**config) for key, config in teacher.items()}
+      rule = ImitatingRule(rule, NetAssignments(teachers, None, self.problem.param_names),
+                           stacked=bool(batch_instances))
+    return rule, stacked
+
+  def _compile(self, jit_compile):
     # Replica-local work, compiled as measured fastest; the collectives stay outside XLA.
     self._local_train_fn = tf.function(self._local_train, jit_compile=bool(jit_compile))
     self._local_eval_fn = tf.function(self._local_run, jit_compile=jit_compile in (None, True))

@@ -470,8 +470,54 @@ def _user_config(spec, path, data_dir, split, settings):
   problem, net_assignments = problem_files.build(spec, split=split, data_dir=data_dir)
   keys = [key for key, _ in net_assignments] if net_assignments else [_SINGLE]
   net_config = {key: _lstm_config(SETTINGS[settings]) for key in keys}
+  _set_net_paths(net_config, path)
+  return problem, net_config, net_assignments
+
+
+def _set_net_paths(net_config, path):
+  """Points every learned network of `net_config` at its file in `path` (None: fresh weights)."""
   for key, config in net_config.items():
-    config["net_path"] = None if path is None else optimizer_files.path_for(path, key)
+    if config["net"] != "Adam":
+      config["net_path"] = None if path is None else optimizer_files.path_for(path, key)
+
+
+def _check_named(problem_name, settings, labels):
+  """Raises a one-line ValueError unless get_config can build `problem_name` so."""
+  if problem_name not in PROBLEM_NAMES:
+    raise ValueError(f"unknown problem {problem_name!r}; choose one of "
+                     f"{', '.join(PROBLEM_NAMES)}.")
+  if settings not in SETTINGS:
+    raise ValueError(f"unknown settings {settings!r}; choose reference or paper.")
+  if labels is not None and problem_name not in LABELLED_PROBLEMS:
+    raise ValueError(f"labels={','.join(map(str, labels))} choose the classes of "
+                     f"{', '.join(LABELLED_PROBLEMS)}, not of {problem_name}; drop the labels.")
+
+
+def _simple_config(problem_name):
+  """The reference's `simple` and `simple-multi`: a zero-initialized LSTM with no hidden layer,
+  and in simple-multi Adam for the second coordinate."""
+  problem = simple() if problem_name == "simple" else simple_multi_optimizer()
+  net_config = {_SINGLE: {"net": "CoordinateWiseDeepLSTM",
+                          "net_options": {"layers": (), "initializer": "zeros"}}}
+  net_assignments = None
+  if problem_name == "simple-multi":
+    net_config["adam"] = {"net": "Adam", "net_options": {"learning_rate": 0.1}}
+    net_assignments = [(_SINGLE, ["x_0"]), ("adam", ["x_1"])]
+  return problem, net_config, net_assignments
+
+
+def _cifar_config(problem_name, chosen, data_dir, split, labels):
+  """The reference's CIFAR-10 network with one LSTM (cifar), or one for the convolutional
+  filters and one for every other parameter (cifar-multi)."""
+  problem = cifar10(data_dir, conv_channels=(16, 16, 16), linear_layers=(32,), mode=split,
+                    labels=labels)
+  if problem_name == "cifar":
+    return problem, {_SINGLE: _lstm_config(chosen)}, None
+  net_config = {"conv": _lstm_config(chosen), "fc": _lstm_config(chosen)}
+  conv = [name for name in problem.param_names if name.startswith("conv_net_2d/conv_2d_")
+          and name.endswith("/w")]
+  net_assignments = [("conv", conv),
+                     ("fc", [name for name in problem.param_names if name not in conv])]
   return problem, net_config, net_assignments
 
 
@@ -496,23 +542,11 @@ def get_config(problem_name, path=None, data_dir=None, split="train", settings="
   """
   if problem_files.is_spec(problem_name):
     return _user_config(problem_name, path, data_dir, split, settings)
-  if problem_name not in PROBLEM_NAMES:
-    raise ValueError(f"unknown problem {problem_name!r}; choose one of "
-                     f"{', '.join(PROBLEM_NAMES)}.")
-  if settings not in SETTINGS:
-    raise ValueError(f"unknown settings {settings!r}; choose reference or paper.")
-  if labels is not None and problem_name not in LABELLED_PROBLEMS:
-    raise ValueError(f"labels={','.join(map(str, labels))} choose the classes of "
-                     f"{', '.join(LABELLED_PROBLEMS)}, not of {problem_name}; drop the labels.")
+  _check_named(problem_name, settings, labels)
   chosen = SETTINGS[settings]
   net_assignments = None
   if problem_name in ("simple", "simple-multi"):
-    problem = simple() if problem_name == "simple" else simple_multi_optimizer()
-    net_config = {_SINGLE: {"net": "CoordinateWiseDeepLSTM",
-                         "net_options": {"layers": (), "initializer": "zeros"}}}
-    if problem_name == "simple-multi":
-      net_config["adam"] = {"net": "Adam", "net_options": {"learning_rate": 0.1}}
-      net_assignments = [(_SINGLE, ["x_0"]), ("adam", ["x_1"])]
+    problem, net_config, net_assignments = _simple_config(problem_name)
   elif problem_name == "quadratic":
     problem = quadratic(batch_size=128, num_dims=10, distribution=chosen["distribution"])
     net_config = {_SINGLE: _lstm_config(chosen)}
@@ -523,17 +557,7 @@ def get_config(problem_name, path=None, data_dir=None, split="train", settings="
                    mode=split, data_dir=data_dir, labels=labels)
     net_config = {_SINGLE: _lstm_config(chosen)}
   else:
-    problem = cifar10(data_dir, conv_channels=(16, 16, 16), linear_layers=(32,), mode=split,
-                      labels=labels)
-    if problem_name == "cifar":
-      net_config = {_SINGLE: _lstm_config(chosen)}
-    else:
-      net_config = {"conv": _lstm_config(chosen), "fc": _lstm_config(chosen)}
-      conv = [name for name in problem.param_names if name.startswith("conv_net_2d/conv_2d_")
-              and name.endswith("/w")]
-      net_assignments = [("conv", conv),
-                         ("fc", [name for name in problem.param_names if name not in conv])]
-  for key, config in net_config.items():
-    if config["net"] != "Adam":
-      config["net_path"] = None if path is None else optimizer_files.path_for(path, key)
+    problem, net_config, net_assignments = _cifar_config(problem_name, chosen, data_dir, split,
+                                                         labels)
+  _set_net_paths(net_config, path)
   return problem, net_config, net_assignments
