@@ -26,9 +26,9 @@ def child(root, data_dir, num_unrolls, repetitions):
   """In a fresh process: steps/s of meta-training and of evaluation in `root`, as JSON."""
   sys.path.insert(0, root)
   import numpy as np  # pylint: disable=import-outside-toplevel
-  import problems  # pylint: disable=import-outside-toplevel
+  from learning_to_learn import configs  # pylint: disable=import-outside-toplevel
   from learning_to_learn import meta  # pylint: disable=import-outside-toplevel
-  problem, config, _ = problems.get_config("mnist", data_dir=data_dir)
+  problem, config, _ = configs.get_config("mnist", data_dir=data_dir)
   trainer = meta.MetaOptimizer(**config).meta_minimize(problem, UNROLL, learning_rate=0.001)
   result = {}
   for label, step in (("train", trainer.train_unroll), ("eval", trainer.eval_unroll)):

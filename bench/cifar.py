@@ -27,7 +27,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import problems  # noqa: E402
+from learning_to_learn import configs  # noqa: E402
 from learning_to_learn import evaluation  # noqa: E402
 from learning_to_learn import meta  # noqa: E402
 
@@ -86,12 +86,12 @@ def main():
   parser.add_argument("--quick", action="store_true", help="one timed epoch per figure")
   args = parser.parse_args()
   num_epochs = 1 if args.quick else args.epochs
-  labels = problems.parse_labels(args.labels.split(",") if args.labels else None)
+  labels = configs.parse_labels(args.labels.split(",") if args.labels else None)
   print(f"Machine: {os.cpu_count()} CPUs, TensorFlow {tf.__version__}; T = {UNROLL_LENGTH}, "
         f"{NUM_STEPS} steps per epoch, medians of {num_epochs} epoch(s) after a warm-up one")
   for name in args.problems.split(","):
     tf.random.set_seed(0)
-    problem, net_config, net_assignments = problems.get_config(
+    problem, net_config, net_assignments = configs.get_config(
         name, data_dir=args.data_dir, split="train", labels=labels)
     num_coords = sum(int(np.prod(p.shape)) for p in problem.init(meta.make_seed(0))[0].values())
     print(f"{name}: {len(problem.dataset.labels)} images, {problem.dataset.num_classes} classes, "

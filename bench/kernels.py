@@ -29,7 +29,7 @@ sys.path.insert(0, ROOT)
 import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
-import problems  # noqa: E402
+from learning_to_learn import configs  # noqa: E402
 from learning_to_learn import meta  # noqa: E402
 from learning_to_learn import networks  # noqa: E402
 
@@ -134,7 +134,7 @@ def main():
   parser.add_argument("--unrolls", type=int, default=3, help="profiled unrolls of 20 steps each")
   args = parser.parse_args()
   tf.config.threading.set_inter_op_parallelism_threads(1)  # before any op runs
-  problem, config, _ = problems.get_config("mnist")
+  problem, config, _ = configs.get_config("mnist")
   trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 20, learning_rate=0.001)
   wall, (times, op_times, count) = profile(trainer, args.unrolls)
   steps = 20 * args.unrolls

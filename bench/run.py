@@ -40,7 +40,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import problems  # noqa: E402
+from learning_to_learn import configs  # noqa: E402
 from learning_to_learn import meta  # noqa: E402
 from learning_to_learn import networks  # noqa: E402
 from learning_to_learn import optimizer_files  # noqa: E402
@@ -236,7 +236,7 @@ def num_coordinates(problem):
 
 def mnist_speed(data_dir, repetitions, num_unrolls, yardsticks):
   """Meta-training (plain and recomputing) and evaluation steps/s, against both yardsticks."""
-  problem, config, _ = problems.get_config("mnist", data_dir=data_dir)
+  problem, config, _ = configs.get_config("mnist", data_dir=data_dir)
   optimizer = meta.MetaOptimizer(**config)
   num_coords = num_coordinates(problem)
   steps = 20 * num_unrolls
@@ -289,7 +289,7 @@ def network_forward(num_coords, num_steps, repetitions):
 
 
 def quadratic_speed(repetitions, num_unrolls):
-  problem, config, _ = problems.get_config("quadratic")
+  problem, config, _ = configs.get_config("quadratic")
   trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 20, learning_rate=0.001)
   print(rate_line("quadratic meta-training (T=20)", num_unrolls,
                   timed(unrolls_per_call(trainer, True, num_unrolls), repetitions),
@@ -298,7 +298,7 @@ def quadratic_speed(repetitions, num_unrolls):
 
 def instances_speed(name, data_dir, repetitions, num_unrolls, num_instances=8):
   """Instance-steps/s of meta-training with 1 instance, N looped and N stacked (batch_instances)."""
-  problem, config, _ = problems.get_config(name, data_dir=data_dir)
+  problem, config, _ = configs.get_config(name, data_dir=data_dir)
   optimizer = meta.MetaOptimizer(**config)
   single = None  # instance-steps/s of one instance, which the others are compared with
   variants = [("1 instance", 1, False), (f"{num_instances} looped", num_instances, False),
@@ -371,7 +371,7 @@ def steady_state(data_dir, num_epochs):
         f"the median of epochs {span}); TensorFlow flushes subnormals to zero: "
         f"{'yes' if flushes_subnormals() else 'NO'}")
   for name, path in (("fresh", None), ("trained `mnist`", optimizer_files.resolve("mnist"))):
-    problem, config, _ = problems.get_config("mnist", path=path, data_dir=data_dir)
+    problem, config, _ = configs.get_config("mnist", path=path, data_dir=data_dir)
     trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 20, learning_rate=0.001)
     unrolls_per_call(trainer, True, 1)()  # traced and compiled before the clock starts
     unrolls_per_call(trainer, False, 1)()
@@ -423,7 +423,7 @@ def memory_child(unroll_length, recompute, data_dir):
   """
   stages = {"import": current_rss_mb()}
   heavy = [name for name in ("sklearn", "pandas", "scipy") if name in sys.modules]
-  problem, config, _ = problems.get_config("mnist", data_dir=data_dir)
+  problem, config, _ = configs.get_config("mnist", data_dir=data_dir)
   stages["data"] = current_rss_mb()
   trainer = meta.MetaOptimizer(**config).meta_minimize(problem, unroll_length,
                                                       recompute=recompute)

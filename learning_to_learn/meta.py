@@ -17,13 +17,23 @@ from learning_to_learn import networks
 from learning_to_learn import optimizer_files
 from learning_to_learn import unroll as unroll_lib
 
-DEFAULT_NET_CONFIG = {
-    "coordinatewise": {
-        "net": "CoordinateWiseDeepLSTM",
-        "net_options": {"layers": (20, 20), "preprocess_name": "LogAndSign",
-                        "preprocess_options": {"k": 5}, "scale": 0.01},
-    }
-}
+
+def lstm_config(preprocess_name="LogAndSign", preprocess_options=None, scale=0.01):
+  """The net config of one coordinatewise LSTM of two layers of 20 units, the paper's (section 3).
+
+  Args:
+    preprocess_name: the gradient preprocessing (preprocess.py).
+    preprocess_options: its options; None: LogAndSign's k = 5, the reference's.
+    scale: the output scale (reference: 0.01; the paper's Appendix A: 0.1).
+  """
+  if preprocess_options is None:
+    preprocess_options = {"k": 5}
+  return {"net": "CoordinateWiseDeepLSTM",
+          "net_options": {"layers": (20, 20), "preprocess_name": preprocess_name,
+                          "preprocess_options": dict(preprocess_options), "scale": scale}}
+
+
+DEFAULT_NET_CONFIG = {"coordinatewise": lstm_config()}
 
 
 def make_seed(*values):

@@ -360,10 +360,7 @@ def _as_list(problem_or_problems):
 def default_net_config():
   """One coordinatewise 20-20 LSTM under the key the Keras optimizer reads (`cw.npz`), with
   Adam-normalized inputs (Lv et al. 2017), which carry across problems of other gradient scales."""
-  return {optimizer_files.SINGLE_NET_KEY: {
-      "net": "CoordinateWiseDeepLSTM",
-      "net_options": {"layers": (20, 20), "preprocess_name": "AdamNormalized",
-                      "preprocess_options": {}, "scale": 0.1}}}
+  return {optimizer_files.SINGLE_NET_KEY: meta.lstm_config("AdamNormalized", {}, scale=0.1)}
 
 
 def net_config_from(path):

@@ -11,15 +11,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from learning_to_learn import distribute  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+from learning_to_learn import configs
+from learning_to_learn import distribute
 from learning_to_learn import meta
-import problems
-import tensorflow as tf
 
 CLIP = 1e-2  # small enough to clip every step: replicas must clip by the global norm, not their own
 
 strategy = distribute.make_strategy("mirrored", cpu_devices=2)
-problem, config, _ = problems.get_config("quadratic")
+problem, config, _ = configs.get_config("quadratic")
 tf.random.set_seed(0)
 single_optimizer = meta.MetaOptimizer(**config)
 with strategy.scope():

@@ -371,12 +371,12 @@ def test_compare_writes_table_curves_and_plot_that_the_library_reproduces(runs, 
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
   # Second path: the library's Evaluator on the test instances (seed purpose 3).
-  import problems
   from learning_to_learn import comparison_store
+  from learning_to_learn import configs
   from learning_to_learn import evaluation
   from learning_to_learn import optimizer_files
   seeds = evaluation.epoch_seeds(0, 3, purpose=3)
-  problem, config, _ = problems.get_config("quadratic", path=optimizer_files.resolve("quadratic"))
+  problem, config, _ = configs.get_config("quadratic", path=optimizer_files.resolve("quadratic"))
   adam_rate = summary["learning_rates"]["adam"]
   test_losses = {}
   for name, net_config in (("L2L", config),

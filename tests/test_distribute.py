@@ -14,12 +14,12 @@ import pytest
 import tensorflow as tf
 
 from learning_to_learn import checkpoints
+from learning_to_learn import configs
 from learning_to_learn import distribute
 from learning_to_learn import meta
 from learning_to_learn import networks
 from learning_to_learn import optimizer_files
 from learning_to_learn import unroll as unroll_lib
-import problems
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--problem=quadratic", "--num_epochs=3", "--num_steps=10", "--unroll_length=5",
@@ -58,7 +58,7 @@ def test_instance_zero_keeps_the_meta_step_seed_and_the_others_differ():
 
 
 def test_meta_gradient_of_two_instances_is_the_mean_of_their_own():
-  problem, config, _ = problems.get_config("quadratic")
+  problem, config, _ = configs.get_config("quadratic")
   tf.random.set_seed(1)
   optimizer = meta.MetaOptimizer(**config)
   trainer = optimizer.meta_minimize(problem, 5, num_instances=2, jit_compile=False)
@@ -83,14 +83,14 @@ def test_meta_gradient_of_two_instances_is_the_mean_of_their_own():
 
 
 def test_instances_must_split_evenly_over_replicas():
-  problem, config, _ = problems.get_config("quadratic")
+  problem, config, _ = configs.get_config("quadratic")
   optimizer = meta.MetaOptimizer(**config)
   with pytest.raises(ValueError, match="num_instances=0 must be a positive multiple"):
     optimizer.meta_minimize(problem, 5, num_instances=0)
 
 
 def test_networks_built_outside_the_strategy_are_refused():
-  problem, config, _ = problems.get_config("quadratic")
+  problem, config, _ = configs.get_config("quadratic")
   optimizer = meta.MetaOptimizer(**config)
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   with pytest.raises(ValueError, match="inside `strategy.scope"):
@@ -177,7 +177,7 @@ def test_two_workers_on_localhost_train_and_the_chief_checkpoint_loads(runs):
   save_path = tmp / "workers"
   # Only the chief wrote, and what it wrote restores into a fresh optimizer.
   assert sorted(os.listdir(save_path)) == ["best.json", "checkpoints", "cw.npz", "run.json"]
-  problem, config, _ = problems.get_config("quadratic")
+  problem, config, _ = configs.get_config("quadratic")
   optimizer = meta.MetaOptimizer(**config)
   trainer = optimizer.meta_minimize(problem, 5)
   state = checkpoints.TrainingCheckpoint(save_path / "checkpoints", optimizer, trainer.optimizer)

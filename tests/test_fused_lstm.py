@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from learning_to_learn import configs
 from learning_to_learn import fused_lstm
 from learning_to_learn import meta
 from learning_to_learn import networks
-from learning_to_learn import problems
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -165,7 +165,7 @@ def _meta_gradients(optimizer, problem, fused, **kwargs):
 def _conv_problem():
   """cifar-multi's config: a conv net, two networks by net assignments (the data beside the
   checkout, as for the MNIST cases)."""
-  return problems.get_config("cifar-multi", data_dir=os.path.join(DATA, "cifar10"))
+  return configs.get_config("cifar-multi", data_dir=os.path.join(DATA, "cifar10"))
 
 
 @needs_op
@@ -190,11 +190,11 @@ class MetaGradientTest(parameterized.TestCase):
 
   @parameterized.named_parameters(("first_order", False), ("second_derivatives", True))
   def test_mnist(self, second_derivatives):
-    problem, net_config, _ = problems.get_config("mnist", data_dir=os.path.join(DATA, "mnist"))
+    problem, net_config, _ = configs.get_config("mnist", data_dir=os.path.join(DATA, "mnist"))
     self._check(problem, net_config, second_derivatives=second_derivatives)
 
   def test_mnist_imitating_adam(self):
-    problem, net_config, _ = problems.get_config("mnist", data_dir=os.path.join(DATA, "mnist"))
+    problem, net_config, _ = configs.get_config("mnist", data_dir=os.path.join(DATA, "mnist"))
     self._check(problem, net_config,
                 teacher={"adam": {"net": "Adam", "net_options": {"learning_rate": 0.01}}})
 

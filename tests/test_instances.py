@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import problems
+from learning_to_learn import configs
 from learning_to_learn import datasets
 from learning_to_learn import instances
 from learning_to_learn import meta
@@ -28,7 +29,7 @@ SEEDS = [meta.make_seed(0, i) for i in range(3)]
 
 class StackedProblemTest(parameterized.TestCase):
 
-  @parameterized.named_parameters(("quadratic", lambda: problems.get_config("quadratic")[0]),
+  @parameterized.named_parameters(("quadratic", lambda: configs.get_config("quadratic")[0]),
                                   ("mlp", _classifier))
   def test_losses_and_gradients_are_each_instances_own(self, make_problem):
     problem = make_problem()

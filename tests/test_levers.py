@@ -14,8 +14,8 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-import problems
 from learning_to_learn import baselines
+from learning_to_learn import configs
 from learning_to_learn import datasets
 from learning_to_learn import limits
 from learning_to_learn import meta
@@ -119,7 +119,7 @@ class LogObjectiveTest(parameterized.TestCase):
   @parameterized.parameters("sum", "log")
   def test_trainer_takes_adams_first_step_on_the_objective(self, objective):
     """Adam's first step is -rate * g / (|g| + eps): its sign is the objective gradient's."""
-    problem, config, _ = problems.get_config("quadratic")
+    problem, config, _ = configs.get_config("quadratic")
     tf.random.set_seed(0)
     optimizer = meta.MetaOptimizer(**config)
     rule = optimizer.assignments(problem)
@@ -142,7 +142,7 @@ class LogObjectiveTest(parameterized.TestCase):
       np.testing.assert_allclose((v.numpy() - b)[big], -1e-3 * np.sign(g[big]), rtol=2e-2)
 
   def test_elementwise_clip_bounds_every_entry(self):
-    problem, config, _ = problems.get_config("quadratic")
+    problem, config, _ = configs.get_config("quadratic")
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 5, clip_meta_gradient_value=1e-4,
                                       jit_compile=False)
@@ -214,7 +214,7 @@ class ImitationTest(parameterized.TestCase):
 
   def test_error_of_sgd_imitating_sgd_is_the_closed_form(self):
     """Student rate a, teacher rate b: each step's relative error is ((a - b) / b)^2."""
-    problem, _, _ = problems.get_config("quadratic")
+    problem, _, _ = configs.get_config("quadratic")
     rule = lambda rate: meta.NetAssignments({"sgd": baselines.Sgd(rate)}, None,
                                             problem.param_names)
     imitating = meta.ImitatingRule(rule(0.3), rule(0.1))
@@ -228,7 +228,7 @@ class ImitationTest(parameterized.TestCase):
     np.testing.assert_allclose(result.losses.numpy(), losses.numpy(), rtol=1e-6)
 
   def test_imitation_alone_brings_the_lstm_towards_its_teacher(self):
-    problem, config, _ = problems.get_config("quadratic", settings="paper")
+    problem, config, _ = configs.get_config("quadratic", settings="paper")
     tf.random.set_seed(0)
     optimizer = meta.MetaOptimizer(**config)
     teacher = {"adam": {"net": "Adam", "net_options": {"learning_rate": 0.1}}}
@@ -270,7 +270,7 @@ def _train(args):
 
 def _evaluation_losses(save_path, num_steps, num_instances=2, unroll_length=5):
   """The saved optimizer's losses on train.py's evaluation instances, unrolled here by hand."""
-  problem, config, _ = problems.get_config("quadratic", path=save_path)
+  problem, config, _ = configs.get_config("quadratic", path=save_path)
   rule = meta.MetaOptimizer(**config).assignments(problem)
   rows = []
   for instance in range(num_instances):
@@ -333,7 +333,7 @@ def test_recompute_flag_trains_the_same_weights(tmp_path):
     log = _train(["--num_epochs=3", "--num_steps=10", "--evaluation_period=3",
                   f"--save_path={save_path}"] + extra)
     # The memory it plans for is the recomputing trainer's: T = 5 steps of every coordinate.
-    coordinates = limits.num_coordinates(problems.get_config("quadratic")[0])
+    coordinates = limits.num_coordinates(configs.get_config("quadratic")[0])
     held = limits.gigabytes(5 * coordinates * limits.RECOMPUTED_BYTES_PER_COORDINATE_STEP)
     assert (f"--recompute: meta-training will hold about {held}" in log) == bool(extra), log
     with np.load(os.path.join(save_path, "cw.npz")) as data:

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import problems
+from learning_to_learn import configs
 from learning_to_learn import datasets
 from learning_to_learn import evaluation
 from learning_to_learn import meta
@@ -200,7 +201,7 @@ class RecomputeTest(parameterized.TestCase):
 
   def test_meta_trainer_with_recompute_takes_the_same_steps(self):
     tf.random.set_seed(0)
-    problem, config, _ = problems.get_config("quadratic")
+    problem, config, _ = configs.get_config("quadratic")
     optimizer = meta.MetaOptimizer(**config)
     start = [v.numpy() for v in optimizer.trainable_variables]
     runs = {}
@@ -220,7 +221,7 @@ class RecomputeTest(parameterized.TestCase):
 class CarryAndResetTest(parameterized.TestCase):
 
   def _evaluator_trainer(self, length):
-    problem, config, _ = problems.get_config("quadratic")
+    problem, config, _ = configs.get_config("quadratic")
     optimizer = meta.MetaOptimizer(**config)
     return optimizer, problem, optimizer.meta_minimize(problem, length, jit_compile=False)
 
@@ -295,7 +296,7 @@ class CarryAndResetTest(parameterized.TestCase):
 class NetAssignmentsTest(parameterized.TestCase):
 
   def test_simple_multi_gives_x1_to_adam(self):
-    problem, config, assignments = problems.get_config("simple-multi")
+    problem, config, assignments = configs.get_config("simple-multi")
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 5, net_assignments=assignments, jit_compile=False)
     trainer.reset(meta.make_seed(0))
@@ -332,7 +333,7 @@ class NetAssignmentsTest(parameterized.TestCase):
       ("twice", [("cw", ["x_0", "x_1"]), ("adam", ["x_1"])], "more than one"),
       ("missing", [("cw", ["x_0"])], "without a net"))
   def test_bad_assignments_are_refused(self, assignments, message):
-    _, config, _ = problems.get_config("simple-multi")
+    _, config, _ = configs.get_config("simple-multi")
     optimizer = meta.MetaOptimizer(**config)
     with pytest.raises(ValueError, match=message):
       optimizer.assignments(problems.simple_multi_optimizer(), assignments)
@@ -350,7 +351,7 @@ class TrainingTest(parameterized.TestCase):
   def test_simple_converges_within_the_reference_budget(self):
     # train.py's defaults: 100 steps per epoch, unroll 20, meta learning rate 0.001; the reference
     # allows 10,000 epochs. The learned rule must drive x^2 below 1e-5.
-    problem, config, _ = problems.get_config("simple")
+    problem, config, _ = configs.get_config("simple")
     trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 20, learning_rate=0.001,
                                                          jit_compile=False)
     for epoch in range(10000):
@@ -362,7 +363,7 @@ class TrainingTest(parameterized.TestCase):
     self.assertLess(float(result.final_loss), 1e-5)
 
   def test_short_quadratic_training_beats_tuned_sgd_on_unseen_instances(self):
-    problem, config, _ = problems.get_config("quadratic")
+    problem, config, _ = configs.get_config("quadratic")
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 20, learning_rate=0.01, jit_compile=False)
     seeds = evaluation.epoch_seeds(0, 5, purpose=3)
@@ -377,7 +378,7 @@ class TrainingTest(parameterized.TestCase):
         trainer.train_unroll(meta.make_seed(0, 0, epoch, unroll + 1))
     tmp = self.create_tempdir().full_path
     optimizer.save(tmp)
-    _, trained_config, _ = problems.get_config("quadratic", path=tmp)
+    _, trained_config, _ = configs.get_config("quadratic", path=tmp)
     after = evaluation.Evaluator(problem, trained_config, jit_compile=False).run(seeds, 100)
     best_sgd = min(
         evaluation.Evaluator(problem, evaluation.baseline_config("sgd", rate),
@@ -390,7 +391,7 @@ class TrainingTest(parameterized.TestCase):
 class SaveTest(parameterized.TestCase):
 
   def test_saved_optimizer_reproduces_updates_in_a_fresh_process(self):
-    problem, config, _ = problems.get_config("quadratic")
+    problem, config, _ = configs.get_config("quadratic")
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 5, learning_rate=0.01, jit_compile=False)
     trainer.reset(meta.make_seed(0))
@@ -402,7 +403,7 @@ class SaveTest(parameterized.TestCase):
     script = (
         "import sys, numpy as np, problems\n"
         "from learning_to_learn import meta\n"
-        "problem, config, _ = problems.get_config('quadratic', path=sys.argv[1])\n"
+        "problem, config, _ = configs.get_config('quadratic', path=sys.argv[1])\n"
         "trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 5, jit_compile=False)\n"
         "trainer.reset(meta.make_seed(9))\n"
         "np.save(sys.argv[2], trainer.eval_unroll(meta.make_seed(9, 1)).losses.numpy())\n")
@@ -415,7 +416,7 @@ class SaveTest(parameterized.TestCase):
 class ClipTest(parameterized.TestCase):
 
   def test_meta_gradient_is_clipped_to_the_global_norm(self):
-    problem, config, _ = problems.get_config("quadratic")
+    problem, config, _ = configs.get_config("quadratic")
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 5, clip_meta_gradient=1e-3, jit_compile=False)
     trainer.reset(meta.make_seed(0))

@@ -79,8 +79,8 @@ def test_evaluate_cli_runs_the_users_optimizer_of_a_shipped_name(tmp_path):
       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
   printed = float(re.search(r"Log Mean Final Error: (-?[\d.]+)", result.stderr).group(1))
-  import problems  # pylint: disable=import-outside-toplevel
-  problem, _, _ = problems.get_config("quadratic")
+  from learning_to_learn import configs  # pylint: disable=import-outside-toplevel
+  problem, _, _ = configs.get_config("quadratic")
   seeds = evaluation.epoch_seeds(0, 2, evaluation.TEST)
   initial = evaluation.Evaluator(problem, evaluation.baseline_config("sgd", 1e-3),
                                  jit_compile=False).run(seeds, 1)[:, 0]

@@ -18,11 +18,11 @@ import numpy as np
 
 from learning_to_learn import atomic
 from learning_to_learn import comparison_store
+from learning_to_learn import configs
 from learning_to_learn import console
 from learning_to_learn import evaluation
 from learning_to_learn import locking
 from learning_to_learn import optimizer_files
-from learning_to_learn import problems
 from learning_to_learn import reporting
 from learning_to_learn import stopping
 
@@ -32,7 +32,7 @@ COMPARE_LOCK = "compare.lock"  # in --output_dir and --baselines_dir while a com
 flags.DEFINE_enum("optimizer", "L2L", OPTIMIZERS, "The optimizer to evaluate.")
 flags.DEFINE_string("path", None, "A trained optimizer: a directory from train.py --save_path, or "
                     "the name of a shipped one.")
-flags.DEFINE_string("problem", "simple", f"One of {', '.join(problems.PROBLEM_NAMES)}.")
+flags.DEFINE_string("problem", "simple", f"One of {', '.join(configs.PROBLEM_NAMES)}.")
 flags.DEFINE_integer("num_epochs", 100, "Problem instances to run.")
 flags.DEFINE_integer("num_steps", 100, "Optimizee steps per instance.")
 flags.DEFINE_float("learning_rate", 0.001, "Learning rate of a hand-designed optimizer.")
@@ -76,7 +76,7 @@ def validate_flags():
       raise ValueError(f"--{name}={getattr(FLAGS, name)} must be positive.")
   if FLAGS.seed < 0:
     raise ValueError(f"--seed={FLAGS.seed} must be non-negative.")
-  problems.parse_labels(FLAGS.labels)  # its form here; its range once the data is read
+  configs.parse_labels(FLAGS.labels)  # its form here; its range once the data is read
   if FLAGS.optimizer != "L2L" and FLAGS.path is not None:
     raise ValueError(f"--path is for --optimizer=L2L, not {FLAGS.optimizer}; drop one of them.")
   unknown = sorted(set(FLAGS.baselines) - set(evaluation.BASELINES))
@@ -112,7 +112,7 @@ def mlp_options():
 
 def labels():
   """The --labels subset as a list of ints, or None for all labels."""
-  chosen = problems.parse_labels(FLAGS.labels)
+  chosen = configs.parse_labels(FLAGS.labels)
   return None if chosen is None else list(chosen)
 
 
@@ -120,10 +120,10 @@ def rule_config(optimizer, problem_name, path, learning_rate):
   """(problem, net_config, net_assignments) of the optimizer to evaluate."""
   if optimizer == "L2L":
     path = None if path is None else optimizer_files.resolve(path)
-    return problems.get_config(problem_name, path=path, data_dir=FLAGS.data_dir,
+    return configs.get_config(problem_name, path=path, data_dir=FLAGS.data_dir,
                                split=FLAGS.split, settings=FLAGS.settings, labels=labels(),
                                **mlp_options())
-  problem, _, _ = problems.get_config(problem_name, data_dir=FLAGS.data_dir, split=FLAGS.split,
+  problem, _, _ = configs.get_config(problem_name, data_dir=FLAGS.data_dir, split=FLAGS.split,
                                       labels=labels(), **mlp_options())
   return problem, evaluation.baseline_config(optimizer, learning_rate), None
 
@@ -143,7 +143,7 @@ def _instances(source, **more):
   Lists, not tuples, as the JSON they are kept in reads back.
   """
   return json.loads(json.dumps(dict(
-      problem=problems.optimizee_name(FLAGS.problem), split=FLAGS.split, data=source,
+      problem=configs.optimizee_name(FLAGS.problem), split=FLAGS.split, data=source,
       seed=FLAGS.seed, settings=FLAGS.settings, mlp=mlp_options(), **more)))
 
 

@@ -13,16 +13,16 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
+from learning_to_learn import configs
 from learning_to_learn import distribute
 from learning_to_learn import limits
 from learning_to_learn import meta
 from learning_to_learn import optimizer_files
-from learning_to_learn import problems
 from learning_to_learn import reporting
 from learning_to_learn import stopping
 from learning_to_learn import training
 
-flags.DEFINE_string("problem", "simple", f"One of {', '.join(problems.PROBLEM_NAMES)}, or "
+flags.DEFINE_string("problem", "simple", f"One of {', '.join(configs.PROBLEM_NAMES)}, or "
                     "FILE.py:FUNCTION, a function of your own file that returns a problem.")
 flags.DEFINE_integer("num_epochs", 10000, "Meta-training epochs.")
 flags.DEFINE_integer("log_period", 100, "Epochs between progress statistics.")
@@ -115,7 +115,7 @@ def settings_from_flags():
     if values[name] is not None:
       values[name] = _int_list(name)
   training.check_settings(types.SimpleNamespace(**values), prefix="--")
-  problems.parse_labels(FLAGS.labels)  # its form here; its range once the data is read
+  configs.parse_labels(FLAGS.labels)  # its form here; its range once the data is read
   if FLAGS.save_path is not None and os.path.exists(FLAGS.save_path) and not os.path.isdir(
       FLAGS.save_path):
     raise ValueError(f"--save_path={FLAGS.save_path} is a file; give a directory.")
@@ -124,7 +124,7 @@ def settings_from_flags():
 
 def identity():
   """What else defines the run, for its run.json: the problem, its data and the networks' start."""
-  labels = problems.parse_labels(FLAGS.labels)  # cifar2 and 0,1 are the same run
+  labels = configs.parse_labels(FLAGS.labels)  # cifar2 and 0,1 are the same run
   return {"problem": FLAGS.problem, "settings": FLAGS.settings, "data_dir": FLAGS.data_dir,
           "init_path": FLAGS.init_path, "preprocess": FLAGS.preprocess,
           "evaluation_split": FLAGS.evaluation_split,
@@ -144,8 +144,8 @@ def with_preprocess(net_config, name):
 
 def problem_config(split, path=None):
   """(problem, net_config, net_assignments) of --problem on `split`."""
-  return problems.get_config(FLAGS.problem, path=path, data_dir=FLAGS.data_dir, split=split,
-                             settings=FLAGS.settings, labels=problems.parse_labels(FLAGS.labels))
+  return configs.get_config(FLAGS.problem, path=path, data_dir=FLAGS.data_dir, split=split,
+                             settings=FLAGS.settings, labels=configs.parse_labels(FLAGS.labels))
 
 
 def log_cost(problem, strategy):
