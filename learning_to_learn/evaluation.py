@@ -11,16 +11,10 @@ import numpy as np
 import tensorflow as tf
 
 from learning_to_learn import meta
+from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll
 
 BASELINES = {"sgd": "Sgd", "rmsprop": "RMSProp", "adam": "Adam", "nag": "Nag"}
-
-# Seed purposes: the middle of an epoch's seed (seed, purpose, epoch), so that the instances drawn
-# for one purpose are never drawn for another (see epoch_seeds).
-TRAINING = 0  # meta-training epochs (train.py)
-EVALUATION = 1  # evaluations during training, which choose the best optimizer (train.py)
-TUNING = 2  # a baseline's learning-rate sweep (compare)
-TEST = 3  # test runs, which played no part in training or tuning (compare, evaluate.py)
 
 # The paper tunes each baseline's learning rate; this sweep spans 10^-4 .. 10^0 in half-decades.
 LEARNING_RATE_GRID = tuple(10.0 ** (e / 2) for e in range(-8, 1))
@@ -39,9 +33,9 @@ def baseline_config(name, learning_rate):
 class Evaluator:
   """Runs one rule for whole epochs and records the loss at every step.
 
-  An epoch with seed tuple `seed` starts from `unroll.initial_state` at `make_seed(*seed, 0)`; its
-  chunk i of `unroll_length` steps (the last one shorter if need be) draws its minibatches from
-  `make_seed(*seed, i + 1)`, and the state carries from one chunk to the next.
+  An epoch with seed tuple `seed` starts from `unroll.initial_state` at `seeds.initial_seed(seed)`;
+  its chunk i of `unroll_length` steps (the last one shorter if need be) draws its minibatches from
+  `seeds.unroll_seed(seed, i)`, and the state carries from one chunk to the next.
 
   Args:
     problem: the optimizee.
@@ -79,13 +73,13 @@ class Evaluator:
     """
     if int(num_steps) != num_steps or num_steps <= 0:
       raise ValueError(f"num_steps={num_steps} must be a positive integer.")
-    state = self._initial_state_fn(meta.make_seed(*seed, 0))
+    state = self._initial_state_fn(seeds_lib.initial_seed(seed))
     losses = []
     for i, start in enumerate(range(0, int(num_steps), self._unroll_length)):
       length = min(self._unroll_length, int(num_steps) - start)
       if check is not None:
         check()
-      chunk, state = self._run_steps_fn(state, meta.make_seed(*seed, i + 1), length)
+      chunk, state = self._run_steps_fn(state, seeds_lib.unroll_seed(seed, i), length)
       losses.append(chunk.numpy()[:-1])
     losses.append(chunk.numpy()[-1:])
     return np.concatenate(losses)
@@ -99,14 +93,6 @@ class Evaluator:
       if progress is not None:
         progress(i + 1)
     return np.stack(rows)
-
-
-def epoch_seeds(seed, num_epochs, purpose):
-  """Seeds of the epochs for one purpose; different purposes never share an instance.
-
-  purpose: TRAINING, EVALUATION, TUNING or TEST (0 to 3).
-  """
-  return [(int(seed), int(purpose), e) for e in range(num_epochs)]
 
 
 def tune_learning_rate(problem, name, seeds, num_steps, grid=LEARNING_RATE_GRID,
@@ -213,11 +199,11 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
   """
   tuned, on_tuned, tested, on_tested, scored, on_scored = _from_store(
       store, tuned, on_tuned, tested, on_tested, scored, on_scored)
-  test_seeds = epoch_seeds(seed, num_test_epochs, purpose=TEST)
+  test_seeds = seeds_lib.epoch_seeds(seed, num_test_epochs, seeds_lib.TEST)
   make_evaluator = functools.partial(Evaluator, problem, unroll_length=unroll_length,
                                      jit_compile=jit_compile)
-  tune = functools.partial(_tune, problem, seeds=epoch_seeds(seed, num_tuning_epochs,
-                                                             purpose=TUNING),
+  tune = functools.partial(_tune, problem,
+                           seeds=seeds_lib.epoch_seeds(seed, num_tuning_epochs, seeds_lib.TUNING),
                            num_steps=tuning_steps or num_steps, grid=grid,
                            unroll_length=unroll_length, jit_compile=jit_compile, check=check)
   # Each baseline: the grid, up to two rates past its edge, and the test run.

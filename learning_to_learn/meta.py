@@ -15,6 +15,7 @@ import tensorflow as tf
 from learning_to_learn import instances
 from learning_to_learn import networks
 from learning_to_learn import optimizer_files
+from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll as unroll_lib
 
 
@@ -34,23 +35,6 @@ def lstm_config(preprocess_name="LogAndSign", preprocess_options=None, scale=0.0
 
 
 DEFAULT_NET_CONFIG = {"coordinatewise": lstm_config()}
-
-
-def make_seed(*values):
-  """A stateless-RNG seed ([2] int32) determined by a tuple of non-negative ints."""
-  words = np.random.SeedSequence([int(v) for v in values]).generate_state(2)
-  return tf.constant(words.astype(np.uint32).view(np.int32))
-
-
-def instance_seed(seed, index):
-  """The seed of optimizee instance `index` of a meta-step, from the meta-step's `seed`.
-
-  Instance 0 keeps `seed` itself, so one instance per meta-step draws what it always drew; the others
-  fold their index in. An instance's seed depends on its global index only, never on which replica
-  runs it: R replicas holding N / R instances each see the very instances one replica holding N does.
-  """
-  index = tf.cast(index, tf.int32)
-  return tf.where(tf.equal(index, 0), seed, tf.random.experimental.stateless_fold_in(seed, index))
 
 
 class NetAssignments:
@@ -427,7 +411,7 @@ class MetaTrainer:
   def _instance_seeds(self, seed):
     replica = tf.distribute.get_replica_context().replica_id_in_sync_group
     first = tf.cast(replica, tf.int32) * self._local_instances
-    return tuple(instance_seed(seed, first + i) for i in range(self._local_instances))
+    return tuple(seeds_lib.instance_seed(seed, first + i) for i in range(self._local_instances))
 
   def _reset(self, seed):
     if self._stacked is not None:

@@ -375,7 +375,8 @@ def test_compare_writes_table_curves_and_plot_that_the_library_reproduces(runs, 
   from learning_to_learn import configs
   from learning_to_learn import evaluation
   from learning_to_learn import optimizer_files
-  seeds = evaluation.epoch_seeds(0, 3, purpose=3)
+  from learning_to_learn import seeds as seeds_lib
+  seeds = seeds_lib.epoch_seeds(0, 3, purpose=3)
   problem, config, _ = configs.get_config("quadratic", path=optimizer_files.resolve("quadratic"))
   adam_rate = summary["learning_rates"]["adam"]
   test_losses = {}

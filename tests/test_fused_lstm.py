@@ -20,6 +20,7 @@ from learning_to_learn import configs
 from learning_to_learn import fused_lstm
 from learning_to_learn import meta
 from learning_to_learn import networks
+from learning_to_learn import seeds as seeds_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -156,9 +157,9 @@ def _meta_gradients(optimizer, problem, fused, **kwargs):
   """The meta-gradient of one unroll from a fixed seed, the networks on the fused or plain cell."""
   _set_fused(optimizer, fused)
   trainer = optimizer.meta_minimize(problem, 3, learning_rate=0.001, jit_compile=False, **kwargs)
-  trainer.reset(meta.make_seed(7))
+  trainer.reset(seeds_lib.make_seed(7))
   train = trainer._train_fn  # pylint: disable=protected-access
-  result, _, gradients = train(trainer.states, meta.make_seed(7, 1))
+  result, _, gradients = train(trainer.states, seeds_lib.make_seed(7, 1))
   return float(result.meta_loss), [g.numpy() for g in gradients]
 
 

@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Lowest first. A module may import modules of the layers below its own, never of its own or above.
 LAYERS = (
     # Tools with no knowledge of learned optimizers.
-    ("atomic", "console", "errors", "locking", "stopping", "limits", "distribute"),
+    ("atomic", "console", "errors", "locking", "stopping", "limits", "distribute", "seeds"),
     # The vocabulary of optimizees and rules, and the pure unroll.
     ("datasets", "preprocess", "baselines", "instances", "unroll", "problem_files", "fused_lstm"),
     ("networks",),  # the learned rules

@@ -22,6 +22,7 @@ from learning_to_learn import meta
 from learning_to_learn import networks
 from learning_to_learn import optimizer_files
 from learning_to_learn import preprocess
+from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll as unroll_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,17 +124,17 @@ class LogObjectiveTest(parameterized.TestCase):
     tf.random.set_seed(0)
     optimizer = meta.MetaOptimizer(**config)
     rule = optimizer.assignments(problem)
-    state = unroll_lib.initial_state(problem, rule, meta.make_seed(0))
-    batches = problem.sample_batches(meta.make_seed(1), 6)
+    state = unroll_lib.initial_state(problem, rule, seeds_lib.make_seed(0))
+    batches = problem.sample_batches(seeds_lib.make_seed(1), 6)
     with tf.GradientTape() as tape:
       losses, _ = unroll_lib.unroll(problem, rule, state, batches)
       value = meta.meta_objective(losses, objective)
     want = tape.gradient(value, optimizer.trainable_variables)
     trainer = optimizer.meta_minimize(problem, 5, learning_rate=1e-3, objective=objective,
                                       jit_compile=False)
-    trainer.reset(meta.make_seed(0))
+    trainer.reset(seeds_lib.make_seed(0))
     before = [v.numpy() for v in optimizer.trainable_variables]
-    trainer.train_unroll(meta.make_seed(1))
+    trainer.train_unroll(seeds_lib.make_seed(1))
     for b, v, g in zip(before, optimizer.trainable_variables, want):
       g = g.numpy()
       # Adam's epsilon shrinks the steps of tiny entries, and float rounding may flip their sign.
@@ -146,8 +147,8 @@ class LogObjectiveTest(parameterized.TestCase):
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 5, clip_meta_gradient_value=1e-4,
                                       jit_compile=False)
-    trainer.reset(meta.make_seed(0))
-    result, _, gradients = trainer._train_fn(trainer.states, meta.make_seed(1))
+    trainer.reset(seeds_lib.make_seed(0))
+    result, _, gradients = trainer._train_fn(trainer.states, seeds_lib.make_seed(1))
     largest = max(float(tf.reduce_max(tf.abs(g))) for g in gradients)
     self.assertAlmostEqual(largest, 1e-4, places=9)  # some entry was clipped to the bound
     self.assertGreater(float(result.meta_gradient_norm), 1e-3)  # the norm before clipping
@@ -218,12 +219,12 @@ class ImitationTest(parameterized.TestCase):
     rule = lambda rate: meta.NetAssignments({"sgd": baselines.Sgd(rate)}, None,
                                             problem.param_names)
     imitating = meta.ImitatingRule(rule(0.3), rule(0.1))
-    state = unroll_lib.initial_state(problem, imitating, meta.make_seed(0))
-    batches = problem.sample_batches(meta.make_seed(1), 6)
+    state = unroll_lib.initial_state(problem, imitating, seeds_lib.make_seed(0))
+    batches = problem.sample_batches(seeds_lib.make_seed(1), 6)
     (result,), final = meta._unroll_results(problem, imitating, state, batches, False)
     self.assertAlmostEqual(float(result.imitation), 5 * ((0.3 - 0.1) / 0.1) ** 2, places=3)
     # The student moves the optimizee: the losses are those of SGD at rate 0.3 alone.
-    plain = unroll_lib.initial_state(problem, rule(0.3), meta.make_seed(0))
+    plain = unroll_lib.initial_state(problem, rule(0.3), seeds_lib.make_seed(0))
     losses, _ = unroll_lib.unroll(problem, rule(0.3), plain, batches)
     np.testing.assert_allclose(result.losses.numpy(), losses.numpy(), rtol=1e-6)
 
@@ -237,8 +238,8 @@ class ImitationTest(parameterized.TestCase):
     trainer.objective_weight.assign(0.0)
     errors = []
     for epoch in range(40):
-      trainer.reset(meta.make_seed(0, epoch))
-      errors.append(float(trainer.train_unroll(meta.make_seed(1, epoch)).imitation))
+      trainer.reset(seeds_lib.make_seed(0, epoch))
+      errors.append(float(trainer.train_unroll(seeds_lib.make_seed(1, epoch)).imitation))
     # Relative error summed over 10 steps: from about 10 (a fresh net moves little) to far less.
     self.assertGreater(np.mean(errors[:5]), 2 * np.mean(errors[-5:]))
 
@@ -274,10 +275,10 @@ def _evaluation_losses(save_path, num_steps, num_instances=2, unroll_length=5):
   rule = meta.MetaOptimizer(**config).assignments(problem)
   rows = []
   for instance in range(num_instances):
-    state = unroll_lib.initial_state(problem, rule, meta.make_seed(0, 1, instance, 0))
+    state = unroll_lib.initial_state(problem, rule, seeds_lib.make_seed(0, 1, instance, 0))
     row = []
     for chunk in range(num_steps // unroll_length):
-      batches = problem.sample_batches(meta.make_seed(0, 1, instance, chunk + 1),
+      batches = problem.sample_batches(seeds_lib.make_seed(0, 1, instance, chunk + 1),
                                        unroll_length + 1)
       losses, state = unroll_lib.unroll(problem, rule, state, batches)
       row.extend(losses.numpy()[:-1])

@@ -16,6 +16,7 @@ from learning_to_learn import datasets
 from learning_to_learn import evaluation
 from learning_to_learn import meta
 from learning_to_learn import networks
+from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll as unroll_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,9 +65,9 @@ class TorchResultsTest(parameterized.TestCase):
     # w = b = -0.01, so x <- 0.98 x - 0.01 five times from 1 gives 0.855881.
     optimizer = meta.MetaOptimizer(net=SIMPLE_NET)
     trainer = optimizer.meta_minimize(problems.simple(), 5, jit_compile=jit_compile)
-    trainer.reset(meta.make_seed(0))
+    trainer.reset(seeds_lib.make_seed(0))
     for i in range(2):
-      result = trainer.train_unroll(meta.make_seed(0, i))
+      result = trainer.train_unroll(seeds_lib.make_seed(0, i))
     self.assertAlmostEqual(float(result.final_loss), 0.7325327, places=4)
     self.assertAlmostEqual(float(trainer.state.params["x"]), 0.855881, places=4)
 
@@ -79,8 +80,8 @@ class MetaGradientTest(parameterized.TestCase):
         layers=(4,), scale=scale)))  # identity input: the net reads g, so dg/dx matters
     net = optimizer.nets["cw"]
     rule = optimizer.assignments(problem)
-    state = unroll_lib.initial_state(problem, rule, meta.make_seed(1))
-    batches = problem.sample_batches(meta.make_seed(2), num_steps + 1)
+    state = unroll_lib.initial_state(problem, rule, seeds_lib.make_seed(1))
+    batches = problem.sample_batches(seeds_lib.make_seed(2), num_steps + 1)
     variables = net.trainable_variables
 
     def meta_loss():
@@ -145,8 +146,8 @@ class RecomputeTest(parameterized.TestCase):
   """The unroll that recomputes the rule's activations (unroll.Recomputed) against the plain one."""
 
   def _unroll(self, problem, rule, variables, recompute, compiled, second_derivatives=False):
-    state = unroll_lib.initial_state(problem, rule, meta.make_seed(1))
-    batches = problem.sample_batches(meta.make_seed(2), 7)
+    state = unroll_lib.initial_state(problem, rule, seeds_lib.make_seed(1))
+    batches = problem.sample_batches(seeds_lib.make_seed(2), 7)
 
     def run():
       with tf.GradientTape() as tape:
@@ -209,8 +210,8 @@ class RecomputeTest(parameterized.TestCase):
       for variable, value in zip(optimizer.trainable_variables, start):
         variable.assign(value)
       trainer = optimizer.meta_minimize(problem, 5, recompute=recompute, jit_compile=False)
-      trainer.reset(meta.make_seed(0))
-      losses = [trainer.train_unroll(meta.make_seed(0, i)).losses.numpy() for i in range(3)]
+      trainer.reset(seeds_lib.make_seed(0))
+      losses = [trainer.train_unroll(seeds_lib.make_seed(0, i)).losses.numpy() for i in range(3)]
       runs[recompute] = losses, [v.numpy() for v in optimizer.trainable_variables]
       self.assertEqual(trainer.trace_counts["local_train"], 1)
     np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-5)
@@ -228,11 +229,11 @@ class CarryAndResetTest(parameterized.TestCase):
   def test_two_carried_unrolls_equal_one_unroll_of_twice_the_length(self):
     optimizer, problem, short = self._evaluator_trainer(5)
     long = optimizer.meta_minimize(problem, 10, jit_compile=False)
-    short.reset(meta.make_seed(7))
-    long.reset(meta.make_seed(7))
-    first = short.eval_unroll(meta.make_seed(1)).losses.numpy()
-    second = short.eval_unroll(meta.make_seed(2)).losses.numpy()
-    both = long.eval_unroll(meta.make_seed(3)).losses.numpy()
+    short.reset(seeds_lib.make_seed(7))
+    long.reset(seeds_lib.make_seed(7))
+    first = short.eval_unroll(seeds_lib.make_seed(1)).losses.numpy()
+    second = short.eval_unroll(seeds_lib.make_seed(2)).losses.numpy()
+    both = long.eval_unroll(seeds_lib.make_seed(3)).losses.numpy()
     # The quadratic has no data, so minibatch seeds do not matter; x_5 is carried over.
     np.testing.assert_allclose(np.concatenate([first[:5], second]), both, rtol=1e-5)
     for a, b in zip(tf.nest.flatten(short.state), tf.nest.flatten(long.state)):
@@ -240,25 +241,25 @@ class CarryAndResetTest(parameterized.TestCase):
 
   def test_reset_draws_a_new_instance_and_zeroes_the_state(self):
     _, problem, trainer = self._evaluator_trainer(5)
-    trainer.reset(meta.make_seed(3))
-    trainer.eval_unroll(meta.make_seed(4))
-    params, constants = problem.init(meta.make_seed(3))
+    trainer.reset(seeds_lib.make_seed(3))
+    trainer.eval_unroll(seeds_lib.make_seed(4))
+    params, constants = problem.init(seeds_lib.make_seed(3))
     self.assertFalse(np.allclose(trainer.state.params["x"], params["x"]))
-    trainer.reset(meta.make_seed(3))
+    trainer.reset(seeds_lib.make_seed(3))
     np.testing.assert_array_equal(trainer.state.params["x"], params["x"])
     np.testing.assert_array_equal(trainer.state.constants["w"], constants["w"])
     for tensor in tf.nest.flatten(trainer.state.net_state):
       self.assertEqual(float(tf.reduce_max(tf.abs(tensor))), 0.0)
-    trainer.reset(meta.make_seed(5))
+    trainer.reset(seeds_lib.make_seed(5))
     self.assertFalse(np.allclose(trainer.state.constants["w"], constants["w"]))
 
   def test_compiled_functions_trace_once(self):
     _, _, trainer = self._evaluator_trainer(5)
     for epoch in range(2):
-      trainer.reset(meta.make_seed(epoch))
+      trainer.reset(seeds_lib.make_seed(epoch))
       for unroll in range(3):
-        trainer.train_unroll(meta.make_seed(epoch, unroll))
-        trainer.eval_unroll(meta.make_seed(epoch, unroll))
+        trainer.train_unroll(seeds_lib.make_seed(epoch, unroll))
+        trainer.eval_unroll(seeds_lib.make_seed(epoch, unroll))
     self.assertEqual(trainer.trace_counts, {"reset": 1, "train": 1, "eval": 1, "local_train": 1,
                                             "local_eval": 1})
 
@@ -267,9 +268,9 @@ class CarryAndResetTest(parameterized.TestCase):
     # would be reported as one function retracing (bench/run.py's second trainer was).
     def run(trainer, epochs):
       for epoch in range(epochs):
-        trainer.reset(meta.make_seed(epoch))
-        trainer.train_unroll(meta.make_seed(epoch, 1))
-        trainer.eval_unroll(meta.make_seed(epoch, 2))
+        trainer.reset(seeds_lib.make_seed(epoch))
+        trainer.train_unroll(seeds_lib.make_seed(epoch, 1))
+        trainer.eval_unroll(seeds_lib.make_seed(epoch, 2))
 
     run(self._evaluator_trainer(5)[2], 10)  # flushes traces earlier tests left in TF's window
     messages = []
@@ -285,11 +286,11 @@ class CarryAndResetTest(parameterized.TestCase):
 
   def test_compiled_unroll_equals_eager_unroll(self):
     optimizer, problem, trainer = self._evaluator_trainer(4)
-    trainer.reset(meta.make_seed(1))
+    trainer.reset(seeds_lib.make_seed(1))
     start = trainer.state
-    compiled = trainer.eval_unroll(meta.make_seed(2)).losses.numpy()
+    compiled = trainer.eval_unroll(seeds_lib.make_seed(2)).losses.numpy()
     eager, _ = unroll_lib.unroll(problem, trainer.rule, start,
-                                 problem.sample_batches(meta.make_seed(2), 5))
+                                 problem.sample_batches(seeds_lib.make_seed(2), 5))
     np.testing.assert_allclose(compiled, eager.numpy(), rtol=1e-5)
 
 
@@ -299,8 +300,8 @@ class NetAssignmentsTest(parameterized.TestCase):
     problem, config, assignments = configs.get_config("simple-multi")
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 5, net_assignments=assignments, jit_compile=False)
-    trainer.reset(meta.make_seed(0))
-    trainer.eval_unroll(meta.make_seed(1))
+    trainer.reset(seeds_lib.make_seed(0))
+    trainer.eval_unroll(seeds_lib.make_seed(1))
     # x_0's net is zero-initialized: x_0 stays 1. x_1 follows Adam(0.1) on x^2, in NumPy:
     x, m, v = 1.0, 0.0, 0.0
     for t in range(1, 6):
@@ -355,9 +356,9 @@ class TrainingTest(parameterized.TestCase):
     trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 20, learning_rate=0.001,
                                                          jit_compile=False)
     for epoch in range(10000):
-      trainer.reset(meta.make_seed(0, epoch))
+      trainer.reset(seeds_lib.make_seed(0, epoch))
       for unroll in range(5):
-        result = trainer.train_unroll(meta.make_seed(0, epoch, unroll))
+        result = trainer.train_unroll(seeds_lib.make_seed(0, epoch, unroll))
       if float(result.final_loss) < 1e-5:
         break
     self.assertLess(float(result.final_loss), 1e-5)
@@ -366,16 +367,16 @@ class TrainingTest(parameterized.TestCase):
     problem, config, _ = configs.get_config("quadratic")
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 20, learning_rate=0.01, jit_compile=False)
-    seeds = evaluation.epoch_seeds(0, 5, purpose=3)
+    seeds = seeds_lib.epoch_seeds(0, 5, purpose=3)
     untrained = evaluation.Evaluator(problem, config, jit_compile=False)
     for mine, theirs in zip(untrained.meta_optimizer.trainable_variables,
                             optimizer.trainable_variables):
       mine.assign(theirs)
     before = untrained.run(seeds, 100)[:, -1].mean()
     for epoch in range(60):
-      trainer.reset(meta.make_seed(0, 0, epoch))
+      trainer.reset(seeds_lib.make_seed(0, 0, epoch))
       for unroll in range(5):
-        trainer.train_unroll(meta.make_seed(0, 0, epoch, unroll + 1))
+        trainer.train_unroll(seeds_lib.make_seed(0, 0, epoch, unroll + 1))
     tmp = self.create_tempdir().full_path
     optimizer.save(tmp)
     _, trained_config, _ = configs.get_config("quadratic", path=tmp)
@@ -394,19 +395,19 @@ class SaveTest(parameterized.TestCase):
     problem, config, _ = configs.get_config("quadratic")
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 5, learning_rate=0.01, jit_compile=False)
-    trainer.reset(meta.make_seed(0))
-    trainer.train_unroll(meta.make_seed(1))  # weights now differ from any fresh init
+    trainer.reset(seeds_lib.make_seed(0))
+    trainer.train_unroll(seeds_lib.make_seed(1))  # weights now differ from any fresh init
     tmp = self.create_tempdir().full_path
     optimizer.save(tmp)
-    trainer.reset(meta.make_seed(9))
-    want = trainer.eval_unroll(meta.make_seed(9, 1)).losses.numpy()
+    trainer.reset(seeds_lib.make_seed(9))
+    want = trainer.eval_unroll(seeds_lib.make_seed(9, 1)).losses.numpy()
     script = (
         "import sys, numpy as np, problems\n"
         "from learning_to_learn import meta\n"
         "problem, config, _ = configs.get_config('quadratic', path=sys.argv[1])\n"
         "trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 5, jit_compile=False)\n"
-        "trainer.reset(meta.make_seed(9))\n"
-        "np.save(sys.argv[2], trainer.eval_unroll(meta.make_seed(9, 1)).losses.numpy())\n")
+        "trainer.reset(seeds_lib.make_seed(9))\n"
+        "np.save(sys.argv[2], trainer.eval_unroll(seeds_lib.make_seed(9, 1)).losses.numpy())\n")
     out = os.path.join(tmp, "losses.npy")
     subprocess.run([sys.executable, "-c", script, tmp, out], cwd=ROOT, check=True,
                    capture_output=True)
@@ -419,8 +420,8 @@ class ClipTest(parameterized.TestCase):
     problem, config, _ = configs.get_config("quadratic")
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 5, clip_meta_gradient=1e-3, jit_compile=False)
-    trainer.reset(meta.make_seed(0))
-    result, _, gradients = trainer._train_fn(trainer.states, meta.make_seed(1))
+    trainer.reset(seeds_lib.make_seed(0))
+    result, _, gradients = trainer._train_fn(trainer.states, seeds_lib.make_seed(1))
     self.assertGreater(float(result.meta_gradient_norm), 1e-3)  # the norm before clipping
     self.assertAlmostEqual(float(tf.linalg.global_norm(gradients)), 1e-3, places=6)
     with pytest.raises(ValueError, match="clip_meta_gradient"):

@@ -24,6 +24,7 @@ from learning_to_learn import evaluation
 from learning_to_learn import locking
 from learning_to_learn import optimizer_files
 from learning_to_learn import reporting
+from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import stopping
 
 OPTIMIZERS = ("L2L",) + tuple(evaluation.BASELINES)
@@ -315,7 +316,7 @@ def evaluate():
   evaluator = evaluation.Evaluator(problem, net_config, net_assignments,
                                    unroll_length=min(FLAGS.unroll_length, FLAGS.num_steps),
                                    jit_compile=FLAGS.jit_compile)
-  seeds = evaluation.epoch_seeds(FLAGS.seed, FLAGS.num_epochs, evaluation.TEST)
+  seeds = seeds_lib.epoch_seeds(FLAGS.seed, FLAGS.num_epochs, seeds_lib.TEST)
   progress = console.Progress(FLAGS.num_epochs, f"evaluating {FLAGS.optimizer}")
   done = [0]
 
