@@ -402,8 +402,8 @@ class SaveTest(parameterized.TestCase):
     trainer.reset(seeds_lib.make_seed(9))
     want = trainer.eval_unroll(seeds_lib.make_seed(9, 1)).losses.numpy()
     script = (
-        "import sys, numpy as np, problems\n"
-        "from learning_to_learn import meta\n"
+        "import sys, numpy as np\n"
+        "from learning_to_learn import configs, meta, seeds as seeds_lib\n"
         "problem, config, _ = configs.get_config('quadratic', path=sys.argv[1])\n"
         "trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 5, jit_compile=False)\n"
         "trainer.reset(seeds_lib.make_seed(9))\n"
