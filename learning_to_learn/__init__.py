@@ -10,7 +10,8 @@ import importlib
 _SUBMODULES = ("atomic", "augment", "baselines", "checkpoints", "comparison_store", "configs",
                "datasets", "distribute", "errors", "evaluation", "keras", "keras_problems", "meta",
                "networks", "optimizer_files", "preprocess", "problem_files", "problems",
-               "reporting", "seeds", "task_family", "training", "unroll")
+               "reporting", "results_summary", "seeds", "task_family", "training",
+               "unroll")
 
 
 def __getattr__(name):

@@ -9,13 +9,17 @@ and the experiments and their titles from scripts/experiments.py.
 import argparse
 import json
 import os
+import sys
 
 import experiments  # scripts/experiments.py, beside this file
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from learning_to_learn import results_summary  # noqa: E402  pylint: disable=g-import-not-at-top
+
 def describe(summary):
   """The learned optimizer's preprocessing and output scale, as saved with it when recorded."""
-  config = next(iter(summary.get("optimizer", {}).values()), None)
-  if config is None:  # summaries written before evaluate.py recorded the optimizer
+  config = next(iter(summary["optimizer"].values()), None)
+  if config is None:  # a summary written before evaluate.py recorded the optimizer
     return f"{summary['settings']} settings"
   options = config["net_options"]
   k = options.get("preprocess_options", {}).get("k")
@@ -37,7 +41,7 @@ def apart(learned, other):
 def paired_difference(summary, baseline, step):
   """L2L's loss minus `baseline`'s, run by run, at `step`; None in summaries written before
   evaluate.py kept it, or where a run diverged."""
-  paired = summary.get("paired_difference", {}).get(baseline, {}).get(step)
+  paired = summary["paired_difference"].get(baseline, {}).get(step)
   return paired if paired and paired["mean"] is not None else None
 
 
@@ -178,14 +182,12 @@ def ablation_section(results_dir):
   baselines_path = os.path.join(results_dir, "mnist_ablation", "baselines", "summary.json")
   if not os.path.exists(baselines_path):
     return []
-  with open(baselines_path) as f:
-    baselines = json.load(f)["final_loss"]
+  baselines = results_summary.read(baselines_path)["final_loss"]
   for name, levers in ABLATION:
     folder = os.path.join(results_dir, "mnist_ablation", name)
     if not os.path.exists(os.path.join(folder, "summary.json")):
       continue
-    with open(os.path.join(folder, "summary.json")) as f:
-      summary = json.load(f)
+    summary = results_summary.read(os.path.join(folder, "summary.json"))
     with open(os.path.join(folder, "best.json")) as f:
       best = json.load(f)
     losses = dict(baselines, **summary["final_loss"])
@@ -213,8 +215,7 @@ def shipped_note(results_dir):
   path = os.path.join(results_dir, "mnist", "summary.json")
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    summary = json.load(f)
+  summary = results_summary.read(path)
   learned = summary["final_loss"]["L2L"]
   return [f"`long_run`'s optimizer ships as `{summary['path']}`; the MNIST section below runs it "
           f"and the tuned baselines on {summary['num_test_epochs']} test runs (the 100 here and "
@@ -229,8 +230,7 @@ def ablation_verdict(results_dir, baselines):
   for name, _ in ABLATION:
     path = os.path.join(results_dir, "mnist_ablation", name, "summary.json")
     if os.path.exists(path):
-      with open(path) as f:
-        learned = json.load(f)["final_loss"]["L2L"]
+      learned = results_summary.read(path)["final_loss"]["L2L"]
       if best is None or learned["100"]["mean"] < best[1]["100"]["mean"]:
         best = (name, learned)
   lines = []
@@ -267,8 +267,7 @@ def main():
     if not os.path.exists(summary_path):
       body += [f"## {title}", "", "Not run yet.", ""]
       continue
-    with open(summary_path) as f:
-      summary = json.load(f)
+    summary = results_summary.read(summary_path)
     with open(os.path.join(folder, "table.md")) as f:
       table = f.read()
     body += section(name, title, summary, table)

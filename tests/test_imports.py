@@ -19,7 +19,7 @@ LAYERS = (
     ("datasets", "preprocess", "baselines", "instances", "unroll", "problem_files", "fused_lstm"),
     ("networks",),  # the learned rules
     ("optimizer_files",),  # their file format, and the shipped optimizers
-    ("problems", "comparison_store"),  # optimizees; the comparison's files
+    ("problems", "comparison_store", "results_summary"),  # optimizees; the comparison's files
     ("keras_problems", "augment", "meta"),  # Keras optimizees, rescaling; meta-training
     ("task_family", "evaluation", "checkpoints", "configs"),  # configs: the named experiments
     ("reporting", "keras"),

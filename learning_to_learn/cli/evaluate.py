@@ -24,6 +24,7 @@ from learning_to_learn import evaluation
 from learning_to_learn import locking
 from learning_to_learn import optimizer_files
 from learning_to_learn import reporting
+from learning_to_learn import results_summary
 from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import stopping
 
@@ -243,6 +244,27 @@ def _compare(problem, l2l_config, net_assignments, steps, output_dir, baselines_
   return 0
 
 
+def comparison_summary(losses, rates, steps, l2l_config, source, start):
+  """The comparison's summary.json content (see results_summary): its settings and results."""
+  summary = {
+      "problem": FLAGS.problem, "split": FLAGS.split, "labels": labels(), "data": source,
+      "path": FLAGS.path,
+      "settings": FLAGS.settings, "seed": FLAGS.seed, "num_test_epochs": FLAGS.num_epochs,
+      "optimizer": {key: optimizer_files.read_config(config["net_path"])
+                    for key, config in (l2l_config or {}).items() if config.get("net_path")},
+      "num_tuning_epochs": FLAGS.num_tuning_epochs, "num_steps": FLAGS.num_steps,
+      "learning_rates": rates, "seconds": round(time.time() - start, 1),
+      "final_loss": {name: {str(s): dict(zip(("mean", "ci95"), map(
+          float, evaluation.mean_interval(runs[:, s])))) for s in steps}
+                     for name, runs in losses.items()},
+  }
+  if "L2L" in losses:  # run by run: the test runs share their instances (see paired_differences)
+    summary["paired_difference"] = {
+        name: {str(s): dict(zip(("mean", "ci95"), pair)) for s, pair in by_step.items()}
+        for name, by_step in evaluation.paired_differences(losses, steps).items()}
+  return summary
+
+
 def write_comparison(losses, rates, steps, l2l_config, output_dir, source, start, no_plot=None):
   """Prints the comparison's table; writes it, summary.json, losses.csv and loss.png.
 
@@ -261,27 +283,7 @@ def write_comparison(losses, rates, steps, l2l_config, output_dir, source, start
   if labels() is not None:
     where += f"labels {','.join(map(str, labels()))}, "
   title = f"{FLAGS.problem} ({where}{FLAGS.num_epochs} test runs)"
-  summary = {
-      "problem": FLAGS.problem, "split": FLAGS.split, "labels": labels(), "data": source,
-      "path": FLAGS.path,
-      "settings": FLAGS.settings, "seed": FLAGS.seed, "num_test_epochs": FLAGS.num_epochs,
-      "optimizer": {key: optimizer_files.read_config(config["net_path"])
-                    for key, config in (l2l_config or {}).items() if config.get("net_path")},
-      "num_tuning_epochs": FLAGS.num_tuning_epochs, "num_steps": FLAGS.num_steps,
-      "learning_rates": rates, "seconds": round(time.time() - start, 1),
-      "final_loss": {name: {str(s): dict(zip(("mean", "ci95"), map(
-          float, evaluation.mean_interval(runs[:, s])))) for s in steps}
-                     for name, runs in losses.items()},
-  }
-  if "L2L" in losses:  # run by run: the test runs share their instances (see paired_differences)
-    summary["paired_difference"] = {
-        name: {str(s): dict(zip(("mean", "ci95"), pair)) for s, pair in by_step.items()}
-        for name, by_step in evaluation.paired_differences(losses, steps).items()}
-
-  def write_summary(path):
-    with open(path, "w") as f:
-      # Non-finite means as null: bare NaN is not JSON.
-      json.dump(reporting.finite_or_none(summary), f, indent=2, allow_nan=False)
+  summary = comparison_summary(losses, rates, steps, l2l_config, source, start)
 
   def write_table(path):
     with open(path, "w") as f:
@@ -289,7 +291,7 @@ def write_comparison(losses, rates, steps, l2l_config, output_dir, source, start
 
   plot = os.path.join(output_dir, "loss.png")
   writers = {os.path.join(output_dir, "table.md"): write_table,
-             os.path.join(output_dir, "summary.json"): write_summary,
+             os.path.join(output_dir, results_summary.FILE_NAME): results_summary.writer(summary),
              os.path.join(output_dir, "losses.csv"): lambda path: reporting.write_loss_curves(
                  losses, path)}
   if not no_plot:
