@@ -41,8 +41,8 @@ class Evaluator:
     problem: the optimizee.
     net_config, net_assignments: the rule, as MetaOptimizer takes them.
     unroll_length: steps per compiled call (an epoch is several calls; the state carries over).
-    jit_compile: compile with XLA (None: XLA, the fastest here for evaluation; see the README's
-      Performance section).
+    jit_compile: compile with XLA (None: XLA, which runs evaluation unrolls faster than
+      TensorFlow's own kernels on CPU; docs/performance.md).
   """
 
   def __init__(self, problem, net_config, net_assignments=None, unroll_length=20,

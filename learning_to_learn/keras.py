@@ -170,7 +170,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   naive wrapper comes back from `load_model` with fresh random weights.) Memory: the weights are
   shared (5,141 floats for 20-20 layers); the state costs 2 × sum(layers) floats per coordinate,
   80 for 20-20 layers, against Adam's 2 (2 more with the AdamNormalized preprocessing); a
-  training step in all needs about 1.25 KB per model parameter (measured; BYTES_PER_PARAMETER),
+  training step in all needs BYTES_PER_PARAMETER bytes per model parameter (docs/performance.md),
   and `build` refuses with a ValueError a model whose need exceeds the memory available, rather
   than letting it die mid-step.
 
@@ -312,11 +312,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                     tf.cast(learning_rate, variable.dtype) * tf.cast(update, variable.dtype))
 
   def load_own_variables(self, store):
-    """Restores the variables from a .keras file, also one written before states went feature-major.
+    """Restores the variables from a .keras file, whichever of the two state layouts it holds.
 
-    Files written before that hold each LSTM state as (num_coords, hidden): those arrays are
-    transposed rather than refused. A variable with exactly `hidden` coordinates cannot be told
-    apart and loads as saved.
+    The LSTM states are feature-major, (hidden, num_coords); a file may hold them coordinate-major,
+    (num_coords, hidden), the older layout: those arrays are transposed rather than refused. A
+    variable with exactly `hidden` coordinates cannot be told apart and loads as saved.
     """
     if not self.built or len(store.keys()) != len(self.variables):
       return super().load_own_variables(store)  # Keras says why it skips

@@ -305,20 +305,19 @@ class MetaTrainer:
       `objective_weight * objective + imitation_weight * imitation error`; both weights are
       variables (`self.objective_weight`, `self.imitation_weight`) that a caller may change
       between meta-steps, e.g. to warm-start by imitation alone, without retracing.
-    jit_compile: compile the unroll with XLA: True, False, or None for what measured fastest on
-      CPU (bench/run.py): XLA for evaluation unrolls, TensorFlow's own kernels for training, where
-      XLA fuses the LSTM's gate gradients into one slow loop (figures: README, Performance).
+    jit_compile: compile the unroll with XLA: True, False, or None for the faster of the two on
+      CPU: XLA for evaluation unrolls, TensorFlow's own kernels for training, where XLA fuses the
+      LSTM's gate gradients into one slow loop (docs/performance.md).
     num_instances: optimizee instances per meta-step, over all replicas (reference: 1).
     recompute: keep only each optimizee step's inputs (parameters, network state, minibatch) for
       the meta-gradient and recompute the step in the backward pass (unroll.Recomputed): the
       memory an unroll holds grows by the state per step (80 floats a coordinate for 20-20 LSTMs)
-      rather than by every activation (about 380), for one more forward pass per step. MNIST at
-      T = 20: a peak of about 0.97 GB rather than 1.37 GB, 25% more CPU time (bench/run.py).
+      rather than by every activation, for one more forward pass per step (docs/performance.md).
       The same values to rounding. Off by default, being slower.
     batch_instances: unroll a replica's instances as one instances.StackedProblem, so that each
       step makes one call of each network over every instance's coordinates rather than one per
-      instance: the same meta-gradient to rounding, more instance-steps/s where a step's fixed
-      cost dominates, small optimizees (figures: README, Performance).
+      instance: the same meta-gradient to rounding, faster where a step's fixed cost dominates,
+      as on small optimizees (docs/performance.md).
       Coordinatewise networks only.
     strategy: a tf.distribute.Strategy; None for the current one (the default: no distribution).
     optimizer: the Keras optimizer to take the meta-steps with, e.g. another trainer's, so that
@@ -382,7 +381,7 @@ class MetaTrainer:
     return rule, stacked
 
   def _compile(self, jit_compile):
-    # Replica-local work, compiled as measured fastest; the collectives stay outside XLA.
+    # Replica-local work, compiled as `jit_compile` says; the collectives stay outside XLA.
     self._local_train_fn = tf.function(self._local_train, jit_compile=bool(jit_compile))
     self._local_eval_fn = tf.function(self._local_run, jit_compile=jit_compile in (None, True))
     # One method each rather than one closure for all: TF's retracing warning counts traces by

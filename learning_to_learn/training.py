@@ -57,7 +57,8 @@ class Settings:
     num_instances: optimizee instances per meta-step, over all replicas.
     batch_instances: one network call a step over all of a replica's instances.
     recompute: recompute each optimizee step in the backward pass instead of keeping it.
-    jit_compile: XLA for every unroll (True), none (False), or where it measured faster (None).
+    jit_compile: XLA for every unroll (True), none (False), or for evaluation only (None), where
+      it is the faster.
     imitate: a hand-designed teacher ("sgd", "rmsprop", "adam", "nag") to imitate, or None.
     imitation_learning_rate: the teacher's learning rate (tune it first).
     imitation_epochs: first epochs that descend the imitation error alone (a warm start).

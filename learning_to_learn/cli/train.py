@@ -48,7 +48,7 @@ flags.DEFINE_boolean("overwrite", False, "Start afresh even if --save_path holds
 flags.DEFINE_float("clip_meta_gradient", None, "Clip the meta-gradient to this global norm.")
 flags.DEFINE_integer("max_faults", 10, "Consecutive non-finite meta-steps before giving up.")
 flags.DEFINE_boolean("jit_compile", None, "XLA for every unroll (--jit_compile), for none "
-                     "(--nojit_compile); unset: XLA where it measured faster (evaluation).")
+                     "(--nojit_compile); unset: XLA for evaluation only, where it is the faster.")
 flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
                   "default: one process, one replica; mirrored: this machine's devices; "
                   "multi_worker: the cluster in TF_CONFIG (see README, Running on a cluster).")
@@ -76,12 +76,12 @@ flags.DEFINE_integer("imitation_epochs", 0, "First epochs that descend the imita
 flags.DEFINE_float("imitation_weight", 0.0, "After those epochs, the imitation error's weight "
                    "beside the meta-objective (a regularizer).")
 flags.DEFINE_boolean("recompute", False, "Recompute each optimizee step in the backward pass "
-                     "instead of keeping its activations: less memory per unrolled step for more time "
-                     "(figures: README, Performance); the same meta-gradient to rounding.")
+                     "instead of keeping its activations: less memory per unrolled step for more "
+                     "time (docs/performance.md); the same meta-gradient to rounding.")
 flags.DEFINE_boolean("batch_instances", False, "With --num_instances above 1: one network call a "
                      "step over all of a replica's instances rather than one per instance; the "
                      "same meta-gradient to rounding, faster where a step's overhead dominates "
-                     "(small optimizees: README, Performance).")
+                     "(small optimizees; docs/performance.md).")
 flags.DEFINE_list("selection_steps", None, "Optimizee steps whose mean evaluation losses, "
                   "averaged, choose the best optimizer (e.g. 100,200); default: the last step of "
                   "the evaluated horizon.")
