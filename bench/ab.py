@@ -26,18 +26,19 @@ def child(root, data_dir, num_unrolls, repetitions):
   """In a fresh process: steps/s of meta-training and of evaluation in `root`, as JSON."""
   sys.path.insert(0, root)
   import numpy as np  # pylint: disable=import-outside-toplevel
-  import problems  # pylint: disable=import-outside-toplevel
+  from learning_to_learn import configs  # pylint: disable=import-outside-toplevel
   from learning_to_learn import meta  # pylint: disable=import-outside-toplevel
-  problem, config, _ = problems.get_config("mnist", data_dir=data_dir)
+  from learning_to_learn import seeds as seeds_lib  # pylint: disable=import-outside-toplevel
+  problem, config, _ = configs.get_config("mnist", data_dir=data_dir)
   trainer = meta.MetaOptimizer(**config).meta_minimize(problem, UNROLL, learning_rate=0.001)
   result = {}
   for label, step in (("train", trainer.train_unroll), ("eval", trainer.eval_unroll)):
     rates = []
     for repetition in range(repetitions + 1):  # the first traces and warms up
-      trainer.reset(meta.make_seed(0, repetition))
+      trainer.reset(seeds_lib.make_seed(0, repetition))
       start = time.perf_counter()
       for unroll in range(num_unrolls):
-        out = step(meta.make_seed(0, repetition, unroll + 1))
+        out = step(seeds_lib.make_seed(0, repetition, unroll + 1))
       float(out.final_loss)
       if repetition:
         rates.append(UNROLL * num_unrolls / (time.perf_counter() - start))

@@ -27,9 +27,10 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import problems  # noqa: E402
+from learning_to_learn import configs  # noqa: E402
 from learning_to_learn import evaluation  # noqa: E402
 from learning_to_learn import meta  # noqa: E402
+from learning_to_learn import seeds as seeds_lib  # noqa: E402
 
 UNROLL_LENGTH = 20  # T, the reference's
 NUM_STEPS = 100  # optimizee steps per epoch, the reference's
@@ -60,9 +61,10 @@ def meta_training(problem, net_config, net_assignments, num_epochs):
       problem, UNROLL_LENGTH, learning_rate=0.001, net_assignments=net_assignments)
 
   def run_epoch(epoch):
-    trainer.reset(meta.make_seed(0, evaluation.TRAINING, epoch, 0))
+    epoch_seed = seeds_lib.training_epoch(0, epoch)
+    trainer.reset(seeds_lib.initial_seed(epoch_seed))
     for unroll in range(NUM_STEPS // UNROLL_LENGTH):
-      result = trainer.train_unroll(meta.make_seed(0, evaluation.TRAINING, epoch, unroll + 1))
+      result = trainer.train_unroll(seeds_lib.unroll_seed(epoch_seed, unroll))
     float(result.final_loss)  # waits for the last meta-step
 
   return timed_epochs(run_epoch, num_epochs)
@@ -72,8 +74,8 @@ def evaluating(problem, net_config, net_assignments, num_epochs, jit_compile):
   """Seconds per evaluation epoch of one rule, through the Evaluator evaluate.py uses."""
   evaluator = evaluation.Evaluator(problem, net_config, net_assignments,
                                    unroll_length=UNROLL_LENGTH, jit_compile=jit_compile)
-  return timed_epochs(
-      lambda epoch: evaluator.run_epoch((0, evaluation.TEST, epoch), NUM_STEPS), num_epochs)
+  test_seeds = seeds_lib.epoch_seeds(0, num_epochs + 1, seeds_lib.TEST)  # the warm-up's and more
+  return timed_epochs(lambda epoch: evaluator.run_epoch(test_seeds[epoch], NUM_STEPS), num_epochs)
 
 
 def main():
@@ -86,14 +88,15 @@ def main():
   parser.add_argument("--quick", action="store_true", help="one timed epoch per figure")
   args = parser.parse_args()
   num_epochs = 1 if args.quick else args.epochs
-  labels = problems.parse_labels(args.labels.split(",") if args.labels else None)
+  labels = configs.parse_labels(args.labels.split(",") if args.labels else None)
   print(f"Machine: {os.cpu_count()} CPUs, TensorFlow {tf.__version__}; T = {UNROLL_LENGTH}, "
         f"{NUM_STEPS} steps per epoch, medians of {num_epochs} epoch(s) after a warm-up one")
   for name in args.problems.split(","):
     tf.random.set_seed(0)
-    problem, net_config, net_assignments = problems.get_config(
+    problem, net_config, net_assignments = configs.get_config(
         name, data_dir=args.data_dir, split="train", labels=labels)
-    num_coords = sum(int(np.prod(p.shape)) for p in problem.init(meta.make_seed(0))[0].values())
+    params, _ = problem.init(seeds_lib.make_seed(0))
+    num_coords = sum(int(np.prod(p.shape)) for p in params.values())
     print(f"{name}: {len(problem.dataset.labels)} images, {problem.dataset.num_classes} classes, "
           f"{num_coords} coordinates, {len(net_config)} learned network(s)")
     seconds = meta_training(problem, net_config, net_assignments, num_epochs)

@@ -29,9 +29,10 @@ sys.path.insert(0, ROOT)
 import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
-import problems  # noqa: E402
+from learning_to_learn import configs  # noqa: E402
 from learning_to_learn import meta  # noqa: E402
 from learning_to_learn import networks  # noqa: E402
+from learning_to_learn import seeds as seeds_lib  # noqa: E402
 
 _MATMULS = {"MatMul", "BatchMatMulV2", "BatchMatMulV3"}
 _COPIES = {"ConcatV2", "Split", "SplitV", "Slice", "StridedSlice", "StridedSliceGrad", "Pad",
@@ -72,14 +73,14 @@ def kernel_times(logdir):
 
 def profile(trainer, num_unrolls):
   step = trainer.train_unroll
-  trainer.reset(meta.make_seed(0))
+  trainer.reset(seeds_lib.make_seed(0))
   for unroll in range(2):  # compile and warm up outside the profile
-    float(step(meta.make_seed(0, unroll)).final_loss)
+    float(step(seeds_lib.make_seed(0, unroll)).final_loss)
   logdir = tempfile.mkdtemp(prefix="l2l_profile_")
   tf.profiler.experimental.start(logdir)
   start = time.perf_counter()
   for unroll in range(num_unrolls):
-    float(step(meta.make_seed(1, unroll)).final_loss)
+    float(step(seeds_lib.make_seed(1, unroll)).final_loss)
   wall = time.perf_counter() - start
   tf.profiler.experimental.stop()
   return wall, kernel_times(logdir)
@@ -134,7 +135,7 @@ def main():
   parser.add_argument("--unrolls", type=int, default=3, help="profiled unrolls of 20 steps each")
   args = parser.parse_args()
   tf.config.threading.set_inter_op_parallelism_threads(1)  # before any op runs
-  problem, config, _ = problems.get_config("mnist")
+  problem, config, _ = configs.get_config("mnist")
   trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 20, learning_rate=0.001)
   wall, (times, op_times, count) = profile(trainer, args.unrolls)
   steps = 20 * args.unrolls
@@ -147,7 +148,8 @@ def main():
       for kind in ("matmul", "elementwise", "copy")))
   print("costliest op types: " + ", ".join(
       f"{op} {seconds / steps * 1e3:.2f} ms" for op, seconds in op_times.most_common(8)))
-  xla_against_kernels(sum(int(tf.size(p)) for p in problem.init(meta.make_seed(0))[0].values()))
+  params, _ = problem.init(seeds_lib.make_seed(0))
+  xla_against_kernels(sum(int(tf.size(p)) for p in params.values()))
 
 
 if __name__ == "__main__":

@@ -40,10 +40,11 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import problems  # noqa: E402
+from learning_to_learn import configs  # noqa: E402
 from learning_to_learn import meta  # noqa: E402
 from learning_to_learn import networks  # noqa: E402
 from learning_to_learn import optimizer_files  # noqa: E402
+from learning_to_learn import seeds as seeds_lib  # noqa: E402
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
 STEPS_PER_EPOCH = 100  # train.py's --num_steps: an epoch is 5 unrolls of T = 20
@@ -221,9 +222,9 @@ def unrolls_per_call(trainer, train, num_unrolls):
   counter = [0]
 
   def run():
-    trainer.reset(meta.make_seed(0, counter[0]))
+    trainer.reset(seeds_lib.make_seed(0, counter[0]))
     for unroll in range(num_unrolls):
-      result = step(meta.make_seed(0, counter[0], unroll + 1))
+      result = step(seeds_lib.make_seed(0, counter[0], unroll + 1))
     float(result.final_loss)
     counter[0] += 1
 
@@ -231,12 +232,12 @@ def unrolls_per_call(trainer, train, num_unrolls):
 
 
 def num_coordinates(problem):
-  return sum(int(np.prod(p.shape)) for p in problem.init(meta.make_seed(0))[0].values())
+  return sum(int(np.prod(p.shape)) for p in problem.init(seeds_lib.make_seed(0))[0].values())
 
 
 def mnist_speed(data_dir, repetitions, num_unrolls, yardsticks):
   """Meta-training (plain and recomputing) and evaluation steps/s, against both yardsticks."""
-  problem, config, _ = problems.get_config("mnist", data_dir=data_dir)
+  problem, config, _ = configs.get_config("mnist", data_dir=data_dir)
   optimizer = meta.MetaOptimizer(**config)
   num_coords = num_coordinates(problem)
   steps = 20 * num_unrolls
@@ -289,7 +290,7 @@ def network_forward(num_coords, num_steps, repetitions):
 
 
 def quadratic_speed(repetitions, num_unrolls):
-  problem, config, _ = problems.get_config("quadratic")
+  problem, config, _ = configs.get_config("quadratic")
   trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 20, learning_rate=0.001)
   print(rate_line("quadratic meta-training (T=20)", num_unrolls,
                   timed(unrolls_per_call(trainer, True, num_unrolls), repetitions),
@@ -298,7 +299,7 @@ def quadratic_speed(repetitions, num_unrolls):
 
 def instances_speed(name, data_dir, repetitions, num_unrolls, num_instances=8):
   """Instance-steps/s of meta-training with 1 instance, N looped and N stacked (batch_instances)."""
-  problem, config, _ = problems.get_config(name, data_dir=data_dir)
+  problem, config, _ = configs.get_config(name, data_dir=data_dir)
   optimizer = meta.MetaOptimizer(**config)
   single = None  # instance-steps/s of one instance, which the others are compared with
   variants = [("1 instance", 1, False), (f"{num_instances} looped", num_instances, False),
@@ -341,9 +342,9 @@ def epoch_rates(trainer, step, num_epochs, unroll_length=20):
   rates = []
   for epoch in range(num_epochs):
     start = time.perf_counter()
-    trainer.reset(meta.make_seed(1, epoch))
+    trainer.reset(seeds_lib.make_seed(1, epoch))
     for unroll in range(STEPS_PER_EPOCH // unroll_length):
-      result = step(meta.make_seed(1, epoch, unroll))
+      result = step(seeds_lib.make_seed(1, epoch, unroll))
     float(result.final_loss)
     rates.append(STEPS_PER_EPOCH / (time.perf_counter() - start))
   return rates
@@ -351,7 +352,7 @@ def epoch_rates(trainer, step, num_epochs, unroll_length=20):
 
 def optimizee_gradients(problem, state):
   """The optimizee's gradients at the carried parameters, on a fresh minibatch."""
-  batch = tf.nest.map_structure(lambda b: b[0], problem.sample_batches(meta.make_seed(2), 1))
+  batch = tf.nest.map_structure(lambda b: b[0], problem.sample_batches(seeds_lib.make_seed(2), 1))
   with tf.GradientTape() as tape:
     tape.watch(state.params)
     loss = problem.loss(state.params, state.constants, batch)
@@ -371,7 +372,7 @@ def steady_state(data_dir, num_epochs):
         f"the median of epochs {span}); TensorFlow flushes subnormals to zero: "
         f"{'yes' if flushes_subnormals() else 'NO'}")
   for name, path in (("fresh", None), ("trained `mnist`", optimizer_files.resolve("mnist"))):
-    problem, config, _ = problems.get_config("mnist", path=path, data_dir=data_dir)
+    problem, config, _ = configs.get_config("mnist", path=path, data_dir=data_dir)
     trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 20, learning_rate=0.001)
     unrolls_per_call(trainer, True, 1)()  # traced and compiled before the clock starts
     unrolls_per_call(trainer, False, 1)()
@@ -423,17 +424,17 @@ def memory_child(unroll_length, recompute, data_dir):
   """
   stages = {"import": current_rss_mb()}
   heavy = [name for name in ("sklearn", "pandas", "scipy") if name in sys.modules]
-  problem, config, _ = problems.get_config("mnist", data_dir=data_dir)
+  problem, config, _ = configs.get_config("mnist", data_dir=data_dir)
   stages["data"] = current_rss_mb()
   trainer = meta.MetaOptimizer(**config).meta_minimize(problem, unroll_length,
                                                       recompute=recompute)
-  trainer.reset(meta.make_seed(0))
-  trainer._train_fn.get_concrete_function(trainer.states, meta.make_seed(0, 0))  # pylint: disable=protected-access
+  trainer.reset(seeds_lib.make_seed(0))
+  trainer._train_fn.get_concrete_function(trainer.states, seeds_lib.make_seed(0, 0))  # pylint: disable=protected-access
   stages["trace"] = current_rss_mb()
-  float(trainer.train_unroll(meta.make_seed(0, 1)).final_loss)
+  float(trainer.train_unroll(seeds_lib.make_seed(0, 1)).final_loss)
   stages["first unroll"] = current_rss_mb()
   for unroll in range(2, 4):
-    float(trainer.train_unroll(meta.make_seed(0, unroll)).final_loss)
+    float(trainer.train_unroll(seeds_lib.make_seed(0, unroll)).final_loss)
   stages["later unrolls"] = current_rss_mb()
   print(json.dumps({"stages": stages, "peak": peak_rss_mb(), "heavy_imports": heavy}))
 

@@ -7,10 +7,11 @@ TensorFlow's log level before it loads.
 
 import importlib
 
-_SUBMODULES = ("atomic", "augment", "baselines", "checkpoints", "comparison_store", "datasets",
-               "distribute", "errors", "evaluation", "keras", "keras_problems", "meta", "networks",
-               "optimizer_files", "preprocess", "problem_files", "problems", "reporting",
-               "task_family", "training", "unroll")
+_SUBMODULES = ("atomic", "augment", "baselines", "checkpoints", "comparison_store", "configs",
+               "datasets", "distribute", "errors", "evaluation", "keras", "keras_problems", "meta",
+               "networks", "optimizer_files", "preprocess", "problem_files", "problems",
+               "reporting", "results_summary", "seeds", "task_family", "training",
+               "unroll")
 
 
 def __getattr__(name):

@@ -11,16 +11,10 @@ import numpy as np
 import tensorflow as tf
 
 from learning_to_learn import meta
+from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll
 
 BASELINES = {"sgd": "Sgd", "rmsprop": "RMSProp", "adam": "Adam", "nag": "Nag"}
-
-# Seed purposes: the middle of an epoch's seed (seed, purpose, epoch), so that the instances drawn
-# for one purpose are never drawn for another (see epoch_seeds).
-TRAINING = 0  # meta-training epochs (train.py)
-EVALUATION = 1  # evaluations during training, which choose the best optimizer (train.py)
-TUNING = 2  # a baseline's learning-rate sweep (compare)
-TEST = 3  # test runs, which played no part in training or tuning (compare, evaluate.py)
 
 # The paper tunes each baseline's learning rate; this sweep spans 10^-4 .. 10^0 in half-decades.
 LEARNING_RATE_GRID = tuple(10.0 ** (e / 2) for e in range(-8, 1))
@@ -39,16 +33,16 @@ def baseline_config(name, learning_rate):
 class Evaluator:
   """Runs one rule for whole epochs and records the loss at every step.
 
-  An epoch with seed tuple `seed` starts from `unroll.initial_state` at `make_seed(*seed, 0)`; its
-  chunk i of `unroll_length` steps (the last one shorter if need be) draws its minibatches from
-  `make_seed(*seed, i + 1)`, and the state carries from one chunk to the next.
+  An epoch with seed tuple `seed` starts from `unroll.initial_state` at `seeds.initial_seed(seed)`;
+  its chunk i of `unroll_length` steps (the last one shorter if need be) draws its minibatches from
+  `seeds.unroll_seed(seed, i)`, and the state carries from one chunk to the next.
 
   Args:
     problem: the optimizee.
     net_config, net_assignments: the rule, as MetaOptimizer takes them.
     unroll_length: steps per compiled call (an epoch is several calls; the state carries over).
-    jit_compile: compile with XLA (None: XLA, the fastest here for evaluation; see the README's
-      Performance section).
+    jit_compile: compile with XLA (None: XLA, which runs evaluation unrolls faster than
+      TensorFlow's own kernels on CPU; docs/performance.md).
   """
 
   def __init__(self, problem, net_config, net_assignments=None, unroll_length=20,
@@ -79,13 +73,13 @@ class Evaluator:
     """
     if int(num_steps) != num_steps or num_steps <= 0:
       raise ValueError(f"num_steps={num_steps} must be a positive integer.")
-    state = self._initial_state_fn(meta.make_seed(*seed, 0))
+    state = self._initial_state_fn(seeds_lib.initial_seed(seed))
     losses = []
     for i, start in enumerate(range(0, int(num_steps), self._unroll_length)):
       length = min(self._unroll_length, int(num_steps) - start)
       if check is not None:
         check()
-      chunk, state = self._run_steps_fn(state, meta.make_seed(*seed, i + 1), length)
+      chunk, state = self._run_steps_fn(state, seeds_lib.unroll_seed(seed, i), length)
       losses.append(chunk.numpy()[:-1])
     losses.append(chunk.numpy()[-1:])
     return np.concatenate(losses)
@@ -99,14 +93,6 @@ class Evaluator:
       if progress is not None:
         progress(i + 1)
     return np.stack(rows)
-
-
-def epoch_seeds(seed, num_epochs, purpose):
-  """Seeds of the epochs for one purpose; different purposes never share an instance.
-
-  purpose: TRAINING, EVALUATION, TUNING or TEST (0 to 3).
-  """
-  return [(int(seed), int(purpose), e) for e in range(num_epochs)]
 
 
 def tune_learning_rate(problem, name, seeds, num_steps, grid=LEARNING_RATE_GRID,
@@ -211,57 +197,90 @@ def compare(problem, l2l_config, net_assignments=None, baselines=tuple(BASELINES
   Returns:
     (losses: name -> [num_test_epochs, num_steps + 1], rates: baseline name -> chosen rate).
   """
-  if store is not None:
-    if any(arg is not None for arg in (tuned, on_tuned, tested, on_tested, scored, on_scored)):
-      raise ValueError("compare: pass store= or tuned/on_tuned/tested/on_tested/scored/on_scored, "
-                       "not both; the store gives all six.")
-    tuned, scored, tested = store.tuned, store.scored, store.tested
-    on_tuned, on_scored, on_tested = store.keep_tuned, store.keep_score, store.keep_tested
-  tuning_steps = tuning_steps or num_steps
-  tuning_seeds = epoch_seeds(seed, num_tuning_epochs, purpose=TUNING)
-  test_seeds = epoch_seeds(seed, num_test_epochs, purpose=TEST)
-  losses, rates = {}, {}
+  tuned, on_tuned, tested, on_tested, scored, on_scored = _from_store(
+      store, tuned, on_tuned, tested, on_tested, scored, on_scored)
+  test_seeds = seeds_lib.epoch_seeds(seed, num_test_epochs, seeds_lib.TEST)
+  make_evaluator = functools.partial(Evaluator, problem, unroll_length=unroll_length,
+                                     jit_compile=jit_compile)
+  tune = functools.partial(_tune, problem,
+                           seeds=seeds_lib.epoch_seeds(seed, num_tuning_epochs, seeds_lib.TUNING),
+                           num_steps=tuning_steps or num_steps, grid=grid,
+                           unroll_length=unroll_length, jit_compile=jit_compile, check=check)
   # Each baseline: the grid, up to two rates past its edge, and the test run.
-  total = len(baselines) * (len(grid) + 3) + (l2l_config is not None)
-  done = 0
-
-  def tick(stage):
-    nonlocal done
-    done += 1
-    if progress is not None:
-      progress(stage, done, total)
-
+  ticker = _Ticker(progress, len(baselines) * (len(grid) + 3) + (l2l_config is not None))
+  losses, rates = {}, {}
   if l2l_config is not None:
-    evaluator = Evaluator(problem, l2l_config, net_assignments, unroll_length, jit_compile)
-    losses["L2L"] = evaluator.run(test_seeds, num_steps, check=check)
-    tick(f"L2L: loss {np.mean(losses['L2L'][:, -1]):.4g}")
+    losses["L2L"] = make_evaluator(l2l_config, net_assignments).run(test_seeds, num_steps,
+                                                                    check=check)
+    ticker.tick(f"L2L: loss {np.mean(losses['L2L'][:, -1]):.4g}")
   tuned, tested = dict(tuned or {}), dict(tested or {})
+  for name in baselines:
+    rates[name], evaluator = _tuned_baseline(
+        name, tuned, (scored or {}).get(name), on_tuned, on_scored, ticker, tune, make_evaluator,
+        num_rates=len(grid) + 2)
+    losses[name] = _test_runs(name, rates[name], tested.get(name), evaluator, test_seeds,
+                              num_steps, on_tested, check)
+    ticker.tick(f"{name}: loss {np.mean(losses[name][:, -1]):.4g}")
+  return losses, rates
 
-  def scored_one(name, rate, score):
+
+def _from_store(store, tuned, on_tuned, tested, on_tested, scored, on_scored):
+  """compare's six records and keepers: the store's when one is given, else those passed."""
+  if store is None:
+    return tuned, on_tuned, tested, on_tested, scored, on_scored
+  if any(arg is not None for arg in (tuned, on_tuned, tested, on_tested, scored, on_scored)):
+    raise ValueError("compare: pass store= or tuned/on_tuned/tested/on_tested/scored/on_scored, "
+                     "not both; the store gives all six.")
+  return (store.tuned, store.keep_tuned, store.tested, store.keep_tested, store.scored,
+          store.keep_score)
+
+
+class _Ticker:
+  """Counts a comparison's runs for `progress(stage, done, total)`; runs not needed are skipped."""
+
+  def __init__(self, progress, total):
+    self._progress, self._total, self._done = progress, total, 0
+
+  def skip(self, count):
+    self._done += count
+
+  def tick(self, stage):
+    self._done += 1
+    if self._progress is not None:
+      self._progress(stage, self._done, self._total)
+
+
+def _tuned_baseline(name, tuned, known, on_tuned, on_scored, ticker, tune, make_evaluator,
+                    num_rates):
+  """(rate, an Evaluator at that rate) of baseline `name`: the rate in `tuned`, or a new sweep.
+
+  known: the {rate: score} an interrupted sweep kept, which the sweep does not rerun.
+  num_rates: the most rates a sweep runs, for the progress count.
+  """
+  if name in tuned:
+    rate = float(tuned[name])
+    ticker.skip(num_rates)
+    return rate, make_evaluator(baseline_config(name, rate))
+
+  def scored_one(rate, score):
     if on_scored is not None:
       on_scored(name, rate, score)
-    tick(f"tuning {name}, rate {rate:.3g}: loss {score:.4g}")
+    ticker.tick(f"tuning {name}, rate {rate:.3g}: loss {score:.4g}")
 
-  for name in baselines:
-    if name in tuned:
-      rates[name] = float(tuned[name])
-      evaluator = Evaluator(problem, baseline_config(name, rates[name]),
-                            unroll_length=unroll_length, jit_compile=jit_compile)
-      done += len(grid) + 2
-    else:
-      rates[name], scores, evaluator = _tune(
-          problem, name, tuning_seeds, tuning_steps, grid, unroll_length, jit_compile,
-          lambda r, s, n=name: scored_one(n, r, s), check, known=(scored or {}).get(name))
-      done += len(grid) + 2 - len(scores)  # the edge rates this sweep did not need
-      if on_tuned is not None:
-        on_tuned(name, rates[name])
-    kept = tested.get(name)
-    if kept is not None and kept[0] == rates[name] and np.shape(kept[1]) == (
-        num_test_epochs, num_steps + 1) and np.all(np.isfinite(kept[1])):
-      losses[name] = np.asarray(kept[1])
-    else:
-      losses[name] = evaluator.run(test_seeds, num_steps, check=check)
-      if on_tested is not None:
-        on_tested(name, rates[name], losses[name])
-    tick(f"{name}: loss {np.mean(losses[name][:, -1]):.4g}")
-  return losses, rates
+  rate, scores, evaluator = tune(name, progress=scored_one, known=known)
+  ticker.skip(num_rates - len(scores))  # the edge rates this sweep did not need
+  if on_tuned is not None:
+    on_tuned(name, rate)
+  return rate, evaluator
+
+
+def _test_runs(name, rate, kept, evaluator, seeds, num_steps, on_tested, check):
+  """A baseline's test losses: the `kept` (rate, losses) if at this rate, whole and finite, else
+  run now and passed to on_tested."""
+  if kept is not None and kept[0] == rate and np.shape(kept[1]) == (
+      len(seeds), num_steps + 1) and np.all(np.isfinite(kept[1])):
+    return np.asarray(kept[1])
+  losses = evaluator.run(seeds, num_steps, check=check)
+  if on_tested is not None:
+    on_tested(name, rate, losses)
+  return losses

@@ -181,7 +181,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   naive wrapper comes back from `load_model` with fresh random weights.) Memory: the weights are
   shared (5,141 floats for 20-20 layers); the state costs 2 × sum(layers) floats per coordinate,
   80 for 20-20 layers, against Adam's 2 (2 more with the AdamNormalized preprocessing); a
-  training step in all needs about 1.25 KB per model parameter (measured; BYTES_PER_PARAMETER),
+  training step in all needs BYTES_PER_PARAMETER bytes per model parameter (docs/performance.md),
   and `build` refuses with a ValueError a model whose need exceeds the memory available, rather
   than letting it die mid-step.
 
@@ -361,11 +361,12 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     return int(self._non_finite_updates.numpy())
 
   def load_own_variables(self, store):
-    """Restores the variables from a .keras file, also one written by an earlier layout.
+    """Restores the variables from a .keras file, whichever layout it holds.
 
-    Files with each LSTM state as (num_coords, hidden), not feature-major, are transposed rather
-    than refused (a variable with exactly `hidden` coordinates cannot be told apart and loads as
-    saved); files without the non-finite counter load with it at zero.
+    The LSTM states are feature-major, (hidden, num_coords); a file may hold them coordinate-major,
+    (num_coords, hidden), the older layout: those arrays are transposed rather than refused (a
+    variable with exactly `hidden` coordinates cannot be told apart and loads as saved). A file
+    without the non-finite counter loads with it at zero.
     """
     variables = list(self.variables)
     if self.built and len(store.keys()) == len(variables) - 1:

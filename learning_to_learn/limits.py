@@ -1,6 +1,6 @@
 """What a run will cost in memory, checked before it starts rather than discovered by a crash.
 
-The per-coordinate costs are estimates (docs/performance.md gives how they were measured): they
+The per-coordinate costs are estimates (docs/performance.md gives their source): they
 are used to refuse runs that cannot fit and to say what a large one will take, not to plan exactly.
 """
 

@@ -15,32 +15,26 @@ import tensorflow as tf
 from learning_to_learn import instances
 from learning_to_learn import networks
 from learning_to_learn import optimizer_files
+from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll as unroll_lib
 
-DEFAULT_NET_CONFIG = {
-    "coordinatewise": {
-        "net": "CoordinateWiseDeepLSTM",
-        "net_options": {"layers": (20, 20), "preprocess_name": "LogAndSign",
-                        "preprocess_options": {"k": 5}, "scale": 0.01},
-    }
-}
 
+def lstm_config(preprocess_name="LogAndSign", preprocess_options=None, scale=0.01):
+  """The net config of one coordinatewise LSTM of two layers of 20 units, the paper's (section 3).
 
-def make_seed(*values):
-  """A stateless-RNG seed ([2] int32) determined by a tuple of non-negative ints."""
-  words = np.random.SeedSequence([int(v) for v in values]).generate_state(2)
-  return tf.constant(words.astype(np.uint32).view(np.int32))
-
-
-def instance_seed(seed, index):
-  """The seed of optimizee instance `index` of a meta-step, from the meta-step's `seed`.
-
-  Instance 0 keeps `seed` itself, so one instance per meta-step draws what it always drew; the others
-  fold their index in. An instance's seed depends on its global index only, never on which replica
-  runs it: R replicas holding N / R instances each see the very instances one replica holding N does.
+  Args:
+    preprocess_name: the gradient preprocessing (preprocess.py).
+    preprocess_options: its options; None: LogAndSign's k = 5, the reference's.
+    scale: the output scale (reference: 0.01; the paper's Appendix A: 0.1).
   """
-  index = tf.cast(index, tf.int32)
-  return tf.where(tf.equal(index, 0), seed, tf.random.experimental.stateless_fold_in(seed, index))
+  if preprocess_options is None:
+    preprocess_options = {"k": 5}
+  return {"net": "CoordinateWiseDeepLSTM",
+          "net_options": {"layers": (20, 20), "preprocess_name": preprocess_name,
+                          "preprocess_options": dict(preprocess_options), "scale": scale}}
+
+
+DEFAULT_NET_CONFIG = {"coordinatewise": lstm_config()}
 
 
 class NetAssignments:
@@ -260,6 +254,27 @@ class MetaOptimizer(snt.Module):
     return optimizer_files.save_all(self.nets, path)
 
 
+def _check_trainer_arguments(unroll_length, learning_rate, objective, clip_meta_gradient,
+                             clip_meta_gradient_value, num_instances, replicas):
+  """Raises a one-line ValueError for the first bad argument of MetaTrainer."""
+  if int(unroll_length) != unroll_length or unroll_length <= 0:
+    raise ValueError(f"unroll_length={unroll_length} must be a positive integer (reference: 20).")
+  if objective not in OBJECTIVES:
+    raise ValueError(f"objective={objective!r} is not one of {', '.join(OBJECTIVES)}.")
+  if clip_meta_gradient_value is not None and not clip_meta_gradient_value > 0:
+    raise ValueError(f"clip_meta_gradient_value={clip_meta_gradient_value} must be positive, "
+                     "or None to not clip.")
+  schedule = isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+  if not schedule and not learning_rate > 0:
+    raise ValueError(f"learning_rate={learning_rate} must be positive (reference: 0.001).")
+  if clip_meta_gradient is not None and not clip_meta_gradient > 0:
+    raise ValueError(f"clip_meta_gradient={clip_meta_gradient} must be positive, or None to "
+                     "not clip.")
+  if int(num_instances) != num_instances or num_instances <= 0 or num_instances % replicas:
+    raise ValueError(f"num_instances={num_instances} must be a positive multiple of the "
+                     f"{replicas} replicas, so that each replica unrolls the same number.")
+
+
 class MetaTrainer:
   """Meta-trains a MetaOptimizer on one problem: epochs of unrolls, one Adam meta-step per unroll.
 
@@ -290,20 +305,19 @@ class MetaTrainer:
       `objective_weight * objective + imitation_weight * imitation error`; both weights are
       variables (`self.objective_weight`, `self.imitation_weight`) that a caller may change
       between meta-steps, e.g. to warm-start by imitation alone, without retracing.
-    jit_compile: compile the unroll with XLA: True, False, or None for what measured fastest on
-      CPU (bench/run.py): XLA for evaluation unrolls, TensorFlow's own kernels for training, where
-      XLA fuses the LSTM's gate gradients into one slow loop (figures: README, Performance).
+    jit_compile: compile the unroll with XLA: True, False, or None for the faster of the two on
+      CPU: XLA for evaluation unrolls, TensorFlow's own kernels for training, where XLA fuses the
+      LSTM's gate gradients into one slow loop (docs/performance.md).
     num_instances: optimizee instances per meta-step, over all replicas (reference: 1).
     recompute: keep only each optimizee step's inputs (parameters, network state, minibatch) for
       the meta-gradient and recompute the step in the backward pass (unroll.Recomputed): the
       memory an unroll holds grows by the state per step (80 floats a coordinate for 20-20 LSTMs)
-      rather than by every activation (about 380), for one more forward pass per step. MNIST at
-      T = 20: a peak of about 0.97 GB rather than 1.37 GB, 25% more CPU time (bench/run.py).
+      rather than by every activation, for one more forward pass per step (docs/performance.md).
       The same values to rounding. Off by default, being slower.
     batch_instances: unroll a replica's instances as one instances.StackedProblem, so that each
       step makes one call of each network over every instance's coordinates rather than one per
-      instance: the same meta-gradient to rounding, more instance-steps/s where a step's fixed
-      cost dominates, small optimizees (figures: README, Performance).
+      instance: the same meta-gradient to rounding, faster where a step's fixed cost dominates,
+      as on small optimizees (docs/performance.md).
       Coordinatewise networks only.
     strategy: a tf.distribute.Strategy; None for the current one (the default: no distribution).
     optimizer: the Keras optimizer to take the meta-steps with, e.g. another trainer's, so that
@@ -319,24 +333,10 @@ class MetaTrainer:
                jit_compile=None, num_instances=1, strategy=None, objective="sum",
                clip_meta_gradient_value=None, teacher=None, recompute=False,
                batch_instances=False, optimizer=None):
-    if int(unroll_length) != unroll_length or unroll_length <= 0:
-      raise ValueError(f"unroll_length={unroll_length} must be a positive integer (reference: 20).")
-    if objective not in OBJECTIVES:
-      raise ValueError(f"objective={objective!r} is not one of {', '.join(OBJECTIVES)}.")
-    if clip_meta_gradient_value is not None and not clip_meta_gradient_value > 0:
-      raise ValueError(f"clip_meta_gradient_value={clip_meta_gradient_value} must be positive, "
-                       "or None to not clip.")
-    schedule = isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule)
-    if not schedule and not learning_rate > 0:
-      raise ValueError(f"learning_rate={learning_rate} must be positive (reference: 0.001).")
-    if clip_meta_gradient is not None and not clip_meta_gradient > 0:
-      raise ValueError(f"clip_meta_gradient={clip_meta_gradient} must be positive, or None to "
-                       "not clip.")
     self.strategy = strategy or tf.distribute.get_strategy()
-    replicas = self.strategy.num_replicas_in_sync
-    if int(num_instances) != num_instances or num_instances <= 0 or num_instances % replicas:
-      raise ValueError(f"num_instances={num_instances} must be a positive multiple of the "
-                       f"{replicas} replicas, so that each replica unrolls the same number.")
+    _check_trainer_arguments(unroll_length, learning_rate, objective, clip_meta_gradient,
+                             clip_meta_gradient_value, num_instances,
+                             self.strategy.num_replicas_in_sync)
     self.problem = problem
     self.unroll_length = int(unroll_length)
     self.second_derivatives = second_derivatives
@@ -345,19 +345,9 @@ class MetaTrainer:
     self.clip_meta_gradient_value = clip_meta_gradient_value
     self.objective = objective
     self.num_instances = int(num_instances)
-    self._local_instances = self.num_instances // replicas
-    self.rule = meta_optimizer.assignments(problem, net_assignments)
-    self._stacked = None
-    if batch_instances:
-      others = sorted(k for k, net in meta_optimizer.nets.items() if not net.coordinatewise)
-      if others:
-        raise ValueError(f"batch_instances needs coordinatewise networks; {others} are not: "
-                         "leave batch_instances off for them.")
-      self._stacked = instances.StackedProblem(problem, self._local_instances)
-    if teacher is not None:
-      teachers = {key: optimizer_files.network(**config) for key, config in teacher.items()}
-      self.rule = ImitatingRule(self.rule, NetAssignments(teachers, None, problem.param_names),
-                                stacked=bool(batch_instances))
+    self._local_instances = self.num_instances // self.strategy.num_replicas_in_sync
+    self.rule, self._stacked = self._make_rule(meta_optimizer, net_assignments, teacher,
+                                               batch_instances)
     self.variables = meta_optimizer.trainable_variables
     outside = [v.name for v in self.variables
                if not self.strategy.extended.variable_created_in_scope(v)]
@@ -372,7 +362,26 @@ class MetaTrainer:
       if self.variables and not self.optimizer.built:
         self.optimizer.build(self.variables)
     self.states = None  # per local instance; a PerReplica nest under a multi-replica strategy
-    # Replica-local work, compiled as measured fastest; the collectives stay outside XLA.
+    self._compile(jit_compile)
+
+  def _make_rule(self, meta_optimizer, net_assignments, teacher, batch_instances):
+    """(the rule that moves the optimizee, the StackedProblem of a replica's instances or None)."""
+    rule = meta_optimizer.assignments(self.problem, net_assignments)
+    stacked = None
+    if batch_instances:
+      others = sorted(k for k, net in meta_optimizer.nets.items() if not net.coordinatewise)
+      if others:
+        raise ValueError(f"batch_instances needs coordinatewise networks; {others} are not: "
+                         "leave batch_instances off for them.")
+      stacked = instances.StackedProblem(self.problem, self._local_instances)
+    if teacher is not None:
+      teachers = {key: optimizer_files.network(**config) for key, config in teacher.items()}
+      rule = ImitatingRule(rule, NetAssignments(teachers, None, self.problem.param_names),
+                           stacked=bool(batch_instances))
+    return rule, stacked
+
+  def _compile(self, jit_compile):
+    # Replica-local work, compiled as `jit_compile` says; the collectives stay outside XLA.
     self._local_train_fn = tf.function(self._local_train, jit_compile=bool(jit_compile))
     self._local_eval_fn = tf.function(self._local_run, jit_compile=jit_compile in (None, True))
     # One method each rather than one closure for all: TF's retracing warning counts traces by
@@ -401,7 +410,7 @@ class MetaTrainer:
   def _instance_seeds(self, seed):
     replica = tf.distribute.get_replica_context().replica_id_in_sync_group
     first = tf.cast(replica, tf.int32) * self._local_instances
-    return tuple(instance_seed(seed, first + i) for i in range(self._local_instances))
+    return tuple(seeds_lib.instance_seed(seed, first + i) for i in range(self._local_instances))
 
   def _reset(self, seed):
     if self._stacked is not None:

@@ -35,7 +35,7 @@ def lstm_step(inputs, state, w_gates, b_gates, forget_bias=1.0):
   stacking of [x; h], the gate split and their gradients then move contiguous rows, and XLA's CPU
   matmul runs over the long axis. The bias and the forget bias ride in the matmul as one more row of
   W against a row of ones, which saves a pass over the gates forward and a reduction over the batch
-  backward. What each choice gained: README, Performance.
+  backward. What each choice gained: docs/performance.md.
   The weights are the usual [input_size + hidden_size, 4 hidden_size]: only the state is transposed.
 
   Args:
@@ -195,7 +195,7 @@ def _plain(value):
 
 # The layers' batch (columns) is padded to a multiple of 16 with columns of zero inputs, computed
 # and dropped: with rows of a multiple of 64 bytes TensorFlow splits the gates without copying them,
-# (what that gained: README, Performance). Every column is independent of the others.
+# (what that gained: docs/performance.md). Every column is independent of the others.
 _COLUMN_MULTIPLE = 16
 
 

@@ -21,7 +21,7 @@ from learning_to_learn import networks
 
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 CONFIG_KEY = "__config__"
-# The key of a problem's single learned network (problems.get_config names it so), hence the file
+# The key of a problem's single learned network (configs.get_config names it so), hence the file
 # that the Keras wrapper reads from a train.py --save_path.
 SINGLE_NET_KEY = "cw"
 SINGLE_NET_FILE = f"{SINGLE_NET_KEY}.npz"

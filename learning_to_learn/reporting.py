@@ -93,17 +93,6 @@ def stats_lines(header, total_error, total_time, count):
           f"Mean epoch time: {total_time / count:.2f} s"]
 
 
-def finite_or_none(value):
-  """JSON has no NaN or infinity (json.dump writes bare NaN, which parsers reject): null instead."""
-  if isinstance(value, dict):
-    return {key: finite_or_none(v) for key, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [finite_or_none(v) for v in value]
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  return value
-
-
 def print_stats(header, total_error, total_time, count):
   for line in stats_lines(header, total_error, total_time, count):
     logging.info(line)

@@ -29,6 +29,7 @@ from learning_to_learn import locking
 from learning_to_learn import meta
 from learning_to_learn import optimizer_files
 from learning_to_learn import reporting
+from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import stopping
 
 OBJECTIVES = meta.OBJECTIVES
@@ -56,7 +57,8 @@ class Settings:
     num_instances: optimizee instances per meta-step, over all replicas.
     batch_instances: one network call a step over all of a replica's instances.
     recompute: recompute each optimizee step in the backward pass instead of keeping it.
-    jit_compile: XLA for every unroll (True), none (False), or where it measured faster (None).
+    jit_compile: XLA for every unroll (True), none (False), or for evaluation only (None), where
+      it is the faster.
     imitate: a hand-designed teacher ("sgd", "rmsprop", "adam", "nag") to imitate, or None.
     imitation_learning_rate: the teacher's learning rate (tune it first).
     imitation_epochs: first epochs that descend the imitation error alone (a warm start).
@@ -363,10 +365,7 @@ def _as_list(problem_or_problems):
 def default_net_config():
   """One coordinatewise 20-20 LSTM under the key the Keras optimizer reads (`cw.npz`), with
   Adam-normalized inputs (Lv et al. 2017), which carry across problems of other gradient scales."""
-  return {optimizer_files.SINGLE_NET_KEY: {
-      "net": "CoordinateWiseDeepLSTM",
-      "net_options": {"layers": (20, 20), "preprocess_name": "AdamNormalized",
-                      "preprocess_options": {}, "scale": 0.1}}}
+  return {optimizer_files.SINGLE_NET_KEY: meta.lstm_config("AdamNormalized", {}, scale=0.1)}
 
 
 def net_config_from(path):
@@ -446,13 +445,13 @@ class Run:
         recompute=settings.recompute, batch_instances=settings.batch_instances, teacher=teacher,
         optimizer=shared_optimizer)
 
-  def trainer_for(self, epoch, attempt=()):
+  def trainer_for(self, epoch, attempt=0):
     """The trainer of the problem epoch `epoch` trains on: one problem, or one drawn from the list
-    by (seed, epoch, attempt)."""
+    by the epoch's seeds (seeds.family_member)."""
     if len(self._trainers) == 1:
       return self._trainers[0]
-    rng = np.random.default_rng([self.settings.seed, evaluation.TRAINING, epoch, *attempt])
-    return self._trainers[int(rng.integers(len(self._trainers)))]
+    epoch_seed = seeds_lib.training_epoch(self.settings.seed, epoch, attempt)
+    return self._trainers[seeds_lib.family_member(epoch_seed, len(self._trainers))]
 
   # --- Resuming ---------------------------------------------------------------------------
 
@@ -533,10 +532,10 @@ class Run:
     """One epoch: (seconds, final loss, last UnrollResult), or None on a non-finite meta-step.
     A stop signal is acted on between unrolls."""
     start = time.time()
-    trainer.reset(meta.make_seed(*epoch_seed, 0))
+    trainer.reset(seeds_lib.initial_seed(epoch_seed))
     for unroll in range(num_unrolls):
       signals.check()
-      result = trainer.train_unroll(meta.make_seed(*epoch_seed, unroll + 1))
+      result = trainer.train_unroll(seeds_lib.unroll_seed(epoch_seed, unroll))
       if not bool(result.finite):
         return None
     return time.time() - start, float(result.final_loss), result
@@ -550,10 +549,9 @@ class Run:
     while True:
       signals.check()
       # A retried epoch draws a new instance: the fault may lie in the instance itself.
-      attempt = (faults,) if faults else ()
-      trainer = self.trainer_for(epoch, attempt)
+      trainer = self.trainer_for(epoch, faults)
       self._set_imitation(trainer, epoch)
-      outcome = self._run_epoch(trainer, (settings.seed, evaluation.TRAINING, epoch) + attempt,
+      outcome = self._run_epoch(trainer, seeds_lib.training_epoch(settings.seed, epoch, faults),
                                 num_unrolls, signals)
       if outcome is not None:
         self.epoch += 1
@@ -571,8 +569,8 @@ class Run:
   def evaluate(self, steps, signals=None):
     """(mean loss over the evaluation instances, problems and `steps`, seconds) of the current
     networks; inf when any loss is not finite. A stop signal is acted on between unrolls."""
-    seeds = evaluation.epoch_seeds(self.settings.seed, self.settings.evaluation_epochs,
-                                   evaluation.EVALUATION)
+    seeds = seeds_lib.epoch_seeds(self.settings.seed, self.settings.evaluation_epochs,
+                                  seeds_lib.EVALUATION)
     check = signals.check if signals is not None else None
     start = time.time()
     scores = []
@@ -682,7 +680,7 @@ def meta_train(problem, settings=None, *, net_config=None, net_assignments=None,
     lock = locking.DirectoryLock(save_path, f"{flag_prefix}save_path")
   try:
     # The networks' initial weights come from TF's global generator; problem instances and
-    # minibatches use stateless seeds derived from the seed, epoch, unroll and instance.
+    # minibatches use stateless seeds derived from the seed, epoch, unroll and instance (seeds.py).
     tf.random.set_seed(settings.seed)
     run = Run(problems, settings, net_config or default_net_config(), net_assignments,
               evaluation_problems, save_path, strategy, flag_prefix, evaluation_split)

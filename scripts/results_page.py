@@ -2,61 +2,24 @@
 
 Usage: python scripts/results_page.py [--results_dir=results] [--output=RESULTS.md]
 
-Nothing here is typed by hand: every number comes from a summary.json, every plot from a loss.png.
+Nothing here is typed by hand: every number comes from a summary.json, every plot from a loss.png,
+and the experiments and their titles from scripts/experiments.py.
 """
 
 import argparse
 import json
 import os
+import sys
 
-# The experiments of the paper (sections 3.1-3.2, figures 4 and 5), in the order shown.
-EXPERIMENTS = [
-    ("quadratic", "10-dimensional quadratics, reference settings (LogAndSign k = 5, output scale "
-                  "0.01), trained for 100 steps, run for 200 (paper figure 4, left)"),
-    ("quadratic_paper", "10-dimensional quadratics, paper settings (p = 10, output scale 0.1, "
-                        "Gaussian quadratics; the shipped `quadratic_paper`)"),
-    ("mnist", "MNIST, MLP with 20 sigmoid hidden units, on the full MNIST: the shipped `mnist` "
-              "(the long run's best, see MNIST levers), meta-trained for 100 steps, run for 200 "
-              "(figure 4, centre and right)"),
-    ("mnist_40", "Generalization of `mnist`: 40 hidden units (figure 5, left)"),
-    ("mnist_2layer", "Generalization of `mnist`: two hidden layers of 20 (figure 5, centre)"),
-    ("mnist_relu", "Generalization of `mnist`: ReLU activations (figure 5, right)"),
-    ("cifar10", "CIFAR-10, the paper's convolutional network (three 5x5 conv layers of 16 "
-                "channels with batch norm, ReLU and max pooling, then 32 hidden units): the shipped "
-                "`cifar` (two LSTMs, convolutional and fully connected, AdamNormalized inputs, log "
-                "objective), meta-trained for 100 steps on batches 1-4, run for 200 on batch 5 "
-                "(figure 7, left)"),
-    ("cifar10_single", "CIFAR-10: one LSTM for every parameter (the shipped `cifar_single`, "
-                       "the same recipe), which the paper found not enough, against the same "
-                       "tuned baselines and test runs"),
-    ("cifar5", "CIFAR-5 (labels 0-4 of batch 5, 5 outputs): `cifar`, meta-trained on all ten "
-               "labels (figure 7, centre)"),
-    ("cifar5_sub", "CIFAR-5: LSTM-sub, the shipped `cifar_sub`, meta-trained only on labels 5-9, "
-                   "against the same tuned baselines and test runs (figure 7, centre)"),
-    ("cifar5_single", "CIFAR-5: one LSTM (`cifar_single`), against the same tuned baselines and "
-                      "test runs"),
-    ("cifar2", "CIFAR-2 (labels 0 and 1 of batch 5, 2 outputs): `cifar` (figure 7, right)"),
-    ("cifar2_sub", "CIFAR-2: LSTM-sub (`cifar_sub`), against the same tuned baselines and test "
-                   "runs (figure 7, right)"),
-    ("cifar2_single", "CIFAR-2: one LSTM (`cifar_single`), against the same tuned baselines and "
-                      "test runs"),
-    ("mnist_paper", "MNIST, paper settings, the earlier shipped optimizer `mnist_paper` "
-                    "(LogAndSign p = 10, sum of losses), on the 5,000-digit sample"),
-    ("mnist_reference", "MNIST, reference settings (the shipped `mnist_reference`)"),
-    ("mnist_paper_40", "Generalization of `mnist_paper`: 40 hidden units"),
-    ("mnist_paper_2layer", "Generalization of `mnist_paper`: two hidden layers of 20"),
-    ("mnist_paper_relu", "Generalization of `mnist_paper`: ReLU"),
-    ("mnist_reference_40", "Generalization of the reference-settings optimizer: 40 hidden units"),
-    ("mnist_reference_2layer", "Generalization of the reference-settings optimizer: two hidden "
-                               "layers of 20"),
-    ("mnist_reference_relu", "Generalization of the reference-settings optimizer: ReLU"),
-]
+import experiments  # scripts/experiments.py, beside this file
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from learning_to_learn import results_summary  # noqa: E402  pylint: disable=g-import-not-at-top
 
 def describe(summary):
   """The learned optimizer's preprocessing and output scale, as saved with it when recorded."""
-  config = next(iter(summary.get("optimizer", {}).values()), None)
-  if config is None:  # summaries written before evaluate.py recorded the optimizer
+  config = next(iter(summary["optimizer"].values()), None)
+  if config is None:  # a summary written before evaluate.py recorded the optimizer
     return f"{summary['settings']} settings"
   options = config["net_options"]
   k = options.get("preprocess_options", {}).get("k")
@@ -78,7 +41,7 @@ def apart(learned, other):
 def paired_difference(summary, baseline, step):
   """L2L's loss minus `baseline`'s, run by run, at `step`; None in summaries written before
   evaluate.py kept it, or where a run diverged."""
-  paired = summary.get("paired_difference", {}).get(baseline, {}).get(step)
+  paired = summary["paired_difference"].get(baseline, {}).get(step)
   return paired if paired and paired["mean"] is not None else None
 
 
@@ -219,14 +182,12 @@ def ablation_section(results_dir):
   baselines_path = os.path.join(results_dir, "mnist_ablation", "baselines", "summary.json")
   if not os.path.exists(baselines_path):
     return []
-  with open(baselines_path) as f:
-    baselines = json.load(f)["final_loss"]
+  baselines = results_summary.read(baselines_path)["final_loss"]
   for name, levers in ABLATION:
     folder = os.path.join(results_dir, "mnist_ablation", name)
     if not os.path.exists(os.path.join(folder, "summary.json")):
       continue
-    with open(os.path.join(folder, "summary.json")) as f:
-      summary = json.load(f)
+    summary = results_summary.read(os.path.join(folder, "summary.json"))
     with open(os.path.join(folder, "best.json")) as f:
       best = json.load(f)
     losses = dict(baselines, **summary["final_loss"])
@@ -254,8 +215,7 @@ def shipped_note(results_dir):
   path = os.path.join(results_dir, "mnist", "summary.json")
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    summary = json.load(f)
+  summary = results_summary.read(path)
   learned = summary["final_loss"]["L2L"]
   return [f"`long_run`'s optimizer ships as `{summary['path']}`; the MNIST section below runs it "
           f"and the tuned baselines on {summary['num_test_epochs']} test runs (the 100 here and "
@@ -270,8 +230,7 @@ def ablation_verdict(results_dir, baselines):
   for name, _ in ABLATION:
     path = os.path.join(results_dir, "mnist_ablation", name, "summary.json")
     if os.path.exists(path):
-      with open(path) as f:
-        learned = json.load(f)["final_loss"]["L2L"]
+      learned = results_summary.read(path)["final_loss"]["L2L"]
       if best is None or learned["100"]["mean"] < best[1]["100"]["mean"]:
         best = (name, learned)
   lines = []
@@ -302,14 +261,13 @@ def main():
            "95% normal-approximation intervals of the mean over the test runs.", ""]
   found = 0
   summaries, body = {}, []
-  for name, title in EXPERIMENTS:
+  for name, title, _ in experiments.EXPERIMENTS:
     folder = os.path.join(args.results_dir, name)
     summary_path = os.path.join(folder, "summary.json")
     if not os.path.exists(summary_path):
       body += [f"## {title}", "", "Not run yet.", ""]
       continue
-    with open(summary_path) as f:
-      summary = json.load(f)
+    summary = results_summary.read(summary_path)
     with open(os.path.join(folder, "table.md")) as f:
       table = f.read()
     body += section(name, title, summary, table)
@@ -319,7 +277,7 @@ def main():
             + cifar_section(summaries) + body)
   with open(args.output, "w") as f:
     f.write("\n".join(lines))
-  print(f"Wrote {args.output} from {found} of {len(EXPERIMENTS)} experiments.")
+  print(f"Wrote {args.output} from {found} of {len(experiments.EXPERIMENTS)} experiments.")
 
 
 if __name__ == "__main__":

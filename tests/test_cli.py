@@ -12,10 +12,11 @@ import time
 import numpy as np
 import pytest
 
-import problems
+from learning_to_learn import configs
 from learning_to_learn import limits
 from learning_to_learn import meta
 from learning_to_learn import optimizer_files
+from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll as unroll_lib
 
 from conftest import ROOT, TIMEOUT, environment, run_python
@@ -372,12 +373,13 @@ def test_compare_writes_table_curves_and_plot_that_the_library_reproduces(runs, 
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
   # Second path: the library's Evaluator on the test instances (seed purpose 3).
-  import problems
   from learning_to_learn import comparison_store
+  from learning_to_learn import configs
   from learning_to_learn import evaluation
   from learning_to_learn import optimizer_files
-  seeds = evaluation.epoch_seeds(0, 3, purpose=3)
-  problem, config, _ = problems.get_config("quadratic", path=optimizer_files.resolve("quadratic"))
+  from learning_to_learn import seeds as seeds_lib
+  seeds = seeds_lib.epoch_seeds(0, 3, purpose=3)
+  problem, config, _ = configs.get_config("quadratic", path=optimizer_files.resolve("quadratic"))
   adam_rate = summary["learning_rates"]["adam"]
   test_losses = {}
   for name, net_config in (("L2L", config),
@@ -468,14 +470,14 @@ def _train(args):
 
 def _evaluation_losses(save_path, num_steps, num_instances=2, unroll_length=5):
   """The saved optimizer's losses on train.py's evaluation instances, unrolled here by hand."""
-  problem, config, _ = problems.get_config("quadratic", path=save_path)
+  problem, config, _ = configs.get_config("quadratic", path=save_path)
   rule = meta.MetaOptimizer(**config).assignments(problem)
   rows = []
   for instance in range(num_instances):
-    state = unroll_lib.initial_state(problem, rule, meta.make_seed(0, 1, instance, 0))
+    state = unroll_lib.initial_state(problem, rule, seeds_lib.make_seed(0, 1, instance, 0))
     row = []
     for chunk in range(num_steps // unroll_length):
-      batches = problem.sample_batches(meta.make_seed(0, 1, instance, chunk + 1),
+      batches = problem.sample_batches(seeds_lib.make_seed(0, 1, instance, chunk + 1),
                                        unroll_length + 1)
       losses, state = unroll_lib.unroll(problem, rule, state, batches)
       row.extend(losses.numpy()[:-1])
@@ -530,7 +532,7 @@ def test_recompute_flag_trains_the_same_weights(tmp_path):
     log = _train(["--num_epochs=3", "--num_steps=10", "--evaluation_period=3",
                   f"--save_path={save_path}"] + extra)
     # The memory it plans for is the recomputing trainer's: T = 5 steps of every coordinate.
-    coordinates = limits.num_coordinates(problems.get_config("quadratic")[0])
+    coordinates = limits.num_coordinates(configs.get_config("quadratic")[0])
     held = limits.gigabytes(5 * coordinates * limits.RECOMPUTED_BYTES_PER_COORDINATE_STEP)
     assert (f"--recompute: meta-training will hold about {held}" in log) == bool(extra), log
     with np.load(os.path.join(save_path, "cw.npz")) as data:

@@ -8,6 +8,7 @@ import concurrent.futures
 import io
 import os
 import re
+import sys
 
 from learning_to_learn import console
 from learning_to_learn.cli import quiet

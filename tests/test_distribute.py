@@ -12,12 +12,12 @@ import pytest
 import tensorflow as tf
 
 from learning_to_learn import checkpoints
+from learning_to_learn import configs
 from learning_to_learn import distribute
 from learning_to_learn import meta
-from learning_to_learn import networks
 from learning_to_learn import optimizer_files
+from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll as unroll_lib
-import problems
 
 from conftest import ROOT, environment, start_python
 
@@ -46,18 +46,18 @@ def _saved_weights(save_path):
 
 
 def test_instance_zero_keeps_the_meta_step_seed_and_the_others_differ():
-  seed = meta.make_seed(3, 0, 7)
-  seeds = [meta.instance_seed(seed, i).numpy().tolist() for i in range(4)]
+  seed = seeds_lib.make_seed(3, 0, 7)
+  seeds = [seeds_lib.instance_seed(seed, i).numpy().tolist() for i in range(4)]
   assert seeds[0] == seed.numpy().tolist()
   assert len({tuple(s) for s in seeds}) == 4
 
 
 def test_meta_gradient_of_two_instances_is_the_mean_of_their_own():
-  problem, config, _ = problems.get_config("quadratic")
+  problem, config, _ = configs.get_config("quadratic")
   tf.random.set_seed(1)
   optimizer = meta.MetaOptimizer(**config)
   trainer = optimizer.meta_minimize(problem, 5, num_instances=2, jit_compile=False)
-  reset_seed, unroll_seed = meta.make_seed(4), meta.make_seed(5)
+  reset_seed, unroll_seed = seeds_lib.make_seed(4), seeds_lib.make_seed(5)
   trainer.reset(reset_seed)
   result, _, gradients = trainer._train_fn(trainer.states, unroll_seed)
 
@@ -65,8 +65,8 @@ def test_meta_gradient_of_two_instances_is_the_mean_of_their_own():
   own, meta_losses = [], []
   for i in range(2):
     rule = optimizer.assignments(problem)
-    state = unroll_lib.initial_state(problem, rule, meta.instance_seed(reset_seed, i))
-    batches = problem.sample_batches(meta.instance_seed(unroll_seed, i), 6)
+    state = unroll_lib.initial_state(problem, rule, seeds_lib.instance_seed(reset_seed, i))
+    batches = problem.sample_batches(seeds_lib.instance_seed(unroll_seed, i), 6)
     with tf.GradientTape() as tape:
       unrolled, _ = optimizer.meta_loss(problem, state, batches)
     own.append(tape.gradient(unrolled.meta_loss, optimizer.trainable_variables))
@@ -78,14 +78,14 @@ def test_meta_gradient_of_two_instances_is_the_mean_of_their_own():
 
 
 def test_instances_must_split_evenly_over_replicas():
-  problem, config, _ = problems.get_config("quadratic")
+  problem, config, _ = configs.get_config("quadratic")
   optimizer = meta.MetaOptimizer(**config)
   with pytest.raises(ValueError, match="num_instances=0 must be a positive multiple"):
     optimizer.meta_minimize(problem, 5, num_instances=0)
 
 
 def test_networks_built_outside_the_strategy_are_refused():
-  problem, config, _ = problems.get_config("quadratic")
+  problem, config, _ = configs.get_config("quadratic")
   optimizer = meta.MetaOptimizer(**config)
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   with pytest.raises(ValueError, match="inside `strategy.scope"):
@@ -171,7 +171,7 @@ def test_two_workers_on_localhost_train_and_the_chief_checkpoint_loads(runs):
   save_path = tmp / "workers"
   # Only the chief wrote, and what it wrote restores into a fresh optimizer.
   assert sorted(os.listdir(save_path)) == ["best.json", "checkpoints", "cw.npz", "run.json"]
-  problem, config, _ = problems.get_config("quadratic")
+  problem, config, _ = configs.get_config("quadratic")
   optimizer = meta.MetaOptimizer(**config)
   trainer = optimizer.meta_minimize(problem, 5)
   state = checkpoints.TrainingCheckpoint(save_path / "checkpoints", optimizer, trainer.optimizer)

@@ -8,14 +8,14 @@ import itertools
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import problems
-from learning_to_learn import comparison_store
 from learning_to_learn import checkpoints
+from learning_to_learn import comparison_store
 from learning_to_learn import datasets
 from learning_to_learn import evaluation
 from learning_to_learn import meta
+from learning_to_learn import seeds as seeds_lib
 
 
 def _sgd_simple_losses(rate, num_steps):
@@ -117,7 +117,7 @@ def test_default_grid_is_half_decades_from_1e_minus_4_to_1():
 
 
 def test_tune_learning_rate_sgd_on_simple_matches_closed_form():
-  seeds = evaluation.epoch_seeds(0, 2, purpose=2)
+  seeds = seeds_lib.epoch_seeds(0, 2, purpose=2)
   best, scores = evaluation.tune_learning_rate(problems.simple(), "sgd", seeds, num_steps=5,
                                                jit_compile=False)
   grid = evaluation.LEARNING_RATE_GRID
@@ -278,7 +278,7 @@ def test_baseline_config_builds_the_named_rule(name, net):
 
 def test_epoch_seeds_of_different_purposes_never_overlap():
   purposes = range(4)
-  seeds = {p: evaluation.epoch_seeds(7, 50, p) for p in purposes}
+  seeds = {p: seeds_lib.epoch_seeds(7, 50, p) for p in purposes}
   for p in purposes:
     assert len(seeds[p]) == 50
     assert len(set(seeds[p])) == 50
@@ -290,19 +290,19 @@ def test_epoch_seeds_of_different_purposes_never_overlap():
   for p in purposes:
     for s in seeds[p]:
       for chunk in range(3):
-        words.setdefault(tuple(meta.make_seed(*s, chunk).numpy()), set()).add((p, s, chunk))
+        words.setdefault(tuple(seeds_lib.make_seed(*s, chunk).numpy()), set()).add((p, s, chunk))
   assert all(len(users) == 1 for users in words.values())
 
 
 def test_epoch_seeds_are_deterministic():
-  assert evaluation.epoch_seeds(3, 4, 1) == evaluation.epoch_seeds(3, 4, 1)
-  assert evaluation.epoch_seeds(3, 4, 1) != evaluation.epoch_seeds(4, 4, 1)
+  assert seeds_lib.epoch_seeds(3, 4, 1) == seeds_lib.epoch_seeds(3, 4, 1)
+  assert seeds_lib.epoch_seeds(3, 4, 1) != seeds_lib.epoch_seeds(4, 4, 1)
 
 
 # --- 7. Quadratic against numpy ------------------------------------------------------------------
 
 def _numpy_quadratic_sgd_losses(problem, seed, rate, num_steps):
-  params, constants = problem.init(meta.make_seed(*seed, 0))  # as Evaluator.run_epoch resets
+  params, constants = problem.init(seeds_lib.make_seed(*seed, 0))  # as Evaluator.run_epoch resets
   x = params["x"].numpy().astype(np.float64)  # [B, D]
   w = constants["w"].numpy().astype(np.float64)  # [B, D, D]
   y = constants["y"].numpy().astype(np.float64)  # [B, D]
@@ -343,10 +343,10 @@ def _meta_trainer_losses(meta_optimizer, problem, seed, num_steps, unroll_length
       trainers[length] = meta.MetaTrainer(meta_optimizer, problem, length, jit_compile=jit_compile)
     trainer = trainers[length]
     if states is None:
-      trainer.reset(meta.make_seed(*seed, 0))
+      trainer.reset(seeds_lib.make_seed(*seed, 0))
     else:
       trainer.states = states
-    result = trainer.eval_unroll(meta.make_seed(*seed, i + 1))
+    result = trainer.eval_unroll(seeds_lib.make_seed(*seed, i + 1))
     states = trainer.states
     losses.append(result.losses.numpy()[:-1])
   losses.append(result.losses.numpy()[-1:])
@@ -391,7 +391,7 @@ def test_evaluator_traces_once_per_chunk_length_whatever_the_epochs():
                                    unroll_length=3)
   evaluator.run([(0, 3, 0)], num_steps=7)
   first = evaluator.trace_counts
-  evaluator.run(evaluation.epoch_seeds(0, 3, purpose=3), num_steps=7)
+  evaluator.run(seeds_lib.epoch_seeds(0, 3, purpose=3), num_steps=7)
   assert first == evaluator.trace_counts == {"initial_state": 1, "run_steps": 2}
 
 

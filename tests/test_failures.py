@@ -782,8 +782,9 @@ def test_log_error_text_never_reads_a_failure_as_perfect():
     assert "non-finite" in text and "-inf" not in text, text
   assert "exactly 0" in reporting.log_error_text(0.0)
   assert "negative" in reporting.log_error_text(-1.0)
+  from learning_to_learn import results_summary
   summary = {"a": [1.0, float("nan")], "b": {"c": float("-inf")}}
-  text = json.dumps(reporting.finite_or_none(summary), allow_nan=False)
+  text = json.dumps(results_summary.finite_or_none(summary), allow_nan=False)
   assert json.loads(text) == {"a": [1.0, None], "b": {"c": None}}
 
 

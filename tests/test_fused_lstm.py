@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from learning_to_learn import configs
 from learning_to_learn import fused_lstm
 from learning_to_learn import meta
 from learning_to_learn import networks
-from learning_to_learn import problems
+from learning_to_learn import seeds as seeds_lib
 
 from conftest import ROOT
 
@@ -157,16 +158,16 @@ def _meta_gradients(optimizer, problem, fused, **kwargs):
   """The meta-gradient of one unroll from a fixed seed, the networks on the fused or plain cell."""
   _set_fused(optimizer, fused)
   trainer = optimizer.meta_minimize(problem, 3, learning_rate=0.001, jit_compile=False, **kwargs)
-  trainer.reset(meta.make_seed(7))
+  trainer.reset(seeds_lib.make_seed(7))
   train = trainer._train_fn  # pylint: disable=protected-access
-  result, _, gradients = train(trainer.states, meta.make_seed(7, 1))
+  result, _, gradients = train(trainer.states, seeds_lib.make_seed(7, 1))
   return float(result.meta_loss), [g.numpy() for g in gradients]
 
 
 def _conv_problem():
   """cifar-multi's config: a conv net, two networks by net assignments (the data beside the
   checkout, as for the MNIST cases)."""
-  return problems.get_config("cifar-multi", data_dir=os.path.join(DATA, "cifar10"))
+  return configs.get_config("cifar-multi", data_dir=os.path.join(DATA, "cifar10"))
 
 
 @needs_op
@@ -191,11 +192,11 @@ class MetaGradientTest(parameterized.TestCase):
 
   @parameterized.named_parameters(("first_order", False), ("second_derivatives", True))
   def test_mnist(self, second_derivatives):
-    problem, net_config, _ = problems.get_config("mnist", data_dir=os.path.join(DATA, "mnist"))
+    problem, net_config, _ = configs.get_config("mnist", data_dir=os.path.join(DATA, "mnist"))
     self._check(problem, net_config, second_derivatives=second_derivatives)
 
   def test_mnist_imitating_adam(self):
-    problem, net_config, _ = problems.get_config("mnist", data_dir=os.path.join(DATA, "mnist"))
+    problem, net_config, _ = configs.get_config("mnist", data_dir=os.path.join(DATA, "mnist"))
     self._check(problem, net_config,
                 teacher={"adam": {"net": "Adam", "net_options": {"learning_rate": 0.01}}})
 

@@ -14,14 +14,14 @@ from conftest import ROOT
 # Lowest first. A module may import modules of the layers below its own, never of its own or above.
 LAYERS = (
     # Tools with no knowledge of learned optimizers.
-    ("atomic", "console", "errors", "locking", "stopping", "limits", "distribute"),
+    ("atomic", "console", "errors", "locking", "stopping", "limits", "distribute", "seeds"),
     # The vocabulary of optimizees and rules, and the pure unroll.
     ("datasets", "preprocess", "baselines", "instances", "unroll", "problem_files", "fused_lstm"),
     ("networks",),  # the learned rules
     ("optimizer_files",),  # their file format, and the shipped optimizers
-    ("problems", "comparison_store"),  # optimizees and named configs; the comparison's files
+    ("problems", "comparison_store", "results_summary"),  # optimizees; the comparison's files
     ("keras_problems", "augment", "meta"),  # Keras optimizees, rescaling; meta-training
-    ("task_family", "evaluation", "checkpoints"),
+    ("task_family", "evaluation", "checkpoints", "configs"),  # configs: the named experiments
     ("reporting", "keras"),
     ("training",),  # the meta-training loop
     ("cli.quiet",),

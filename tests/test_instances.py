@@ -7,9 +7,11 @@ import pytest
 import tensorflow as tf
 
 import problems
+from learning_to_learn import configs
 from learning_to_learn import datasets
 from learning_to_learn import instances
 from learning_to_learn import meta
+from learning_to_learn import seeds as seeds_lib
 
 
 def _classifier():
@@ -23,12 +25,12 @@ def _close(a, b, **tolerances):
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), **tolerances)
 
 
-SEEDS = [meta.make_seed(0, i) for i in range(3)]
+SEEDS = [seeds_lib.make_seed(0, i) for i in range(3)]
 
 
 class StackedProblemTest(parameterized.TestCase):
 
-  @parameterized.named_parameters(("quadratic", lambda: problems.get_config("quadratic")[0]),
+  @parameterized.named_parameters(("quadratic", lambda: configs.get_config("quadratic")[0]),
                                   ("mlp", _classifier))
   def test_losses_and_gradients_are_each_instances_own(self, make_problem):
     problem = make_problem()
@@ -80,8 +82,8 @@ class BatchInstancesTest(parameterized.TestCase):
         if teacher else None)
     if teacher:
       trainer.imitation_weight.assign(0.5)
-    trainer.reset(meta.make_seed(5))
-    results = [trainer.train_unroll(meta.make_seed(6, i)) for i in range(3)]
+    trainer.reset(seeds_lib.make_seed(5))
+    results = [trainer.train_unroll(seeds_lib.make_seed(6, i)) for i in range(3)]
     self.assertEqual(trainer.trace_counts["local_train"], 1)
     return (results, [v.numpy() for v in optimizer.trainable_variables],
             trainer.state.params)

@@ -18,10 +18,11 @@ import tensorflow as tf
 
 import problems
 from learning_to_learn import baselines
-from learning_to_learn import optimizer_files
 from learning_to_learn import keras as l2l_keras
 from learning_to_learn import meta
 from learning_to_learn import networks
+from learning_to_learn import optimizer_files
+from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll
 
 from conftest import start_python
@@ -164,8 +165,8 @@ class LearnedOptimizerTest(parameterized.TestCase):
   def test_mnist_losses_match_the_library_unroll(self, options, state_atol):
     num_steps = 10
     problem = problems.mnist(layers=(20,))
-    params, constants = problem.init(meta.make_seed(1))
-    images, labels = problem.sample_batches(meta.make_seed(2), num_steps + 1)
+    params, constants = problem.init(seeds_lib.make_seed(1))
+    images, labels = problem.sample_batches(seeds_lib.make_seed(2), num_steps + 1)
     net = random_net(**options)
     rule = meta.NetAssignments({"cw": net}, None, problem.param_names)
     state = unroll.UnrollState(params, rule.initial_state(params), constants)

@@ -12,6 +12,7 @@ import tensorflow as tf
 from learning_to_learn import evaluation
 from learning_to_learn import keras_problems
 from learning_to_learn import meta
+from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import training
 
 from conftest import ROOT, environment, run_python
@@ -61,8 +62,8 @@ class LossAndGradientTest(parameterized.TestCase):
                                   ("batch_norm", "batch_norm"))
   def test_equal_to_the_model_and_its_tape(self, kind):
     problem = keras_problems.KerasProblem(BUILDERS[kind], _data(kind), LOSS, batch_size=16)
-    params, constants = problem.init(meta.make_seed(7))
-    x, y, seeds = problem.sample_batches(meta.make_seed(8), 1)
+    params, constants = problem.init(seeds_lib.make_seed(7))
+    x, y, seeds = problem.sample_batches(seeds_lib.make_seed(8), 1)
     batch = (x[0], y[0], seeds[0])
     with tf.GradientTape() as tape:
       tape.watch(params)
@@ -84,13 +85,13 @@ class LossAndGradientTest(parameterized.TestCase):
   def test_minibatches_are_drawn_from_the_data_by_seed(self):
     x, y = _data("mlp")
     problem = keras_problems.KerasProblem(_mlp, (x, y), LOSS, batch_size=8)
-    bx, by, _ = problem.sample_batches(meta.make_seed(1), 3)
+    bx, by, _ = problem.sample_batches(seeds_lib.make_seed(1), 3)
     self.assertEqual(bx.shape, (3, 8, 12))
     for row_x, row_y in zip(bx.numpy().reshape(-1, 12), by.numpy().reshape(-1)):
       index = int(np.argmin(np.abs(x - row_x).sum(axis=1)))  # each row is one of the examples
       np.testing.assert_array_equal(x[index], row_x)
       self.assertEqual(y[index], row_y)
-    again = problem.sample_batches(meta.make_seed(1), 3)[0]
+    again = problem.sample_batches(seeds_lib.make_seed(1), 3)[0]
     np.testing.assert_array_equal(bx.numpy(), again.numpy())
 
   def test_a_tf_data_dataset_gives_the_same_examples(self):
@@ -107,14 +108,14 @@ class InitTest(parameterized.TestCase):
   def test_each_seed_draws_fresh_weights_from_the_layers_initializers(self):
     problem = keras_problems.KerasProblem(_mlp, _data("mlp", num=8), LOSS)
     kernel = problem.param_names[0]
-    first = tf.function(problem.init)(meta.make_seed(1))[0]
-    again = problem.init(meta.make_seed(1))[0]
-    other = problem.init(meta.make_seed(2))[0]
+    first = tf.function(problem.init)(seeds_lib.make_seed(1))[0]
+    again = problem.init(seeds_lib.make_seed(1))[0]
+    other = problem.init(seeds_lib.make_seed(2))[0]
     np.testing.assert_array_equal(first[kernel].numpy(), again[kernel].numpy())
     self.assertGreater(float(tf.reduce_max(tf.abs(first[kernel] - other[kernel]))), 0.1)
     # Glorot uniform (Keras's Dense default), fan_in 12 and fan_out 16: U(-l, l), l^2 = 6 / 28.
     limit = np.sqrt(6.0 / 28.0)
-    draws = np.concatenate([problem.init(meta.make_seed(s))[0][kernel].numpy().ravel()
+    draws = np.concatenate([problem.init(seeds_lib.make_seed(s))[0][kernel].numpy().ravel()
                             for s in range(40)])
     self.assertLessEqual(np.abs(draws).max(), limit)
     self.assertAlmostEqual(draws.var(), limit ** 2 / 3.0, delta=0.05 * limit ** 2 / 3.0)
@@ -125,8 +126,8 @@ class InitTest(parameterized.TestCase):
       return keras.Sequential([keras.Input((12,)), keras.layers.Dense(16),
                                keras.layers.Dropout(0.5), keras.layers.Dense(3)])
     problem = keras_problems.KerasProblem(model, _data("mlp"), LOSS, batch_size=16)
-    params, constants = problem.init(meta.make_seed(1))
-    x, y, seeds = problem.sample_batches(meta.make_seed(2), 2)
+    params, constants = problem.init(seeds_lib.make_seed(1))
+    x, y, seeds = problem.sample_batches(seeds_lib.make_seed(2), 2)
     losses = [float(problem.loss(params, constants, (x[0], y[0], seeds[i]))) for i in (0, 0, 1)]
     self.assertEqual(losses[0], losses[1])
     self.assertNotEqual(losses[0], losses[2])
@@ -174,7 +175,7 @@ def test_meta_training_on_a_keras_problem_lowers_its_loss():
                                objective="log")
   net_config = training.default_net_config()
   before = evaluation.Evaluator(problem, net_config, unroll_length=10)
-  seeds = evaluation.epoch_seeds(0, 4, evaluation.EVALUATION)
+  seeds = seeds_lib.epoch_seeds(0, 4, seeds_lib.EVALUATION)
   tf.random.set_seed(settings.seed)  # meta_train's networks start from this seed's draw
   start = meta.MetaOptimizer(**net_config)
   for source, copy in zip(start.trainable_variables, before.meta_optimizer.trainable_variables):

@@ -10,10 +10,12 @@ import tensorflow as tf
 
 import problems
 from learning_to_learn import baselines
+from learning_to_learn import configs
 from learning_to_learn import datasets
 from learning_to_learn import evaluation
 from learning_to_learn import meta
 from learning_to_learn import networks
+from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll as unroll_lib
 
 from conftest import environment, run_python
@@ -62,9 +64,9 @@ class TorchResultsTest(parameterized.TestCase):
     # w = b = -0.01, so x <- 0.98 x - 0.01 five times from 1 gives 0.855881.
     optimizer = meta.MetaOptimizer(net=SIMPLE_NET)
     trainer = optimizer.meta_minimize(problems.simple(), 5, jit_compile=jit_compile)
-    trainer.reset(meta.make_seed(0))
+    trainer.reset(seeds_lib.make_seed(0))
     for i in range(2):
-      result = trainer.train_unroll(meta.make_seed(0, i))
+      result = trainer.train_unroll(seeds_lib.make_seed(0, i))
     self.assertAlmostEqual(float(result.final_loss), 0.7325327, places=4)
     self.assertAlmostEqual(float(trainer.state.params["x"]), 0.855881, places=4)
 
@@ -77,8 +79,8 @@ class MetaGradientTest(parameterized.TestCase):
         layers=(4,), scale=scale)))  # identity input: the net reads g, so dg/dx matters
     net = optimizer.nets["cw"]
     rule = optimizer.assignments(problem)
-    state = unroll_lib.initial_state(problem, rule, meta.make_seed(1))
-    batches = problem.sample_batches(meta.make_seed(2), num_steps + 1)
+    state = unroll_lib.initial_state(problem, rule, seeds_lib.make_seed(1))
+    batches = problem.sample_batches(seeds_lib.make_seed(2), num_steps + 1)
     variables = net.trainable_variables
 
     def meta_loss():
@@ -143,8 +145,8 @@ class RecomputeTest(parameterized.TestCase):
   """The unroll that recomputes the rule's activations (unroll.Recomputed) against the plain one."""
 
   def _unroll(self, problem, rule, variables, recompute, compiled, second_derivatives=False):
-    state = unroll_lib.initial_state(problem, rule, meta.make_seed(1))
-    batches = problem.sample_batches(meta.make_seed(2), 7)
+    state = unroll_lib.initial_state(problem, rule, seeds_lib.make_seed(1))
+    batches = problem.sample_batches(seeds_lib.make_seed(2), 7)
 
     def run():
       with tf.GradientTape() as tape:
@@ -199,7 +201,7 @@ class RecomputeTest(parameterized.TestCase):
 
   def test_meta_trainer_with_recompute_takes_the_same_steps(self):
     tf.random.set_seed(0)
-    problem, config, _ = problems.get_config("quadratic")
+    problem, config, _ = configs.get_config("quadratic")
     optimizer = meta.MetaOptimizer(**config)
     start = [v.numpy() for v in optimizer.trainable_variables]
     runs = {}
@@ -207,8 +209,8 @@ class RecomputeTest(parameterized.TestCase):
       for variable, value in zip(optimizer.trainable_variables, start):
         variable.assign(value)
       trainer = optimizer.meta_minimize(problem, 5, recompute=recompute, jit_compile=False)
-      trainer.reset(meta.make_seed(0))
-      losses = [trainer.train_unroll(meta.make_seed(0, i)).losses.numpy() for i in range(3)]
+      trainer.reset(seeds_lib.make_seed(0))
+      losses = [trainer.train_unroll(seeds_lib.make_seed(0, i)).losses.numpy() for i in range(3)]
       runs[recompute] = losses, [v.numpy() for v in optimizer.trainable_variables]
       self.assertEqual(trainer.trace_counts["local_train"], 1)
     np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-5)
@@ -219,18 +221,18 @@ class RecomputeTest(parameterized.TestCase):
 class CarryAndResetTest(parameterized.TestCase):
 
   def _evaluator_trainer(self, length):
-    problem, config, _ = problems.get_config("quadratic")
+    problem, config, _ = configs.get_config("quadratic")
     optimizer = meta.MetaOptimizer(**config)
     return optimizer, problem, optimizer.meta_minimize(problem, length, jit_compile=False)
 
   def test_two_carried_unrolls_equal_one_unroll_of_twice_the_length(self):
     optimizer, problem, short = self._evaluator_trainer(5)
     long = optimizer.meta_minimize(problem, 10, jit_compile=False)
-    short.reset(meta.make_seed(7))
-    long.reset(meta.make_seed(7))
-    first = short.eval_unroll(meta.make_seed(1)).losses.numpy()
-    second = short.eval_unroll(meta.make_seed(2)).losses.numpy()
-    both = long.eval_unroll(meta.make_seed(3)).losses.numpy()
+    short.reset(seeds_lib.make_seed(7))
+    long.reset(seeds_lib.make_seed(7))
+    first = short.eval_unroll(seeds_lib.make_seed(1)).losses.numpy()
+    second = short.eval_unroll(seeds_lib.make_seed(2)).losses.numpy()
+    both = long.eval_unroll(seeds_lib.make_seed(3)).losses.numpy()
     # The quadratic has no data, so minibatch seeds do not matter; x_5 is carried over.
     np.testing.assert_allclose(np.concatenate([first[:5], second]), both, rtol=1e-5)
     for a, b in zip(tf.nest.flatten(short.state), tf.nest.flatten(long.state)):
@@ -238,25 +240,25 @@ class CarryAndResetTest(parameterized.TestCase):
 
   def test_reset_draws_a_new_instance_and_zeroes_the_state(self):
     _, problem, trainer = self._evaluator_trainer(5)
-    trainer.reset(meta.make_seed(3))
-    trainer.eval_unroll(meta.make_seed(4))
-    params, constants = problem.init(meta.make_seed(3))
+    trainer.reset(seeds_lib.make_seed(3))
+    trainer.eval_unroll(seeds_lib.make_seed(4))
+    params, constants = problem.init(seeds_lib.make_seed(3))
     self.assertFalse(np.allclose(trainer.state.params["x"], params["x"]))
-    trainer.reset(meta.make_seed(3))
+    trainer.reset(seeds_lib.make_seed(3))
     np.testing.assert_array_equal(trainer.state.params["x"], params["x"])
     np.testing.assert_array_equal(trainer.state.constants["w"], constants["w"])
     for tensor in tf.nest.flatten(trainer.state.net_state):
       self.assertEqual(float(tf.reduce_max(tf.abs(tensor))), 0.0)
-    trainer.reset(meta.make_seed(5))
+    trainer.reset(seeds_lib.make_seed(5))
     self.assertFalse(np.allclose(trainer.state.constants["w"], constants["w"]))
 
   def test_compiled_functions_trace_once(self):
     _, _, trainer = self._evaluator_trainer(5)
     for epoch in range(2):
-      trainer.reset(meta.make_seed(epoch))
+      trainer.reset(seeds_lib.make_seed(epoch))
       for unroll in range(3):
-        trainer.train_unroll(meta.make_seed(epoch, unroll))
-        trainer.eval_unroll(meta.make_seed(epoch, unroll))
+        trainer.train_unroll(seeds_lib.make_seed(epoch, unroll))
+        trainer.eval_unroll(seeds_lib.make_seed(epoch, unroll))
     self.assertEqual(trainer.trace_counts, {"reset": 1, "train": 1, "eval": 1, "local_train": 1,
                                             "local_eval": 1})
 
@@ -265,9 +267,9 @@ class CarryAndResetTest(parameterized.TestCase):
     # would be reported as one function retracing (bench/run.py's second trainer was).
     def run(trainer, epochs):
       for epoch in range(epochs):
-        trainer.reset(meta.make_seed(epoch))
-        trainer.train_unroll(meta.make_seed(epoch, 1))
-        trainer.eval_unroll(meta.make_seed(epoch, 2))
+        trainer.reset(seeds_lib.make_seed(epoch))
+        trainer.train_unroll(seeds_lib.make_seed(epoch, 1))
+        trainer.eval_unroll(seeds_lib.make_seed(epoch, 2))
 
     run(self._evaluator_trainer(5)[2], 10)  # flushes traces earlier tests left in TF's window
     messages = []
@@ -283,22 +285,22 @@ class CarryAndResetTest(parameterized.TestCase):
 
   def test_compiled_unroll_equals_eager_unroll(self):
     optimizer, problem, trainer = self._evaluator_trainer(4)
-    trainer.reset(meta.make_seed(1))
+    trainer.reset(seeds_lib.make_seed(1))
     start = trainer.state
-    compiled = trainer.eval_unroll(meta.make_seed(2)).losses.numpy()
+    compiled = trainer.eval_unroll(seeds_lib.make_seed(2)).losses.numpy()
     eager, _ = unroll_lib.unroll(problem, trainer.rule, start,
-                                 problem.sample_batches(meta.make_seed(2), 5))
+                                 problem.sample_batches(seeds_lib.make_seed(2), 5))
     np.testing.assert_allclose(compiled, eager.numpy(), rtol=1e-5)
 
 
 class NetAssignmentsTest(parameterized.TestCase):
 
   def test_simple_multi_gives_x1_to_adam(self):
-    problem, config, assignments = problems.get_config("simple-multi")
+    problem, config, assignments = configs.get_config("simple-multi")
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 5, net_assignments=assignments, jit_compile=False)
-    trainer.reset(meta.make_seed(0))
-    trainer.eval_unroll(meta.make_seed(1))
+    trainer.reset(seeds_lib.make_seed(0))
+    trainer.eval_unroll(seeds_lib.make_seed(1))
     # x_0's net is zero-initialized: x_0 stays 1. x_1 follows Adam(0.1) on x^2, in NumPy:
     x, m, v = 1.0, 0.0, 0.0
     for t in range(1, 6):
@@ -331,7 +333,7 @@ class NetAssignmentsTest(parameterized.TestCase):
       ("twice", [("cw", ["x_0", "x_1"]), ("adam", ["x_1"])], "more than one"),
       ("missing", [("cw", ["x_0"])], "without a net"))
   def test_bad_assignments_are_refused(self, assignments, message):
-    _, config, _ = problems.get_config("simple-multi")
+    _, config, _ = configs.get_config("simple-multi")
     optimizer = meta.MetaOptimizer(**config)
     with pytest.raises(ValueError, match=message):
       optimizer.assignments(problems.simple_multi_optimizer(), assignments)
@@ -349,34 +351,34 @@ class TrainingTest(parameterized.TestCase):
   def test_simple_converges_within_the_reference_budget(self):
     # train.py's defaults: 100 steps per epoch, unroll 20, meta learning rate 0.001; the reference
     # allows 10,000 epochs. The learned rule must drive x^2 below 1e-5.
-    problem, config, _ = problems.get_config("simple")
+    problem, config, _ = configs.get_config("simple")
     trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 20, learning_rate=0.001,
                                                          jit_compile=False)
     for epoch in range(10000):
-      trainer.reset(meta.make_seed(0, epoch))
+      trainer.reset(seeds_lib.make_seed(0, epoch))
       for unroll in range(5):
-        result = trainer.train_unroll(meta.make_seed(0, epoch, unroll))
+        result = trainer.train_unroll(seeds_lib.make_seed(0, epoch, unroll))
       if float(result.final_loss) < 1e-5:
         break
     self.assertLess(float(result.final_loss), 1e-5)
 
   def test_short_quadratic_training_beats_tuned_sgd_on_unseen_instances(self):
-    problem, config, _ = problems.get_config("quadratic")
+    problem, config, _ = configs.get_config("quadratic")
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 20, learning_rate=0.01, jit_compile=False)
-    seeds = evaluation.epoch_seeds(0, 5, purpose=3)
+    seeds = seeds_lib.epoch_seeds(0, 5, purpose=3)
     untrained = evaluation.Evaluator(problem, config, jit_compile=False)
     for mine, theirs in zip(untrained.meta_optimizer.trainable_variables,
                             optimizer.trainable_variables):
       mine.assign(theirs)
     before = untrained.run(seeds, 100)[:, -1].mean()
     for epoch in range(60):
-      trainer.reset(meta.make_seed(0, 0, epoch))
+      trainer.reset(seeds_lib.make_seed(0, 0, epoch))
       for unroll in range(5):
-        trainer.train_unroll(meta.make_seed(0, 0, epoch, unroll + 1))
+        trainer.train_unroll(seeds_lib.make_seed(0, 0, epoch, unroll + 1))
     tmp = self.create_tempdir().full_path
     optimizer.save(tmp)
-    _, trained_config, _ = problems.get_config("quadratic", path=tmp)
+    _, trained_config, _ = configs.get_config("quadratic", path=tmp)
     after = evaluation.Evaluator(problem, trained_config, jit_compile=False).run(seeds, 100)
     best_sgd = min(
         evaluation.Evaluator(problem, evaluation.baseline_config("sgd", rate),
@@ -389,22 +391,22 @@ class TrainingTest(parameterized.TestCase):
 class SaveTest(parameterized.TestCase):
 
   def test_saved_optimizer_reproduces_updates_in_a_fresh_process(self):
-    problem, config, _ = problems.get_config("quadratic")
+    problem, config, _ = configs.get_config("quadratic")
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 5, learning_rate=0.01, jit_compile=False)
-    trainer.reset(meta.make_seed(0))
-    trainer.train_unroll(meta.make_seed(1))  # weights now differ from any fresh init
+    trainer.reset(seeds_lib.make_seed(0))
+    trainer.train_unroll(seeds_lib.make_seed(1))  # weights now differ from any fresh init
     tmp = self.create_tempdir().full_path
     optimizer.save(tmp)
-    trainer.reset(meta.make_seed(9))
-    want = trainer.eval_unroll(meta.make_seed(9, 1)).losses.numpy()
+    trainer.reset(seeds_lib.make_seed(9))
+    want = trainer.eval_unroll(seeds_lib.make_seed(9, 1)).losses.numpy()
     script = (
-        "import sys, numpy as np, problems\n"
-        "from learning_to_learn import meta\n"
-        "problem, config, _ = problems.get_config('quadratic', path=sys.argv[1])\n"
+        "import sys, numpy as np\n"
+        "from learning_to_learn import configs, meta, seeds as seeds_lib\n"
+        "problem, config, _ = configs.get_config('quadratic', path=sys.argv[1])\n"
         "trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 5, jit_compile=False)\n"
-        "trainer.reset(meta.make_seed(9))\n"
-        "np.save(sys.argv[2], trainer.eval_unroll(meta.make_seed(9, 1)).losses.numpy())\n")
+        "trainer.reset(seeds_lib.make_seed(9))\n"
+        "np.save(sys.argv[2], trainer.eval_unroll(seeds_lib.make_seed(9, 1)).losses.numpy())\n")
     out = os.path.join(tmp, "losses.npy")
     # The fresh process sees the devices this one does: the same kernels give the same numbers.
     run_python("-c", script, tmp, out, check=True, env=environment(CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES")))
@@ -414,11 +416,11 @@ class SaveTest(parameterized.TestCase):
 class ClipTest(parameterized.TestCase):
 
   def test_meta_gradient_is_clipped_to_the_global_norm(self):
-    problem, config, _ = problems.get_config("quadratic")
+    problem, config, _ = configs.get_config("quadratic")
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 5, clip_meta_gradient=1e-3, jit_compile=False)
-    trainer.reset(meta.make_seed(0))
-    result, _, gradients = trainer._train_fn(trainer.states, meta.make_seed(1))
+    trainer.reset(seeds_lib.make_seed(0))
+    result, _, gradients = trainer._train_fn(trainer.states, seeds_lib.make_seed(1))
     self.assertGreater(float(result.meta_gradient_norm), 1e-3)  # the norm before clipping
     self.assertAlmostEqual(float(tf.linalg.global_norm(gradients)), 1e-3, places=6)
     with pytest.raises(ValueError, match="clip_meta_gradient"):
@@ -441,21 +443,21 @@ class LogObjectiveTest(parameterized.TestCase):
   @parameterized.parameters("sum", "log")
   def test_trainer_takes_adams_first_step_on_the_objective(self, objective):
     """Adam's first step is -rate * g / (|g| + eps): its sign is the objective gradient's."""
-    problem, config, _ = problems.get_config("quadratic")
+    problem, config, _ = configs.get_config("quadratic")
     tf.random.set_seed(0)
     optimizer = meta.MetaOptimizer(**config)
     rule = optimizer.assignments(problem)
-    state = unroll_lib.initial_state(problem, rule, meta.make_seed(0))
-    batches = problem.sample_batches(meta.make_seed(1), 6)
+    state = unroll_lib.initial_state(problem, rule, seeds_lib.make_seed(0))
+    batches = problem.sample_batches(seeds_lib.make_seed(1), 6)
     with tf.GradientTape() as tape:
       losses, _ = unroll_lib.unroll(problem, rule, state, batches)
       value = meta.meta_objective(losses, objective)
     want = tape.gradient(value, optimizer.trainable_variables)
     trainer = optimizer.meta_minimize(problem, 5, learning_rate=1e-3, objective=objective,
                                       jit_compile=False)
-    trainer.reset(meta.make_seed(0))
+    trainer.reset(seeds_lib.make_seed(0))
     before = [v.numpy() for v in optimizer.trainable_variables]
-    trainer.train_unroll(meta.make_seed(1))
+    trainer.train_unroll(seeds_lib.make_seed(1))
     for b, v, g in zip(before, optimizer.trainable_variables, want):
       g = g.numpy()
       # Adam's epsilon shrinks the steps of tiny entries, and float rounding may flip their sign.
@@ -464,12 +466,12 @@ class LogObjectiveTest(parameterized.TestCase):
       np.testing.assert_allclose((v.numpy() - b)[big], -1e-3 * np.sign(g[big]), rtol=2e-2)
 
   def test_elementwise_clip_bounds_every_entry(self):
-    problem, config, _ = problems.get_config("quadratic")
+    problem, config, _ = configs.get_config("quadratic")
     optimizer = meta.MetaOptimizer(**config)
     trainer = optimizer.meta_minimize(problem, 5, clip_meta_gradient_value=1e-4,
                                       jit_compile=False)
-    trainer.reset(meta.make_seed(0))
-    result, _, gradients = trainer._train_fn(trainer.states, meta.make_seed(1))
+    trainer.reset(seeds_lib.make_seed(0))
+    result, _, gradients = trainer._train_fn(trainer.states, seeds_lib.make_seed(1))
     largest = max(float(tf.reduce_max(tf.abs(g))) for g in gradients)
     self.assertAlmostEqual(largest, 1e-4, places=9)  # some entry was clipped to the bound
     self.assertGreater(float(result.meta_gradient_norm), 1e-3)  # the norm before clipping
@@ -481,21 +483,21 @@ class ImitationTest(parameterized.TestCase):
 
   def test_error_of_sgd_imitating_sgd_is_the_closed_form(self):
     """Student rate a, teacher rate b: each step's relative error is ((a - b) / b)^2."""
-    problem, _, _ = problems.get_config("quadratic")
+    problem, _, _ = configs.get_config("quadratic")
     rule = lambda rate: meta.NetAssignments({"sgd": baselines.Sgd(rate)}, None,
                                             problem.param_names)
     imitating = meta.ImitatingRule(rule(0.3), rule(0.1))
-    state = unroll_lib.initial_state(problem, imitating, meta.make_seed(0))
-    batches = problem.sample_batches(meta.make_seed(1), 6)
+    state = unroll_lib.initial_state(problem, imitating, seeds_lib.make_seed(0))
+    batches = problem.sample_batches(seeds_lib.make_seed(1), 6)
     (result,), final = meta._unroll_results(problem, imitating, state, batches, False)
     self.assertAlmostEqual(float(result.imitation), 5 * ((0.3 - 0.1) / 0.1) ** 2, places=3)
     # The student moves the optimizee: the losses are those of SGD at rate 0.3 alone.
-    plain = unroll_lib.initial_state(problem, rule(0.3), meta.make_seed(0))
+    plain = unroll_lib.initial_state(problem, rule(0.3), seeds_lib.make_seed(0))
     losses, _ = unroll_lib.unroll(problem, rule(0.3), plain, batches)
     np.testing.assert_allclose(result.losses.numpy(), losses.numpy(), rtol=1e-6)
 
   def test_imitation_alone_brings_the_lstm_towards_its_teacher(self):
-    problem, config, _ = problems.get_config("quadratic", settings="paper")
+    problem, config, _ = configs.get_config("quadratic", settings="paper")
     tf.random.set_seed(0)
     optimizer = meta.MetaOptimizer(**config)
     teacher = {"adam": {"net": "Adam", "net_options": {"learning_rate": 0.1}}}
@@ -504,7 +506,7 @@ class ImitationTest(parameterized.TestCase):
     trainer.objective_weight.assign(0.0)
     errors = []
     for epoch in range(40):
-      trainer.reset(meta.make_seed(0, epoch))
-      errors.append(float(trainer.train_unroll(meta.make_seed(1, epoch)).imitation))
+      trainer.reset(seeds_lib.make_seed(0, epoch))
+      errors.append(float(trainer.train_unroll(seeds_lib.make_seed(1, epoch)).imitation))
     # Relative error summed over 10 steps: from about 10 (a fresh net moves little) to far less.
     self.assertGreater(np.mean(errors[:5]), 2 * np.mean(errors[-5:]))

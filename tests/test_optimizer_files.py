@@ -13,6 +13,7 @@ import pytest
 from learning_to_learn import evaluation
 from learning_to_learn import keras as l2l_keras
 from learning_to_learn import optimizer_files
+from learning_to_learn import seeds as seeds_lib
 
 from conftest import ROOT, run_python
 
@@ -76,9 +77,9 @@ def test_evaluate_cli_runs_the_users_optimizer_of_a_shipped_name(tmp_path):
                       cwd=tmp_path, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   printed = float(re.search(r"Log Mean Final Error: (-?[\d.]+)", result.stderr).group(1))
-  import problems  # pylint: disable=import-outside-toplevel
-  problem, _, _ = problems.get_config("quadratic")
-  seeds = evaluation.epoch_seeds(0, 2, evaluation.TEST)
+  from learning_to_learn import configs  # pylint: disable=import-outside-toplevel
+  problem, _, _ = configs.get_config("quadratic")
+  seeds = seeds_lib.epoch_seeds(0, 2, seeds_lib.TEST)
   initial = evaluation.Evaluator(problem, evaluation.baseline_config("sgd", 1e-3),
                                  jit_compile=False).run(seeds, 1)[:, 0]
   assert printed == pytest.approx(np.log10(initial.mean()), abs=0.011)

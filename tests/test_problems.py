@@ -1,4 +1,5 @@
-"""Tests for problems.py: the optimizees against NumPy re-implementations and closed forms.
+"""Tests for problems.py and configs.py: the optimizees against NumPy re-implementations and closed
+forms, the named configurations against the reference.
 
 Every expected value here is computed without the code under test: losses and logits by NumPy
 (float64) from the same parameters, gradients by their closed forms, configurations from the
@@ -14,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import problems
+from learning_to_learn import configs
 from learning_to_learn import datasets
 
 SEED = tf.constant([1, 2], tf.int32)
@@ -647,19 +649,19 @@ SIMPLE_CW = {"net": "CoordinateWiseDeepLSTM", "net_options": {"layers": (), "ini
 
 
 def test_problem_names():
-  assert set(problems.PROBLEM_NAMES) == {"simple", "simple-multi", "quadratic", "mnist",
+  assert set(configs.PROBLEM_NAMES) == {"simple", "simple-multi", "quadratic", "mnist",
                                          "fashion_mnist", "cifar", "cifar-multi"}
 
 
 def test_get_config_simple():
-  problem, net_config, assignments = problems.get_config("simple")
+  problem, net_config, assignments = configs.get_config("simple")
   assert isinstance(problem, problems.Simple)
   assert net_config == {"cw": SIMPLE_CW}
   assert assignments is None
 
 
 def test_get_config_simple_multi():
-  problem, net_config, assignments = problems.get_config("simple-multi")
+  problem, net_config, assignments = configs.get_config("simple-multi")
   assert isinstance(problem, problems.SimpleMulti)
   assert problem.param_names == ("x_0", "x_1")
   assert net_config["cw"] == SIMPLE_CW
@@ -674,7 +676,7 @@ def test_get_config_simple_multi():
 @pytest.mark.parametrize("settings,k,scale,distribution",
                          [("reference", 5, 0.01, "uniform"), ("paper", 10, 0.1, "gaussian")])
 def test_get_config_quadratic(settings, k, scale, distribution):
-  problem, net_config, assignments = problems.get_config("quadratic", settings=settings)
+  problem, net_config, assignments = configs.get_config("quadratic", settings=settings)
   assert isinstance(problem, problems.Quadratic)
   assert (problem.batch_size, problem.num_dims, problem.stddev) == (128, 10, 0.01)
   assert problem.distribution == distribution
@@ -686,7 +688,7 @@ def test_get_config_quadratic(settings, k, scale, distribution):
 
 @pytest.mark.parametrize("settings,k,scale", [("reference", 5, 0.01), ("paper", 10, 0.1)])
 def test_get_config_mnist(settings, k, scale):
-  problem, net_config, assignments = problems.get_config("mnist", settings=settings)
+  problem, net_config, assignments = configs.get_config("mnist", settings=settings)
   assert isinstance(problem, problems.MLPClassifier)
   params, _ = problem.init(SEED)
   assert {n: tuple(v.shape) for n, v in params.items()} == {
@@ -706,7 +708,7 @@ def test_get_config_mnist(settings, k, scale):
 
 
 def test_get_config_mnist_layers_and_activation():
-  problem, _, _ = problems.get_config("mnist", layers=(40,), activation="relu", split="test")
+  problem, _, _ = configs.get_config("mnist", layers=(40,), activation="relu", split="test")
   params, _ = problem.init(SEED)
   assert {n: tuple(v.shape) for n, v in params.items()} == {
       "mlp/linear_0/w": (784, 40), "mlp/linear_0/b": (40,),
@@ -722,7 +724,7 @@ def test_get_config_mnist_layers_and_activation():
 
 def test_get_config_fashion_mnist_from_data_dir(tmp_path):
   write_fashion_idx(tmp_path)
-  problem, net_config, assignments = problems.get_config("fashion_mnist", data_dir=tmp_path)
+  problem, net_config, assignments = configs.get_config("fashion_mnist", data_dir=tmp_path)
   assert isinstance(problem, problems.MLPClassifier)
   # The train split: the 12 training images less their last sixth, the valid split.
   assert problem.dataset.images.shape == (10, 28, 28, 1)
@@ -733,7 +735,7 @@ def test_get_config_fashion_mnist_from_data_dir(tmp_path):
 
 @pytest.mark.parametrize("name", ["simple", "simple-multi", "quadratic", "mnist"])
 def test_get_config_net_path(name):
-  _, net_config, _ = problems.get_config(name, path="/some/dir")
+  _, net_config, _ = configs.get_config(name, path="/some/dir")
   assert net_config["cw"]["net_path"] == "/some/dir/cw.npz"
   if "adam" in net_config:
     assert net_config["adam"].get("net_path") is None
@@ -741,21 +743,21 @@ def test_get_config_net_path(name):
 
 def test_get_config_unknown_problem_lists_valid_names():
   with pytest.raises(ValueError) as error:
-    problems.get_config("mnsit")
+    configs.get_config("mnsit")
   message = str(error.value)
   assert "mnsit" in message
-  for name in problems.PROBLEM_NAMES:
+  for name in configs.PROBLEM_NAMES:
     assert name in message
 
 
 def test_get_config_unknown_settings():
   with pytest.raises(ValueError, match="settings"):
-    problems.get_config("quadratic", settings="papper")
+    configs.get_config("quadratic", settings="papper")
 
 
 def test_get_config_cifar(tmp_path):
   write_cifar_bin(tmp_path)
-  problem, net_config, assignments = problems.get_config("cifar", data_dir=tmp_path)
+  problem, net_config, assignments = configs.get_config("cifar", data_dir=tmp_path)
   assert isinstance(problem, problems.ConvClassifier)
   assert problem.dataset.images.shape == (20, 32, 32, 3)
   np.testing.assert_array_equal(problem.dataset.labels, np.arange(20) % 10)
@@ -771,7 +773,7 @@ def test_get_config_cifar(tmp_path):
 
 def test_get_config_cifar_multi(tmp_path):
   write_cifar_bin(tmp_path)
-  problem, net_config, assignments = problems.get_config(
+  problem, net_config, assignments = configs.get_config(
       "cifar-multi", data_dir=tmp_path, path="/some/dir", settings="paper")
   assert net_config == {"conv": lstm_config(10, 0.1, "/some/dir/conv.npz"),
                         "fc": lstm_config(10, 0.1, "/some/dir/fc.npz")}
@@ -788,21 +790,21 @@ def test_get_config_cifar_multi(tmp_path):
 def test_cifar_multi_builds_cifars_optimizee(tmp_path):
   # Baselines tuned on one serve the other (evaluate.py keys its tuned rates by optimizee_name).
   write_cifar_bin(tmp_path)
-  one, _, _ = problems.get_config("cifar", data_dir=tmp_path)
-  multi, _, _ = problems.get_config("cifar-multi", data_dir=tmp_path)
-  assert problems.optimizee_name("cifar-multi") == problems.optimizee_name("cifar") == "cifar"
+  one, _, _ = configs.get_config("cifar", data_dir=tmp_path)
+  multi, _, _ = configs.get_config("cifar-multi", data_dir=tmp_path)
+  assert configs.optimizee_name("cifar-multi") == configs.optimizee_name("cifar") == "cifar"
   for a, b in zip(one.init(SEED)[0].items(), multi.init(SEED)[0].items()):
     assert a[0] == b[0]
     np.testing.assert_array_equal(a[1], b[1])
   np.testing.assert_array_equal(one.sample_batches(SEED, 2)[0], multi.sample_batches(SEED, 2)[0])
-  assert [problems.optimizee_name(n) for n in ("simple", "simple-multi", "mnist")] == [
+  assert [configs.optimizee_name(n) for n in ("simple", "simple-multi", "mnist")] == [
       "simple", "simple-multi", "mnist"]
 
 
 def test_get_config_cifar_needs_data_dir():
   for name in ("cifar", "cifar-multi"):
     with pytest.raises(FileNotFoundError):
-      problems.get_config(name)
+      configs.get_config(name)
 
 
 @pytest.mark.parametrize("make, message", [
@@ -854,7 +856,7 @@ def cifar_two_label_problem(tmp_path):
   """get_config's cifar on labels 7 and 2 of write_cifar_bin's file, and the labels NumPy expects:
   record k has label k % 10, so records 2, 7, 12, 17 are kept as 1, 0, 1, 0."""
   write_cifar_bin(tmp_path)
-  problem, _, _ = problems.get_config("cifar", data_dir=tmp_path, labels=(7, 2))
+  problem, _, _ = configs.get_config("cifar", data_dir=tmp_path, labels=(7, 2))
   return problem, np.array([1, 0, 1, 0])
 
 
@@ -879,15 +881,15 @@ def test_two_label_loss_matches_numpy_cross_entropy(tmp_path):
 def test_get_config_labels_for_every_classifier(tmp_path):
   write_cifar_bin(tmp_path)
   write_fashion_idx(tmp_path)  # labels 0..9, then 0, 1; the last 2 are the valid split
-  problem, _, assignments = problems.get_config("cifar-multi", data_dir=tmp_path,
-                                                labels=problems.LABEL_SETS["lstm-sub"])
+  problem, _, assignments = configs.get_config("cifar-multi", data_dir=tmp_path,
+                                                labels=configs.LABEL_SETS["lstm-sub"])
   np.testing.assert_array_equal(problem.dataset.labels, [0, 1, 2, 3, 4] * 2)  # 5..9 as 0..4
   assert tuple(problem.init(SEED)[0]["mlp/linear_1/w"].shape) == (32, 5)
   assert sorted(sum((list(names) for _, names in assignments), [])) == sorted(problem.param_names)
-  problem, _, _ = problems.get_config("fashion_mnist", data_dir=tmp_path, labels=(9, 0, 4))
+  problem, _, _ = configs.get_config("fashion_mnist", data_dir=tmp_path, labels=(9, 0, 4))
   np.testing.assert_array_equal(problem.dataset.labels, [1, 2, 0])
   assert tuple(problem.init(SEED)[0]["mlp/linear_1/w"].shape) == (20, 3)
-  problem, _, _ = problems.get_config("mnist", labels=(3, 8), layers=(5,))
+  problem, _, _ = configs.get_config("mnist", labels=(3, 8), layers=(5,))
   assert set(np.unique(problem.dataset.labels)) == {0, 1}
   assert "labels 3,8 of 10" in problem.dataset.source
   assert tuple(problem.init(SEED)[0]["mlp/linear_1/w"].shape) == (5, 2)
@@ -896,22 +898,22 @@ def test_get_config_labels_for_every_classifier(tmp_path):
 @pytest.mark.parametrize("name", ["simple", "simple-multi", "quadratic"])
 def test_get_config_labels_only_for_classifiers(name):
   with pytest.raises(ValueError, match=f"labels=0,1 .*not of {name};"):
-    problems.get_config(name, labels=(0, 1))
+    configs.get_config(name, labels=(0, 1))
 
 
 def test_get_config_bad_labels_name_the_list(tmp_path):
   write_cifar_bin(tmp_path)
   with pytest.raises(ValueError, match="labels=0,0 repeats label 0"):
-    problems.get_config("cifar", data_dir=tmp_path, labels=(0, 0))
+    configs.get_config("cifar", data_dir=tmp_path, labels=(0, 0))
 
 
 @pytest.mark.parametrize("values, want", [
     (None, None), (["cifar5"], (0, 1, 2, 3, 4)), (["cifar2"], (0, 1)),
     (["lstm-sub"], (5, 6, 7, 8, 9)), (["3", " 1"], (3, 1)), (["12"], (12,))])
 def test_parse_labels(values, want):
-  assert problems.parse_labels(values) == want
+  assert configs.parse_labels(values) == want
 
 
 def test_parse_labels_rejects_words():
   with pytest.raises(ValueError, match="labels=cifar7 must be comma-separated integers.*cifar5"):
-    problems.parse_labels(["cifar7"])
+    configs.parse_labels(["cifar7"])

@@ -7,11 +7,11 @@ import subprocess
 import time
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 import problems
 from learning_to_learn import meta
+from learning_to_learn import seeds as seeds_lib
 
 from conftest import ROOT, run_python, start_python
 
@@ -162,11 +162,11 @@ def test_non_finite_meta_step_never_reaches_the_weights():
       layers=(), initializer={"linear": {"w": np.array([[-1.0]]), "b": np.zeros([1])}})))
   trainer = optimizer.meta_minimize(NaNAtStep(bad_step=7), 5, learning_rate=0.1,
                                     jit_compile=False)
-  trainer.reset(meta.make_seed(0))
-  first = trainer.train_unroll(meta.make_seed(1))  # steps 0..5: finite, applied
+  trainer.reset(seeds_lib.make_seed(0))
+  first = trainer.train_unroll(seeds_lib.make_seed(1))  # steps 0..5: finite, applied
   assert bool(first.finite)
   before = [v.numpy().copy() for v in optimizer.trainable_variables]
-  second = trainer.train_unroll(meta.make_seed(2))  # reaches step 7: NaN, not applied
+  second = trainer.train_unroll(seeds_lib.make_seed(2))  # reaches step 7: NaN, not applied
   assert not bool(second.finite)
   for v, b in zip(optimizer.trainable_variables, before):
     np.testing.assert_array_equal(v.numpy(), b)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from learning_to_learn import evaluation
 from learning_to_learn import problems
+from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import stopping
 from learning_to_learn import training
 
@@ -169,7 +169,7 @@ def test_a_non_finite_epoch_is_retried_on_new_instances_then_refused():
   run._run_epoch = never_finite
   with pytest.raises(ValueError, match="3 non-finite meta-steps in a row at epoch 1"):
     run.train_epoch(_Signals())
-  training_seed = (0, evaluation.TRAINING, 0)
+  training_seed = (0, seeds_lib.TRAINING, 0)
   assert seeds == [training_seed, training_seed + (1,), training_seed + (2,)]
 
 
@@ -231,6 +231,6 @@ def test_a_family_shares_one_meta_step_optimizer_and_draws_a_problem_per_epoch()
   assert trainers[0].optimizer is trainers[1].optimizer
   chosen = {id(run.trainer_for(epoch)) for epoch in range(20)}
   assert chosen == {id(t) for t in trainers}
-  expected = [int(np.random.default_rng([0, evaluation.TRAINING, e]).integers(2))
+  expected = [int(np.random.default_rng([0, seeds_lib.TRAINING, e]).integers(2))
               for e in range(20)]
   assert [trainers.index(run.trainer_for(e)) for e in range(20)] == expected

@@ -18,12 +18,14 @@ import numpy as np
 
 from learning_to_learn import atomic
 from learning_to_learn import comparison_store
+from learning_to_learn import configs
 from learning_to_learn import console
 from learning_to_learn import evaluation
 from learning_to_learn import locking
 from learning_to_learn import optimizer_files
-from learning_to_learn import problems
 from learning_to_learn import reporting
+from learning_to_learn import results_summary
+from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import stopping
 
 OPTIMIZERS = ("L2L",) + tuple(evaluation.BASELINES)
@@ -32,7 +34,7 @@ COMPARE_LOCK = "compare.lock"  # in --output_dir and --baselines_dir while a com
 flags.DEFINE_enum("optimizer", "L2L", OPTIMIZERS, "The optimizer to evaluate.")
 flags.DEFINE_string("path", None, "A trained optimizer: a directory from train.py --save_path, or "
                     "the name of a shipped one.")
-flags.DEFINE_string("problem", "simple", f"One of {', '.join(problems.PROBLEM_NAMES)}.")
+flags.DEFINE_string("problem", "simple", f"One of {', '.join(configs.PROBLEM_NAMES)}.")
 flags.DEFINE_integer("num_epochs", 100, "Problem instances to run.")
 flags.DEFINE_integer("num_steps", 100, "Optimizee steps per instance.")
 flags.DEFINE_float("learning_rate", 0.001, "Learning rate of a hand-designed optimizer.")
@@ -66,7 +68,7 @@ flags.DEFINE_string("baselines_dir", None, "With --compare: where the baselines'
 flags.DEFINE_string("output_dir", None, "With --compare: where results go (default "
                     "runs/compare/<problem>, kept apart from the published results/).")
 flags.DEFINE_boolean("jit_compile", None, "XLA for every unroll (--jit_compile), for none "
-                     "(--nojit_compile); unset: XLA where it measured faster (evaluation).")
+                     "(--nojit_compile); unset: XLA, the faster for evaluation.")
 FLAGS = flags.FLAGS
 
 
@@ -76,7 +78,7 @@ def validate_flags():
       raise ValueError(f"--{name}={getattr(FLAGS, name)} must be positive.")
   if FLAGS.seed < 0:
     raise ValueError(f"--seed={FLAGS.seed} must be non-negative.")
-  problems.parse_labels(FLAGS.labels)  # its form here; its range once the data is read
+  configs.parse_labels(FLAGS.labels)  # its form here; its range once the data is read
   if FLAGS.optimizer != "L2L" and FLAGS.path is not None:
     raise ValueError(f"--path is for --optimizer=L2L, not {FLAGS.optimizer}; drop one of them.")
   unknown = sorted(set(FLAGS.baselines) - set(evaluation.BASELINES))
@@ -112,7 +114,7 @@ def mlp_options():
 
 def labels():
   """The --labels subset as a list of ints, or None for all labels."""
-  chosen = problems.parse_labels(FLAGS.labels)
+  chosen = configs.parse_labels(FLAGS.labels)
   return None if chosen is None else list(chosen)
 
 
@@ -120,10 +122,10 @@ def rule_config(optimizer, problem_name, path, learning_rate):
   """(problem, net_config, net_assignments) of the optimizer to evaluate."""
   if optimizer == "L2L":
     path = None if path is None else optimizer_files.resolve(path)
-    return problems.get_config(problem_name, path=path, data_dir=FLAGS.data_dir,
+    return configs.get_config(problem_name, path=path, data_dir=FLAGS.data_dir,
                                split=FLAGS.split, settings=FLAGS.settings, labels=labels(),
                                **mlp_options())
-  problem, _, _ = problems.get_config(problem_name, data_dir=FLAGS.data_dir, split=FLAGS.split,
+  problem, _, _ = configs.get_config(problem_name, data_dir=FLAGS.data_dir, split=FLAGS.split,
                                       labels=labels(), **mlp_options())
   return problem, evaluation.baseline_config(optimizer, learning_rate), None
 
@@ -143,7 +145,7 @@ def _instances(source, **more):
   Lists, not tuples, as the JSON they are kept in reads back.
   """
   return json.loads(json.dumps(dict(
-      problem=problems.optimizee_name(FLAGS.problem), split=FLAGS.split, data=source,
+      problem=configs.optimizee_name(FLAGS.problem), split=FLAGS.split, data=source,
       seed=FLAGS.seed, settings=FLAGS.settings, mlp=mlp_options(), **more)))
 
 
@@ -242,6 +244,27 @@ def _compare(problem, l2l_config, net_assignments, steps, output_dir, baselines_
   return 0
 
 
+def comparison_summary(losses, rates, steps, l2l_config, source, start):
+  """The comparison's summary.json content (see results_summary): its settings and results."""
+  summary = {
+      "problem": FLAGS.problem, "split": FLAGS.split, "labels": labels(), "data": source,
+      "path": FLAGS.path,
+      "settings": FLAGS.settings, "seed": FLAGS.seed, "num_test_epochs": FLAGS.num_epochs,
+      "optimizer": {key: optimizer_files.read_config(config["net_path"])
+                    for key, config in (l2l_config or {}).items() if config.get("net_path")},
+      "num_tuning_epochs": FLAGS.num_tuning_epochs, "num_steps": FLAGS.num_steps,
+      "learning_rates": rates, "seconds": round(time.time() - start, 1),
+      "final_loss": {name: {str(s): dict(zip(("mean", "ci95"), map(
+          float, evaluation.mean_interval(runs[:, s])))) for s in steps}
+                     for name, runs in losses.items()},
+  }
+  if "L2L" in losses:  # run by run: the test runs share their instances (see paired_differences)
+    summary["paired_difference"] = {
+        name: {str(s): dict(zip(("mean", "ci95"), pair)) for s, pair in by_step.items()}
+        for name, by_step in evaluation.paired_differences(losses, steps).items()}
+  return summary
+
+
 def write_comparison(losses, rates, steps, l2l_config, output_dir, source, start, no_plot=None):
   """Prints the comparison's table; writes it, summary.json, losses.csv and loss.png.
 
@@ -260,27 +283,7 @@ def write_comparison(losses, rates, steps, l2l_config, output_dir, source, start
   if labels() is not None:
     where += f"labels {','.join(map(str, labels()))}, "
   title = f"{FLAGS.problem} ({where}{FLAGS.num_epochs} test runs)"
-  summary = {
-      "problem": FLAGS.problem, "split": FLAGS.split, "labels": labels(), "data": source,
-      "path": FLAGS.path,
-      "settings": FLAGS.settings, "seed": FLAGS.seed, "num_test_epochs": FLAGS.num_epochs,
-      "optimizer": {key: optimizer_files.read_config(config["net_path"])
-                    for key, config in (l2l_config or {}).items() if config.get("net_path")},
-      "num_tuning_epochs": FLAGS.num_tuning_epochs, "num_steps": FLAGS.num_steps,
-      "learning_rates": rates, "seconds": round(time.time() - start, 1),
-      "final_loss": {name: {str(s): dict(zip(("mean", "ci95"), map(
-          float, evaluation.mean_interval(runs[:, s])))) for s in steps}
-                     for name, runs in losses.items()},
-  }
-  if "L2L" in losses:  # run by run: the test runs share their instances (see paired_differences)
-    summary["paired_difference"] = {
-        name: {str(s): dict(zip(("mean", "ci95"), pair)) for s, pair in by_step.items()}
-        for name, by_step in evaluation.paired_differences(losses, steps).items()}
-
-  def write_summary(path):
-    with open(path, "w") as f:
-      # Non-finite means as null: bare NaN is not JSON.
-      json.dump(reporting.finite_or_none(summary), f, indent=2, allow_nan=False)
+  summary = comparison_summary(losses, rates, steps, l2l_config, source, start)
 
   def write_table(path):
     with open(path, "w") as f:
@@ -288,7 +291,7 @@ def write_comparison(losses, rates, steps, l2l_config, output_dir, source, start
 
   plot = os.path.join(output_dir, "loss.png")
   writers = {os.path.join(output_dir, "table.md"): write_table,
-             os.path.join(output_dir, "summary.json"): write_summary,
+             os.path.join(output_dir, results_summary.FILE_NAME): results_summary.writer(summary),
              os.path.join(output_dir, "losses.csv"): lambda path: reporting.write_loss_curves(
                  losses, path)}
   if not no_plot:
@@ -315,7 +318,7 @@ def evaluate():
   evaluator = evaluation.Evaluator(problem, net_config, net_assignments,
                                    unroll_length=min(FLAGS.unroll_length, FLAGS.num_steps),
                                    jit_compile=FLAGS.jit_compile)
-  seeds = evaluation.epoch_seeds(FLAGS.seed, FLAGS.num_epochs, evaluation.TEST)
+  seeds = seeds_lib.epoch_seeds(FLAGS.seed, FLAGS.num_epochs, seeds_lib.TEST)
   progress = console.Progress(FLAGS.num_epochs, f"evaluating {FLAGS.optimizer}")
   done = [0]
 

@@ -13,16 +13,16 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
+from learning_to_learn import configs
 from learning_to_learn import distribute
 from learning_to_learn import limits
 from learning_to_learn import meta
 from learning_to_learn import optimizer_files
-from learning_to_learn import problems
 from learning_to_learn import reporting
 from learning_to_learn import stopping
 from learning_to_learn import training
 
-flags.DEFINE_string("problem", "simple", f"One of {', '.join(problems.PROBLEM_NAMES)}, or "
+flags.DEFINE_string("problem", "simple", f"One of {', '.join(configs.PROBLEM_NAMES)}, or "
                     "FILE.py:FUNCTION, a function of your own file that returns a problem.")
 flags.DEFINE_integer("num_epochs", 10000, "Meta-training epochs.")
 flags.DEFINE_integer("log_period", 100, "Epochs between progress statistics.")
@@ -50,7 +50,7 @@ flags.DEFINE_boolean("overwrite", False, "Start afresh even if --save_path holds
 flags.DEFINE_float("clip_meta_gradient", None, "Clip the meta-gradient to this global norm.")
 flags.DEFINE_integer("max_faults", 10, "Consecutive non-finite meta-steps before giving up.")
 flags.DEFINE_boolean("jit_compile", None, "XLA for every unroll (--jit_compile), for none "
-                     "(--nojit_compile); unset: XLA where it measured faster (evaluation).")
+                     "(--nojit_compile); unset: XLA for evaluation only, where it is the faster.")
 flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
                   "default: one process, one replica; mirrored: this machine's devices; "
                   "multi_worker: the cluster in TF_CONFIG (see README, Running on a cluster).")
@@ -78,12 +78,12 @@ flags.DEFINE_integer("imitation_epochs", 0, "First epochs that descend the imita
 flags.DEFINE_float("imitation_weight", 0.0, "After those epochs, the imitation error's weight "
                    "beside the meta-objective (a regularizer).")
 flags.DEFINE_boolean("recompute", False, "Recompute each optimizee step in the backward pass "
-                     "instead of keeping its activations: less memory per unrolled step for more time "
-                     "(figures: README, Performance); the same meta-gradient to rounding.")
+                     "instead of keeping its activations: less memory per unrolled step for more "
+                     "time (docs/performance.md); the same meta-gradient to rounding.")
 flags.DEFINE_boolean("batch_instances", False, "With --num_instances above 1: one network call a "
                      "step over all of a replica's instances rather than one per instance; the "
                      "same meta-gradient to rounding, faster where a step's overhead dominates "
-                     "(small optimizees: README, Performance).")
+                     "(small optimizees; docs/performance.md).")
 flags.DEFINE_list("selection_steps", None, "Optimizee steps whose mean evaluation losses, "
                   "averaged, choose the best optimizer (e.g. 100,200); default: the last step of "
                   "the evaluated horizon.")
@@ -117,7 +117,7 @@ def settings_from_flags():
     if values[name] is not None:
       values[name] = _int_list(name)
   training.check_settings(types.SimpleNamespace(**values), prefix="--")
-  problems.parse_labels(FLAGS.labels)  # its form here; its range once the data is read
+  configs.parse_labels(FLAGS.labels)  # its form here; its range once the data is read
   if FLAGS.save_path is not None and os.path.exists(FLAGS.save_path) and not os.path.isdir(
       FLAGS.save_path):
     raise ValueError(f"--save_path={FLAGS.save_path} is a file; give a directory.")
@@ -126,7 +126,7 @@ def settings_from_flags():
 
 def identity():
   """What else defines the run, for its run.json: the problem, its data and the networks' start."""
-  labels = problems.parse_labels(FLAGS.labels)  # cifar2 and 0,1 are the same run
+  labels = configs.parse_labels(FLAGS.labels)  # cifar2 and 0,1 are the same run
   return {"problem": FLAGS.problem, "settings": FLAGS.settings, "data_dir": FLAGS.data_dir,
           "init_path": FLAGS.init_path, "preprocess": FLAGS.preprocess,
           "evaluation_split": FLAGS.evaluation_split,
@@ -146,8 +146,8 @@ def with_preprocess(net_config, name):
 
 def problem_config(split, path=None):
   """(problem, net_config, net_assignments) of --problem on `split`."""
-  return problems.get_config(FLAGS.problem, path=path, data_dir=FLAGS.data_dir, split=split,
-                             settings=FLAGS.settings, labels=problems.parse_labels(FLAGS.labels))
+  return configs.get_config(FLAGS.problem, path=path, data_dir=FLAGS.data_dir, split=split,
+                             settings=FLAGS.settings, labels=configs.parse_labels(FLAGS.labels))
 
 
 def log_cost(problem, strategy):
