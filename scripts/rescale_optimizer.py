@@ -1,0 +1,47 @@
+"""Writes a trained optimizer with another output scale: the same weights, each update × factor.
+
+Usage: python scripts/rescale_optimizer.py SOURCE SCALE DESTINATION
+  SOURCE: a shipped name or a train.py --save_path directory (its cw.npz);
+  SCALE: the new output scale (the shipped `mnist` has 0.1);
+  DESTINATION: a directory, created, that gets cw.npz.
+
+A start for fine-tuning on problems whose good step sizes are smaller or larger than those of the
+problem the source was trained on (`train.py --init_path=DESTINATION`).
+"""
+
+import math
+import os
+import sys
+
+
+def rescale(source, scale, destination):
+  """Writes DESTINATION/cw.npz, SOURCE's network at output scale `scale`; returns its path."""
+  # Imported here: a bad argument is refused before TensorFlow starts and talks.
+  from learning_to_learn import networks
+  from learning_to_learn import optimizer_files
+  path = optimizer_files.single_net_file(source, "SOURCE")
+  network = optimizer_files.load(path)
+  options = dict(network.get_config(), scale=scale,
+                 initializer=optimizer_files.read_weights(path))
+  rescaled = networks.build(type(network).__name__, options, source=path)
+  os.makedirs(destination, exist_ok=True)
+  return optimizer_files.save(rescaled, os.path.join(destination, optimizer_files.SINGLE_NET_FILE))
+
+
+def main(argv):
+  if len(argv) != 4:
+    sys.exit(__doc__.strip().splitlines()[2])
+  try:
+    scale = float(argv[2])
+  except ValueError:
+    scale = math.nan
+  if not math.isfinite(scale) or scale <= 0:
+    sys.exit(f"rescale_optimizer.py: error: SCALE={argv[2]} must be a positive number.")
+  try:
+    print(f"Wrote {rescale(argv[1], scale, argv[3])}.")
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"rescale_optimizer.py: error: {str(e).splitlines()[0]}")
+
+
+if __name__ == "__main__":
+  main(sys.argv)

@@ -1,0 +1,45 @@
+"""scripts/rescale_optimizer.py: the same rule with every update multiplied by new/old scale."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from learning_to_learn import optimizer_files
+
+from conftest import ROOT, run_python
+
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import rescale_optimizer  # noqa: E402
+
+
+def _updates(rule, gradients):
+  state = rule.initial_state_for_inputs(tf.constant(gradients[0]))
+  updates = []
+  for g in gradients:
+    update, state = rule(tf.constant(g), state)
+    updates.append(update.numpy())
+  return updates
+
+
+def test_updates_scale_by_the_ratio_of_the_scales(tmp_path):
+  path = rescale_optimizer.rescale("mnist", 0.03, str(tmp_path / "start"))
+  rescaled, shipped = optimizer_files.load(path), optimizer_files.load(
+      optimizer_files.single_net_file("mnist"))
+  assert rescaled.get_config()["scale"] == 0.03 and shipped.get_config()["scale"] == 0.1
+  rng = np.random.default_rng(0)
+  gradients = [rng.normal(size=(6, 5)).astype(np.float32) for _ in range(4)]
+  # The output layer is linear in the scale and the state never sees the output: each update of
+  # the rescaled rule is 0.3 times the shipped one's, step after step.
+  for a, b in zip(_updates(rescaled, gradients), _updates(shipped, gradients)):
+    np.testing.assert_allclose(a, 0.3 * b, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("scale", ["0", "-1", "nan", "fast"])
+def test_a_bad_scale_is_one_error_line(scale, tmp_path):
+  result = run_python("scripts/rescale_optimizer.py", "mnist", scale, str(tmp_path / "out"))
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert result.stderr.strip() == (f"rescale_optimizer.py: error: SCALE={scale} must be a "
+                                   "positive number.")
