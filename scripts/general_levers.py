@@ -1,0 +1,102 @@
+"""Scores candidate starts of the general optimizer on the task family's validation tasks.
+
+Usage: python scripts/general_levers.py --data_dir=../shared/data CANDIDATE [CANDIDATE ...]
+  CANDIDATE: adam@RATE (Adam at that learning rate), or NAME@SCALE (a shipped optimizer or a
+  train.py --save_path, its network run at output scale SCALE).
+
+Each candidate runs the 8 validation tasks of learning_to_learn/task_family.py for 1,000 steps from
+the instances a meta-training run selects on (its evaluation seeds), without XLA, as
+`train.py --nojit_compile` evaluates; the mean loss at step 1,000 is what selection compares.
+Writes results/general_levers/<candidate>.json: task -> [loss at step 0, loss at step 1,000],
+then results/general_levers/table.md from every such file there (`--table_only` writes the table
+alone).
+"""
+
+import argparse
+import glob
+import json
+import os
+import time
+
+import numpy as np
+
+STEPS = 1000
+
+
+def candidate_config(candidate):
+  """The net config of `candidate` (see the usage)."""
+  from learning_to_learn import evaluation, optimizer_files, training
+  name, _, value = candidate.rpartition("@")
+  if not name or not value:
+    raise SystemExit(f"general_levers.py: error: {candidate!r} is not adam@RATE or NAME@SCALE.")
+  if name == "adam":
+    return evaluation.baseline_config("adam", float(value))
+  config = training.net_config_from(name)
+  for entry in config.values():
+    path = entry.pop("net_path")
+    entry["net_options"] = dict(entry["net_options"], scale=float(value),
+                                initializer=optimizer_files.read_weights(path))
+  return config
+
+
+def score(candidate, data_dir):
+  """task name -> [loss at step 0, loss at step STEPS], each the mean over the evaluation runs."""
+  from learning_to_learn import evaluation, seeds, task_family
+  run_seeds = seeds.epoch_seeds(0, 1, seeds.EVALUATION)  # train.py --seed=0 --evaluation_epochs=1
+  scores = {}
+  for task in task_family.tasks("valid", data_dir):
+    start = time.time()
+    evaluator = evaluation.Evaluator(task, candidate_config(candidate), unroll_length=20,
+                                     jit_compile=False)
+    losses = evaluator.run(run_seeds, STEPS)
+    scores[task.name] = [float(np.mean(losses[:, 0])), float(np.mean(losses[:, STEPS]))]
+    print(f"{candidate} {task.name}: {scores[task.name][1]:.4g} ({time.time() - start:.0f} s)",
+          flush=True)
+  return scores
+
+
+def table(directory):
+  """The markdown table of every candidate's scores in `directory`, best mean first."""
+  results = {}
+  for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+    with open(path) as f:
+      results[os.path.basename(path)[:-len(".json")]] = json.load(f)
+  if not results:
+    raise SystemExit(f"general_levers.py: error: no candidate's scores in {directory}; score one "
+                     "first.")
+  tasks = list(next(iter(results.values())))
+  order = sorted(results, key=lambda c: np.mean([results[c][t][1] for t in tasks]))
+  lines = [f"Loss at step {STEPS} on the task family's {len(tasks)} validation tasks (one run "
+           "each, the instances train.py's evaluations use; `scripts/general_levers.py`). "
+           "`NAME@SCALE`: that trained optimizer at output scale SCALE; `adam@RATE`: Adam.", "",
+           "| task | " + " | ".join(f"`{c}`" for c in order) + " |",
+           "|---|" + "---|" * len(order)]
+  for task in tasks:
+    best = min(results[c][task][1] for c in order)
+    cells = [(f"**{results[c][task][1]:.4g}**" if results[c][task][1] == best
+              else f"{results[c][task][1]:.4g}") for c in order]
+    lines.append(f"| {task} | " + " | ".join(cells) + " |")
+  lines.append("| mean | " + " | ".join(
+      f"{np.mean([results[c][t][1] for t in tasks]):.4f}" for c in order) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("candidates", nargs="*")
+  parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--out", default="results/general_levers")
+  parser.add_argument("--table_only", action="store_true")
+  args = parser.parse_args()
+  os.makedirs(args.out, exist_ok=True)
+  for candidate in [] if args.table_only else args.candidates:
+    scores = score(candidate, args.data_dir)
+    with open(os.path.join(args.out, f"{candidate}.json"), "w") as f:
+      json.dump(scores, f, indent=1)
+    print(f"{candidate}: mean loss at step {STEPS} {np.mean([s[1] for s in scores.values()]):.4f}")
+  with open(os.path.join(args.out, "table.md"), "w") as f:
+    f.write(table(args.out))
+
+
+if __name__ == "__main__":
+  main()
