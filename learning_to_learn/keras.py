@@ -112,18 +112,6 @@ def _build_from_config(net, options):
                      f"({errors.first_line(e)}); {_CONFIG_FIX}.") from None
 
 
-def _saved_net_name(checkpoint, path):
-  """The class name in a optimizer_files.save file's config, read before building anything from it."""
-  try:
-    config = optimizer_files.read_config(path)
-  except ValueError as e:  # unreadable or damaged: networks says which
-    raise ValueError(f"checkpoint={checkpoint!r}: {errors.first_line(e)}") from None
-  if not isinstance(config, dict) or "net" not in config:
-    raise ValueError(f"checkpoint={checkpoint!r}: {path} holds no network config, so it was not "
-                     "written by optimizer_files.save; pass the cw.npz of a train.py run.")
-  return config["net"]
-
-
 def _check_supported(checkpoint, name):
   # Sgd and Adam are coordinatewise too, but only the LSTM's weights can live in this class.
   if name != _SUPPORTED_NET:
@@ -141,11 +129,11 @@ def _read_network(checkpoint, network):
   checkpoint = os.fspath(checkpoint) if isinstance(checkpoint, os.PathLike) else checkpoint
   if network is None:
     path = optimizer_files.single_net_file(checkpoint)
-    _check_supported(checkpoint, _saved_net_name(checkpoint, path))
     try:
-      net = optimizer_files.load(path)
+      net = optimizer_files.load(path)  # one read of the file: class, options and weights
     except ValueError as e:
       raise ValueError(f"checkpoint={checkpoint!r}: {errors.first_line(e)}") from None
+    _check_supported(checkpoint, type(net).__name__)
   else:
     net = _network_from_config(checkpoint, network)
   return net.get_config(), optimizer_files.flat(networks.weights(net))

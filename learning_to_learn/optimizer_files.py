@@ -224,8 +224,12 @@ def build(net, net_options, path):
   The file's options replace `net_options`: a network trained with output scale 0.1 must not be
   run with 0.01 because a caller assumed other settings.
   """
+  return _build_from(net, net_options, _read(path), path)
+
+
+def _build_from(net, net_options, data, path):
+  """`build` on what `_read(path)` returned: the options and the weights of one read."""
   networks.check_name(net)
-  data = _read(path)  # once: the options and the weights come from the same read
   config, saved = _config_of(data, path), _weights_of(data, path)
   net_options = dict(net_options)
   if config is not None:
@@ -254,8 +258,10 @@ def network(net, net_options=(), net_path=None):
 
 def load(path):
   """Rebuilds the network a file holds, shape and weights."""
-  config = read_config(path)
+  data = _read(path)  # once: the class, its options and its weights
+  config = _config_of(data, path)
   if config is None:
-    raise ValueError(f"{path} holds weights but no network config; build the network yourself and "
-                     "pass net_path= to factory.")
-  return build(config["net"], {}, path)  # the file's own options
+    raise ValueError(f"{path} holds weights but no network config, so it was not written by "
+                     "optimizer_files.save; build the network yourself and pass net_path= to "
+                     "factory.")
+  return _build_from(config["net"], {}, data, path)  # the file's own options
