@@ -148,11 +148,18 @@ def _available(data_dir):
   return tuple(found)
 
 
-def tasks(split="train", data_dir=None):
-  """The training family (split "train", augmented) or the validation family (any other split)."""
+def tasks(split="train", data_dir=None, augmented=True):
+  """The training family (split "train", augmented unless told not) or the validation family
+  (any other split)."""
   available = _available(data_dir)
   if split == "train":
-    return [build(s, data_dir, "train", augmented=True)
+    return [build(s, data_dir, "train", augmented=augmented)
             for s in sample_specs(NUM_TRAINING_TASKS, TRAINING_SEED, available)]
   return [build(s, data_dir, "valid")
           for s in sample_specs(NUM_VALIDATION_TASKS, VALIDATION_SEED, available)]
+
+
+def unaugmented_tasks(split="train", data_dir=None):
+  """`tasks` without the rescaling: with Adam-normalized inputs a learned rule cannot see a
+  parameter's scale, so rescaling only teaches it steps safe at every scale."""
+  return tasks(split, data_dir, augmented=False)
