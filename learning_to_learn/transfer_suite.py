@@ -283,7 +283,8 @@ def train(model, optimizer, weights, data, steps, seed):
   batches = tf.data.Dataset.from_tensor_slices(order).map(
       lambda i: (tf.gather(x_tensor, i), tf.gather(y_tensor, i))).prefetch(2)
   recorder = _Recorder()
-  keras_model.fit(batches, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[recorder])
+  keras_model.fit(batches, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False,
+                  callbacks=[recorder])
   losses = np.full(steps, np.inf, np.float32)
   losses[:len(recorder.losses)] = recorder.losses
   diverged = not np.all(np.isfinite(losses))
