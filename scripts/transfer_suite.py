@@ -12,7 +12,8 @@ skips what is done, so an interrupted run resumes and a new learned optimizer ad
 runs. The shorter horizon runs first for every model, then the longer one.
 
 Then it writes OUT/summary.json, OUT/table.md and OUT/loss.png from every complete set of runs.
---steps replaces every model's steps (a quick check; give it its own --out).
+--steps replaces every model's steps (a quick check; give it its own --out; --steps=1000 runs
+the 1,000-step part alone). --report_only writes those three files from the cache.
 """
 
 import argparse
@@ -96,6 +97,11 @@ class Cache:
     return runs[f"{key},curve"], scalars
 
 
+def reported_steps(model, args):
+  """The horizons a model reports: its own, or a quick check's --steps alone."""
+  return list(model.steps) if args.steps in (None, *model.steps) else [args.steps]
+
+
 def num_params(model):
   return int(sum(np.prod(w.shape) for w in model.build().get_weights()))
 
@@ -134,7 +140,7 @@ def collect(args, cache, learned):
   names = [learned_name(c) for c in learned]
   results = {}
   for model in (m for m in suite.MODELS if m.name in args.models):  # the suite's order
-    for steps in ([args.steps] if args.steps else model.steps):
+    for steps in reported_steps(model, args):
       finals, initials, curves, seconds = {}, [], {}, {}
       for optimizer, rate, _ in configs(learned):
         keys = [run_key(optimizer, rate, s, steps) for s in args.seeds]
@@ -170,7 +176,7 @@ def write_results(args, cache, learned):
              "sgdm_rates": list(suite.SGDM_RATES), "sgdm_momentum": suite.SGDM_MOMENTUM,
              "models": {name: {"description": m.description, "data": describe(m, args.data_dir),
                                "params": num_params(m), "loss": m.loss,
-                               "steps": [args.steps] if args.steps else list(m.steps)}
+                               "steps": reported_steps(m, args)}
                         for name, m in models.items()},
              "results": {}, "wins": {}, "done": {}}
   for steps, by_model in sorted(results.items()):
@@ -285,6 +291,8 @@ def parse(argv=None):
   parser.add_argument("--seeds", default=",".join(map(str, suite.SEEDS)))
   parser.add_argument("--steps", type=int, default=None,
                       help="replaces every model's steps (a quick check)")
+  parser.add_argument("--report_only", action="store_true",
+                      help="write summary.json, table.md and loss.png from the cache; run nothing")
   parser.add_argument("--out", default=os.path.join(ROOT, "results", "transfer"))
   default_data = os.path.join(os.path.dirname(ROOT), "shared", "data")
   parser.add_argument("--data_dir", default=default_data if os.path.isdir(default_data) else None)
@@ -303,7 +311,8 @@ def main():
   for checkpoint in args.learned:  # a bad name fails now, not after an hour of baselines
     l2l_keras.LearnedOptimizer(checkpoint=checkpoint)
   cache = Cache(os.path.join(args.out, "runs"))
-  run_all(args, cache, args.learned)
+  if not args.report_only:
+    run_all(args, cache, args.learned)
   write_results(args, cache, args.learned)
   print(f"Wrote {args.out}/summary.json, table.md and loss.png.")
 
