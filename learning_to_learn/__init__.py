@@ -10,7 +10,7 @@ import importlib
 _SUBMODULES = ("atomic", "augment", "baselines", "checkpoints", "comparison_store", "datasets",
                "distribute", "errors", "evaluation", "keras", "keras_problems", "meta", "networks",
                "optimizer_files", "preprocess", "problem_files", "problems", "reporting",
-               "task_family", "training", "unroll")
+               "task_family", "training", "transfer_suite", "unroll")
 
 
 def __getattr__(name):

@@ -21,7 +21,7 @@ LAYERS = (
     ("optimizer_files",),  # their file format, and the shipped optimizers
     ("problems", "comparison_store"),  # optimizees and named configs; the comparison's files
     ("keras_problems", "augment", "meta"),  # Keras optimizees, rescaling; meta-training
-    ("task_family", "evaluation", "checkpoints"),
+    ("task_family", "transfer_suite", "evaluation", "checkpoints"),
     ("reporting", "keras"),
     ("training",),  # the meta-training loop
     ("cli.quiet",),
