@@ -208,9 +208,8 @@ def full_loss(keras_model, x, y, loss):
   """Mean loss over every example of (x, y), without updates; inf where it is not finite."""
   total = 0.0
   for start in range(0, len(x), EVAL_BATCH):
-    predictions = keras_model(x[start:start + EVAL_BATCH], training=False)
-    total += float(loss(y[start:start + EVAL_BATCH], predictions)) * len(x[start:start +
-                                                                            EVAL_BATCH])
+    rows = slice(start, start + EVAL_BATCH)
+    total += float(loss(y[rows], keras_model(x[rows], training=False))) * len(x[rows])
   value = total / len(x)
   return value if math.isfinite(value) else math.inf
 

@@ -301,10 +301,15 @@ def transfer_verdict(name, counts, num_models, steps):
          f"on {counts['models']} of the {num_models} models so far (the rest not run yet)")
   trouble = (f"diverged on {', '.join(counts['diverged']) or 'none'}, stalled (final loss above "
              f"0.9 x initial) on {', '.join(counts['stalled']) or 'none'}")
+  # With models still to run, the verdict is "not met" only once no result could mend it.
+  lost = (counts["models"] - counts["below_adam_default"] > 0 or failed
+          or counts["models"] - counts["below_tuned_adam"] > num_models - need)
+  verdict = ("met" if met else "not met" if lost or counts["models"] == num_models
+             else "undecided until every model has run")
   return (f"- `{name}` at {int(steps):,} steps, {ran}: lower mean final loss than tuned Adam on "
           f"{counts['below_tuned_adam']} (done-when: at least {need} of {num_models}), than Adam "
           f"1e-3 on {counts['below_adam_default']} (done-when: all {num_models}); {trouble}. "
-          f"Done-when {'met' if met else 'not met'}.")
+          f"Done-when {verdict}.")
 
 
 def transfer_section(results_dir):
