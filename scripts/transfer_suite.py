@@ -151,7 +151,9 @@ def collect(args, cache, learned):
         finals[name] = [float(g[1][1]) for g in got]
         initials = [float(g[1][0]) for g in got]
         curves[name] = np.stack([g[0] for g in got])
-        seconds[name] = float(np.mean([g[1][2] for g in got]))
+        # A run that diverged within the warm-up has no time per step: the others' mean.
+        times = [float(g[1][2]) for g in got if math.isfinite(g[1][2])]
+        seconds[name] = float(np.mean(times)) if times else None
       if not any(n.startswith("adam@") for n in finals):
         continue
       summary = suite.summarize(finals, initials, names)
@@ -224,8 +226,9 @@ def table(summary):
         entry = c[name]
         at = f" at {name.split('@')[1]}" if rate else ""
         flags = " stalled" if entry["stalled"] else ""
-        return (f"{_loss(entry)}{at}{flags} ({entry['ratio_to_tuned_adam']:.2f}, "
-                f"{1000 * entry['seconds_per_step']:.1f} ms)")
+        ms = ("-" if entry["seconds_per_step"] is None
+              else f"{1000 * entry['seconds_per_step']:.1f}")
+        return f"{_loss(entry)}{at}{flags} ({entry['ratio_to_tuned_adam']:.2f}, {ms} ms)"
       lines.append(f"| {model} | {summary['models'][model]['params']:,} | "
                    f"{s['initial_loss']:.4g} | {cell(s['tuned_adam'], True)} | "
                    f"{cell(s['adam_default'])} | {cell(s['tuned_sgdm'], True)} | "
