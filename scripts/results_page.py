@@ -334,7 +334,8 @@ def transfer_section(results_dir):
            f"{summary['sgdm_momentum']:g} at {rates('sgdm_rates')}, tuned the same way. Final "
            "loss: the loss on all of the data the model trains on, after the last step; the "
            "initial loss likewise before the first. Milliseconds per step: wall time after the "
-           "first 20 steps, on 2 CPU cores shared with other jobs, so only roughly comparable. "
+           "first 20 steps, on 2 CPU cores shared with other jobs, so only roughly comparable; "
+           "\"grid edge\": the tuned rate is the lowest or highest tried. "
            "The image models train on the valid splits (the last sixth of each training file), "
            "which no training task of the family or of `mnist` read; the runs that selected the "
            "optimizers read them, with other models.", "",

@@ -217,6 +217,8 @@ def table(summary):
               "| model | params | initial | tuned Adam | Adam 1e-3 | tuned SGD-m | "
               + " | ".join(f"`{n}`" for n in learned) + " |",
               "|---|---|---|---|---|---|" + "---|" * len(learned)]
+    edges = {f"{r:.3g}" for key in ("adam_rates", "sgdm_rates")
+             for r in (min(summary[key]), max(summary[key]))}
     for model, s in by_model.items():
       c = s["configs"]
 
@@ -225,6 +227,8 @@ def table(summary):
           return "-"
         entry = c[name]
         at = f" at {name.split('@')[1]}" if rate else ""
+        if rate and name.split("@")[1] in edges:  # the best may lie beyond the grid
+          at += ", grid edge"
         flags = " stalled" if entry["stalled"] else ""
         ms = ("-" if entry["seconds_per_step"] is None
               else f"{1000 * entry['seconds_per_step']:.1f}")
