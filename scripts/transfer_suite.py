@@ -217,8 +217,8 @@ def table(summary):
               "| model | params | initial | tuned Adam | Adam 1e-3 | tuned SGD-m | "
               + " | ".join(f"`{n}`" for n in learned) + " |",
               "|---|---|---|---|---|---|" + "---|" * len(learned)]
-    edges = {f"{r:.3g}" for key in ("adam_rates", "sgdm_rates")
-             for r in (min(summary[key]), max(summary[key]))}
+    edges = {suite.config_name(optimizer, r) for optimizer in ("adam", "sgdm")
+             for r in (min(summary[f"{optimizer}_rates"]), max(summary[f"{optimizer}_rates"]))}
     for model, s in by_model.items():
       c = s["configs"]
 
@@ -227,7 +227,7 @@ def table(summary):
           return "-"
         entry = c[name]
         at = f" at {name.split('@')[1]}" if rate else ""
-        if rate and name.split("@")[1] in edges:  # the best may lie beyond the grid
+        if rate and name in edges:  # the best may lie beyond the grid
           at += ", grid edge"
         flags = " stalled" if entry["stalled"] else ""
         ms = ("-" if entry["seconds_per_step"] is None
