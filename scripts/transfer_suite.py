@@ -261,10 +261,13 @@ def plot(results, models, path):
     ax.set_visible(False)
   for ax, (steps, model) in zip(axes.flat, panels):
     summary, curves = results[steps][model]
-    shown = [(summary["tuned_adam"], "tuned Adam"), (summary["adam_default"], "Adam 1e-3"),
-             (summary["tuned_sgdm"], "tuned SGD-m")] + [(n, n) for n in summary["learned"]]
+    default = ("tuned Adam = Adam 1e-3" if summary["adam_default"] == summary["tuned_adam"]
+               else "Adam 1e-3")
+    shown = [(summary["tuned_adam"], "tuned Adam", "C0"), (summary["adam_default"], default, "C1"),
+             (summary["tuned_sgdm"], "tuned SGD-m", "C2")]
+    shown += [(n, n, f"C{3 + i}") for i, n in enumerate(summary["learned"])]
     seen = set()
-    for name, label in shown:
+    for name, label, color in shown:
       if name is None or name in seen or name not in curves:
         continue
       seen.add(name)
@@ -274,9 +277,9 @@ def plot(results, models, path):
       smooth = np.stack([_smooth(c) for c in block])
       x = (np.arange(smooth.shape[1]) + 1) * suite.CURVE_BLOCK
       rate = f" ({name.split('@')[1]})" if "@" in name else ""
-      line, = ax.plot(x, np.nanmean(smooth, axis=0), label=label + rate, lw=1.2)
-      ax.fill_between(x, np.nanmin(smooth, axis=0), np.nanmax(smooth, axis=0),
-                      color=line.get_color(), alpha=0.2, lw=0)
+      ax.plot(x, np.nanmean(smooth, axis=0), label=label + rate, lw=1.2, color=color)
+      ax.fill_between(x, np.nanmin(smooth, axis=0), np.nanmax(smooth, axis=0), color=color,
+                      alpha=0.2, lw=0)
     ax.set_yscale("log")
     ax.set_title(f"{model}, {steps:,} steps", fontsize=9)
     ax.set_xlabel("step", fontsize=8)
