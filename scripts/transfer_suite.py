@@ -261,9 +261,9 @@ def plot(results, models, path):
     ax.set_visible(False)
   for ax, (steps, model) in zip(axes.flat, panels):
     summary, curves = results[steps][model]
-    default = ("tuned Adam = Adam 1e-3" if summary["adam_default"] == summary["tuned_adam"]
-               else "Adam 1e-3")
-    shown = [(summary["tuned_adam"], "tuned Adam", "C0"), (summary["adam_default"], default, "C1"),
+    tuned = ("tuned Adam = Adam 1e-3" if summary["adam_default"] == summary["tuned_adam"]
+             else "tuned Adam")  # then drawn once
+    shown = [(summary["tuned_adam"], tuned, "C0"), (summary["adam_default"], "Adam 1e-3", "C1"),
              (summary["tuned_sgdm"], "tuned SGD-m", "C2")]
     shown += [(n, n, f"C{3 + i}") for i, n in enumerate(summary["learned"])]
     seen = set()
