@@ -11,7 +11,7 @@ _SUBMODULES = ("atomic", "augment", "baselines", "checkpoints", "comparison_stor
                "datasets", "distribute", "errors", "evaluation", "keras", "keras_problems", "meta",
                "networks", "optimizer_files", "preprocess", "problem_files", "problems",
                "reporting", "results_summary", "seeds", "task_family", "training",
-               "unroll")
+               "transfer_suite", "unroll")
 
 
 def __getattr__(name):

@@ -21,7 +21,8 @@ LAYERS = (
     ("optimizer_files",),  # their file format, and the shipped optimizers
     ("problems", "comparison_store", "results_summary"),  # optimizees; the comparison's files
     ("keras_problems", "augment", "meta"),  # Keras optimizees, rescaling; meta-training
-    ("task_family", "evaluation", "checkpoints", "configs"),  # configs: the named experiments
+    ("task_family", "transfer_suite", "evaluation", "checkpoints",
+     "configs"),  # configs: the named experiments
     ("reporting", "keras"),
     ("training",),  # the meta-training loop
     ("cli.quiet",),
