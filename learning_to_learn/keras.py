@@ -1,7 +1,7 @@
 """A trained coordinatewise LSTM optimizer as a Keras 3 optimizer, for `model.compile` and `fit`.
 
     from learning_to_learn import keras as l2l_keras
-    model.compile(optimizer=l2l_keras.LearnedOptimizer("mnist"), loss=...)
+    model.compile(optimizer=l2l_keras.LearnedOptimizer(), loss=...)  # the shipped `general`
 
 The update rule is the one meta-training learned (Andrychowicz et al. 2016, section 2.1), computed
 with the library's own `networks.lstm_step` and `preprocess` functions; only where its weights and
@@ -186,10 +186,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   file, which may have moved or been deleted. The LSTM states travel only in the saved variables.
 
   Args:
-    checkpoint: a shipped optimizer's name ("mnist", "quadratic", see
+    checkpoint: a shipped optimizer's name ("general", "mnist", "quadratic", see
       `optimizer_files.shipped_names()`), a directory written by `train.py --save_path` holding
-      cw.npz, or an .npz file written by `optimizer_files.save`. Default "mnist": the optimizer meta-trained on the
-      paper's MNIST MLP.
+      cw.npz, or an .npz file written by `optimizer_files.save`. Default "general": the one
+      selected for models it was not trained on (`mnist` is the one meta-trained on the paper's
+      MNIST MLP).
     learning_rate: multiplies the network's update; 1.0 (default) is exactly the trained rule.
       A float, a schedule or a callable, as for any Keras optimizer.
     name: the optimizer's name, a prefix of its variables' names.
@@ -207,7 +208,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       not finite is skipped for its variable and counted in `non_finite_updates`.)
   """
 
-  def __init__(self, checkpoint="mnist", learning_rate=1.0, name="learned_optimizer", network=None,
+  def __init__(self, checkpoint="general", learning_rate=1.0, name="learned_optimizer", network=None,
                **kwargs):
     if isinstance(learning_rate, int) and not isinstance(learning_rate, bool):
       learning_rate = float(learning_rate)  # Keras accepts floats only; 1 means 1.0 here.

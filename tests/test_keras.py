@@ -414,14 +414,23 @@ class LearnedOptimizerTest(parameterized.TestCase):
     self.assertEqual(l2l_keras.LearnedOptimizer(path).get_config()["checkpoint"], path)
 
   def test_a_shipped_name_is_the_default(self):
-    os.makedirs(os.path.join(self.tmp, "mnist"))
-    self.save(random_net(), os.path.join("mnist", "cw.npz"))
+    os.makedirs(os.path.join(self.tmp, "general"))
+    self.save(random_net(), os.path.join("general", "cw.npz"))
     with mock.patch.object(optimizer_files, "SHIPPED_DIR", self.tmp):
       optimizer = l2l_keras.LearnedOptimizer()
-    self.assertEqual(optimizer.get_config()["checkpoint"], "mnist")
-    np.testing.assert_array_equal(optimizer.get_config()["network"]["weights"]["linear/w"],
-                                  optimizer_files.read_weights(os.path.join(self.tmp, "mnist", "cw.npz"))
-                                  ["linear"]["w"])
+    self.assertEqual(optimizer.get_config()["checkpoint"], "general")
+    np.testing.assert_array_equal(
+        optimizer.get_config()["network"]["weights"]["linear/w"],
+        optimizer_files.read_weights(os.path.join(self.tmp, "general", "cw.npz"))["linear"]["w"])
+
+  def test_the_shipped_general_is_mnist_at_three_tenths_of_its_step(self):
+    general, shipped = (optimizer_files.single_net_file(n) for n in ("general", "mnist"))
+    self.assertEqual(optimizer_files.read_config(general)["net_options"]["scale"], 0.03)
+    self.assertEqual(optimizer_files.read_config(shipped)["net_options"]["scale"], 0.1)
+    a, b = optimizer_files.read_weights(general), optimizer_files.read_weights(shipped)
+    for layer in b:
+      for field in b[layer]:
+        np.testing.assert_array_equal(a[layer][field], b[layer][field])
 
   def test_a_directory_of_cw_npz_loads(self):
     self.save(random_net())
