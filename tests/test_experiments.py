@@ -5,7 +5,8 @@ import re
 import shlex
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 import experiments  # noqa: E402  pylint: disable=g-import-not-at-top

@@ -21,12 +21,6 @@ def test_stats_lines_are_the_means_over_the_epochs():
       "Epoch 4", "Log Mean Final Error: -2.00", "Mean epoch time: 2.50 s"]
 
 
-def test_finite_or_none_replaces_every_non_finite_float_in_a_nest():
-  value = {"a": [1.0, math.inf, (math.nan, 2)], "b": {"c": -math.inf, "d": "text"}}
-  assert reporting.finite_or_none(value) == {"a": [1.0, None, [None, 2]],
-                                             "b": {"c": None, "d": "text"}}
-
-
 def test_comparison_table_rows_and_a_diverged_column():
   losses = {"adam": np.array([[1.0, 2.0], [1.0, 2.0]]),  # no spread: an interval of 0
             "L2L": np.array([[1.0, np.nan], [1.0, 4.0]])}

@@ -1,13 +1,14 @@
 """Tests for results_summary.py: summary.json written and read back, old files included."""
 
 import json
+import math
 import os
 
 import pytest
 
 from learning_to_learn import results_summary
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 
 SUMMARY = {"problem": "quadratic", "split": "train", "labels": [0, 1], "data": "no data",
            "path": "quadratic", "settings": "reference", "seed": 0, "num_test_epochs": 3,
@@ -73,3 +74,9 @@ def test_a_failed_write_leaves_the_previous_file(tmp_path):
     results_summary.write(path, dict(SUMMARY, seconds=object()))  # not JSON
   assert results_summary.read(path)["seconds"] == 1.5
   assert os.listdir(tmp_path) == ["summary.json"]
+
+
+def test_finite_or_none_replaces_every_non_finite_float_in_a_nest():
+  value = {"a": [1.0, math.inf, (math.nan, 2)], "b": {"c": -math.inf, "d": "text"}}
+  assert results_summary.finite_or_none(value) == {"a": [1.0, None, [None, 2]],
+                                                   "b": {"c": None, "d": "text"}}
