@@ -235,6 +235,8 @@ FLAG_RESET_CASES = {
     "num_epochs_not_an_integer": ["--problem=quadratic", "--num_epochs=abc"],
     "learning_rate_after_a_parse_error": ["--problem=quadratic", "--learning_rate=-1"],
 }
+CURRICULUM_NOT_IN_WHOLE_UNROLLS = ["--problem=quadratic", "--unroll_length=5",
+                                   "--curriculum=10,12"]
 SUBPROCESS = "subprocess_"  # a job subprocess_<case>: ERROR_CASES case <case> as its own process
 DRIVEN_BAD_ENUM_FLAG = ["--optimizer=foo"]  # bad_enum_flag's arguments, in tests/cli_cases.py
 
@@ -279,13 +281,17 @@ def _picked(batch, name):
 
 def _error_cases(selected, tmp_path_factory):
   """script -> {case -> its arguments} of the selected ERROR_CASES (and bad_enum_flag's, as
-  driven_bad_enum_flag), to run in one process a script."""
+  driven_bad_enum_flag, and test_curriculum_must_grow_in_whole_unrolls'), to run in one process a
+  script."""
   by_script = {"train.py": {}, "evaluate.py": {}}
   for name, (script, args, _) in ERROR_CASES.items():
     if name in selected:
       by_script[script][name] = [*args(str(tmp_path_factory.mktemp(name))), *FAST[1:]]
   if "driven_bad_enum_flag" in selected:
     by_script["evaluate.py"]["driven_bad_enum_flag"] = DRIVEN_BAD_ENUM_FLAG
+  if "test_curriculum_must_grow_in_whole_unrolls" in selected:
+    by_script["train.py"]["test_curriculum_must_grow_in_whole_unrolls"] = (
+        CURRICULUM_NOT_IN_WHOLE_UNROLLS)
   return by_script
 
 
@@ -620,9 +626,8 @@ def test_curriculum_moves_on_after_stale_evaluations_and_resumes_in_its_stage(tm
   assert "training at" not in resumed
 
 
-def test_curriculum_must_grow_in_whole_unrolls():
-  done = run_python("train.py", "--problem=quadratic", "--unroll_length=5", "--curriculum=10,12",
-                    timeout=120)
+def test_curriculum_must_grow_in_whole_unrolls(runs):
+  done = _result(runs, "test_curriculum_must_grow_in_whole_unrolls")  # in tests/cli_cases.py
   assert done.returncode != 0
   assert "--curriculum=10,12 must be increasing multiples of --unroll_length=5" in done.stderr
 
