@@ -540,8 +540,8 @@ SUBPROCESS = "subprocess_"  # a job subprocess_<case>: ERRORS case <case> as a s
 def runs(request, tmp_path_factory):
   """name -> Future of that job; only the jobs of the selected tests are started.
 
-  The ERRORS cases of each script run in one process (conftest.run_cli_cases), started first;
-  each case's Future is picked from that batch's.
+  The ERRORS cases of each script run in one process (conftest.run_cli_cases); each case's
+  Future is picked from that batch's.
   """
   selected = set()
   for item in request.session.items:
@@ -553,7 +553,9 @@ def runs(request, tmp_path_factory):
   errors = [name for name in ERRORS if name in selected]
   args = {name: _error_args(name, str(tmp_path_factory.mktemp(name))) for name in errors}
   with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-    futures = {}
+    # In the tests' order: a test waits TIMEOUT for its job, queued time included.
+    futures = {name: pool.submit(ALL_JOBS[name], str(tmp_path_factory.mktemp(name)))
+               for name in wanted}
     for script in ("train.py", "evaluate.py"):
       cases = {name: args[name] for name in errors if ERRORS[name][0] == script}
       if cases:
@@ -562,8 +564,6 @@ def runs(request, tmp_path_factory):
     for name in errors:
       if SUBPROCESS + name in selected:
         futures[SUBPROCESS + name] = pool.submit(_error_subprocess, ERRORS[name][0], args[name])
-    futures.update({name: pool.submit(ALL_JOBS[name], str(tmp_path_factory.mktemp(name)))
-                    for name in wanted})
     yield futures
 
 
