@@ -8,8 +8,11 @@ to import this file (tests/ is no package), so a test file finds it by that name
 - environment(**changes): the environment a test's subprocess runs in.
 - run_python(*args, ...): `python *args` run to completion; returns the CompletedProcess.
 - start_python(*args, ...): `python *args` started in the background; returns the Popen.
+- run_cli_cases(script, cases, directory): bad-input cases of train.py or evaluate.py, all in one
+  process (tests/cli_cases.py); each case's result as a subprocess of its own would give it.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -68,3 +71,34 @@ def start_python(*args, cwd=ROOT, env=None, **kwargs):
   kwargs.setdefault("text", True)
   return subprocess.Popen([sys.executable, *args], cwd=cwd,
                           env=environment() if env is None else env, **kwargs)
+
+
+def run_cli_cases(script, cases, directory, timeout=TIMEOUT):
+  """Runs each case of `script` (train.py or evaluate.py) in one process of tests/cli_cases.py,
+  which imports TensorFlow once for all of them rather than once a case.
+
+  Args:
+    script: "train.py" or "evaluate.py".
+    cases: case name -> the script's arguments (a list of str).
+    directory: where the cases' and results' JSON files go.
+    timeout: seconds before subprocess.TimeoutExpired fails the test.
+
+  Returns:
+    case name -> (subprocess.CompletedProcess of `python script *args`, as that subprocess would
+    have ended: exit status, stdout and stderr; seconds the case took).
+  """
+  name = script[:-len(".py")]
+  cases_path = os.path.join(directory, f"{name}_cases.json")
+  results_path = os.path.join(directory, f"{name}_results.json")
+  with open(cases_path, "w") as f:
+    json.dump(cases, f)
+  driver = run_python(os.path.join(ROOT, "tests", "cli_cases.py"), name, cases_path,
+                      results_path, timeout=timeout)
+  assert driver.returncode == 0, driver.stderr[-3000:]
+  with open(results_path) as f:
+    results = json.load(f)
+  assert sorted(results) == sorted(cases), driver.stderr[-3000:]
+  return {case: (subprocess.CompletedProcess([script, *cases[case]], result["returncode"],
+                                             result["stdout"], result["stderr"]),
+                 result["seconds"])
+          for case, result in results.items()}

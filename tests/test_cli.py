@@ -2,6 +2,8 @@
 
 Importing TensorFlow costs each run ~10 s, so every command this module's selected tests need is
 started at once in a thread pool (`runs` fixture) and each test waits only for its own result.
+The bad-input cases, whose whole effect is their output and exit status, run a script's cases in
+one process (tests/cli_cases.py), which the tests at the end hold against the CLI's own process.
 """
 
 import concurrent.futures
@@ -19,7 +21,7 @@ from learning_to_learn import optimizer_files
 from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll as unroll_lib
 
-from conftest import ROOT, TIMEOUT, environment, run_python
+from conftest import ROOT, TIMEOUT, environment, run_cli_cases, run_python
 
 FAST = ["--num_steps=20", "--nojit_compile"]
 TRAIN_SMALL = ["--evaluation_epochs=2", "--log_period=2", "--num_steps=20", "--unroll_length=10",
@@ -222,27 +224,84 @@ ERROR_CASES = {
 BASELINES = ("adam", "sgd", "rmsprop", "nag")
 
 
+# Flags set by one case of tests/cli_cases.py, then left to their defaults by the next: a flag
+# that leaked would change the next one's error (--num_epochs is checked before --learning_rate,
+# --problem before --labels' problem), and a flag that fails to parse must leave nothing behind.
+FLAG_RESET_CASES = {
+    "num_epochs_zero": ["--problem=quadratic", "--num_epochs=0"],
+    "learning_rate_after_num_epochs": ["--problem=quadratic", "--learning_rate=-1"],
+    "problem_mnsit": ["--problem=mnsit", "--num_steps=20", "--unroll_length=10"],
+    "labels_after_problem": ["--num_steps=20", "--unroll_length=10", "--labels=0,1"],
+    "num_epochs_not_an_integer": ["--problem=quadratic", "--num_epochs=abc"],
+    "learning_rate_after_a_parse_error": ["--problem=quadratic", "--learning_rate=-1"],
+}
+CURRICULUM_NOT_IN_WHOLE_UNROLLS = ["--problem=quadratic", "--unroll_length=5",
+                                   "--curriculum=10,12"]
+SUBPROCESS = "subprocess_"  # a job subprocess_<case>: ERROR_CASES case <case> as its own process
+DRIVEN_BAD_ENUM_FLAG = ["--optimizer=foo"]  # bad_enum_flag's arguments, in tests/cli_cases.py
+
+
 def _jobs():
   """Job name -> function(tmp) that runs it. Names match the tests' parameter ids."""
   jobs = {
       "train_quadratic": lambda tmp: _train_then_evaluate("quadratic", 4, tmp),
       "train_mnist": lambda tmp: _train_then_evaluate("mnist", 2, tmp),
-      "bad_enum_flag": lambda tmp: _run("evaluate.py", "--optimizer=foo"),
+      "bad_enum_flag": lambda tmp: _run("evaluate.py", *DRIVEN_BAD_ENUM_FLAG),
       "train_cifar_labels": _train_then_compare_on_labels,
       "compare": _compare_twice,
+      "flag_reset": lambda tmp: _driven("train.py", FLAG_RESET_CASES, tmp),
   }
   for name in BASELINES:
     jobs[f"baseline_{name}"] = lambda tmp, name=name: _run(
         "evaluate.py", f"--optimizer={name}", "--learning_rate=0.01", "--problem=quadratic",
         "--num_epochs=2", *FAST)
-  for name, (script, args, _) in ERROR_CASES.items():
-    jobs[name] = lambda tmp, script=script, args=args: _run(script, *args(tmp), *FAST[1:])
   return jobs
+
+
+def _driven(script, cases, tmp):
+  """Every case of `cases` (name -> arguments) in one process of tests/cli_cases.py: name -> Run."""
+  return {name: Run([script, *cases[name]], result.returncode, result.stdout, result.stderr,
+                    seconds)
+          for name, (result, seconds) in run_cli_cases(script, cases, tmp).items()}
+
+
+def _picked(batch, name):
+  """A Future of case `name`'s Run, from the Future of a whole batch's."""
+  picked = concurrent.futures.Future()
+
+  def done(future):
+    try:
+      picked.set_result(future.result()[name])
+    except BaseException as e:  # pylint: disable=broad-except
+      picked.set_exception(e)
+
+  batch.add_done_callback(done)
+  return picked
+
+
+def _error_cases(selected, tmp_path_factory):
+  """script -> {case -> its arguments} of the selected ERROR_CASES (and bad_enum_flag's, as
+  driven_bad_enum_flag, and test_curriculum_must_grow_in_whole_unrolls'), to run in one process a
+  script."""
+  by_script = {"train.py": {}, "evaluate.py": {}}
+  for name, (script, args, _) in ERROR_CASES.items():
+    if name in selected:
+      by_script[script][name] = [*args(str(tmp_path_factory.mktemp(name))), *FAST[1:]]
+  if "driven_bad_enum_flag" in selected:
+    by_script["evaluate.py"]["driven_bad_enum_flag"] = DRIVEN_BAD_ENUM_FLAG
+  if "test_curriculum_must_grow_in_whole_unrolls" in selected:
+    by_script["train.py"]["test_curriculum_must_grow_in_whole_unrolls"] = (
+        CURRICULUM_NOT_IN_WHOLE_UNROLLS)
+  return by_script
 
 
 @pytest.fixture(scope="module")
 def runs(request, tmp_path_factory):
-  """name -> Future of that job; only the jobs of the selected tests are started."""
+  """name -> Future of that job; only the jobs of the selected tests are started.
+
+  The ERROR_CASES of each script run in one process (conftest.run_cli_cases); each case's Future is
+  picked from that batch's.
+  """
   jobs = _jobs()
   selected = set()
   for item in request.session.items:
@@ -251,10 +310,18 @@ def runs(request, tmp_path_factory):
       selected.update(callspec.id.split("-") if callspec else [item.originalname])
   wanted = [name for name in jobs if name in selected]
   # The long runs first, so the short ones fill in around them.
-  wanted.sort(key=lambda n: not n.startswith("train_") or n in ERROR_CASES)
+  wanted.sort(key=lambda n: not n.startswith("train_"))
+  by_script = _error_cases(selected, tmp_path_factory)
   with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
     futures = {name: pool.submit(jobs[name], str(tmp_path_factory.mktemp(name)))
                for name in wanted}
+    for script, cases in by_script.items():
+      if cases:
+        batch = pool.submit(_driven, script, cases, str(tmp_path_factory.mktemp(script)))
+        futures.update({name: _picked(batch, name) for name in cases})
+      for name, args in cases.items():
+        if SUBPROCESS + name in selected:
+          futures[SUBPROCESS + name] = pool.submit(_run, script, *args)
     yield futures
     for future in futures.values():
       future.cancel()
@@ -431,6 +498,49 @@ def test_bad_enum_flag_is_rejected_by_absl(runs, job):
   assert "optimizer" in run.stderr, run
 
 
+# --- tests/cli_cases.py, which runs the bad-input cases in one process a script -----------------
+
+# A case of each CLI and absl's own flag error, each also run as the CLI's own process (the cases
+# write nothing, so the two share their inputs): the one-process result must be the same.
+@pytest.mark.parametrize("job,subprocess_job", [
+    ("train_unknown_problem", SUBPROCESS + "train_unknown_problem"),
+    ("evaluate_garbage_checkpoint", SUBPROCESS + "evaluate_garbage_checkpoint"),
+    ("driven_bad_enum_flag", "bad_enum_flag")])
+def test_the_one_process_cases_end_as_their_own_process_does(runs, job, subprocess_job):
+  driven, real = _result(runs, job), _result(runs, subprocess_job)
+  assert driven.returncode == real.returncode, (driven, real)
+  assert driven.returncode == (1 if job == "driven_bad_enum_flag" else 2), driven
+  error = [line for line in real.stderr.splitlines() if "error:" in line]
+  assert error and [line for line in driven.stderr.splitlines() if "error:" in line] == error
+  assert driven.stderr.splitlines() == real.stderr.splitlines(), (driven, real)
+  assert driven.stdout == real.stdout, (driven, real)
+
+
+@pytest.mark.parametrize("job", ["flag_reset"])
+def test_the_one_process_cases_start_from_the_default_flags(runs, job):
+  results = _result(runs, job)
+  assert list(results) == list(FLAG_RESET_CASES)  # run in this order
+
+  def line(name):
+    return _one_error_line(results[name], "train.py")
+
+  assert "--num_epochs=0 must be positive" in line("num_epochs_zero")
+  # Had --num_epochs=0 stayed, this case would fail on it, checked first, instead.
+  assert "--learning_rate=-1.0 must be positive" in line("learning_rate_after_num_epochs")
+  assert "unknown problem 'mnsit'" in line("problem_mnsit")
+  # Had --problem=mnsit stayed, this case would fail on it; --problem's default is simple.
+  assert "labels=0,1" in line("labels_after_problem")
+  assert "not of simple" in line("labels_after_problem")
+  parse_error = results["num_epochs_not_an_integer"]
+  assert parse_error.returncode == 1 and "Traceback" not in parse_error.output, parse_error
+  assert parse_error.stderr.startswith("FATAL Flags parsing error: flag --num_epochs=abc"), (
+      parse_error)
+  after, before = (results[name] for name in ("learning_rate_after_a_parse_error",
+                                              "learning_rate_after_num_epochs"))
+  assert (after.returncode, after.stdout, after.stderr) == (
+      before.returncode, before.stdout, before.stderr)
+
+
 # --- The training and comparison levers, each a run of its own ---------------------------------
 
 def test_train_cli_runs_every_lever_and_keeps_the_options():
@@ -516,9 +626,8 @@ def test_curriculum_moves_on_after_stale_evaluations_and_resumes_in_its_stage(tm
   assert "training at" not in resumed
 
 
-def test_curriculum_must_grow_in_whole_unrolls():
-  done = run_python("train.py", "--problem=quadratic", "--unroll_length=5", "--curriculum=10,12",
-                    timeout=120)
+def test_curriculum_must_grow_in_whole_unrolls(runs):
+  done = _result(runs, "test_curriculum_must_grow_in_whole_unrolls")  # in tests/cli_cases.py
   assert done.returncode != 0
   assert "--curriculum=10,12 must be increasing multiples of --unroll_length=5" in done.stderr
 

@@ -3,7 +3,9 @@ subprocess. The promise checked: one line on stderr, exit status 2 (130 for a st
 traceback, and nothing already written is lost.
 
 Importing TensorFlow costs each run ~10 s, so the selected tests' commands start at once in a
-thread pool (`runs` fixture) and each test waits for its own.
+thread pool (`runs` fixture) and each test waits for its own. The ERRORS cases, whose whole effect
+is their output and exit status, run a script's cases in one process (tests/cli_cases.py), which
+test_the_one_process_cases_end_as_their_own_process_does holds against the CLI's own process.
 """
 
 import concurrent.futures
@@ -25,7 +27,7 @@ from learning_to_learn import checkpoints
 from learning_to_learn import comparison_store
 from learning_to_learn import evaluation
 
-from conftest import TIMEOUT, environment, run_python, start_python
+from conftest import TIMEOUT, environment, run_cli_cases, run_python, start_python
 
 ENV = environment()
 TRAIN = ["train.py", "--problem=quadratic", "--num_steps=20", "--unroll_length=10",
@@ -485,17 +487,36 @@ def _empty_idx(tmp):
   return path
 
 
-def _error_job(script, args):
-  def job(tmp):
-    base, flags = ["--problem=quadratic", "--nojit_compile"], args(tmp)
-    if script == "evaluate.py":
-      base += ["--num_epochs=2", "--num_steps=10"]
-      if any(flag.startswith("--output_dir") for flag in flags):
-        base += ["--compare"]
-    start = time.monotonic()
-    result = run_python(script, *base, *flags)
-    return result, time.monotonic() - start
-  return job
+def _error_args(name, tmp):
+  """The arguments of ERRORS case `name`, its files made under `tmp`."""
+  script, args, _ = ERRORS[name]
+  base, flags = ["--problem=quadratic", "--nojit_compile"], args(tmp)
+  if script == "evaluate.py":
+    base += ["--num_epochs=2", "--num_steps=10"]
+    if any(flag.startswith("--output_dir") for flag in flags):
+      base += ["--compare"]
+  return [*base, *flags]
+
+
+def _error_subprocess(script, args):
+  """A case run as the CLI's own subprocess, to hold tests/cli_cases.py's result against."""
+  start = time.monotonic()
+  result = run_python(script, *args)
+  return result, time.monotonic() - start
+
+
+def _picked(batch, name):
+  """A Future of case `name`'s result, from the Future of a whole batch's results."""
+  picked = concurrent.futures.Future()
+
+  def done(future):
+    try:
+      picked.set_result(future.result()[name])
+    except BaseException as e:  # pylint: disable=broad-except
+      picked.set_exception(e)
+
+  batch.add_done_callback(done)
+  return picked
 
 
 def _tf_config_port(tmp):
@@ -511,13 +532,17 @@ def _evaluate_diverging(tmp):
               "--num_epochs=2", "--num_steps=40", "--nojit_compile")
 
 
-ALL_JOBS = dict(JOBS, tf_config_port=_tf_config_port, evaluate_diverging=_evaluate_diverging,
-                **{name: _error_job(script, args) for name, (script, args, _) in ERRORS.items()})
+ALL_JOBS = dict(JOBS, tf_config_port=_tf_config_port, evaluate_diverging=_evaluate_diverging)
+SUBPROCESS = "subprocess_"  # a job subprocess_<case>: ERRORS case <case> as a subprocess of its own
 
 
 @pytest.fixture(scope="module")
 def runs(request, tmp_path_factory):
-  """name -> Future of that job; only the jobs of the selected tests are started."""
+  """name -> Future of that job; only the jobs of the selected tests are started.
+
+  The ERRORS cases of each script run in one process (conftest.run_cli_cases); each case's
+  Future is picked from that batch's.
+  """
   selected = set()
   for item in request.session.items:
     if item.module is request.module:
@@ -525,9 +550,21 @@ def runs(request, tmp_path_factory):
       selected.update(callspec.id.split("-") if callspec else
                       [item.originalname[len("test_"):]])
   wanted = [name for name in ALL_JOBS if name in selected]
+  errors = [name for name in ERRORS if name in selected]
+  args = {name: _error_args(name, str(tmp_path_factory.mktemp(name))) for name in errors}
   with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-    yield {name: pool.submit(ALL_JOBS[name], str(tmp_path_factory.mktemp(name)))
-           for name in wanted}
+    # In the tests' order: a test waits TIMEOUT for its job, queued time included.
+    futures = {name: pool.submit(ALL_JOBS[name], str(tmp_path_factory.mktemp(name)))
+               for name in wanted}
+    for script in ("train.py", "evaluate.py"):
+      cases = {name: args[name] for name in errors if ERRORS[name][0] == script}
+      if cases:
+        batch = pool.submit(run_cli_cases, script, cases, str(tmp_path_factory.mktemp(script)))
+        futures.update({name: _picked(batch, name) for name in cases})
+    for name in errors:
+      if SUBPROCESS + name in selected:
+        futures[SUBPROCESS + name] = pool.submit(_error_subprocess, ERRORS[name][0], args[name])
+    yield futures
 
 
 def _result(runs, name):
@@ -770,6 +807,19 @@ def test_one_error_line(runs, job):
     assert word in line, line
   if "output_dir" in job:  # checked before the comparison: no progress line, no tuning
     assert "comparison " not in result.stderr and "tuning" not in result.stderr, seconds
+
+
+# A file system case of each CLI also run as a subprocess of its own (the cases write nothing, so
+# the two can share their inputs): tests/cli_cases.py, which runs ERRORS in one process, must give
+# what the CLI's own process gives.
+@pytest.mark.parametrize("job,subprocess_job", [
+    (name, SUBPROCESS + name) for name in ("save_path_unwritable", "output_dir_in_use")])
+def test_the_one_process_cases_end_as_their_own_process_does(runs, job, subprocess_job):
+  (driven, _), (real, _) = _result(runs, job), _result(runs, subprocess_job)
+  assert driven.returncode == real.returncode == 2, (driven.stderr, real.stderr)
+  assert _one_error_line(driven, ERRORS[job][0]) == _one_error_line(real, ERRORS[job][0])
+  assert driven.stderr.splitlines() == real.stderr.splitlines(), (driven.stderr, real.stderr)
+  assert driven.stdout == real.stdout, (driven.stdout, real.stdout)
 
 
 # --- The same checks in the library, in-process -------------------------------------------------
