@@ -8,11 +8,14 @@ to import this file (tests/ is no package), so a test file finds it by that name
 - environment(**changes): the environment a test's subprocess runs in.
 - run_python(*args, ...): `python *args` run to completion; returns the CompletedProcess.
 - start_python(*args, ...): `python *args` started in the background; returns the Popen.
+- picked(batch, name): a Future of one entry of a Future's dict result.
+- rule_updates(rule, gradients): an update rule's updates over gradients in turn.
 - run_cli_cases(script, cases, directory): bad-input cases of train.py or evaluate.py, all in one
   process (tests/cli_cases.py); each case's result as a subprocess of its own would give it.
 """
 
 import json
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -102,3 +105,30 @@ def run_cli_cases(script, cases, directory, timeout=TIMEOUT):
                                              result["stdout"], result["stderr"]),
                  result["seconds"])
           for case, result in results.items()}
+
+
+def picked(batch, name):
+  """A Future of `batch`'s result[name], for a test that waits on one case of a batch's Future."""
+  one = concurrent.futures.Future()
+
+  def done(future):
+    try:
+      one.set_result(future.result()[name])
+    except BaseException as e:  # pylint: disable=broad-except
+      one.set_exception(e)
+
+  batch.add_done_callback(done)
+  return one
+
+
+def rule_updates(rule, gradients, step=None):
+  """The updates of an update rule (a networks module) over `gradients` in turn, from its initial
+  state; `step` replaces the rule's call (say, the same under tf.function)."""
+  import tensorflow as tf  # here: conftest is imported before any test, TensorFlow need not be
+  step = step or rule
+  state = rule.initial_state_for_inputs(tf.constant(gradients[0]))
+  updates = []
+  for g in gradients:
+    update, state = step(tf.constant(g), state)
+    updates.append(update.numpy())
+  return updates

@@ -21,7 +21,7 @@ from learning_to_learn import optimizer_files
 from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll as unroll_lib
 
-from conftest import ROOT, TIMEOUT, environment, run_cli_cases, run_python
+from conftest import ROOT, TIMEOUT, environment, picked, run_cli_cases, run_python
 
 FAST = ["--num_steps=20", "--nojit_compile"]
 TRAIN_SMALL = ["--evaluation_epochs=2", "--log_period=2", "--num_steps=20", "--unroll_length=10",
@@ -265,20 +265,6 @@ def _driven(script, cases, tmp):
           for name, (result, seconds) in run_cli_cases(script, cases, tmp).items()}
 
 
-def _picked(batch, name):
-  """A Future of case `name`'s Run, from the Future of a whole batch's."""
-  picked = concurrent.futures.Future()
-
-  def done(future):
-    try:
-      picked.set_result(future.result()[name])
-    except BaseException as e:  # pylint: disable=broad-except
-      picked.set_exception(e)
-
-  batch.add_done_callback(done)
-  return picked
-
-
 def _error_cases(selected, tmp_path_factory):
   """script -> {case -> its arguments} of the selected ERROR_CASES (and bad_enum_flag's, as
   driven_bad_enum_flag, and test_curriculum_must_grow_in_whole_unrolls'), to run in one process a
@@ -318,7 +304,7 @@ def runs(request, tmp_path_factory):
     for script, cases in by_script.items():
       if cases:
         batch = pool.submit(_driven, script, cases, str(tmp_path_factory.mktemp(script)))
-        futures.update({name: _picked(batch, name) for name in cases})
+        futures.update({name: picked(batch, name) for name in cases})
       for name, args in cases.items():
         if SUBPROCESS + name in selected:
           futures[SUBPROCESS + name] = pool.submit(_run, script, *args)

@@ -27,7 +27,7 @@ from learning_to_learn import checkpoints
 from learning_to_learn import comparison_store
 from learning_to_learn import evaluation
 
-from conftest import TIMEOUT, environment, run_cli_cases, run_python, start_python
+from conftest import TIMEOUT, environment, picked, run_cli_cases, run_python, start_python
 
 ENV = environment()
 TRAIN = ["train.py", "--problem=quadratic", "--num_steps=20", "--unroll_length=10",
@@ -505,20 +505,6 @@ def _error_subprocess(script, args):
   return result, time.monotonic() - start
 
 
-def _picked(batch, name):
-  """A Future of case `name`'s result, from the Future of a whole batch's results."""
-  picked = concurrent.futures.Future()
-
-  def done(future):
-    try:
-      picked.set_result(future.result()[name])
-    except BaseException as e:  # pylint: disable=broad-except
-      picked.set_exception(e)
-
-  batch.add_done_callback(done)
-  return picked
-
-
 def _tf_config_port(tmp):
   del tmp
   config = {"cluster": {"worker": ["127.0.0.1:abc"]}, "task": {"type": "worker", "index": 0}}
@@ -560,7 +546,7 @@ def runs(request, tmp_path_factory):
       cases = {name: args[name] for name in errors if ERRORS[name][0] == script}
       if cases:
         batch = pool.submit(run_cli_cases, script, cases, str(tmp_path_factory.mktemp(script)))
-        futures.update({name: _picked(batch, name) for name in cases})
+        futures.update({name: picked(batch, name) for name in cases})
     for name in errors:
       if SUBPROCESS + name in selected:
         futures[SUBPROCESS + name] = pool.submit(_error_subprocess, ERRORS[name][0], args[name])

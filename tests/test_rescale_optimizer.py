@@ -5,23 +5,13 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from learning_to_learn import optimizer_files
 
-from conftest import ROOT, run_python
+from conftest import ROOT, rule_updates, run_python
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import rescale_optimizer  # noqa: E402
-
-
-def _updates(rule, gradients):
-  state = rule.initial_state_for_inputs(tf.constant(gradients[0]))
-  updates = []
-  for g in gradients:
-    update, state = rule(tf.constant(g), state)
-    updates.append(update.numpy())
-  return updates
 
 
 def test_updates_scale_by_the_ratio_of_the_scales(tmp_path):
@@ -33,7 +23,7 @@ def test_updates_scale_by_the_ratio_of_the_scales(tmp_path):
   gradients = [rng.normal(size=(6, 5)).astype(np.float32) for _ in range(4)]
   # The output layer is linear in the scale and the state never sees the output: each update of
   # the rescaled rule is 0.3 times the shipped one's, step after step.
-  for a, b in zip(_updates(rescaled, gradients), _updates(shipped, gradients)):
+  for a, b in zip(rule_updates(rescaled, gradients), rule_updates(shipped, gradients)):
     np.testing.assert_allclose(a, 0.3 * b, rtol=1e-5, atol=1e-9)
 
 

@@ -20,6 +20,8 @@ import tensorflow as tf
 from learning_to_learn import networks
 from learning_to_learn import optimizer_files
 
+from conftest import rule_updates
+
 # The factory's registry: a rule registered there gets a test of each kind below, which fails
 # until the rule has a row in CASES.
 REGISTERED = sorted(networks._NETWORKS)  # pylint: disable=protected-access
@@ -119,17 +121,6 @@ def _gradients(shape, count, seed=0):
   return [rng.normal(size=shape).astype(np.float32) for _ in range(count)]
 
 
-def _updates(rule, gradients, step=None):
-  """The rule's updates over `gradients` in turn, from its initial state."""
-  step = step or rule
-  state = rule.initial_state_for_inputs(tf.constant(gradients[0]))
-  updates = []
-  for g in gradients:
-    update, state = step(tf.constant(g), state)
-    updates.append(update.numpy())
-  return updates
-
-
 def _shapes(structure):
   return [tuple(t.shape) for t in tf.nest.flatten(structure)]
 
@@ -162,27 +153,27 @@ def test_one_trace_under_tf_function_for_steps_of_one_shape(name):
     return rule(gradient, state)
 
   gradients = _gradients(_case(name).shapes[-1], 4, seed=1)
-  got = _updates(rule, gradients, tf.function(step))
+  got = rule_updates(rule, gradients, tf.function(step))
   assert len(traces) == 1, traces
-  for g, e in zip(got, _updates(rule, gradients)):
+  for g, e in zip(got, rule_updates(rule, gradients)):
     np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", REGISTERED)
-def test_save_and_load_give_the_same_updates(name, tmp_path):
+def test_save_and_load_give_the_samerule_updates(name, tmp_path):
   rule = _rule(name)
   again = optimizer_files.load(optimizer_files.save(rule, os.path.join(tmp_path, "rule.npz")))
   assert type(again) is type(rule)
   assert again.get_config() == rule.get_config()
   gradients = _gradients(_case(name).shapes[-1], 3, seed=2)
-  for a, b in zip(_updates(again, gradients), _updates(rule, gradients)):
+  for a, b in zip(rule_updates(again, gradients), rule_updates(rule, gradients)):
     np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("name", REGISTERED)
-def test_a_zero_output_gives_zero_updates(name):
+def test_a_zero_output_gives_zerorule_updates(name):
   rule = _rule(name, **_case(name).zero_options)
-  for update in _updates(rule, _gradients(_case(name).shapes[-1], 3, seed=3)):
+  for update in rule_updates(rule, _gradients(_case(name).shapes[-1], 3, seed=3)):
     np.testing.assert_array_equal(update, np.zeros_like(update))
 
 
@@ -190,5 +181,5 @@ def test_a_zero_output_gives_zero_updates(name):
 def test_first_step_against_a_hand_computation(name):
   case = _case(name)
   rule = _rule(name, **case.hand_options)
-  (update,) = _updates(rule, [case.gradient])
+  (update,) = rule_updates(rule, [case.gradient])
   np.testing.assert_allclose(update, case.want(case.gradient), rtol=1e-5, atol=1e-7)
