@@ -10,6 +10,7 @@ to import this file (tests/ is no package), so a test file finds it by that name
 - start_python(*args, ...): `python *args` started in the background; returns the Popen.
 - picked(batch, name): a Future of one entry of a Future's dict result.
 - rule_updates(rule, gradients): an update rule's updates over gradients in turn.
+- random_lstm_weights(seed): every weight of a 20-20 LSTM rule with 2 input features, random.
 - run_cli_cases(script, cases, directory): bad-input cases of train.py or evaluate.py, all in one
   process (tests/cli_cases.py); each case's result as a subprocess of its own would give it.
 """
@@ -132,3 +133,15 @@ def rule_updates(rule, gradients, step=None):
     update, state = step(tf.constant(g), state)
     updates.append(update.numpy())
   return updates
+
+
+def random_lstm_weights(seed=0):
+  """Normal(0, 0.3) weights for a 20-20 CoordinateWiseDeepLSTM with 2 input features, as its
+  `initializer=`: every weight random, so updates and state depend on all of them."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  shapes = {"lstm_0": {"w_gates": (22, 80), "b_gates": (80,)},
+            "lstm_1": {"w_gates": (40, 80), "b_gates": (80,)},
+            "linear": {"w": (20, 1), "b": (1,)}}
+  return {layer: {field: rng.normal(scale=0.3, size=shape).astype(np.float32)
+                  for field, shape in fields.items()} for layer, fields in shapes.items()}

@@ -25,7 +25,7 @@ from learning_to_learn import optimizer_files
 from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll
 
-from conftest import start_python
+from conftest import random_lstm_weights, start_python
 
 K = 5.0
 SCALE = 0.01
@@ -66,12 +66,7 @@ def lstm_net(**kwargs):
 
 def random_net(seed=0, **options):
   """Every weight random, so updates and state depend on all of them; `options` as lstm_net's."""
-  rng = np.random.default_rng(seed)
-  shapes = {"lstm_0": {"w_gates": (22, 80), "b_gates": (80,)},
-            "lstm_1": {"w_gates": (40, 80), "b_gates": (80,)},
-            "linear": {"w": (20, 1), "b": (1,)}}
-  weights = {layer: {field: rng.normal(scale=0.3, size=shape).astype(np.float32)
-                     for field, shape in fields.items()} for layer, fields in shapes.items()}
+  weights = random_lstm_weights(seed)
   return lstm_net(initializer=weights, **options)
 
 

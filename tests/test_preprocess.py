@@ -9,6 +9,8 @@ import tensorflow as tf
 from learning_to_learn import networks
 from learning_to_learn import preprocess
 
+from conftest import random_lstm_weights
+
 GRADIENTS = [0.0, 1e-5, -1e-5, 1e-3, -1e-3, 0.1, -0.1, 1.0, 10.0]
 
 
@@ -81,12 +83,7 @@ def numpy_adam_features(gradients, beta1, beta2, epsilon):
 
 
 def adam_normalized_net(seed=0):
-  rng = np.random.default_rng(seed)
-  shapes = {"lstm_0": {"w_gates": (22, 80), "b_gates": (80,)},
-            "lstm_1": {"w_gates": (40, 80), "b_gates": (80,)},
-            "linear": {"w": (20, 1), "b": (1,)}}
-  weights = {layer: {field: rng.normal(scale=0.3, size=shape).astype(np.float32)
-                     for field, shape in fields.items()} for layer, fields in shapes.items()}
+  weights = random_lstm_weights(seed)
   return networks.CoordinateWiseDeepLSTM(layers=(20, 20), preprocess_name="AdamNormalized",
                                          scale=0.1, initializer=weights)
 
