@@ -1,10 +1,11 @@
 """Prints the cost of LearnedOptimizer against Adam in a Keras training step on this machine.
 
-Usage: python bench/keras_step.py [--quick] [--checkpoint=PATH]
+Usage: python bench/keras_step.py [--quick] [--checkpoint=PATH] [--model=NAME]
 
-Figures, for the paper's MNIST MLP (784-20-10 sigmoid, 15,910 parameters, batch 128) trained by a
-compiled custom step (forward, gradients, `apply_gradients`), with TensorFlow's kernels and with
-XLA:
+Figures, for the paper's MNIST MLP (784-20-10 sigmoid, 15,910 parameters, batch 128), or with
+`--model` one of the held-out suite's models (`transfer_suite.MODELS`: e.g. `mnist-relu-128-64`,
+109,386 weights, or `cifar-conv-16-32`, 42,314), trained by a compiled custom step (forward,
+gradients, `apply_gradients`), with TensorFlow's kernels and with XLA:
 - milliseconds per training step: median over repetitions of `--steps_per_repetition` steps each,
   after warm-up, with min..max; and the learned optimizer's time as a multiple of Adam's;
 - optimizer memory per model parameter: bytes of all of the optimizer's variables divided by the
@@ -33,17 +34,46 @@ from learning_to_learn import datasets  # noqa: E402
 from learning_to_learn import keras as l2l_keras  # noqa: E402
 from learning_to_learn import networks  # noqa: E402
 from learning_to_learn import optimizer_files  # noqa: E402
+from learning_to_learn import transfer_suite  # noqa: E402
+from run import cpu_features, cpu_model  # noqa: E402  (bench/run.py, beside this script)
 
 BATCH_SIZE = 128
 
 
-def make_model():
-  return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
-                           keras.layers.Dense(20, activation="sigmoid"), keras.layers.Dense(10)])
+PAPER_MODEL = "mnist-mlp"
 
 
-def make_step(model, optimizer, jit_compile):
-  loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+def make_model(name):
+  if name == PAPER_MODEL:
+    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                             keras.layers.Dense(20, activation="sigmoid"),
+                             keras.layers.Dense(10)])
+  return transfer_suite.BY_NAME[name].build()
+
+
+def make_batches(name, rng):
+  """8 minibatches of the model's inputs and targets: real MNIST digits for the paper's MLP, else
+  random values of the right shapes and kinds (a step's cost does not depend on them)."""
+  if name == PAPER_MODEL:
+    data = datasets.load_mnist(None, "train")
+    indices = rng.integers(0, len(data.labels), [8, BATCH_SIZE])
+    return tf.constant(data.images[indices]), tf.constant(data.labels[indices])
+  model = make_model(name)
+  spec = transfer_suite.BY_NAME[name]
+  shape = [8, spec.batch_size] + list(model.inputs[0].shape[1:])
+  if spec.dataset == "sequences":
+    images = rng.integers(0, transfer_suite.VOCABULARY, shape).astype(np.int32)
+  else:
+    images = rng.random(shape, dtype=np.float32)
+  outputs = model.output_shape[-1]
+  if spec.loss == "mse":
+    labels = rng.random([8, spec.batch_size, outputs], dtype=np.float32)
+  else:
+    labels = rng.integers(0, outputs, [8, spec.batch_size]).astype(np.int32)
+  return tf.constant(images), tf.constant(labels)
+
+
+def make_step(model, optimizer, jit_compile, loss_fn):
 
   @tf.function(jit_compile=jit_compile)
   def step(images, labels):
@@ -86,6 +116,10 @@ def main():
   parser.add_argument("--checkpoint", default=None,
                       help="a trained optimizer (name, directory or .npz); default: an untrained "
                            "20-20 network")
+  parser.add_argument("--model", default=PAPER_MODEL,
+                      choices=[PAPER_MODEL] + [m.name for m in transfer_suite.MODELS],
+                      help="the model trained: the paper's MNIST MLP (default) or one of the "
+                           "held-out suite's")
   args = parser.parse_args()
   repetitions, steps_per_repetition = (3, 10) if args.quick else (7, 50)
 
@@ -98,27 +132,30 @@ def main():
     try:
       make_learned = lambda: l2l_keras.LearnedOptimizer(checkpoint)
       make_learned()
-      data = datasets.load_mnist(None, "train")
+      batches = make_batches(args.model, np.random.default_rng(0))
     except (ValueError, FileNotFoundError) as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
-    rng = np.random.default_rng(0)
-    indices = rng.integers(0, len(data.labels), [8, BATCH_SIZE])
-    batches = tf.constant(data.images[indices]), tf.constant(data.labels[indices])
+    if args.model == PAPER_MODEL:
+      loss_fn, description = (keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                              "MNIST MLP 784-20-10")
+    else:
+      spec = transfer_suite.BY_NAME[args.model]
+      loss_fn, description = transfer_suite.loss_function(spec), spec.description
 
-    print(f"Machine: {os.cpu_count()} CPUs, TensorFlow {tf.__version__}, Keras "
+    print(f"Machine: {os.cpu_count()} CPUs of {cpu_model()} ({cpu_features()}), TensorFlow {tf.__version__}, Keras "
           f"{keras.__version__}{' (quick mode)' if args.quick else ''}")
-    print(f"MNIST MLP 784-20-10, batch {BATCH_SIZE}, median of {repetitions} x "
-          f"{steps_per_repetition} steps")
+    print(f"{args.model}: {description}; batch {int(batches[0].shape[1])}, median of "
+          f"{repetitions} x {steps_per_repetition} steps")
     memory = {}
     for jit_compile in (False, True):
       print("XLA (jit_compile=True):" if jit_compile else "TensorFlow kernels (jit_compile=False):")
       seconds = {}
       for name, make in (("learned", make_learned),
                          ("adam", lambda: keras.optimizers.Adam(0.01))):
-        model, optimizer = make_model(), make()
+        model, optimizer = make_model(args.model), make()
         optimizer.build(model.trainable_variables)
-        step = make_step(model, optimizer, jit_compile)
+        step = make_step(model, optimizer, jit_compile, loss_fn)
         seconds[name] = seconds_per_step(step, batches, repetitions, steps_per_repetition)
         print(ms_line(name, seconds[name]))
         num_params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
