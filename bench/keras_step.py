@@ -143,8 +143,8 @@ def main():
       spec = transfer_suite.BY_NAME[args.model]
       loss_fn, description = transfer_suite.loss_function(spec), spec.description
 
-    print(f"Machine: {os.cpu_count()} CPUs of {cpu_model()} ({cpu_features()}), TensorFlow {tf.__version__}, Keras "
-          f"{keras.__version__}{' (quick mode)' if args.quick else ''}")
+    print(f"Machine: {os.cpu_count()} CPUs of {cpu_model()} ({cpu_features()}), TensorFlow "
+          f"{tf.__version__}, Keras {keras.__version__}{' (quick mode)' if args.quick else ''}")
     print(f"{args.model}: {description}; batch {int(batches[0].shape[1])}, median of "
           f"{repetitions} x {steps_per_repetition} steps")
     memory = {}
