@@ -30,6 +30,9 @@ from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused_lstm.cc")
 ENV_SWITCH = "L2L_FUSED_LSTM"  # "0" forces the plain cell
 _OPTIMIZATION = ["-O3", "-march=native", "-fPIC", "-shared"]
+# Eigen's AVX512-FP16 packets, which -march=native turns on where the CPU has them (Intel Sapphire
+# Rapids and later), do not compile with g++ 12; the cell uses no half floats.
+_NO_FP16 = ["-mno-avx512fp16"]
 
 _lock = threading.Lock()
 _library = None  # the loaded op library, False once a build or load failed or is switched off
@@ -50,10 +53,22 @@ def _cpu_flags():
     return platform.machine()
 
 
+def _optimization():
+  """The compiler's optimization flags for this CPU."""
+  return _OPTIMIZATION + (_NO_FP16 if "avx512_fp16" in _cpu_flags().split() else [])
+
+
+def _first_error(stderr):
+  """The compiler's first error line (else its last line): what a failed build's message says."""
+  lines = stderr.strip().splitlines()
+  return next((line.strip() for line in lines if " error: " in line or line.startswith("error")),
+              lines[-1].strip() if lines else "no output")
+
+
 def _library_path(source_text, compiler):
   key = hashlib.sha256("\0".join([
       source_text, tf.__version__, compiler, " ".join(tf.sysconfig.get_compile_flags()),
-      " ".join(_OPTIMIZATION), _cpu_flags()]).encode()).hexdigest()[:16]
+      " ".join(_optimization()), _cpu_flags()]).encode()).hexdigest()[:16]
   return os.path.join(cache_dir(), f"fused_lstm_{key}.so")
 
 
@@ -61,7 +76,7 @@ def build():
   """Compiles fused_lstm.cc unless its library is cached; returns the library's path.
 
   Raises:
-    RuntimeError: no compiler, or the compiler failed (its last lines in the message).
+    RuntimeError: no compiler, or the compiler failed (its first error in the message).
   """
   compiler = shutil.which(os.environ.get("CXX", "g++"))
   if compiler is None:
@@ -76,12 +91,12 @@ def build():
   fd, partial = tempfile.mkstemp(suffix=".so", dir=cache_dir())
   os.close(fd)
   command = ([compiler, SOURCE, "-o", partial] + tf.sysconfig.get_compile_flags()
-             + _OPTIMIZATION + tf.sysconfig.get_link_flags())
+             + _optimization() + tf.sysconfig.get_link_flags())
   result = subprocess.run(command, capture_output=True, text=True, check=False)
   if result.returncode != 0:
     os.unlink(partial)
-    tail = " | ".join(result.stderr.strip().splitlines()[-3:])
-    raise RuntimeError(f"{os.path.basename(compiler)} failed (status {result.returncode}): {tail}")
+    raise RuntimeError(f"{os.path.basename(compiler)} failed (status {result.returncode}): "
+                       f"{_first_error(result.stderr)}")
   os.replace(partial, path)
   return path
 

@@ -143,7 +143,8 @@ def test_a_failing_build_is_a_fallback_with_the_compiler_message(fresh, tmp_path
   broken.write_text("this is not C++\n")
   fresh.setattr(fused_lstm, "SOURCE", str(broken))
   fresh.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-  with pytest.raises(RuntimeError, match="failed .status"):
+  # The message quotes the compiler's first error, not the notes and warnings after it.
+  with pytest.raises(RuntimeError, match=r"failed \(status 1\): .*broken.cc:1:1: error: "):
     fused_lstm.build()
   assert not fused_lstm.available()
 
