@@ -13,13 +13,24 @@ to import this file (tests/ is no package), so a test file finds it by that name
 - random_lstm_weights(seed): every weight of a 20-20 LSTM rule with 2 input features, random.
 - run_cli_cases(script, cases, directory): bad-input cases of train.py or evaluate.py, all in one
   process (tests/cli_cases.py); each case's result as a subprocess of its own would give it.
+- run_cli(script, *args, ...), start_cli(script, *args, ...): `python train.py ARGS` (or
+  evaluate.py) as run_python and start_python give it, in a process forked from one that imported
+  TensorFlow once (tests/forkserver.py); for everything but what happens at import.
 """
 
+import atexit
 import json
 import concurrent.futures
 import os
+import select
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -145,3 +156,126 @@ def random_lstm_weights(seed=0):
             "linear": {"w": (20, 1), "b": (1,)}}
   return {layer: {field: rng.normal(scale=0.3, size=shape).astype(np.float32)
                   for field, shape in fields.items()} for layer, fields in shapes.items()}
+
+
+# --- The CLIs forked from a process that imported TensorFlow once (tests/forkserver.py) ---------
+
+CAPTURE = "capture"  # start_cli's stdout/stderr: kept, for communicate() to return
+_SERVER = {}
+_SERVER_LOCK = threading.Lock()
+
+
+def _forkserver_socket():
+  """The socket of this test session's fork server, started on first use."""
+  with _SERVER_LOCK:
+    if "socket" not in _SERVER:
+      directory = tempfile.mkdtemp(prefix="l2l-forkserver-")
+      path = os.path.join(directory, "socket")
+      server = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "forkserver.py"), path],
+                                cwd=ROOT, env=environment(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+      line = server.stdout.readline()
+      assert line == "ready\n", f"the fork server did not start: {line}{server.stderr.read()}"
+
+      def stop():
+        server.kill()
+        server.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+      atexit.register(stop)
+      _SERVER.update(socket=path, server=server)
+    return _SERVER["socket"]
+
+
+class CliProcess:
+  """A CLI the fork server started: the parts of subprocess.Popen the tests use (pid, poll, wait,
+  send_signal, kill, communicate, returncode)."""
+
+  def __init__(self, script, args, cwd, env, stdout, stderr, fsize):
+    self.args = [script, *args]
+    self.returncode = None
+    self._scratch = tempfile.mkdtemp(prefix="l2l-cli-")
+    self._captured = {}
+    paths = {}
+    for name, target in (("stdout", stdout), ("stderr", stderr)):
+      if target == CAPTURE:
+        target = self._captured[name] = os.path.join(self._scratch, name)
+      if target is not None:
+        open(target, "w").close()  # there from the start, as a file given to Popen is
+      paths[name] = target
+    self._connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    self._connection.connect(_forkserver_socket())
+    request = {"script": script, "args": list(args), "cwd": cwd, "env": env, "fsize": fsize,
+               **paths}
+    self._connection.sendall(json.dumps(request).encode() + b"\n")
+    self._buffer = b""
+    self.pid = self._message()["pid"]
+
+  def _message(self, timeout=None):
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while b"\n" not in self._buffer:
+      left = None if deadline is None else max(0.0, deadline - time.monotonic())
+      if not select.select([self._connection], [], [], left)[0]:
+        raise subprocess.TimeoutExpired(self.args, timeout)
+      chunk = self._connection.recv(4096)
+      assert chunk, "the fork server went away"
+      self._buffer += chunk
+    line, self._buffer = self._buffer.split(b"\n", 1)
+    return json.loads(line)
+
+  def poll(self):
+    if self.returncode is None:
+      try:
+        self.wait(timeout=0)
+      except subprocess.TimeoutExpired:
+        pass
+    return self.returncode
+
+  def wait(self, timeout=None):
+    if self.returncode is None:
+      self.returncode = self._message(timeout)["returncode"]
+      self._connection.close()
+    return self.returncode
+
+  def send_signal(self, signum):
+    if self.poll() is None:
+      os.kill(self.pid, signum)
+
+  def kill(self):
+    self.send_signal(signal.SIGKILL)
+
+  def communicate(self, timeout=None):
+    """Waits for the end; (stdout, stderr) as text where captured, else None."""
+    self.wait(timeout)
+    texts = []
+    for name in ("stdout", "stderr"):
+      if name in self._captured:
+        with open(self._captured[name], encoding="utf-8", errors="replace") as f:
+          texts.append(f.read())
+      else:
+        texts.append(None)
+    shutil.rmtree(self._scratch, ignore_errors=True)
+    return tuple(texts)
+
+
+def start_cli(script, *args, cwd=ROOT, env=None, stdout=CAPTURE, stderr=CAPTURE, fsize=None):
+  """Starts `python script *args` (train.py or evaluate.py) as start_python would, forked from
+  the fork server: a CliProcess. stdout and stderr: CAPTURE, a file's path, or None (discarded);
+  fsize: the process's RLIMIT_FSIZE in bytes (a disk that fills), or None."""
+  env = environment() if env is None else env
+  for name in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES"):  # read as TensorFlow loads
+    assert env.get(name) == environment().get(name), f"{name} needs a process of its own"
+  return CliProcess(script, args, cwd, env, stdout, stderr, fsize)
+
+
+def run_cli(script, *args, cwd=ROOT, env=None, timeout=TIMEOUT, fsize=None):
+  """Runs `python script *args` (train.py or evaluate.py) to its end as run_python would, forked
+  from the fork server: the subprocess.CompletedProcess, stdout and stderr as text."""
+  process = start_cli(script, *args, cwd=cwd, env=env, fsize=fsize)
+  try:
+    stdout, stderr = process.communicate(timeout=timeout)
+  finally:
+    if process.returncode is None:
+      process.kill()
+      process.wait()
+  return subprocess.CompletedProcess([script, *args], process.returncode, stdout, stderr)

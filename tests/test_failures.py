@@ -1,9 +1,11 @@
 """Failures a careless user, bad data or a crash cause, each run as a person meets it: the CLI as a
-subprocess. The promise checked: one line on stderr, exit status 2 (130 for a stop signal), no
-traceback, and nothing already written is lost.
+process of its own. The promise checked: one line on stderr, exit status 2 (130 for a stop signal),
+no traceback, and nothing already written is lost.
 
-Importing TensorFlow costs each run ~10 s, so the selected tests' commands start at once in a
-thread pool (`runs` fixture) and each test waits for its own. The ERRORS cases, whose whole effect
+Importing TensorFlow costs each run ~7-10 s, so the CLIs are forked from a process that imported it
+once (conftest.run_cli, tests/forkserver.py), a true subprocess only where the import is part of what
+is checked; the selected tests' commands start at once in a thread pool (`runs` fixture) and each
+test waits for its own. The ERRORS cases, whose whole effect
 is their output and exit status, run a script's cases in one process (tests/cli_cases.py), which
 test_the_one_process_cases_end_as_their_own_process_does holds against the CLI's own process.
 """
@@ -11,7 +13,6 @@ test_the_one_process_cases_end_as_their_own_process_does holds against the CLI's
 import concurrent.futures
 import json
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -27,7 +28,7 @@ from learning_to_learn import checkpoints
 from learning_to_learn import comparison_store
 from learning_to_learn import evaluation
 
-from conftest import TIMEOUT, environment, picked, run_cli_cases, run_python, start_python
+from conftest import TIMEOUT, environment, picked, run_cli, run_cli_cases, run_python, start_cli
 
 ENV = environment()
 TRAIN = ["train.py", "--problem=quadratic", "--num_steps=20", "--unroll_length=10",
@@ -39,7 +40,7 @@ SHIPPED = os.path.join(optimizer_files.SHIPPED_DIR, "quadratic", "cw.npz")
 
 
 def _train(save_path, *flags, **kwargs):
-  return run_python(*TRAIN, f"--save_path={save_path}", *flags, **kwargs)
+  return run_cli(*TRAIN, f"--save_path={save_path}", *flags, **kwargs)
 
 
 def _snapshot(directory):
@@ -146,8 +147,8 @@ def _dead_pid():
 
 def _signals_during_stop(tmp):
   save = os.path.join(tmp, "run")
-  process = start_python(*TRAIN, f"--save_path={save}", "--num_epochs=100000",
-                         "--checkpoint_period=100000", env=ENV, stdout=subprocess.DEVNULL)
+  process = start_cli(*TRAIN, f"--save_path={save}", "--num_epochs=100000",
+                      "--checkpoint_period=100000", env=ENV, stdout=None)
   assert _wait_for(os.path.join(save, "cw.npz"), process)
   with open(os.path.join(save, "train.lock")) as f:
     lock = f.read()
@@ -165,10 +166,8 @@ def _disk_full_checkpoint(tmp):
   assert first.returncode == 0, first.stderr[-2000:]
   before = _snapshot(save)
 
-  def small_files():  # cw.npz (23 kB) still fits, a checkpoint (65 kB) does not
-    resource.setrlimit(resource.RLIMIT_FSIZE, (40000, 40000))
-
-  return _train(save, "--num_epochs=12", preexec_fn=small_files), before, save
+  # cw.npz (23 kB) still fits, a checkpoint (65 kB) does not
+  return _train(save, "--num_epochs=12", fsize=40000), before, save
 
 
 def _disk_full_best(tmp):
@@ -196,20 +195,20 @@ def _damaged_run_json(tmp):
 
 def _compare_interrupted(tmp):
   out = os.path.join(tmp, "out")
-  process = start_python(*COMPARE, "--path=quadratic", f"--output_dir={out}", env=ENV)
+  process = start_cli(*COMPARE, "--path=quadratic", f"--output_dir={out}", env=ENV)
   assert _wait_for(os.path.join(out, "tuning.json"), process)
   process.send_signal(signal.SIGINT)
   stdout, stderr = process.communicate(timeout=TIMEOUT)
   with open(os.path.join(out, "tuning.json")) as f:
     tuned = json.load(f)
-  rerun = run_python(*COMPARE, "--path=quadratic", f"--output_dir={out}")
+  rerun = run_cli(*COMPARE, "--path=quadratic", f"--output_dir={out}")
   return process.returncode, stdout + stderr, tuned, rerun, out
 
 
 def _compare_diverging(tmp):
   path = _optimizer_file(tmp, "huge_scale", options={"scale": 1e30})
   out = os.path.join(tmp, "out")
-  return run_python(*COMPARE, f"--path={path}", f"--output_dir={out}"), out
+  return run_cli(*COMPARE, f"--path={path}", f"--output_dir={out}"), out
 
 
 def _seeded_compare_dir(tmp, old_outputs=False):
@@ -235,10 +234,8 @@ def _compare_write_fails(tmp):
   out = _seeded_compare_dir(tmp, old_outputs=True)
   before = _snapshot(out)
 
-  def small_files():  # tuning.json and baseline_runs.npz (3 kB) fit, loss.png (50 kB) does not
-    resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
-
-  result = run_python(*COMPARE, "--path=quadratic", f"--output_dir={out}", preexec_fn=small_files)
+  # tuning.json and baseline_runs.npz (3 kB) fit, loss.png (50 kB) does not
+  result = run_cli(*COMPARE, "--path=quadratic", f"--output_dir={out}", fsize=20000)
   return result, before, _snapshot(out)
 
 
@@ -252,7 +249,7 @@ def _compare_damaged_kept_files(tmp):
                         "scores": {"sgd": {repr(rate): float("nan") for rate in grid}}}))
   with open(os.path.join(out, "baseline_runs.npz"), "wb") as f:
     f.write(b"PK\x03\x04 truncated")
-  return run_python(*COMPARE, f"--output_dir={out}"), out
+  return run_cli(*COMPARE, f"--output_dir={out}"), out
 
 
 def _no_matplotlib(tmp):
@@ -273,8 +270,7 @@ def _stopped(args, ready, tmp):
   more on a loaded machine, and is no part of how soon the stop is acted on.
   """
   log = os.path.join(tmp, "stderr.txt")
-  with open(log, "w") as stderr:
-    process = start_python(*args, env=ENV, stdout=subprocess.DEVNULL, stderr=stderr)
+  process = start_cli(*args, env=ENV, stdout=None, stderr=log)
 
   def seen(words):
     with open(log) as f:
@@ -332,23 +328,22 @@ def _data_swapped(tmp):
   data = _mnist_dir(tmp)
   args = ["--problem=mnist", f"--data_dir={data}", "--num_steps=10", "--unroll_length=5",
           "--evaluation_period=2", "--evaluation_epochs=1", "--checkpoint_period=1"]
-  first = run_python("train.py", f"--save_path={save}", "--num_epochs=2", *args)
+  first = run_cli("train.py", f"--save_path={save}", "--num_epochs=2", *args)
   assert first.returncode == 0, first.stderr[-2000:]
   other = np.random.default_rng(1).integers(0, 256, (50, 28, 28)).astype(np.uint8)
   labels = np.random.default_rng(1).integers(0, 10, 50).astype(np.uint8)
   np.savez(os.path.join(data, "mnist.npz"), x_train=other, y_train=labels, x_test=other,
            y_test=labels)
   before = _snapshot(save)
-  return run_python("train.py", f"--save_path={save}", "--num_epochs=4", *args), before, save
+  return run_cli("train.py", f"--save_path={save}", "--num_epochs=4", *args), before, save
 
 
 def _train_stopped_mid_epoch(tmp):
   """SIGTERM during an epoch of 10,000 unrolls: (status, seconds to the stop line, stderr, save)."""
   save = os.path.join(tmp, "run")
   log = os.path.join(tmp, "stderr.txt")
-  with open(log, "w") as stderr:
-    process = start_python(*TRAIN, f"--save_path={save}", "--num_steps=100000",
-                           "--num_epochs=2", env=ENV, stdout=subprocess.DEVNULL, stderr=stderr)
+  process = start_cli(*TRAIN, f"--save_path={save}", "--num_steps=100000", "--num_epochs=2",
+                      env=ENV, stdout=None, stderr=log)
   assert _wait_for(os.path.join(save, "run.json"), process)
   time.sleep(10)  # past the first unroll's tracing, well inside the epoch
   process.send_signal(signal.SIGTERM)
@@ -508,14 +503,14 @@ def _error_subprocess(script, args):
 def _tf_config_port(tmp):
   del tmp
   config = {"cluster": {"worker": ["127.0.0.1:abc"]}, "task": {"type": "worker", "index": 0}}
-  return run_python(*TRAIN, "--strategy=multi_worker", "--num_epochs=1",
-              env=dict(ENV, TF_CONFIG=json.dumps(config))), 0.0
+  return run_cli(*TRAIN, "--strategy=multi_worker", "--num_epochs=1",
+                 env=dict(ENV, TF_CONFIG=json.dumps(config))), 0.0
 
 
 def _evaluate_diverging(tmp):
   del tmp
-  return run_python("evaluate.py", "--problem=quadratic", "--optimizer=sgd", "--learning_rate=1000",
-              "--num_epochs=2", "--num_steps=40", "--nojit_compile")
+  return run_cli("evaluate.py", "--problem=quadratic", "--optimizer=sgd", "--learning_rate=1000",
+                 "--num_epochs=2", "--num_steps=40", "--nojit_compile")
 
 
 ALL_JOBS = dict(JOBS, tf_config_port=_tf_config_port, evaluate_diverging=_evaluate_diverging)
