@@ -262,6 +262,7 @@ def start_cli(script, *args, cwd=ROOT, env=None, stdout=CAPTURE, stderr=CAPTURE,
   """Starts `python script *args` (train.py or evaluate.py) as start_python would, forked from
   the fork server: a CliProcess. stdout and stderr: CAPTURE, a file's path, or None (discarded);
   fsize: the process's RLIMIT_FSIZE in bytes (a disk that fills), or None."""
+  assert os.path.basename(script) in ("train.py", "evaluate.py"), script
   env = environment() if env is None else env
   for name in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES"):  # read as TensorFlow loads
     assert env.get(name) == environment().get(name), f"{name} needs a process of its own"

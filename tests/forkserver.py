@@ -1,8 +1,8 @@
 """Runs the CLIs as processes of their own without importing TensorFlow for each: a fork server.
 
 `python tests/forkserver.py SOCKET` imports TensorFlow and the library once, prints "ready", and
-then serves, on the Unix socket SOCKET, one request a connection: a JSON line {"script": "train.py"
-or "evaluate.py", "args": [...], "cwd", "env", "stdout", "stderr" (paths, or null for /dev/null),
+then serves, on the Unix socket SOCKET, one request a connection: a JSON line {"script": train.py
+or evaluate.py (a path to either), "args": [...], "cwd", "env", "stdout", "stderr" (paths, or null for /dev/null),
 "fsize" (an RLIMIT_FSIZE in bytes, or null)}. It forks; the child becomes `python SCRIPT ARGS` run
 in `cwd` with `env`, its file descriptors 1 and 2 on those files, and exits with the status that
 process would have; the server answers {"pid": ...} at once and {"returncode": ...} (negative for
@@ -75,7 +75,7 @@ def _child(request):
     sys.path[0] = ROOT  # as for `python train.py` from the repository root
     cli = importlib.import_module("learning_to_learn.cli")
     try:
-      getattr(cli, ENTRY_POINTS[script])()
+      getattr(cli, ENTRY_POINTS[os.path.basename(script)])()
       code = 0
     except SystemExit as e:
       code, message = exit_status(e.code)

@@ -15,7 +15,7 @@ from learning_to_learn import meta
 from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import training
 
-from conftest import ROOT, environment, run_python
+from conftest import ROOT, run_cli
 
 
 def _mlp():
@@ -203,8 +203,7 @@ USER_FILE = """
 
 
 def _cli(script, *args, cwd):
-  return run_python(os.path.join(ROOT, script), *args, cwd=cwd,
-                    env=environment(TF_CPP_MIN_LOG_LEVEL="3"))
+  return run_cli(os.path.join(ROOT, script), *args, cwd=str(cwd))
 
 
 @pytest.mark.parametrize("spec", ["user_problems.py:build"])

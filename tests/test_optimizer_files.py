@@ -15,7 +15,7 @@ from learning_to_learn import keras as l2l_keras
 from learning_to_learn import optimizer_files
 from learning_to_learn import seeds as seeds_lib
 
-from conftest import ROOT, run_python
+from conftest import ROOT, run_cli
 
 SHIPPED = os.path.join(optimizer_files.SHIPPED_DIR, "quadratic", "cw.npz")
 
@@ -72,9 +72,9 @@ def test_evaluate_cli_runs_the_users_optimizer_of_a_shipped_name(tmp_path):
   # Output layer zero: the update is always zero, so every run ends at its initial loss, which the
   # shipped optimizer lowers by orders of magnitude.
   _own_quadratic(str(tmp_path / "quadratic"), 0.0)
-  result = run_python(os.path.join(ROOT, "evaluate.py"), "--problem=quadratic",
-                      "--path=quadratic", "--num_epochs=2", "--num_steps=20", "--nojit_compile",
-                      cwd=tmp_path, timeout=300)
+  result = run_cli(os.path.join(ROOT, "evaluate.py"), "--problem=quadratic",
+                   "--path=quadratic", "--num_epochs=2", "--num_steps=20", "--nojit_compile",
+                   cwd=str(tmp_path), timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   printed = float(re.search(r"Log Mean Final Error: (-?[\d.]+)", result.stderr).group(1))
   from learning_to_learn import configs  # pylint: disable=import-outside-toplevel

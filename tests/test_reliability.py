@@ -3,7 +3,6 @@
 import glob
 import os
 import signal
-import subprocess
 import time
 
 import numpy as np
@@ -13,7 +12,7 @@ import problems
 from learning_to_learn import meta
 from learning_to_learn import seeds as seeds_lib
 
-from conftest import ROOT, run_python, start_python
+from conftest import ROOT, run_cli, start_cli
 
 TRAIN = [os.path.join(ROOT, "train.py"), "--problem=quadratic", "--num_steps=20",
          "--unroll_length=10", "--evaluation_period=4", "--evaluation_epochs=1", "--log_period=4",
@@ -21,9 +20,8 @@ TRAIN = [os.path.join(ROOT, "train.py"), "--problem=quadratic", "--num_steps=20"
 
 
 def train(save_path, *flags, check=True):
-  # This process's environment, as every run of this file's.
-  result = run_python(*TRAIN, f"--save_path={save_path}", *flags, timeout=300,
-                      env=dict(os.environ))
+  # A process of its own, forked from the fork server (conftest.run_cli).
+  result = run_cli(*TRAIN, f"--save_path={save_path}", *flags, timeout=300)
   if check:
     assert result.returncode == 0, result.stderr[-2000:]
   return result
@@ -52,9 +50,8 @@ def wait_for(pattern, process, seconds=240):
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
   whole, killed = tmp_path / "whole", tmp_path / "killed"
   train(whole, "--num_epochs=12")
-  process = start_python(*TRAIN, f"--save_path={killed}", "--num_epochs=12",
-                         env=dict(os.environ), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+  process = start_cli(*TRAIN, f"--save_path={killed}", "--num_epochs=12", stdout=None,
+                      stderr=None)
   assert wait_for(str(killed / "checkpoints" / "ckpt-4.index"), process)
   process.kill()
   process.wait()
@@ -70,9 +67,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
-  process = start_python(*TRAIN, f"--save_path={tmp_path}", "--num_epochs=100000",
-                         "--checkpoint_period=100000", env=dict(os.environ),
-                         stdout=subprocess.DEVNULL)
+  process = start_cli(*TRAIN, f"--save_path={tmp_path}", "--num_epochs=100000",
+                      "--checkpoint_period=100000", stdout=None)
   # The first evaluation (epoch 4) writes the best optimizer: by then epochs have run.
   assert wait_for(str(tmp_path / "cw.npz"), process)
   process.send_signal(signal.SIGTERM)
