@@ -60,7 +60,7 @@ def table(directory):
   results = {}
   for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
     with open(path) as f:
-      results[os.path.basename(path)[:-len(".json")]] = json.load(f)
+      results[os.path.basename(path)[:-len(".json")].replace("+", "/")] = json.load(f)
   if not results:
     raise SystemExit(f"general_levers.py: error: no candidate's scores in {directory}; score one "
                      "first.")
@@ -91,7 +91,8 @@ def main():
   os.makedirs(args.out, exist_ok=True)
   for candidate in [] if args.table_only else args.candidates:
     scores = score(candidate, args.data_dir)
-    with open(os.path.join(args.out, f"{candidate}.json"), "w") as f:
+    # A run's directory as NAME: its path, "/" written as "+", names the file.
+    with open(os.path.join(args.out, f"{candidate.replace('/', '+')}.json"), "w") as f:
       json.dump(scores, f, indent=1)
     print(f"{candidate}: mean loss at step {STEPS} {np.mean([s[1] for s in scores.values()]):.4f}")
   with open(os.path.join(args.out, "table.md"), "w") as f:

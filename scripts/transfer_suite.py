@@ -17,6 +17,7 @@ the 1,000-step part alone). --report_only writes those three files from the cach
 """
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -91,10 +92,56 @@ class Cache:
                                        float(run.diverged)], np.float64)
     atomic.replace(self._path(model), lambda path: np.savez(path, **runs))
 
+  def drop(self, models, prefix):
+    """Removes every run whose key starts with `prefix` from each model's file: how many."""
+    dropped = 0
+    for model in models:
+      runs = self.runs(model)
+      gone = [name for name in runs if name.startswith(prefix)]
+      if gone:
+        for name in gone:
+          del runs[name]
+        atomic.replace(self._path(model), lambda path, runs=runs: np.savez(path, **runs))
+        dropped += sum(name.endswith(",scalars") for name in gone)
+    return dropped
+
   def get(self, model, key):
     runs = self.runs(model)
     scalars = runs[f"{key},scalars"]
     return runs[f"{key},curve"], scalars
+
+
+def file_digest(checkpoint):
+  """The sha256 of a learned optimizer's network file: which weights its cached runs are of."""
+  with open(optimizer_files.single_net_file(checkpoint), "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def forget_changed(cache, learned, models):
+  """Drops the cached runs of every --learned optimizer whose file changed since they ran.
+
+  The runs are keyed by the optimizer's name, so a new `general` shipped under the old name would
+  otherwise be reported with the old one's runs. OUT/runs/learned.json keeps each name's digest;
+  a name first seen there is taken to be what its cached runs ran.
+  """
+  path = os.path.join(cache.directory, "learned.json")
+  digests = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      digests = json.load(f)
+  for checkpoint in learned:
+    name, digest = learned_name(checkpoint), file_digest(checkpoint)
+    if digests.get(name, digest) != digest:
+      dropped = cache.drop(models, f"{name},")
+      print(f"{name}: its file changed since its cached runs ({digests[name][:12]} -> "
+            f"{digest[:12]}); dropped those {dropped} runs to run them again.", flush=True)
+    digests[name] = digest
+  atomic.replace(path, lambda tmp: _write_json(tmp, digests))
+
+
+def _write_json(path, value):
+  with open(path, "w") as f:
+    json.dump(value, f, indent=1, sort_keys=True)
 
 
 def reported_steps(model, args):
@@ -321,6 +368,7 @@ def main():
   for checkpoint in args.learned:  # a bad name fails now, not after an hour of baselines
     l2l_keras.LearnedOptimizer(checkpoint=checkpoint)
   cache = Cache(os.path.join(args.out, "runs"))
+  forget_changed(cache, args.learned, list(suite.BY_NAME))
   if not args.report_only:
     run_all(args, cache, args.learned)
   write_results(args, cache, args.learned)

@@ -274,7 +274,8 @@ def _stopped(args, ready, tmp):
 
   def seen(words):
     with open(log) as f:
-      return any(word in f.read() for word in words)
+      text = f.read()
+    return any(word in text for word in words)
 
   deadline = time.time() + 300
   while time.time() < deadline and process.poll() is None and not seen(

@@ -164,5 +164,46 @@ class SummaryTest(absltest.TestCase):
                                  "diverged": [], "stalled": []}, num_models=8))
 
 
+
+def _script():
+  """scripts/transfer_suite.py as a module (scripts/ is no package)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
+                      "transfer_suite.py")
+  spec = importlib.util.spec_from_file_location("transfer_suite_script", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+class CacheTest(absltest.TestCase):
+
+  def test_runs_of_a_changed_optimizer_file_are_dropped_and_no_others(self):
+    from learning_to_learn import optimizer_files  # pylint: disable=g-import-not-at-top
+    script = _script()
+    tmp = self.create_tempdir().full_path
+    learned = os.path.join(tmp, "mine")
+    os.makedirs(learned)
+    with np.load(os.path.join(optimizer_files.SHIPPED_DIR, "quadratic", "cw.npz")) as f:
+      arrays = {key: f[key] for key in f.files}
+    np.savez(os.path.join(learned, "cw.npz"), **arrays)
+    cache = script.Cache(os.path.join(tmp, "runs"))
+    model = list(suite.BY_NAME)[0]
+    for key in ("mine,1,0,1000", "adam,0.001,0,1000"):
+      cache.runs(model)[f"{key},curve"] = np.zeros(3, np.float32)
+      cache.runs(model)[f"{key},scalars"] = np.array([2.3, 0.1, 1e-3, 0.0])
+    np.savez(os.path.join(tmp, "runs", f"{model}.npz"), **cache.runs(model))
+    script.forget_changed(cache, [learned], [model])  # first seen: its cached runs are kept
+    self.assertTrue(cache.has(model, "mine,1,0,1000"))
+    script.forget_changed(cache, [learned], [model])  # unchanged: kept
+    self.assertTrue(cache.has(model, "mine,1,0,1000"))
+    arrays["linear/w"] = arrays["linear/w"] + 1.0
+    np.savez(os.path.join(learned, "cw.npz"), **arrays)
+    script.forget_changed(cache, [learned], [model])
+    reread = script.Cache(os.path.join(tmp, "runs"))  # from the file, as the next run reads it
+    self.assertFalse(reread.has(model, "mine,1,0,1000"))
+    self.assertTrue(reread.has(model, "adam,0.001,0,1000"))
+
+
 if __name__ == "__main__":
   absltest.main()
