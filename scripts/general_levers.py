@@ -1,12 +1,15 @@
 """Scores candidate starts of the general optimizer on the task family's validation tasks.
 
-Usage: python scripts/general_levers.py --data_dir=../shared/data CANDIDATE [CANDIDATE ...]
+Usage: python scripts/general_levers.py --data_dir=../shared/data [--unroll_length=20]
+    CANDIDATE [CANDIDATE ...]
   CANDIDATE: adam@RATE (Adam at that learning rate), or NAME@SCALE (a shipped optimizer or a
   train.py --save_path, its network run at output scale SCALE).
 
 Each candidate runs the 8 validation tasks of learning_to_learn/task_family.py for 1,000 steps from
 the instances a meta-training run selects on (its evaluation seeds), without XLA, as
 `train.py --nojit_compile` evaluates; the mean loss at step 1,000 is what selection compares.
+Each chunk of --unroll_length steps draws its minibatches from its own seed, so a run's
+evaluations are on the instances of its own --unroll_length: give the run's to compare with it.
 Writes results/general_levers/<candidate>.json: task -> [loss at step 0, loss at step 1,000],
 then results/general_levers/table.md from every such file there (`--table_only` writes the table
 alone).
@@ -39,14 +42,15 @@ def candidate_config(candidate):
   return config
 
 
-def score(candidate, data_dir):
+def score(candidate, data_dir, unroll_length=20):
   """task name -> [loss at step 0, loss at step STEPS], each the mean over the evaluation runs."""
   from learning_to_learn import evaluation, seeds, task_family
   run_seeds = seeds.epoch_seeds(0, 1, seeds.EVALUATION)  # train.py --seed=0 --evaluation_epochs=1
   scores = {}
   for task in task_family.tasks("valid", data_dir):
     start = time.time()
-    evaluator = evaluation.Evaluator(task, candidate_config(candidate), unroll_length=20,
+    evaluator = evaluation.Evaluator(task, candidate_config(candidate),
+                                     unroll_length=unroll_length,
                                      jit_compile=False)
     losses = evaluator.run(run_seeds, STEPS)
     scores[task.name] = [float(np.mean(losses[:, 0])), float(np.mean(losses[:, STEPS]))]
@@ -55,7 +59,7 @@ def score(candidate, data_dir):
   return scores
 
 
-def table(directory):
+def table(directory, unroll_length=20):
   """The markdown table of every candidate's scores in `directory`, best mean first."""
   results = {}
   for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
@@ -67,7 +71,8 @@ def table(directory):
   tasks = list(next(iter(results.values())))
   order = sorted(results, key=lambda c: np.mean([results[c][t][1] for t in tasks]))
   lines = [f"Loss at step {STEPS} on the task family's {len(tasks)} validation tasks (one run "
-           "each, the instances train.py's evaluations use; `scripts/general_levers.py`). "
+           f"each, the instances train.py's evaluations use, in chunks of {unroll_length} steps; "
+           "`scripts/general_levers.py`). "
            "`NAME@SCALE`: that trained optimizer at output scale SCALE; `adam@RATE`: Adam.", "",
            "| task | " + " | ".join(f"`{c}`" for c in order) + " |",
            "|---|" + "---|" * len(order)]
@@ -87,16 +92,17 @@ def main():
   parser.add_argument("--data_dir", default=None)
   parser.add_argument("--out", default="results/general_levers")
   parser.add_argument("--table_only", action="store_true")
+  parser.add_argument("--unroll_length", type=int, default=20)
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
   for candidate in [] if args.table_only else args.candidates:
-    scores = score(candidate, args.data_dir)
+    scores = score(candidate, args.data_dir, args.unroll_length)
     # A run's directory as NAME: its path, "/" written as "+", names the file.
     with open(os.path.join(args.out, f"{candidate.replace('/', '+')}.json"), "w") as f:
       json.dump(scores, f, indent=1)
     print(f"{candidate}: mean loss at step {STEPS} {np.mean([s[1] for s in scores.values()]):.4f}")
   with open(os.path.join(args.out, "table.md"), "w") as f:
-    f.write(table(args.out))
+    f.write(table(args.out, args.unroll_length))
 
 
 if __name__ == "__main__":

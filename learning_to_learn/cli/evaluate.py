@@ -48,7 +48,9 @@ flags.DEFINE_enum("split", "train", ["train", "valid", "test"],
 flags.DEFINE_enum("settings", "reference", ["reference", "paper"],
                   "Problem settings (paper: Gaussian quadratics) and a fresh L2L's; a "
                   "trained optimizer keeps the preprocessing and scale saved with it.")
-flags.DEFINE_integer("unroll_length", 20, "Steps per compiled call (does not change results).")
+flags.DEFINE_integer("unroll_length", 20, "Steps per compiled call. Each call draws its "
+                     "minibatches from a seed of its own, so another value trains on other "
+                     "minibatches (the same initial parameters).")
 flags.DEFINE_list("hidden_layers", None, "MNIST MLP hidden sizes (default 20), e.g. 40 or 20,20.")
 flags.DEFINE_enum("activation", None, ["sigmoid", "relu"], "MNIST MLP activation (default "
                   "sigmoid).")
