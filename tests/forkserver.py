@@ -21,6 +21,7 @@ flags overlap, so the two cannot share one process. This file is no test module 
 """
 
 import atexit
+import ctypes
 import importlib
 import json
 import os
@@ -53,10 +54,19 @@ def _redirect(fd, path):
   os.close(target)
 
 
+def _die_with_parent():
+  """SIGKILL once the parent ends (Linux's PR_SET_PDEATHSIG): no run outlives the tests."""
+  try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass
+
+
 def _child(request):
   """Becomes `python SCRIPT ARGS` as the request asks; never returns."""
   code = 1
   try:
+    _die_with_parent()
     if request.get("fsize") is not None:
       resource.setrlimit(resource.RLIMIT_FSIZE, (request["fsize"], request["fsize"]))
     os.chdir(request["cwd"])
@@ -110,13 +120,15 @@ def _read_request(connection):
 
 
 def serve(path):
-  """Accepts requests on the socket at `path` until this process is killed."""
+  """Accepts requests on the socket at `path` until this process is killed, or its parent (the
+  test process) ends: then its runs are killed too, so none outlives a test that left it."""
+  parent = os.getppid()
   listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
   listener.bind(path)
   listener.listen(64)
   print("ready", flush=True)
   children = {}  # pid -> the connection waiting for its status
-  while True:
+  while os.getppid() == parent:
     readable, _, _ = select.select([listener], [], [], 0.02)
     if readable:
       connection, _ = listener.accept()
@@ -145,6 +157,8 @@ def serve(path):
         except OSError:  # the test that asked has gone
           pass
         connection.close()
+  for pid in children:
+    os.kill(pid, signal.SIGKILL)
 
 
 def main(argv):

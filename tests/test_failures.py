@@ -277,17 +277,17 @@ def _stopped(args, ready, tmp):
       text = f.read()
     return any(word in text for word in words)
 
-  deadline = time.time() + 300
-  while time.time() < deadline and process.poll() is None and not seen(
-      ["Comparing on", "Problem quadratic"]):
-    time.sleep(0.1)
-  time.sleep(ready)
-  process.send_signal(signal.SIGTERM)
-  signalled = time.monotonic()
-  while process.poll() is None and not seen(["stopped"]) and time.monotonic() < signalled + 300:
-    time.sleep(0.02)
-  seconds = time.monotonic() - signalled
-  try:
+  try:  # whatever fails here, the run (hours long) does not outlive the test
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None and not seen(
+        ["Comparing on", "Problem quadratic"]):
+      time.sleep(0.1)
+    time.sleep(ready)
+    process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    while process.poll() is None and not seen(["stopped"]) and time.monotonic() < signalled + 300:
+      time.sleep(0.02)
+    seconds = time.monotonic() - signalled
     process.wait(timeout=TIMEOUT)
   finally:
     if process.poll() is None:
