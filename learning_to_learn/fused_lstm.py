@@ -10,20 +10,26 @@ The op is compiled with the C++ compiler (`$CXX`, else g++) against the headers 
 `tf.sysconfig` gives, once per source, TensorFlow version and CPU, into
 `$XDG_CACHE_HOME/learning_to_learn` (else ~/.cache/learning_to_learn), and loaded with
 `tf.load_op_library`. Without a compiler, or when the build fails, `networks.LSTM` runs its plain
-cell, `networks.lstm_step`; `L2L_FUSED_LSTM=0` in the environment forces the plain cell. Which one
-runs is logged once at INFO. XLA (`jit_compile=True`) cannot compile a custom op: `usable` is
+cell, `networks.lstm_step`. Where it builds, it runs only if it is the faster of the two on this
+machine: the first use times both on one layer's step, forward and backward, and keeps the figures
+beside the library, so later processes reuse them (the op's speed against TensorFlow's own kernels
+differs from CPU to CPU). `L2L_FUSED_LSTM=0` in the environment forces the plain cell, `=1` the op
+wherever it builds. Which one runs, and why, is logged once at INFO. XLA (`jit_compile=True`) cannot compile a custom op: `usable` is
 false there, and `networks.LSTM` runs its plain cell.
 """
 
 import hashlib
+import json
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
 import threading
+import time
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 
@@ -36,6 +42,9 @@ _NO_FP16 = ["-mno-avx512fp16"]
 
 _lock = threading.Lock()
 _library = None  # the loaded op library, False once a build or load failed or is switched off
+_library_file = None  # its path
+_faster = None  # whether the op beats the plain cell here, once timed or read
+_speed_lock = threading.Lock()  # apart from _lock: timing the op loads it
 
 
 def cache_dir():
@@ -103,7 +112,7 @@ def build():
 
 def _load():
   """The op library, building it on first use; None where it cannot be had."""
-  global _library
+  global _library, _library_file
   with _lock:
     if _library is None:
       if os.environ.get(ENV_SWITCH, "1") == "0":
@@ -113,7 +122,7 @@ def _load():
         try:
           path = build()
           _library = tf.load_op_library(path)
-          logging.info("LSTM cell: the fused C++ op (%s)", path)
+          _library_file = path
         except (RuntimeError, OSError, tf.errors.OpError) as e:
           logging.info("LSTM cell: plain TensorFlow ops; the fused op is unavailable: %s", e)
           _library = False
@@ -131,10 +140,116 @@ def in_xla_context():
   return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
+def _plain_cell(inputs, hidden, cell, w_gates, b_gates):
+  """`networks.lstm_step`'s math (networks imports this module), for timing against the op."""
+  gates = tf.matmul(w_gates, tf.concat([inputs, hidden], 0), transpose_a=True)
+  gates += b_gates[:, None]
+  i, j, f, o = tf.split(gates, 4, axis=0)
+  cell = tf.sigmoid(f + 1.0) * cell + tf.sigmoid(i) * tf.tanh(j)
+  return tf.sigmoid(o) * tf.tanh(cell), cell
+
+
+def measure(coordinates=16384, repetitions=5, calls=10):
+  """Milliseconds a call of one layer's step (2 inputs, 20 units), forward and backward, take on
+  (the fused op, the plain cell): medians of `repetitions` alternating rounds of `calls`.
+
+  It runs in a thread of its own, where TensorFlow executes eagerly with no tape recording
+  whatever the caller is doing: the cell is chosen while a function is being traced.
+  """
+  result = {}
+
+  def run():
+    try:
+      result["ms"] = _measure(coordinates, repetitions, calls)
+    except BaseException as e:  # pylint: disable=broad-except
+      result["error"] = e
+
+  thread = threading.Thread(target=run, name="fused_lstm.measure")
+  thread.start()
+  thread.join()
+  if "error" in result:
+    raise result["error"]
+  return result["ms"]
+
+
+def _measure(coordinates, repetitions, calls):
+  rng = np.random.default_rng(0)
+  shapes = [[2, coordinates], [20, coordinates], [20, coordinates], [22, 80], [80]]
+  args = [tf.constant(rng.normal(scale=0.5, size=shape).astype(np.float32)) for shape in shapes]
+
+  def timed(cell):
+    @tf.function(autograph=False)
+    def step(*args):
+      with tf.GradientTape() as tape:
+        tape.watch(args)
+        hidden, new_cell = cell(*args)
+        loss = tf.reduce_sum(hidden) + tf.reduce_sum(new_cell)
+      # The previous state's and the weights' gradients: what a meta-gradient needs.
+      return tape.gradient(loss, args[1:4])
+    return step
+
+  steps = [timed(lstm_cell), timed(_plain_cell)]
+  seconds = [[], []]
+  for step in steps:
+    step(*args)[-1].numpy()  # traced and warm
+  for _ in range(repetitions):
+    for k, step in enumerate(steps):
+      start = time.perf_counter()
+      for _ in range(calls):
+        out = step(*args)
+      out[-1].numpy()
+      seconds[k].append((time.perf_counter() - start) / calls)
+  return tuple(1e3 * float(np.median(s)) for s in seconds)
+
+
+def _speeds_path():
+  return _library_file + ".speed.json"
+
+
+def faster_here():
+  """Whether the fused op is the faster cell on this machine (timing it once, see the module)."""
+  global _faster
+  with _speed_lock:
+    if _faster is None:
+      speeds = None
+      try:
+        with open(_speeds_path()) as f:
+          speeds = json.load(f)
+        float(speeds["fused_ms"]), float(speeds["plain_ms"])
+      except (OSError, ValueError, KeyError, TypeError):
+        speeds = None
+      if speeds is None:
+        fused_ms, plain_ms = measure()
+        speeds = {"fused_ms": fused_ms, "plain_ms": plain_ms}
+        try:  # a cache that cannot be written only means timing again next time
+          partial = f"{_speeds_path()}.{os.getpid()}.partial"
+          with open(partial, "w") as f:
+            json.dump(speeds, f)
+          os.replace(partial, _speeds_path())
+        except OSError:
+          pass
+      _faster = speeds["fused_ms"] < speeds["plain_ms"]
+      which = "the fused C++ op" if _faster else "plain TensorFlow ops"
+      logging.info("LSTM cell: %s, the faster here (a layer's step forward and backward: fused "
+                   "%.2f ms, plain %.2f ms; %s)", which, speeds["fused_ms"], speeds["plain_ms"],
+                   _library_file)
+    return _faster
+
+
+@tf.autograph.experimental.do_not_convert
+def chosen():
+  """Whether networks run the op: built and loaded, and the faster here or forced (`=1`)."""
+  if not available():
+    return False
+  if os.environ.get(ENV_SWITCH) == "1":
+    return True
+  return faster_here()
+
+
 @tf.autograph.experimental.do_not_convert
 def usable(inputs):
-  """Whether `lstm_cell` can run here: float32, outside XLA, and the op built and loaded."""
-  return inputs.dtype == tf.float32 and not in_xla_context() and available()
+  """Whether `networks.LSTM` runs `lstm_cell` here: float32, outside XLA, and `chosen()`."""
+  return inputs.dtype == tf.float32 and not in_xla_context() and chosen()
 
 
 @tf.autograph.experimental.do_not_convert

@@ -8,6 +8,7 @@ two differ by float rounding of sums taken in another order), 1e-4 for meta-grad
 optimizee's gradients).
 """
 
+import json
 import os
 import shutil
 
@@ -119,11 +120,49 @@ class CellTest(parameterized.TestCase):
       fused_lstm.lstm_cell(x, h, c, w[:20], b)
 
 
+@pytest.fixture(autouse=True)
+def op_wherever_it_builds(monkeypatch):
+  """The op runs wherever it builds (L2L_FUSED_LSTM=1), however fast it is here: what these
+  tests compare with the plain cell is the op."""
+  monkeypatch.setenv(fused_lstm.ENV_SWITCH, "1")
+
+
 @pytest.fixture
 def fresh(monkeypatch):
-  """A fused_lstm that has not tried to load its op yet; restored afterwards."""
+  """A fused_lstm that has not tried to load its op yet nor timed it; restored afterwards."""
   monkeypatch.setattr(fused_lstm, "_library", None)
+  monkeypatch.setattr(fused_lstm, "_faster", None)
   return monkeypatch
+
+
+@needs_op
+def test_the_op_runs_only_where_it_is_the_faster_cell(fresh, tmp_path):
+  fresh.delenv(fused_lstm.ENV_SWITCH)
+  speeds = tmp_path / "speed.json"
+  fresh.setattr(fused_lstm, "_speeds_path", lambda: str(speeds))
+  fresh.setattr(fused_lstm, "measure", lambda: (2.0, 1.0))  # the op twice as slow
+  assert fused_lstm.available() and not fused_lstm.chosen()
+  assert not fused_lstm.usable(tf.zeros([2, 3]))
+  assert json.loads(speeds.read_text()) == {"fused_ms": 2.0, "plain_ms": 1.0}
+
+  def untimed():
+    raise AssertionError("timed again although the figures are kept")
+
+  fresh.setattr(fused_lstm, "_faster", None)  # as a new process: the figures come from the file
+  fresh.setattr(fused_lstm, "measure", untimed)
+  assert not fused_lstm.chosen()
+  fresh.setenv(fused_lstm.ENV_SWITCH, "1")  # forced: the op, however slow
+  assert fused_lstm.chosen()
+  speeds.write_text(json.dumps({"fused_ms": 1.0, "plain_ms": 2.0}))
+  fresh.delenv(fused_lstm.ENV_SWITCH)
+  fresh.setattr(fused_lstm, "_faster", None)
+  assert fused_lstm.chosen() and fused_lstm.usable(tf.zeros([2, 3]))
+
+
+@needs_op
+def test_measure_times_both_cells():
+  fused_ms, plain_ms = fused_lstm.measure(coordinates=256, repetitions=1, calls=1)
+  assert 0 < fused_ms < 1e4 and 0 < plain_ms < 1e4
 
 
 def test_the_switch_forces_the_plain_cell(fresh):
