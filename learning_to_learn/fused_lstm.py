@@ -34,7 +34,7 @@ import tensorflow as tf
 from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused_lstm.cc")
-ENV_SWITCH = "L2L_FUSED_LSTM"  # "0" forces the plain cell
+ENV_SWITCH = "L2L_FUSED_LSTM"  # "0" forces the plain cell, "1" the op wherever it builds
 _OPTIMIZATION = ["-O3", "-march=native", "-fPIC", "-shared"]
 # Eigen's AVX512-FP16 packets, which -march=native turns on where the CPU has them (Intel Sapphire
 # Rapids and later), do not compile with g++ 12; the cell uses no half floats.

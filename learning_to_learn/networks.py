@@ -61,7 +61,7 @@ def lstm_step(inputs, state, w_gates, b_gates, forget_bias=1.0):
 
 
 def fused_lstm_step(inputs, state, w_gates, b_gates):
-  """`lstm_step` as one C++ op (`fused_lstm`) where it runs (built, float32, not under XLA).
+  """`lstm_step` as one C++ op (`fused_lstm`) where it runs (`fused_lstm.usable`).
 
   The same math to float rounding, with fewer passes over memory; elsewhere, `lstm_step` itself.
   """
@@ -139,8 +139,9 @@ class LSTM(snt.Module):
   on construction (input_size is known) so that checkpoints and counts need no first call.
 
   Args:
-    fused_cell: run the step as one C++ op (`fused_lstm`) where it is available and not under
-      XLA, else `lstm_step`: the same math to float rounding, fewer passes over memory.
+    fused_cell: run the step as one C++ op (`fused_lstm`) where it is built, the faster cell
+      and not under XLA (`fused_lstm.usable`), else `lstm_step`: the same math to float
+      rounding, fewer passes over memory.
   """
 
   def __init__(self, input_size, hidden_size, initializers=None, name="lstm", fused_cell=True):
@@ -366,7 +367,7 @@ class KernelDeepLSTM(StandardDeepLSTM):
 def runs_fused_cell(nets):
   """Whether any of `nets` (update rules) runs an LSTM layer on the fused C++ op outside XLA."""
   cores = [core for net in nets for core in getattr(net, "_cores", ())]
-  return any(core.fused_cell for core in cores) and fused_lstm.available()
+  return any(core.fused_cell for core in cores) and fused_lstm.chosen()
 
 
 _NETWORKS = {cls.__name__: cls for cls in (CoordinateWiseDeepLSTM, KernelDeepLSTM,
