@@ -32,20 +32,13 @@ import socket
 import sys
 import traceback
 
+from cli_cases import exit_status  # this directory is sys.path[0]: a script's own
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY_POINTS = {"train.py": "train_main", "evaluate.py": "evaluate_main"}
 PRELOADED = ("training", "meta", "evaluation", "comparison_store", "reporting", "results_summary",
              "distribute", "optimizer_files", "problems", "keras_problems", "task_family",
              "datasets", "configs")
-
-
-def exit_status(code):
-  """The exit status of a process that raised SystemExit(code), and what Python prints for it."""
-  if code is None:
-    return 0, ""
-  if isinstance(code, int):
-    return code & 0xFF, ""
-  return 1, f"{code}\n"
 
 
 def _redirect(fd, path):
