@@ -18,6 +18,7 @@ wherever it builds. Which one runs, and why, is logged once at INFO. XLA (`jit_c
 false there, and `networks.LSTM` runs its plain cell.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -206,28 +207,55 @@ def _speeds_path():
   return _library_file + ".speed.json"
 
 
+def _read_speeds():
+  """The kept figures, or None where there are none (or they are damaged)."""
+  try:
+    with open(_speeds_path()) as f:
+      speeds = json.load(f)
+    float(speeds["fused_ms"]), float(speeds["plain_ms"])
+    return speeds
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+@contextlib.contextmanager
+def _machine_lock():
+  """Holds a lock file beside the library: processes starting together time the op one at a time,
+  and the later ones read the first one's figures, so that every process here runs the same cell
+  (runs that must agree bit for bit, a resumed one and its uninterrupted twin, do)."""
+  try:
+    import fcntl  # pylint: disable=import-outside-toplevel  (POSIX only)
+    handle = open(_speeds_path() + ".lock", "w")
+  except (ImportError, OSError):  # no flock, or an unwritable cache: each process times itself
+    yield
+    return
+  with handle:
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def faster_here():
   """Whether the fused op is the faster cell on this machine (timing it once, see the module)."""
   global _faster
   with _speed_lock:
     if _faster is None:
-      speeds = None
-      try:
-        with open(_speeds_path()) as f:
-          speeds = json.load(f)
-        float(speeds["fused_ms"]), float(speeds["plain_ms"])
-      except (OSError, ValueError, KeyError, TypeError):
-        speeds = None
+      speeds = _read_speeds()
       if speeds is None:
-        fused_ms, plain_ms = measure()
-        speeds = {"fused_ms": fused_ms, "plain_ms": plain_ms}
-        try:  # a cache that cannot be written only means timing again next time
-          partial = f"{_speeds_path()}.{os.getpid()}.partial"
-          with open(partial, "w") as f:
-            json.dump(speeds, f)
-          os.replace(partial, _speeds_path())
-        except OSError:
-          pass
+        with _machine_lock():
+          speeds = _read_speeds()  # another process may have timed it meanwhile
+          if speeds is None:
+            fused_ms, plain_ms = measure()
+            speeds = {"fused_ms": fused_ms, "plain_ms": plain_ms}
+            try:  # a cache that cannot be written only means timing again next time
+              partial = f"{_speeds_path()}.{os.getpid()}.partial"
+              with open(partial, "w") as f:
+                json.dump(speeds, f)
+              os.replace(partial, _speeds_path())
+            except OSError:
+              pass
       _faster = speeds["fused_ms"] < speeds["plain_ms"]
       which = "the fused C++ op" if _faster else "plain TensorFlow ops"
       logging.info("LSTM cell: %s, the faster here (a layer's step forward and backward: fused "

@@ -11,6 +11,8 @@ optimizee's gradients).
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 from absl.testing import parameterized
 import numpy as np
@@ -23,7 +25,7 @@ from learning_to_learn import meta
 from learning_to_learn import networks
 from learning_to_learn import seeds as seeds_lib
 
-from conftest import ROOT
+from conftest import ROOT, environment
 
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
@@ -157,6 +159,35 @@ def test_the_op_runs_only_where_it_is_the_faster_cell(fresh, tmp_path):
   fresh.delenv(fused_lstm.ENV_SWITCH)
   fresh.setattr(fused_lstm, "_faster", None)
   assert fused_lstm.chosen() and fused_lstm.usable(tf.zeros([2, 3]))
+
+
+@needs_op
+def test_processes_starting_together_time_the_op_once_and_agree(tmp_path):
+  """Four fresh processes with no kept figures: one times, the others read its figures."""
+  script = (
+      "import json, os, sys\n"
+      "from learning_to_learn import fused_lstm\n"
+      "fused_lstm.available()\n"
+      "fused_lstm._speeds_path = lambda: sys.argv[1]\n"
+      "timed = []\n"
+      "measure = fused_lstm.measure\n"
+      "fused_lstm.measure = lambda: timed.append(1) or measure(coordinates=1024, repetitions=1)\n"
+      "print(json.dumps([fused_lstm.faster_here(), len(timed)]))\n")
+  speeds = str(tmp_path / "speed.json")
+  env = environment(L2L_FUSED_LSTM=None)
+  processes = [subprocess.Popen([sys.executable, "-c", script, speeds], env=env, cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(4)]
+  results = []
+  for process in processes:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-2000:]
+    results.append(json.loads(out.strip().splitlines()[-1]))
+  assert len({faster for faster, _ in results}) == 1, results
+  assert sum(timed for _, timed in results) == 1, results
+  with open(speeds) as f:
+    kept = json.load(f)
+  assert results[0][0] == (kept["fused_ms"] < kept["plain_ms"])
 
 
 @needs_op
