@@ -14,8 +14,8 @@ cell, `networks.lstm_step`. Where it builds, it runs only if it is the faster of
 machine: the first use times both on one layer's step, forward and backward, and keeps the figures
 beside the library, so later processes reuse them (the op's speed against TensorFlow's own kernels
 differs from CPU to CPU). `L2L_FUSED_LSTM=0` in the environment forces the plain cell, `=1` the op
-wherever it builds. Which one runs, and why, is logged once at INFO. XLA (`jit_compile=True`) cannot compile a custom op: `usable` is
-false there, and `networks.LSTM` runs its plain cell.
+wherever it builds. Which one runs, and why, is logged once at INFO. XLA (`jit_compile=True`)
+cannot compile a custom op: `usable` is false there, and `networks.LSTM` runs its plain cell.
 """
 
 import contextlib
@@ -46,6 +46,7 @@ _library = None  # the loaded op library, False once a build or load failed or i
 _library_file = None  # its path
 _faster = None  # whether the op beats the plain cell here, once timed or read
 _speed_lock = threading.Lock()  # apart from _lock: timing the op loads it
+_forced_logged = False
 
 
 def cache_dir():
@@ -137,17 +138,8 @@ def available():
 
 
 def in_xla_context():
-  """Whether ops built now are compiled by XLA (jit_compile), where custom ops and Assert do not run."""
+  """Whether ops built now are compiled by XLA (jit_compile): custom ops and Assert do not run there."""
   return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
-
-
-def _plain_cell(inputs, hidden, cell, w_gates, b_gates):
-  """`networks.lstm_step`'s math (networks imports this module), for timing against the op."""
-  gates = tf.matmul(w_gates, tf.concat([inputs, hidden], 0), transpose_a=True)
-  gates += b_gates[:, None]
-  i, j, f, o = tf.split(gates, 4, axis=0)
-  cell = tf.sigmoid(f + 1.0) * cell + tf.sigmoid(i) * tf.tanh(j)
-  return tf.sigmoid(o) * tf.tanh(cell), cell
 
 
 def measure(coordinates=16384, repetitions=5, calls=10):
@@ -174,6 +166,12 @@ def measure(coordinates=16384, repetitions=5, calls=10):
 
 
 def _measure(coordinates, repetitions, calls):
+  from learning_to_learn import networks  # pylint: disable=import-outside-toplevel  (it imports us)
+
+  def plain_cell(inputs, hidden, cell, w_gates, b_gates):
+    hidden, state = networks.lstm_step(inputs, networks.LSTMState(hidden, cell), w_gates, b_gates)
+    return hidden, state.cell
+
   rng = np.random.default_rng(0)
   shapes = [[2, coordinates], [20, coordinates], [20, coordinates], [22, 80], [80]]
   args = [tf.constant(rng.normal(scale=0.5, size=shape).astype(np.float32)) for shape in shapes]
@@ -189,7 +187,7 @@ def _measure(coordinates, repetitions, calls):
       return tape.gradient(loss, args[1:4])
     return step
 
-  steps = [timed(lstm_cell), timed(_plain_cell)]
+  steps = [timed(lstm_cell), timed(plain_cell)]
   seconds = [[], []]
   for step in steps:
     step(*args)[-1].numpy()  # traced and warm
@@ -270,6 +268,10 @@ def chosen():
   if not available():
     return False
   if os.environ.get(ENV_SWITCH) == "1":
+    global _forced_logged
+    if not _forced_logged:
+      _forced_logged = True
+      logging.info("LSTM cell: the fused C++ op (%s=1; %s)", ENV_SWITCH, _library_file)
     return True
   return faster_here()
 

@@ -171,9 +171,9 @@ def _forkserver_socket():
     if "socket" not in _SERVER:
       directory = tempfile.mkdtemp(prefix="l2l-forkserver-")
       path = os.path.join(directory, "socket")
-      server = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "forkserver.py"), path],
-                                cwd=ROOT, env=environment(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+      script = os.path.join(ROOT, "tests", "forkserver.py")
+      server = subprocess.Popen([sys.executable, script, path], cwd=ROOT, env=environment(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       line = server.stdout.readline()
       assert line == "ready\n", f"the fork server did not start: {line}{server.stderr.read()}"
 

@@ -2,11 +2,11 @@
 
 `python tests/forkserver.py SOCKET` imports TensorFlow and the library once, prints "ready", and
 then serves, on the Unix socket SOCKET, one request a connection: a JSON line {"script": train.py
-or evaluate.py (a path to either), "args": [...], "cwd", "env", "stdout", "stderr" (paths, or null for /dev/null),
-"fsize" (an RLIMIT_FSIZE in bytes, or null)}. It forks; the child becomes `python SCRIPT ARGS` run
-in `cwd` with `env`, its file descriptors 1 and 2 on those files, and exits with the status that
-process would have; the server answers {"pid": ...} at once and {"returncode": ...} (negative for
-a signal, as subprocess gives it) when the child ends.
+or evaluate.py (a path to either), "args": [...], "cwd", "env", "stdout", "stderr" (paths, or
+null for /dev/null), "fsize" (an RLIMIT_FSIZE in bytes, or null)}. It forks; the child becomes
+`python SCRIPT ARGS` run in `cwd` with `env`, its file descriptors 1 and 2 on those files, and
+exits with the status that process would have; the server answers {"pid": ...} at once and
+{"returncode": ...} (negative for a signal, as subprocess gives it) when the child ends.
 
 A child is a process of its own, as the tests need: signals reach it by its pid, its rlimits, locks
 and files are its own, and a resume is a new process. What it does not repeat is the ~7 s of CPU

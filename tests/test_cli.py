@@ -518,7 +518,8 @@ def _without_times(text):
 def test_a_forked_run_is_the_run_of_its_own_process(tmp_path):
   """run_cli (forked from the fork server) against run_python (a process of its own): the same
   exit status, output lines and trained weights, and each its own process (its pid in its lock)."""
-  args = ["train.py", "--problem=quadratic", "--num_epochs=3", "--evaluation_period=3", *TRAIN_SMALL]
+  args = ["train.py", "--problem=quadratic", "--num_epochs=3", "--evaluation_period=3",
+          *TRAIN_SMALL]
   with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
     forked = pool.submit(run_cli, *args, f"--save_path={tmp_path / 'forked'}")
     own = pool.submit(run_python, *args, f"--save_path={tmp_path / 'own'}")

@@ -2,11 +2,11 @@
 process of its own. The promise checked: one line on stderr, exit status 2 (130 for a stop signal),
 no traceback, and nothing already written is lost.
 
-Importing TensorFlow costs each run ~7-10 s, so the CLIs are forked from a process that imported it
-once (conftest.run_cli, tests/forkserver.py), a true subprocess only where the import is part of what
-is checked; the selected tests' commands start at once in a thread pool (`runs` fixture) and each
-test waits for its own. The ERRORS cases, whose whole effect
-is their output and exit status, run a script's cases in one process (tests/cli_cases.py), which
+Importing TensorFlow costs each run ~7-10 s, so the CLIs are forked from a process that imported
+it once (conftest.run_cli, tests/forkserver.py), a true subprocess only where the import is part
+of what is checked; the selected tests' commands start at once in a thread pool (`runs` fixture)
+and each test waits for its own. The ERRORS cases, whose whole effect is their output and exit
+status, run a script's cases in one process (tests/cli_cases.py), which
 test_the_one_process_cases_end_as_their_own_process_does holds against the CLI's own process.
 """
 
