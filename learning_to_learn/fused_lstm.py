@@ -138,7 +138,7 @@ def available():
 
 
 def in_xla_context():
-  """Whether ops built now are compiled by XLA (jit_compile): custom ops and Assert do not run there."""
+  """Whether ops built now are compiled by XLA (jit_compile), where custom ops do not run."""
   return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
