@@ -263,9 +263,10 @@ def start_cli(script, *args, cwd=ROOT, env=None, stdout=CAPTURE, stderr=CAPTURE,
   the fork server: a CliProcess. stdout and stderr: CAPTURE, a file's path, or None (discarded);
   fsize: the process's RLIMIT_FSIZE in bytes (a disk that fills), or None."""
   assert os.path.basename(script) in ("train.py", "evaluate.py"), script
-  env = environment() if env is None else env
+  server_env = environment()  # the fork server's
+  env = server_env if env is None else env
   for name in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES"):  # read as TensorFlow loads
-    assert env.get(name) == environment().get(name), f"{name} needs a process of its own"
+    assert env.get(name) == server_env.get(name), f"{name} needs a process of its own"
   return CliProcess(script, args, cwd, env, stdout, stderr, fsize)
 
 
