@@ -10,7 +10,7 @@ The op is compiled with the C++ compiler (`$CXX`, else g++) against the headers 
 `tf.sysconfig` gives, once per source, TensorFlow version and CPU, into
 `$XDG_CACHE_HOME/learning_to_learn` (else ~/.cache/learning_to_learn), and loaded with
 `tf.load_op_library`. Without a compiler, or when the build fails, `networks.LSTM` runs its plain
-cell, `networks.lstm_step`. Where it builds, it runs only if it is the faster of the two on this
+cell, `cells.lstm_step`. Where it builds, it runs only if it is the faster of the two on this
 machine: the first use times both on one layer's step, forward and backward, and keeps the figures
 beside the library, so later processes reuse them (the op's speed against TensorFlow's own kernels
 differs from CPU to CPU). `L2L_FUSED_LSTM=0` in the environment forces the plain cell, `=1` the op
@@ -33,6 +33,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
+
+from learning_to_learn import cells
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused_lstm.cc")
 ENV_SWITCH = "L2L_FUSED_LSTM"  # "0" forces the plain cell, "1" the op wherever it builds
@@ -166,10 +168,8 @@ def measure(coordinates=16384, repetitions=5, calls=10):
 
 
 def _measure(coordinates, repetitions, calls):
-  from learning_to_learn import networks  # pylint: disable=import-outside-toplevel  (it imports us)
-
   def plain_cell(inputs, hidden, cell, w_gates, b_gates):
-    hidden, state = networks.lstm_step(inputs, networks.LSTMState(hidden, cell), w_gates, b_gates)
+    hidden, state = cells.lstm_step(inputs, cells.LSTMState(hidden, cell), w_gates, b_gates)
     return hidden, state.cell
 
   rng = np.random.default_rng(0)
@@ -284,7 +284,7 @@ def usable(inputs):
 
 @tf.autograph.experimental.do_not_convert
 def lstm_cell(inputs, hidden, cell, w_gates, b_gates, forget_bias=1.0):
-  """One LSTM step as the C++ op, feature-major: `networks.lstm_step`'s math and layout.
+  """One LSTM step as the C++ op, feature-major: `cells.lstm_step`'s math and layout.
 
   Args:
     inputs: [input_size, batch]; hidden, cell: [hidden_size, batch]; all float32.
@@ -301,7 +301,7 @@ def lstm_cell(inputs, hidden, cell, w_gates, b_gates, forget_bias=1.0):
   library = _load()
   if library is None:
     raise RuntimeError("the fused LSTM op is unavailable (the INFO log says why); "
-                       "use networks.lstm_step")
+                       "use cells.lstm_step")
   return library.fused_lstm_cell(inputs, hidden, cell, w_gates, b_gates,
                                  forget_bias=forget_bias)
 
