@@ -22,6 +22,7 @@ from learning_to_learn import limits
 from learning_to_learn import networks
 from learning_to_learn import optimizer_files
 from learning_to_learn import preprocess
+from learning_to_learn import step_size
 
 # The file of a train.py --save_path that this wrapper reads (optimizer_files owns the name).
 NET_FILE = optimizer_files.SINGLE_NET_FILE
@@ -220,6 +221,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     self._initial_weights = tuple(weights.items())
     self._num_layers = len(net_options["layers"])
     self._scale = float(net_options["scale"])
+    self._scale_adaptation = step_size.check_rate(net_options.get("scale_adaptation", 0.0))
     preprocessor = preprocess.factory(net_options["preprocess_name"],
                                       net_options["preprocess_options"])
     # A bound method, not the module: TF would otherwise add the (empty) Sonnet module to every
@@ -265,6 +267,15 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                               name=f"{prefix}_preprocess_{field}") for field in ("m", "v")),
           self.add_variable(shape=(), initializer="zeros", dtype="float32",
                             name=f"{prefix}_preprocess_count")))
+    # A rule with scale_adaptation keeps each variable's previous update and log step multiplier.
+    self._adaptation_states = []
+    for variable in var_list if self._scale_adaptation else ():
+      prefix = getattr(variable, "path", variable.name).replace("/", "_").replace(":", "_")
+      self._adaptation_states.append(step_size.AdaptationState(
+          self.add_variable(shape=variable.shape, initializer="zeros", dtype="float32",
+                            name=f"{prefix}_previous_update"),
+          self.add_variable(shape=(), initializer="zeros", dtype="float32",
+                            name=f"{prefix}_log_step_multiplier")))
     # Last, so that a .keras file written before it existed still lines up (load_own_variables).
     self._non_finite_updates = self.add_variable(shape=(), initializer="zeros", dtype="int64",
                                                  name="non_finite_updates")
@@ -341,7 +352,14 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       assignments += [(state.hidden, next_state.hidden), (state.cell, next_state.cell)]
     weights = self._net_weights
     update = networks.linear(outputs, _value(weights["linear/w"]), _value(weights["linear/b"]))
-    return tf.reshape(update * self._scale, variable.shape), assignments  # [1, num_coords] ->
+    update = tf.reshape(update * self._scale, variable.shape)  # [1, num_coords] ->
+    if self._scale_adaptation:
+      saved = self._adaptation_states[self._get_variable_index(variable)]
+      update, adapted = step_size.adapt(update, tf.reshape(gradient, variable.shape),
+                                        step_size.AdaptationState(*map(_value, saved)),
+                                        self._scale_adaptation)
+      assignments += list(zip(saved, adapted))
+    return update, assignments
 
   @property
   def non_finite_updates(self):

@@ -16,6 +16,7 @@ from learning_to_learn import instances
 from learning_to_learn import networks
 from learning_to_learn import optimizer_files
 from learning_to_learn import seeds as seeds_lib
+from learning_to_learn import step_size
 from learning_to_learn import unroll as unroll_lib
 
 
@@ -50,9 +51,13 @@ class NetAssignments:
     net_assignments: None (only if there is one net: it takes every parameter) or a list of
       (key, [parameter names]) as the reference's `simple-multi` and `cifar-multi` configs give.
     param_names: every optimizee parameter name; each must be assigned exactly once.
+    batch_axes: 1 when every parameter has a leading axis of independent instances
+      (instances.StackedProblem), else 0: a net with `scale_adaptation` adapts each instance's
+      step of each parameter tensor apart (`step_size`), and its group's state then carries
+      (the net's state, one step_size.AdaptationState per parameter).
   """
 
-  def __init__(self, nets, net_assignments, param_names):
+  def __init__(self, nets, net_assignments, param_names, batch_axes=0):
     param_names = sorted(param_names)
     if net_assignments is None:
       if len(nets) != 1:
@@ -80,28 +85,44 @@ class NetAssignments:
     if missing:
       raise ValueError(f"net_assignments leaves {missing} without a net; assign every parameter.")
     self.nets = nets
+    self._batch_axes = int(batch_axes)
+
+  def _adaptation(self, key):
+    return getattr(self.nets[key], "scale_adaptation", 0.0)
 
   def initial_state(self, params):
     state = []
     for key, names in self.groups:
       net = self.nets[key]
       if net.coordinatewise:
-        state.append(net.initial_state_for_inputs(_concat(params, names)))
+        net_state = net.initial_state_for_inputs(_concat(params, names))
       else:
-        state.append(tuple(net.initial_state_for_inputs(params[n]) for n in names))
+        net_state = tuple(net.initial_state_for_inputs(params[n]) for n in names)
+      if self._adaptation(key):
+        net_state = (net_state, tuple(step_size.initial_state(params[n], self._batch_axes)
+                                      for n in names))
+      state.append(net_state)
     return tuple(state)
 
   def __call__(self, gradients, net_state):
     updates, next_state = {}, []
     for (key, names), state in zip(self.groups, net_state):
-      net = self.nets[key]
+      net, rate = self.nets[key], self._adaptation(key)
+      if rate:
+        state, adaptation = state
       if net.coordinatewise:
         flat_update, state = net(_concat(gradients, names), state)
-        updates.update(_split(flat_update, gradients, names))
+        group = _split(flat_update, gradients, names)
       else:
         outputs = [net(gradients[n], s) for n, s in zip(names, state)]
-        updates.update({n: u for n, (u, _) in zip(names, outputs)})
+        group = {n: u for n, (u, _) in zip(names, outputs)}
         state = tuple(s for _, s in outputs)
+      if rate:
+        adapted = [step_size.adapt(group[n], gradients[n], a, rate, self._batch_axes)
+                   for n, a in zip(names, adaptation)]
+        group = {n: u for n, (u, _) in zip(names, adapted)}
+        state = (state, tuple(a for _, a in adapted))
+      updates.update(group)
       next_state.append(state)
     return updates, tuple(next_state)
 
@@ -236,8 +257,8 @@ class MetaOptimizer(snt.Module):
     self._config = net_config or DEFAULT_NET_CONFIG
     self.nets = {key: optimizer_files.network(**cfg) for key, cfg in self._config.items()}
 
-  def assignments(self, problem, net_assignments=None):
-    return NetAssignments(self.nets, net_assignments, problem.param_names)
+  def assignments(self, problem, net_assignments=None, batch_axes=0):
+    return NetAssignments(self.nets, net_assignments, problem.param_names, batch_axes)
 
   def meta_loss(self, problem, state, batches, net_assignments=None, second_derivatives=False):
     """One unroll from `state`; returns (UnrollResult, final UnrollState). Pure: tape it."""
@@ -366,7 +387,8 @@ class MetaTrainer:
 
   def _make_rule(self, meta_optimizer, net_assignments, teacher, batch_instances):
     """(the rule that moves the optimizee, the StackedProblem of a replica's instances or None)."""
-    rule = meta_optimizer.assignments(self.problem, net_assignments)
+    rule = meta_optimizer.assignments(self.problem, net_assignments,
+                                      batch_axes=1 if batch_instances else 0)
     stacked = None
     if batch_instances:
       others = sorted(k for k, net in meta_optimizer.nets.items() if not net.coordinatewise)
@@ -376,7 +398,8 @@ class MetaTrainer:
       stacked = instances.StackedProblem(self.problem, self._local_instances)
     if teacher is not None:
       teachers = {key: optimizer_files.network(**config) for key, config in teacher.items()}
-      rule = ImitatingRule(rule, NetAssignments(teachers, None, self.problem.param_names),
+      rule = ImitatingRule(rule, NetAssignments(teachers, None, self.problem.param_names,
+                                                 1 if batch_instances else 0),
                            stacked=bool(batch_instances))
     return rule, stacked
 

@@ -17,6 +17,7 @@ from learning_to_learn import baselines
 from learning_to_learn import cells
 from learning_to_learn import fused_lstm
 from learning_to_learn import preprocess
+from learning_to_learn import step_size
 
 
 LSTMState = cells.LSTMState
@@ -183,6 +184,9 @@ class StandardDeepLSTM(Network):
       (stateful: its moments ride at the end of the network's state).
     preprocess_options: keyword arguments of the preprocessor, e.g. {"k": 5}.
     scale: output multiplier; the reference's configs use 0.01, the paper 0.1.
+    scale_adaptation: 0 (default) keeps `scale` fixed; a rate > 0 adapts each parameter tensor's
+      step online (`step_size`), which the rules running the network per tensor apply
+      (`meta.NetAssignments`, `keras.LearnedOptimizer`); the network's own output is unchanged.
     initializer: None (Sonnet defaults), a name such as "zeros", or a dict per layer
       ("lstm_0", ..., "linear") and per field ("w_gates", "b_gates", "w", "b") of names or arrays,
       as `optimizer_files.network(net_path=...)` passes from a saved network.
@@ -194,11 +198,15 @@ class StandardDeepLSTM(Network):
   coordinatewise = False
 
   def __init__(self, output_size, layers, preprocess_name="identity", preprocess_options=None,
-               scale=1.0, initializer=None, input_size=1, name="deep_lstm", fused_cell=True):
+               scale=1.0, initializer=None, input_size=1, name="deep_lstm", fused_cell=True,
+               scale_adaptation=0.0):
     super().__init__(name=name)
     # The options every deep LSTM shares; each class's get_config adds those of its constructor.
     self._lstm_options = dict(layers=list(layers), preprocess_name=preprocess_name,
                               preprocess_options=dict(preprocess_options or {}), scale=float(scale))
+    self.scale_adaptation = step_size.check_rate(scale_adaptation)
+    if self.scale_adaptation:  # recorded only when on, so earlier files' configs read the same
+      self._lstm_options["scale_adaptation"] = self.scale_adaptation
     self._output_size, self._input_size = output_size, input_size
     if any(int(size) <= 0 for size in layers):
       raise ValueError(f"layers={tuple(layers)}: every hidden size must be positive.")

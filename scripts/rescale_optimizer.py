@@ -1,9 +1,11 @@
 """Writes a trained optimizer with another output scale: the same weights, each update × factor.
 
-Usage: python scripts/rescale_optimizer.py SOURCE SCALE DESTINATION
+Usage: python scripts/rescale_optimizer.py SOURCE SCALE DESTINATION [ADAPTATION]
   SOURCE: a shipped name or a train.py --save_path directory (its cw.npz);
   SCALE: the new output scale (the shipped `mnist` has 0.1);
-  DESTINATION: a directory, created, that gets cw.npz.
+  DESTINATION: a directory, created, that gets cw.npz;
+  ADAPTATION: the rate of the online step-size adaptation (`step_size`; 0, the default: a fixed
+    scale).
 
 A start for fine-tuning on problems whose good step sizes are smaller or larger than those of the
 problem the source was trained on (`train.py --init_path=DESTINATION`).
@@ -14,14 +16,15 @@ import os
 import sys
 
 
-def rescale(source, scale, destination):
-  """Writes DESTINATION/cw.npz, SOURCE's network at output scale `scale`; returns its path."""
+def rescale(source, scale, destination, scale_adaptation=0.0):
+  """Writes DESTINATION/cw.npz, SOURCE's network at output scale `scale` (its step adapted at
+  rate `scale_adaptation`, 0 for none); returns its path."""
   # Imported here: a bad argument is refused before TensorFlow starts and talks.
   from learning_to_learn import networks
   from learning_to_learn import optimizer_files
   path = optimizer_files.single_net_file(source, "SOURCE")
   network = optimizer_files.load(path)
-  options = dict(network.get_config(), scale=scale,
+  options = dict(network.get_config(), scale=scale, scale_adaptation=scale_adaptation,
                  initializer=optimizer_files.read_weights(path))
   rescaled = networks.build(type(network).__name__, options, source=path)
   os.makedirs(destination, exist_ok=True)
@@ -29,8 +32,14 @@ def rescale(source, scale, destination):
 
 
 def main(argv):
-  if len(argv) != 4:
+  if len(argv) not in (4, 5):
     sys.exit(__doc__.strip().splitlines()[2])
+  try:
+    adaptation = float(argv[4]) if len(argv) == 5 else 0.0
+  except ValueError:
+    adaptation = math.nan
+  if not math.isfinite(adaptation) or adaptation < 0:
+    sys.exit(f"rescale_optimizer.py: error: ADAPTATION={argv[4]} must be a number >= 0.")
   try:
     scale = float(argv[2])
   except ValueError:
@@ -38,7 +47,7 @@ def main(argv):
   if not math.isfinite(scale) or scale <= 0:
     sys.exit(f"rescale_optimizer.py: error: SCALE={argv[2]} must be a positive number.")
   try:
-    print(f"Wrote {rescale(argv[1], scale, argv[3])}.")
+    print(f"Wrote {rescale(argv[1], scale, argv[3], adaptation)}.")
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"rescale_optimizer.py: error: {str(e).splitlines()[0]}")
 

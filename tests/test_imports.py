@@ -16,7 +16,8 @@ LAYERS = (
     # Tools with no knowledge of learned optimizers.
     ("atomic", "console", "errors", "locking", "stopping", "limits", "distribute", "seeds"),
     # The vocabulary of optimizees and rules, and the pure unroll.
-    ("datasets", "preprocess", "baselines", "instances", "unroll", "problem_files", "cells"),
+    ("datasets", "preprocess", "baselines", "instances", "unroll", "problem_files", "cells",
+     "step_size"),
     ("fused_lstm",),  # the cell as one C++ op, timed against the plain one
     ("networks",),  # the learned rules
     ("optimizer_files",),  # their file format, and the shipped optimizers

@@ -1,0 +1,70 @@
+"""A learned rule's step size adapted online, per parameter tensor, by hypergradient descent.
+
+One fixed output scale cannot suit every optimizee: the best scale of the task family's
+validation tasks spans 10x. After Baydin et al. 2018 (arXiv 1703.04782), each parameter tensor's
+update is multiplied by m = exp(log_m), and log_m follows the sign of the loss's derivative in it:
+the loss after step t-1 is f(θ_{t-1} + m u_{t-1}), whose derivative in m is g_t · u_{t-1} / m, so
+
+    log_m_t = clip(log_m_{t-1} - rate * cos(g_t, u_{t-1}), log(MIN_MULTIPLIER), log(MAX_MULTIPLIER))
+
+grows the step while each update still points downhill at the next gradient and shrinks it when
+the next gradient opposes it. The cosine makes the change independent of the tensor's size and
+gradient scale. The multiplier is kept out of the meta-gradient: meta-training shapes the
+direction and the relative size of the updates, the multiplier their overall size.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+MIN_MULTIPLIER = 1.0 / 32
+MAX_MULTIPLIER = 32.0
+
+
+class AdaptationState(NamedTuple):
+  """One tensor's state: its previous update (its shape) and log multiplier (scalar, or [N])."""
+  previous_update: tf.Tensor
+  log_multiplier: tf.Tensor
+
+
+def check_rate(rate, where="scale_adaptation"):
+  """Refuses a rate that is negative or not finite (0 switches the adaptation off)."""
+  if not (isinstance(rate, (int, float)) and np.isfinite(rate) and rate >= 0):
+    raise ValueError(f"{where}={rate!r} must be a finite number >= 0 (0: a fixed scale; "
+                     "0.02 is the shipped `general`'s).")
+  return float(rate)
+
+
+def initial_state(tensor, batch_axes=0):
+  """A fresh state for `tensor`: no previous update, multiplier 1 (one per leading axis entry
+  when the first `batch_axes` axes index independent instances)."""
+  shape = tf.shape(tensor)[:batch_axes]
+  return AdaptationState(tf.zeros_like(tensor), tf.zeros(shape, tensor.dtype))
+
+
+def cosine(a, b, batch_axes=0):
+  """cos(a, b) over all axes past the first `batch_axes`; 0 where either is all zeros."""
+  axes = list(range(batch_axes, len(a.shape)))
+  dot = tf.reduce_sum(a * b, axis=axes)
+  norms = tf.sqrt(tf.reduce_sum(tf.square(a), axis=axes) * tf.reduce_sum(tf.square(b), axis=axes))
+  return tf.math.divide_no_nan(dot, norms)
+
+
+def adapt(update, gradient, state, rate, batch_axes=0):
+  """(update × its tensor's new multiplier, the next AdaptationState) for one tensor.
+
+  `update` is the rule's own update for the gradient `gradient`; the multiplier moves first, on the
+  previous update, then scales this one.
+  """
+  gradient = tf.stop_gradient(tf.cast(gradient, update.dtype))
+  previous = tf.stop_gradient(state.previous_update)
+  log_multiplier = tf.clip_by_value(
+      state.log_multiplier - rate * cosine(gradient, previous, batch_axes),
+      np.log(MIN_MULTIPLIER), np.log(MAX_MULTIPLIER))
+  log_multiplier = tf.stop_gradient(log_multiplier)
+  multiplier = tf.reshape(tf.exp(log_multiplier),
+                          tf.concat([tf.shape(log_multiplier),
+                                     tf.ones([len(update.shape) - batch_axes], tf.int32)], 0))
+  scaled = update * multiplier
+  return scaled, AdaptationState(scaled, log_multiplier)

@@ -1,0 +1,124 @@
+"""step_size: the online per-tensor step multiplier, against hand-computed cases and a numpy loop.
+
+The reference for several steps is numpy's: the network without adaptation gives the raw updates,
+and log m_t = clip(log m_{t-1} - rate cos(g_t, u_{t-1})) is applied to them by hand; the library's
+rule (`meta.NetAssignments`) and the Keras optimizer must both reproduce it.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from learning_to_learn import keras as l2l_keras
+from learning_to_learn import meta
+from learning_to_learn import networks
+from learning_to_learn import optimizer_files
+from learning_to_learn import step_size
+
+from conftest import random_lstm_weights
+
+RATE = 0.3  # large, so that three steps move the multipliers visibly
+
+
+def test_adapt_hand_computed():
+  gradient = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+  previous = tf.constant([[1.0, 1.0], [0.0, 0.0]])  # g . u = 1, |g| |u| = 2: cos = 1/2
+  state = step_size.AdaptationState(previous, tf.constant(0.0))
+  update, next_state = step_size.adapt(tf.ones([2, 2]), gradient, state, 0.1)
+  np.testing.assert_allclose(next_state.log_multiplier.numpy(), -0.05, rtol=1e-6)
+  np.testing.assert_allclose(update.numpy(), np.full([2, 2], np.exp(-0.05)), rtol=1e-6)
+  np.testing.assert_allclose(next_state.previous_update.numpy(), update.numpy())
+
+
+def test_a_first_step_keeps_the_multiplier_and_the_bounds_hold():
+  fresh = step_size.initial_state(tf.ones([3]))
+  update, state = step_size.adapt(tf.constant([1.0, 2.0, 3.0]), tf.ones([3]), fresh, 5.0)
+  assert state.log_multiplier.numpy() == 0.0  # no previous update: cosine 0
+  np.testing.assert_array_equal(update.numpy(), [1.0, 2.0, 3.0])
+  # A gradient opposing the last update every time: the multiplier grows to its bound and stops.
+  for _ in range(10):
+    update, state = step_size.adapt(tf.constant([1.0, 2.0, 3.0]), -tf.constant([1.0, 2.0, 3.0]),
+                                    state, 5.0)
+  np.testing.assert_allclose(np.exp(state.log_multiplier.numpy()), step_size.MAX_MULTIPLIER,
+                             rtol=1e-5)
+
+
+def test_instances_adapt_apart():
+  gradient = tf.constant([[1.0, 0.0], [1.0, 0.0]])
+  previous = tf.constant([[1.0, 0.0], [-1.0, 0.0]])  # cos +1 for instance 0, -1 for instance 1
+  state = step_size.AdaptationState(previous, tf.zeros([2]))
+  _, next_state = step_size.adapt(tf.ones([2, 2]), gradient, state, 0.1, batch_axes=1)
+  np.testing.assert_allclose(next_state.log_multiplier.numpy(), [-0.1, 0.1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [-0.1, float("nan"), float("inf")])
+def test_a_bad_rate_is_refused(rate):
+  with pytest.raises(ValueError, match="scale_adaptation=.* must be a finite number >= 0"):
+    networks.CoordinateWiseDeepLSTM(layers=(4,), scale_adaptation=rate)
+
+
+def _net(rate):
+  return networks.CoordinateWiseDeepLSTM(
+      layers=(20, 20), preprocess_name="AdamNormalized", scale=0.03,
+      initializer=random_lstm_weights(0), scale_adaptation=rate)
+
+
+def _gradients(step):
+  rng = np.random.default_rng(step)
+  return {"a": tf.constant(rng.normal(size=[3, 4]).astype(np.float32)),
+          "b": tf.constant(rng.normal(size=[5]).astype(np.float32) * 0.01)}
+
+
+def _numpy_reference(steps):
+  """Updates per step and name: the raw rule's, multiplied as the formula says, in numpy."""
+  raw_rule = meta.NetAssignments({"n": _net(0.0)}, None, ["a", "b"])
+  state = raw_rule.initial_state(_gradients(0))
+  log_m = {"a": 0.0, "b": 0.0}
+  previous = {"a": np.zeros([3, 4]), "b": np.zeros([5])}
+  out = []
+  for t in range(steps):
+    gradients = _gradients(t)
+    raw, state = raw_rule(gradients, state)
+    step = {}
+    for name in ("a", "b"):
+      g = gradients[name].numpy().astype(np.float64)
+      norms = np.linalg.norm(g) * np.linalg.norm(previous[name])
+      cos = float(np.sum(g * previous[name]) / norms) if norms else 0.0
+      log_m[name] = float(np.clip(log_m[name] - RATE * cos, np.log(step_size.MIN_MULTIPLIER),
+                                  np.log(step_size.MAX_MULTIPLIER)))
+      step[name] = np.exp(log_m[name]) * raw[name].numpy()
+      previous[name] = step[name]
+    out.append(step)
+  return out
+
+
+def test_the_rule_matches_the_numpy_loop():
+  rule = meta.NetAssignments({"n": _net(RATE)}, None, ["a", "b"])
+  state = rule.initial_state(_gradients(0))
+  reference = _numpy_reference(4)
+  for t in range(4):
+    updates, state = rule(_gradients(t), state)
+    for name in ("a", "b"):
+      np.testing.assert_allclose(updates[name].numpy(), reference[t][name], rtol=2e-5, atol=1e-9)
+  multipliers = [float(np.exp(a.log_multiplier.numpy())) for a in state[0][1]]
+  assert all(abs(m - 1.0) > 1e-3 for m in multipliers)  # the adaptation did move them
+
+
+def test_the_keras_optimizer_matches_the_numpy_loop(tmp_path):
+  path = optimizer_files.save(_net(RATE), str(tmp_path / "cw.npz"))
+  optimizer = l2l_keras.LearnedOptimizer(checkpoint=path)
+  variables = [tf.Variable(tf.zeros([3, 4])), tf.Variable(tf.zeros([5]))]
+  reference = _numpy_reference(4)
+  for t in range(4):
+    before = [v.numpy() for v in variables]
+    gradients = _gradients(t)
+    optimizer.apply([gradients["a"], gradients["b"]], variables)
+    for name, variable, old in zip(("a", "b"), variables, before):
+      np.testing.assert_allclose(variable.numpy() - old, reference[t][name], rtol=1e-4,
+                                 atol=1e-8)
+
+
+def test_the_option_survives_the_file(tmp_path):
+  path = optimizer_files.save(_net(RATE), str(tmp_path / "cw.npz"))
+  assert optimizer_files.load(path).scale_adaptation == RATE
+  assert "scale_adaptation" not in _net(0.0).get_config()  # earlier files read the same
