@@ -387,8 +387,8 @@ class MetaTrainer:
 
   def _make_rule(self, meta_optimizer, net_assignments, teacher, batch_instances):
     """(the rule that moves the optimizee, the StackedProblem of a replica's instances or None)."""
-    rule = meta_optimizer.assignments(self.problem, net_assignments,
-                                      batch_axes=1 if batch_instances else 0)
+    batch_axes = 1 if batch_instances else 0  # a stacked problem's leading instance axis
+    rule = meta_optimizer.assignments(self.problem, net_assignments, batch_axes)
     stacked = None
     if batch_instances:
       others = sorted(k for k, net in meta_optimizer.nets.items() if not net.coordinatewise)
@@ -399,7 +399,7 @@ class MetaTrainer:
     if teacher is not None:
       teachers = {key: optimizer_files.network(**config) for key, config in teacher.items()}
       rule = ImitatingRule(rule, NetAssignments(teachers, None, self.problem.param_names,
-                                                 1 if batch_instances else 0),
+                                                 batch_axes),
                            stacked=bool(batch_instances))
     return rule, stacked
 
