@@ -57,12 +57,9 @@ def adapt(update, gradient, state, rate, batch_axes=0):
   `update` is the rule's own update for the gradient `gradient`; the multiplier moves first, on the
   previous update, then scales this one.
   """
-  gradient = tf.stop_gradient(tf.cast(gradient, update.dtype))
-  previous = tf.stop_gradient(state.previous_update)
-  log_multiplier = tf.clip_by_value(
-      state.log_multiplier - rate * cosine(gradient, previous, batch_axes),
-      np.log(MIN_MULTIPLIER), np.log(MAX_MULTIPLIER))
-  log_multiplier = tf.stop_gradient(log_multiplier)
+  cos = cosine(tf.cast(gradient, update.dtype), state.previous_update, batch_axes)
+  log_multiplier = tf.stop_gradient(tf.clip_by_value(  # out of the meta-gradient, inputs and all
+      state.log_multiplier - rate * cos, np.log(MIN_MULTIPLIER), np.log(MAX_MULTIPLIER)))
   multiplier = tf.reshape(tf.exp(log_multiplier),
                           tf.concat([tf.shape(log_multiplier),
                                      tf.ones([len(update.shape) - batch_axes], tf.int32)], 0))

@@ -4,8 +4,8 @@ Usage: python scripts/rescale_optimizer.py SOURCE SCALE DESTINATION [ADAPTATION]
   SOURCE: a shipped name or a train.py --save_path directory (its cw.npz);
   SCALE: the new output scale (the shipped `mnist` has 0.1);
   DESTINATION: a directory, created, that gets cw.npz;
-  ADAPTATION: the rate of the online step-size adaptation (`step_size`; 0, the default: a fixed
-    scale).
+  ADAPTATION: the rate of the online step-size adaptation (`step_size`; 0: a fixed scale);
+    left out, SOURCE's own (none for the shipped `mnist`).
 
 A start for fine-tuning on problems whose good step sizes are smaller or larger than those of the
 problem the source was trained on (`train.py --init_path=DESTINATION`).
@@ -16,16 +16,18 @@ import os
 import sys
 
 
-def rescale(source, scale, destination, scale_adaptation=0.0):
+def rescale(source, scale, destination, scale_adaptation=None):
   """Writes DESTINATION/cw.npz, SOURCE's network at output scale `scale` (its step adapted at
-  rate `scale_adaptation`, 0 for none); returns its path."""
+  rate `scale_adaptation`, 0 for none, None for SOURCE's own); returns its path."""
   # Imported here: a bad argument is refused before TensorFlow starts and talks.
   from learning_to_learn import networks
   from learning_to_learn import optimizer_files
   path = optimizer_files.single_net_file(source, "SOURCE")
   network = optimizer_files.load(path)
-  options = dict(network.get_config(), scale=scale, scale_adaptation=scale_adaptation,
+  options = dict(network.get_config(), scale=scale,
                  initializer=optimizer_files.read_weights(path))
+  if scale_adaptation is not None:
+    options["scale_adaptation"] = scale_adaptation
   rescaled = networks.build(type(network).__name__, options, source=path)
   os.makedirs(destination, exist_ok=True)
   return optimizer_files.save(rescaled, os.path.join(destination, optimizer_files.SINGLE_NET_FILE))
@@ -35,10 +37,10 @@ def main(argv):
   if len(argv) not in (4, 5):
     sys.exit(__doc__.strip().splitlines()[2])
   try:
-    adaptation = float(argv[4]) if len(argv) == 5 else 0.0
+    adaptation = float(argv[4]) if len(argv) == 5 else None
   except ValueError:
     adaptation = math.nan
-  if not math.isfinite(adaptation) or adaptation < 0:
+  if adaptation is not None and not (math.isfinite(adaptation) and adaptation >= 0):
     sys.exit(f"rescale_optimizer.py: error: ADAPTATION={argv[4]} must be a number >= 0.")
   try:
     scale = float(argv[2])
