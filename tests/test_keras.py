@@ -418,9 +418,11 @@ class LearnedOptimizerTest(parameterized.TestCase):
         optimizer.get_config()["network"]["weights"]["linear/w"],
         optimizer_files.read_weights(os.path.join(self.tmp, "general", "cw.npz"))["linear"]["w"])
 
-  def test_the_shipped_general_is_mnist_at_three_tenths_of_its_step(self):
+  def test_the_shipped_general_is_mnist_at_three_tenths_of_its_step_adapted_online(self):
     general, shipped = (optimizer_files.single_net_file(n) for n in ("general", "mnist"))
     self.assertEqual(optimizer_files.read_config(general)["net_options"]["scale"], 0.03)
+    self.assertEqual(optimizer_files.read_config(general)["net_options"]["scale_adaptation"], 0.02)
+    self.assertNotIn("scale_adaptation", optimizer_files.read_config(shipped)["net_options"])
     self.assertEqual(optimizer_files.read_config(shipped)["net_options"]["scale"], 0.1)
     a, b = optimizer_files.read_weights(general), optimizer_files.read_weights(shipped)
     for layer in b:
