@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from learning_to_learn import datasets  # noqa: E402
+from learning_to_learn import fused_lstm  # noqa: E402
 from learning_to_learn import keras as l2l_keras  # noqa: E402
 from learning_to_learn import networks  # noqa: E402
 from learning_to_learn import optimizer_files  # noqa: E402
@@ -41,6 +42,13 @@ BATCH_SIZE = 128
 
 
 PAPER_MODEL = "mnist-mlp"
+
+
+class _LayerAtATime(l2l_keras.LearnedOptimizer):
+  """The learned optimizer without its one-op update (`fused_lstm.learned_step`)."""
+
+  def _fused_step(self):
+    return False
 
 
 def make_model(name):
@@ -145,14 +153,20 @@ def main():
 
     print(f"Machine: {os.cpu_count()} CPUs of {cpu_model()} ({cpu_features()}), TensorFlow "
           f"{tf.__version__}, Keras {keras.__version__}{' (quick mode)' if args.quick else ''}")
+    print(f"Keras step: {'one fused op a variable' if fused_lstm.chosen() else 'TensorFlow ops'} "
+          "(fused_lstm.chosen())")
     print(f"{args.model}: {description}; batch {int(batches[0].shape[1])}, median of "
           f"{repetitions} x {steps_per_repetition} steps")
     memory = {}
     for jit_compile in (False, True):
       print("XLA (jit_compile=True):" if jit_compile else "TensorFlow kernels (jit_compile=False):")
       seconds = {}
-      for name, make in (("learned", make_learned),
-                         ("adam", lambda: keras.optimizers.Adam(0.01))):
+      candidates = [("learned", make_learned), ("adam", lambda: keras.optimizers.Adam(0.01))]
+      if not jit_compile and fused_lstm.chosen():
+        # The path before the whole update became one op: the fused cell a layer at a time.
+        candidates.insert(1, ("learned, a layer at a time",
+                              lambda: _LayerAtATime(checkpoint)))
+      for name, make in candidates:
         model, optimizer = make_model(args.model), make()
         optimizer.build(model.trainable_variables)
         step = make_step(model, optimizer, jit_compile, loss_fn)
@@ -160,7 +174,9 @@ def main():
         print(ms_line(name, seconds[name]))
         num_params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
         memory[name] = (optimizer_bytes(optimizer), num_params)
-      print(f"  learned / adam: {seconds['learned'][0] / seconds['adam'][0]:.1f}x")
+      for name in seconds:
+        if name != "adam":
+          print(f"  {name} / adam: {seconds[name][0] / seconds['adam'][0]:.2f}x")
 
   print("Optimizer memory per model parameter:")
   for name, (num_bytes, num_params) in memory.items():

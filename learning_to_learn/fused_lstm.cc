@@ -12,7 +12,10 @@
 // the same, bit for bit, whatever the threads.
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
@@ -391,6 +394,182 @@ class FusedLstmCellGradOp : public OpKernel {
   float forget_bias_;
 };
 
+
+// The Keras optimizer's whole learned update in one pass over the coordinates: the gradient's
+// preprocessing, every LSTM layer and the output layer, per tile, so that nothing between them
+// (features, a layer's output, the transposes and concatenations of the op-by-op path) goes to
+// memory. Forward only: the Keras step needs no derivative of the rule.
+//
+//   FusedLearnedStep(gradient [N], m [N'], v [N'], count [], hidden L x [H_l, N],
+//                    cell L x [H_l, N], w_gates L x [K_l + H_l, 4 H_l], b_gates L x [4 H_l],
+//                    w_out [H_L, 1], b_out [1]; preprocess, k, beta1, beta2, epsilon,
+//                    forget_bias, scale)
+//     -> update [N], m' [N'], v' [N'], hidden' L x [H_l, N], cell' L x [H_l, N]
+// preprocess: "identity" (K_0 = 1), "log_and_sign" (K_0 = 2; preprocess.log_and_sign with k),
+// "adam_normalized" (K_0 = 2; preprocess.adam_normalized, count being the step t after this
+// gradient; m and v have N elements, otherwise they pass through untouched).
+class FusedLearnedStepOp : public OpKernel {
+ public:
+  explicit FusedLearnedStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("preprocess", &preprocess_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("k", &k_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("beta1", &beta1_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("beta2", &beta2_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("forget_bias", &forget_bias_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
+    OP_REQUIRES(ctx, preprocess_ == "identity" || preprocess_ == "log_and_sign" ||
+                         preprocess_ == "adam_normalized",
+                InvalidArgument("FusedLearnedStep: preprocess must be identity, log_and_sign or "
+                                "adam_normalized; got ", preprocess_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    tensorflow::OpInputList hidden, cell, w_gates, b_gates;
+    OP_REQUIRES_OK(ctx, ctx->input_list("hidden", &hidden));
+    OP_REQUIRES_OK(ctx, ctx->input_list("cell", &cell));
+    OP_REQUIRES_OK(ctx, ctx->input_list("w_gates", &w_gates));
+    OP_REQUIRES_OK(ctx, ctx->input_list("b_gates", &b_gates));
+    const Tensor& g = ctx->input(0);
+    const Tensor& m = ctx->input(1);
+    const Tensor& v = ctx->input(2);
+    const Tensor& count = ctx->input(3);
+    const int num_layers = hidden.size();
+    const int64_t n = g.NumElements();
+    const bool adam = preprocess_ == "adam_normalized";
+    OP_REQUIRES(ctx, count.NumElements() == 1,
+                InvalidArgument("FusedLearnedStep: count must be a scalar; got ",
+                                count.shape().DebugString()));
+    OP_REQUIRES(ctx, !adam || (m.NumElements() == n && v.NumElements() == n),
+                InvalidArgument("FusedLearnedStep: m and v must have the gradient's ", n,
+                                " elements; got ", m.shape().DebugString(), " and ",
+                                v.shape().DebugString()));
+    std::vector<Dims> dims(num_layers);
+    int inputs = preprocess_ == "identity" ? 1 : 2;
+    for (int l = 0; l < num_layers; ++l) {
+      Dims& d = dims[l];
+      d.k = inputs;
+      d.h = hidden[l].dims() == 2 ? hidden[l].dim_size(0) : -1;
+      d.g = 4 * d.h;
+      d.n = n;
+      OP_REQUIRES(ctx, hidden[l].dims() == 2 && hidden[l].dim_size(1) == n &&
+                           cell[l].shape() == hidden[l].shape(),
+                  InvalidArgument("FusedLearnedStep: layer ", l, "'s hidden and cell must be "
+                                  "[hidden, ", n, "]; got ", hidden[l].shape().DebugString(),
+                                  " and ", cell[l].shape().DebugString()));
+      OP_REQUIRES(ctx, w_gates[l].dims() == 2 && w_gates[l].dim_size(0) == d.k + d.h &&
+                           w_gates[l].dim_size(1) == d.g && b_gates[l].NumElements() == d.g,
+                  InvalidArgument("FusedLearnedStep: layer ", l, "'s w_gates must be [",
+                                  d.k + d.h, ", ", d.g, "] and b_gates [", d.g, "]; got ",
+                                  w_gates[l].shape().DebugString(), " and ",
+                                  b_gates[l].shape().DebugString()));
+      inputs = d.h;
+    }
+    const Tensor& w_out = ctx->input(ctx->num_inputs() - 2);
+    const Tensor& b_out = ctx->input(ctx->num_inputs() - 1);
+    OP_REQUIRES(ctx, w_out.NumElements() == inputs && b_out.NumElements() == 1,
+                InvalidArgument("FusedLearnedStep: w_out must be [", inputs, ", 1] and b_out "
+                                "[1]; got ", w_out.shape().DebugString(), " and ",
+                                b_out.shape().DebugString()));
+    Tensor* update_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g.shape(), &update_out));
+    Tensor *m_out = nullptr, *v_out = nullptr;
+    if (adam) {
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(1, m.shape(), &m_out));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(2, v.shape(), &v_out));
+    } else {
+      ctx->set_output(1, m);
+      ctx->set_output(2, v);
+    }
+    tensorflow::OpOutputList hidden_out, cell_out;
+    OP_REQUIRES_OK(ctx, ctx->output_list("hidden_next", &hidden_out));
+    OP_REQUIRES_OK(ctx, ctx->output_list("cell_next", &cell_out));
+    std::vector<float*> hn(num_layers), cn(num_layers);
+    std::vector<const float*> hp(num_layers), cp(num_layers), wp(num_layers);
+    std::vector<std::vector<float>> bias(num_layers);
+    int widest = 2;
+    for (int l = 0; l < num_layers; ++l) {
+      Tensor *h_next, *c_next;
+      OP_REQUIRES_OK(ctx, hidden_out.allocate(l, hidden[l].shape(), &h_next));
+      OP_REQUIRES_OK(ctx, cell_out.allocate(l, cell[l].shape(), &c_next));
+      hn[l] = h_next->flat<float>().data();
+      cn[l] = c_next->flat<float>().data();
+      hp[l] = hidden[l].flat<float>().data();
+      cp[l] = cell[l].flat<float>().data();
+      wp[l] = w_gates[l].flat<float>().data();
+      bias[l] = ShiftedBias(b_gates[l], dims[l].h, forget_bias_);
+      widest = std::max(widest, dims[l].h);
+    }
+    if (n == 0) return;
+    const float* gp = g.flat<float>().data();
+    const float* w_last = w_out.flat<float>().data();
+    const float b_last = b_out.flat<float>()(0);
+    float* up = update_out->flat<float>().data();
+    // As preprocess.adam_normalized computes them, in float32.
+    const float t = count.flat<float>()(0);
+    const float correction1 = 1.0f - std::pow(beta1_, t);
+    const float correction2 = 1.0f - std::pow(beta2_, t);
+    const float log_eps = std::numeric_limits<float>::epsilon();
+    const float e_k = static_cast<float>(std::exp(static_cast<double>(k_)));
+    const int64_t num_tiles = (n + kTile - 1) / kTile;
+    ForEachTileRun(ctx, num_tiles, [&](int64_t t0, int64_t t1, int64_t) {
+      // The layer's input rows, then its hidden rows: the stacked [x; h] of ForwardTile.
+      Buffer stacked((2 * widest) * kTile), gates(4 * widest * kTile), state(widest * kTile),
+          output(widest * kTile), grad(kTile), first(kTile), second(kTile);
+      for (int64_t tile = t0; tile < t1; ++tile) {
+        const int64_t col0 = tile * kTile;
+        const int width = static_cast<int>(std::min<int64_t>(kTile, n - col0));
+        LoadTile(gp, 1, n, col0, width, grad.data());
+        ArrayMap gm(grad.data(), kTile), x0(stacked.data(), kTile);
+        if (preprocess_ == "identity") {
+          x0 = gm;
+        } else if (preprocess_ == "log_and_sign") {
+          ArrayMap x1(stacked.data() + kTile, kTile);
+          x0 = ((gm.abs() + log_eps).log() / k_).max(-1.0f);
+          x1 = (gm * e_k).max(-1.0f).min(1.0f);
+        } else {
+          LoadTile(m.flat<float>().data(), 1, n, col0, width, first.data());
+          LoadTile(v.flat<float>().data(), 1, n, col0, width, second.data());
+          ArrayMap mm(first.data(), kTile), vm(second.data(), kTile),
+              x1(stacked.data() + kTile, kTile);
+          mm = beta1_ * mm + (1.0f - beta1_) * gm;
+          vm = beta2_ * vm + (1.0f - beta2_) * gm.square();
+          // root in `output`, free until the first layer writes it
+          ArrayMap root(output.data(), kTile);
+          root = (vm / correction2).sqrt() + epsilon_;
+          x0 = gm / root;
+          x1 = mm / correction1 / root;
+          StoreTile(first.data(), 1, n, col0, width, m_out->flat<float>().data());
+          StoreTile(second.data(), 1, n, col0, width, v_out->flat<float>().data());
+        }
+        for (int l = 0; l < num_layers; ++l) {
+          const Dims& d = dims[l];
+          const int H = d.h * kTile;
+          if (l > 0) std::copy_n(output.data(), dims[l - 1].h * kTile, stacked.data());
+          LoadTile(hp[l], d.h, n, col0, width, stacked.data() + d.k * kTile);
+          LoadTile(cp[l], d.h, n, col0, width, state.data());
+          ForwardTile(d, wp[l], bias[l].data(), stacked.data(), gates.data(), state.data());
+          ArrayMap o(gates.data() + 3 * H, H), cm(state.data(), H), hm(output.data(), H);
+          hm = o * cm.tanh();
+          StoreTile(output.data(), d.h, n, col0, width, hn[l]);
+          StoreTile(state.data(), d.h, n, col0, width, cn[l]);
+        }
+        // update = scale (w_out^T h + b_out), h the last layer's output
+        const int last = dims[num_layers - 1].h;
+        ArrayMap um(first.data(), kTile);
+        um.setConstant(0.0f);
+        for (int r = 0; r < last; ++r) um += w_last[r] * ArrayMap(output.data() + r * kTile, kTile);
+        um = (um + b_last) * scale_;
+        StoreTile(first.data(), 1, n, col0, width, up);
+      }
+    });
+  }
+
+ private:
+  std::string preprocess_;
+  float k_, beta1_, beta2_, epsilon_, forget_bias_, scale_;
+};
+
 }  // namespace
 
 REGISTER_OP("FusedLstmCell")
@@ -431,6 +610,45 @@ REGISTER_OP("FusedLstmCellGrad")
       return tsl::OkStatus();
     });
 
+REGISTER_OP("FusedLearnedStep")
+    .Input("gradient: float")
+    .Input("m: float")
+    .Input("v: float")
+    .Input("count: float")
+    .Input("hidden: num_layers * float")
+    .Input("cell: num_layers * float")
+    .Input("w_gates: num_layers * float")
+    .Input("b_gates: num_layers * float")
+    .Input("w_out: float")
+    .Input("b_out: float")
+    .Attr("num_layers: int >= 1")
+    .Attr("preprocess: string")
+    .Attr("k: float = 5.0")
+    .Attr("beta1: float = 0.9")
+    .Attr("beta2: float = 0.999")
+    .Attr("epsilon: float = 1e-8")
+    .Attr("forget_bias: float = 1.0")
+    .Attr("scale: float = 1.0")
+    .Output("update: float")
+    .Output("m_next: float")
+    .Output("v_next: float")
+    .Output("hidden_next: num_layers * float")
+    .Output("cell_next: num_layers * float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      int num_layers;
+      TF_RETURN_IF_ERROR(c->GetAttr("num_layers", &num_layers));
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(1));
+      c->set_output(2, c->input(2));
+      for (int l = 0; l < num_layers; ++l) {
+        c->set_output(3 + l, c->input(4 + l));
+        c->set_output(3 + num_layers + l, c->input(4 + num_layers + l));
+      }
+      return tsl::OkStatus();
+    });
+
 REGISTER_KERNEL_BUILDER(Name("FusedLstmCell").Device(tensorflow::DEVICE_CPU), FusedLstmCellOp);
 REGISTER_KERNEL_BUILDER(Name("FusedLstmCellGrad").Device(tensorflow::DEVICE_CPU),
                         FusedLstmCellGradOp);
+REGISTER_KERNEL_BUILDER(Name("FusedLearnedStep").Device(tensorflow::DEVICE_CPU),
+                        FusedLearnedStepOp);

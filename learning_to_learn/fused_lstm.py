@@ -306,6 +306,64 @@ def lstm_cell(inputs, hidden, cell, w_gates, b_gates, forget_bias=1.0):
                                  forget_bias=forget_bias)
 
 
+# preprocess.factory's names -> the op's `preprocess` attribute, for the preprocessings it runs.
+LEARNED_STEP_PREPROCESSING = {"identity": "identity", "LogAndSign": "log_and_sign",
+                              "AdamNormalized": "adam_normalized"}
+
+
+@tf.autograph.experimental.do_not_convert
+def learned_step(gradient, preprocess_state, states, weights, preprocess_name,
+                 preprocess_options=None, scale=1.0, forget_bias=1.0):
+  """A coordinatewise deep LSTM's whole update of one flat gradient as one C++ op, forward only.
+
+  The Keras optimizer's step: preprocessing, every layer and the output layer in one pass over
+  tiles of coordinates, the same math as running them op by op (to float rounding).
+
+  Args:
+    gradient: [N] float32.
+    preprocess_state: a `preprocess.AdamNormalizedState` (m and v of N elements, count a scalar:
+      the steps seen before this one) for "AdamNormalized", else None.
+    states: per layer a `cells.LSTMState` of [hidden, N] tensors.
+    weights: "lstm_<i>/w_gates", "lstm_<i>/b_gates", "linear/w", "linear/b" -> tensors.
+    preprocess_name, preprocess_options: as `preprocess.factory` takes them; a name outside
+      LEARNED_STEP_PREPROCESSING raises ValueError.
+    scale: multiplies the output layer.
+    forget_bias: added to the forget gates, as `cells.lstm_step` does.
+
+  Returns:
+    (update [N] already scaled, the next preprocess state or None, the next states per layer).
+
+  Raises:
+    RuntimeError: the op is unavailable (`chosen` says so beforehand).
+  """
+  library = _load()
+  if library is None:
+    raise RuntimeError("the fused LSTM op is unavailable (the INFO log says why); "
+                       "run the network op by op")
+  if preprocess_name not in LEARNED_STEP_PREPROCESSING:
+    raise ValueError(f"learned_step: preprocess_name {preprocess_name!r} is not one of "
+                     f"{', '.join(LEARNED_STEP_PREPROCESSING)}; run the network op by op.")
+  options = dict(preprocess_options or {})
+  if preprocess_state is None:
+    empty = tf.zeros([0], tf.float32)
+    m, v, count = empty, empty, tf.constant(0.0)
+  else:
+    m, v, count = preprocess_state.m, preprocess_state.v, preprocess_state.count + 1.0
+  num_layers = len(states)
+  outputs = library.fused_learned_step(
+      gradient, m, v, count, [s.hidden for s in states], [s.cell for s in states],
+      [weights[f"lstm_{i}/w_gates"] for i in range(num_layers)],
+      [weights[f"lstm_{i}/b_gates"] for i in range(num_layers)],
+      weights["linear/w"], weights["linear/b"],
+      preprocess=LEARNED_STEP_PREPROCESSING[preprocess_name], k=float(options.get("k", 5.0)),
+      beta1=float(options.get("beta1", 0.9)), beta2=float(options.get("beta2", 0.999)),
+      epsilon=float(options.get("epsilon", 1e-8)), forget_bias=forget_bias, scale=float(scale))
+  update, m_next, v_next, hidden, cell = outputs
+  next_preprocess = (None if preprocess_state is None
+                     else type(preprocess_state)(m_next, v_next, count))
+  return update, next_preprocess, tuple(cells.LSTMState(h, c) for h, c in zip(hidden, cell))
+
+
 @tf.RegisterGradient("FusedLstmCell")
 def _fused_lstm_cell_grad(op, dh_next, dc_next):
   """First derivatives of the cell, from its inputs (the backward op recomputes the gates)."""

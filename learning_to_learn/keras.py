@@ -334,6 +334,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       # A Python type check, not a tensor test: fine in update_step, which Keras traces without
       # autograph. Densifying sums repeated rows, as the dense gradient would.
       gradient = tf.convert_to_tensor(gradient)
+    if self._fused_step():
+      return self._fused_update(gradient, variable)
     outputs = tf.reshape(tf.cast(gradient, tf.float32), [-1, 1])  # [num_coords, 1]
     assignments = []
     if self._stateful_preprocess:
@@ -353,13 +355,42 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     weights = self._net_weights
     update = networks.linear(outputs, _value(weights["linear/w"]), _value(weights["linear/b"]))
     update = tf.reshape(update * self._scale, variable.shape)  # [1, num_coords] ->
+    return self._adapted(update, gradient, variable, assignments)
+
+  def _adapted(self, update, gradient, variable, assignments):
+    """The update with its step adapted online (scale_adaptation), and that state's assignments."""
     if self._scale_adaptation:
       saved = self._adaptation_states[self._get_variable_index(variable)]
       update, adapted = step_size.adapt(update, tf.reshape(gradient, variable.shape),
                                         step_size.AdaptationState(*map(_value, saved)),
                                         self._scale_adaptation)
-      assignments += list(zip(saved, adapted))
+      assignments = assignments + list(zip(saved, adapted))
     return update, assignments
+
+  def _fused_step(self):
+    """Whether this step runs as one C++ op per variable (`fused_lstm.learned_step`)."""
+    net = json.loads(self._net_json)["net_options"]
+    return (net["preprocess_name"] in fused_lstm.LEARNED_STEP_PREPROCESSING
+            and not fused_lstm.in_xla_context() and fused_lstm.chosen())
+
+  def _fused_update(self, gradient, variable):
+    """`_learned_update` as one op: the same math, one pass over the coordinates."""
+    net = json.loads(self._net_json)["net_options"]
+    index = self._get_variable_index(variable)
+    saved_preprocess = self._preprocess_states[index] if self._stateful_preprocess else None
+    states = self._states[index]
+    update, preprocessed, next_states = fused_lstm.learned_step(
+        tf.reshape(tf.cast(gradient, tf.float32), [-1]),
+        None if saved_preprocess is None else type(saved_preprocess)(*map(_value, saved_preprocess)),
+        tuple(networks.LSTMState(_value(h), _value(c)) for h, c in states),
+        {key: _value(weight) for key, weight in self._net_weights.items()},
+        net["preprocess_name"], net["preprocess_options"], scale=self._scale)
+    assignments = []
+    if saved_preprocess is not None:
+      assignments += list(zip(saved_preprocess, preprocessed))
+    for (hidden, cell), state in zip(states, next_states):
+      assignments += [(hidden, state.hidden), (cell, state.cell)]
+    return self._adapted(tf.reshape(update, variable.shape), gradient, variable, assignments)
 
   @property
   def non_finite_updates(self):

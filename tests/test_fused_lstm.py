@@ -25,7 +25,7 @@ from learning_to_learn import meta
 from learning_to_learn import networks
 from learning_to_learn import seeds as seeds_lib
 
-from conftest import ROOT, environment
+from conftest import ROOT, environment, random_lstm_weights
 
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
@@ -276,3 +276,145 @@ class MetaGradientTest(parameterized.TestCase):
     config = _conv_problem()
     problem, net_config, net_assignments = config
     self._check(problem, net_config, net_assignments, second_derivatives=second_derivatives)
+
+
+def _learned_step_case(preprocess_name, layers, num_coords, seed=0):
+  """Random weights, LSTM states and a gradient (and Adam moments) for learned_step."""
+  from learning_to_learn import preprocess
+  rng = np.random.default_rng(seed)
+  normal = lambda *shape: tf.constant(rng.normal(size=shape).astype(np.float32))
+  weights, inputs = {}, preprocess.num_features(preprocess_name)
+  for i, hidden in enumerate(layers):
+    weights[f"lstm_{i}/w_gates"] = 0.5 * normal(inputs + hidden, 4 * hidden)
+    weights[f"lstm_{i}/b_gates"] = 0.5 * normal(4 * hidden)
+    inputs = hidden
+  weights["linear/w"], weights["linear/b"] = normal(inputs, 1), normal(1)
+  states = tuple(networks.LSTMState(normal(h, num_coords), normal(h, num_coords)) for h in layers)
+  # Magnitudes from 1e-6 to 1: LogAndSign's linear and log branches, Adam's normalization.
+  gradient = normal(num_coords) * tf.constant(10.0 ** rng.uniform(-6, 0, num_coords), tf.float32)
+  moments = None
+  if preprocess_name == "AdamNormalized":
+    # Moments of the gradient's own magnitude, as Adam's would be, so that the features stay
+    # within a few units rather than saturating every gate.
+    magnitude = tf.reshape(tf.abs(gradient), [-1, 1])
+    moments = preprocess.AdamNormalizedState(
+        magnitude * normal(num_coords, 1),
+        tf.square(magnitude * tf.constant(rng.uniform(0.5, 2, [num_coords, 1]), tf.float32)),
+        tf.constant(6.0))
+  return gradient, moments, states, weights
+
+
+def _op_by_op_step(gradient, moments, states, weights, preprocess_name, options, scale):
+  """The same update from TensorFlow ops: preprocess, cells.lstm_step per layer, linear."""
+  from learning_to_learn import preprocess
+  module = preprocess.factory(preprocess_name, options)
+  features = tf.reshape(gradient, [-1, 1])
+  if moments is not None:
+    features, moments = module(features, moments)
+  else:
+    features = module(features)
+  outputs, next_states = tf.transpose(features), []
+  for i, state in enumerate(states):
+    outputs, state = networks.lstm_step(outputs, state, weights[f"lstm_{i}/w_gates"],
+                                        weights[f"lstm_{i}/b_gates"])
+    next_states.append(state)
+  update = tf.reshape(networks.linear(outputs, weights["linear/w"], weights["linear/b"]) * scale,
+                      [-1])
+  return update, moments, next_states
+
+
+@needs_op
+class LearnedStepTest(parameterized.TestCase):
+  """`fused_lstm.learned_step`, the Keras optimizer's whole update in one op."""
+
+  @parameterized.named_parameters(
+      ("identity", "identity", {}, (20, 20), 200),
+      ("log_and_sign", "LogAndSign", {"k": 5.0}, (20, 20), 77),
+      ("adam_normalized", "AdamNormalized", {}, (20, 20), 130),
+      ("adam_normalized_own_betas", "AdamNormalized",
+       {"beta1": 0.5, "beta2": 0.9, "epsilon": 1e-6}, (20, 20), 64),
+      ("three_odd_layers", "LogAndSign", {"k": 10.0}, (3, 5, 9), 33))
+  def test_it_matches_the_network_run_op_by_op(self, name, options, layers, num_coords):
+    gradient, moments, states, weights = _learned_step_case(name, layers, num_coords)
+    update, next_moments, next_states = fused_lstm.learned_step(
+        gradient, moments, states, weights, name, options, scale=0.3)
+    want, want_moments, want_states = _op_by_op_step(gradient, moments, states, weights, name,
+                                                     options, 0.3)
+    self.assertEqual(update.shape, [num_coords])
+    self.assertLess(_relative_error(update, want), 1e-5)
+    for got, expected in zip(next_states, want_states):
+      self.assertLess(_relative_error(got.hidden, expected.hidden), 1e-5)
+      self.assertLess(_relative_error(got.cell, expected.cell), 1e-5)
+    if moments is None:
+      self.assertIsNone(next_moments)
+    else:
+      self.assertLess(_relative_error(next_moments.m, want_moments.m), 1e-6)
+      self.assertLess(_relative_error(next_moments.v, want_moments.v), 1e-6)
+      self.assertEqual(float(next_moments.count), 7.0)
+
+  def test_a_coordinate_is_independent_of_its_neighbours(self):
+    gradient, moments, states, weights = _learned_step_case("AdamNormalized", (20, 20), 100)
+    changed = tf.concat([gradient[:1], tf.fill([99], 3.0)], axis=0)
+    first = fused_lstm.learned_step(gradient, moments, states, weights, "AdamNormalized")
+    second = fused_lstm.learned_step(changed, moments, states, weights, "AdamNormalized")
+    np.testing.assert_array_equal(first[0][0], second[0][0])
+    np.testing.assert_array_equal(first[2][1].cell[:, 0], second[2][1].cell[:, 0])
+
+  def test_an_unsupported_preprocessing_is_refused(self):
+    gradient, _, states, weights = _learned_step_case("identity", (4,), 8)
+    with pytest.raises(ValueError, match="'Clamp' is not one of identity, LogAndSign"):
+      fused_lstm.learned_step(gradient, None, states, weights, "Clamp")
+
+  def test_bad_shapes_are_one_clear_error(self):
+    gradient, _, states, weights = _learned_step_case("identity", (4,), 8)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"layer 0's hidden and cell must be \[hidden, 7\]"):
+      fused_lstm.learned_step(gradient[:7], None, states, weights, "identity")
+
+
+def _keras_updates(checkpoint, fused, monkeypatch, jit_compile=False):
+  """A small Dense model's parameters after 3 steps of LearnedOptimizer, and the step's op types."""
+  import keras
+  from learning_to_learn import keras as l2l_keras
+  monkeypatch.setattr(fused_lstm, "chosen", lambda: fused)
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(70, activation="tanh"),
+                            keras.layers.Dense(3)])
+  optimizer = l2l_keras.LearnedOptimizer(checkpoint)
+  rng = np.random.default_rng(0)
+  x = tf.constant(rng.normal(size=[32, 6]).astype(np.float32))
+  y = tf.constant(rng.normal(size=[32, 3]).astype(np.float32))
+
+  @tf.function(jit_compile=jit_compile)
+  def step():
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(tf.square(model(x) - y))
+    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                  model.trainable_variables))
+    return loss
+
+  for _ in range(3):
+    step()
+  op_types = {op.type for op in step.get_concrete_function().graph.get_operations()}
+  return [v.numpy() for v in model.trainable_variables], op_types
+
+
+@needs_op
+@pytest.mark.parametrize("options", [
+    {"preprocess_name": "AdamNormalized", "preprocess_options": {}, "scale": 0.1,
+     "scale_adaptation": 0.05},
+    {"preprocess_name": "LogAndSign", "preprocess_options": {"k": 5}, "scale": 0.1}],
+    ids=["adam_normalized_adapted", "log_and_sign"])
+def test_the_keras_step_runs_one_op_a_variable_with_the_plain_updates(options, monkeypatch,
+                                                                       tmp_path):
+  from learning_to_learn import optimizer_files
+  net = networks.CoordinateWiseDeepLSTM(layers=(20, 20), initializer=random_lstm_weights(3),
+                                        **options)
+  checkpoint = optimizer_files.save(net, str(tmp_path / "cw.npz"))
+  fused, fused_ops = _keras_updates(checkpoint, True, monkeypatch)
+  plain, plain_ops = _keras_updates(checkpoint, False, monkeypatch)
+  assert "FusedLearnedStep" in fused_ops and "FusedLearnedStep" not in plain_ops
+  for a, e in zip(fused, plain):
+    assert _relative_error(a, e) < 1e-5
+  _, xla_ops = _keras_updates(checkpoint, True, monkeypatch, jit_compile=True)
+  assert "FusedLearnedStep" not in xla_ops

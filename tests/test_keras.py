@@ -177,7 +177,9 @@ class LearnedOptimizerTest(parameterized.TestCase):
     got.append(float(model.evaluate(images[num_steps], labels[num_steps], verbose=0)))
     # The losses must move, or equal sequences would prove nothing.
     self.assertGreater(np.ptp(want.numpy()), 1e-3)
-    np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=0)
+    # Keras runs the whole update as one op (fused_lstm.learned_step) where it is built: its sums
+    # round in another order than TensorFlow's matmul, a few ulps a step, grown over ten steps.
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=1e-5)
     # The library runs all parameters as one vector, in sorted name order; Keras one per variable.
     optimizer, start = model.optimizer, 0
     for name in sorted(problem.param_names):
