@@ -222,6 +222,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     self._num_layers = len(net_options["layers"])
     self._scale = float(net_options["scale"])
     self._scale_adaptation = step_size.check_rate(net_options.get("scale_adaptation", 0.0))
+    self._normalize_output = bool(net_options.get("normalize_output", False))
     preprocessor = preprocess.factory(net_options["preprocess_name"],
                                       net_options["preprocess_options"])
     # A bound method, not the module: TF would otherwise add the (empty) Sonnet module to every
@@ -358,7 +359,10 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     return self._adapted(update, gradient, variable, assignments)
 
   def _adapted(self, update, gradient, variable, assignments):
-    """The update with its step adapted online (scale_adaptation), and that state's assignments."""
+    """The update normalized (normalize_output) and its step adapted online (scale_adaptation),
+    with that state's assignments."""
+    if self._normalize_output:
+      update = step_size.normalize(update, self._scale)
     if self._scale_adaptation:
       saved = self._adaptation_states[self._get_variable_index(variable)]
       update, adapted = step_size.adapt(update, tf.reshape(gradient, variable.shape),

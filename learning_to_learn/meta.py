@@ -54,7 +54,8 @@ class NetAssignments:
     batch_axes: 1 when every parameter has a leading axis of independent instances
       (instances.StackedProblem), else 0: a net with `scale_adaptation` adapts each instance's
       step of each parameter tensor apart (`step_size`), and its group's state then carries
-      (the net's state, one step_size.AdaptationState per parameter).
+      (the net's state, one step_size.AdaptationState per parameter); a net with
+      `normalize_output` has each instance's update of each tensor normalized apart.
   """
 
   def __init__(self, nets, net_assignments, param_names, batch_axes=0):
@@ -90,6 +91,9 @@ class NetAssignments:
   def _adaptation(self, key):
     return getattr(self.nets[key], "scale_adaptation", 0.0)
 
+  def _normalized(self, key):
+    return getattr(self.nets[key], "normalize_output", False)
+
   def initial_state(self, params):
     state = []
     for key, names in self.groups:
@@ -117,6 +121,8 @@ class NetAssignments:
         outputs = [net(gradients[n], s) for n, s in zip(names, state)]
         group = {n: u for n, (u, _) in zip(names, outputs)}
         state = tuple(s for _, s in outputs)
+      if self._normalized(key):
+        group = {n: step_size.normalize(u, net.scale, self._batch_axes) for n, u in group.items()}
       if rate:
         adapted = [step_size.adapt(group[n], gradients[n], a, rate, self._batch_axes)
                    for n, a in zip(names, adaptation)]

@@ -187,6 +187,9 @@ class StandardDeepLSTM(Network):
     scale_adaptation: 0 (default) keeps `scale` fixed; a rate > 0 adapts each parameter tensor's
       step online (`step_size`), which the rules running the network per tensor apply
       (`meta.NetAssignments`, `keras.LearnedOptimizer`); the network's own output is unchanged.
+    normalize_output: False (default) keeps the output as the network gives it; True makes those
+      rules divide each parameter tensor's update by its root mean square, so that `scale` is
+      each tensor's RMS step (`step_size.normalize`); the network's own output is unchanged.
     initializer: None (Sonnet defaults), a name such as "zeros", or a dict per layer
       ("lstm_0", ..., "linear") and per field ("w_gates", "b_gates", "w", "b") of names or arrays,
       as `optimizer_files.network(net_path=...)` passes from a saved network.
@@ -199,7 +202,7 @@ class StandardDeepLSTM(Network):
 
   def __init__(self, output_size, layers, preprocess_name="identity", preprocess_options=None,
                scale=1.0, initializer=None, input_size=1, name="deep_lstm", fused_cell=True,
-               scale_adaptation=0.0):
+               scale_adaptation=0.0, normalize_output=False):
     super().__init__(name=name)
     # The options every deep LSTM shares; each class's get_config adds those of its constructor.
     self._lstm_options = dict(layers=list(layers), preprocess_name=preprocess_name,
@@ -207,6 +210,11 @@ class StandardDeepLSTM(Network):
     self.scale_adaptation = step_size.check_rate(scale_adaptation)
     if self.scale_adaptation:  # recorded only when on, so earlier files' configs read the same
       self._lstm_options["scale_adaptation"] = self.scale_adaptation
+    if not isinstance(normalize_output, bool):
+      raise ValueError(f"normalize_output={normalize_output!r} must be True or False.")
+    self.normalize_output = normalize_output
+    if normalize_output:  # recorded only when on, as scale_adaptation
+      self._lstm_options["normalize_output"] = True
     self._output_size, self._input_size = output_size, input_size
     if any(int(size) <= 0 for size in layers):
       raise ValueError(f"layers={tuple(layers)}: every hidden size must be positive.")
@@ -226,6 +234,11 @@ class StandardDeepLSTM(Network):
   def get_config(self):
     return dict(output_size=self._output_size, **_plain(self._lstm_options),
                 input_size=self._input_size)
+
+  @property
+  def scale(self):
+    """The output multiplier (each tensor's RMS step where `normalize_output` is on)."""
+    return self._scale
 
   @property
   def layers(self):

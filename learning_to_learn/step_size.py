@@ -11,6 +11,12 @@ grows the step while each update still points downhill at the next gradient and 
 the next gradient opposes it. The cosine makes the change independent of the tensor's size and
 gradient scale. The multiplier is kept out of the meta-gradient: meta-training shapes the
 direction and the relative size of the updates, the multiplier their overall size.
+
+`normalize` goes one step further (a direction and a magnitude, as Celo2 does): each tensor's
+update is divided by its root mean square and multiplied by the network's output scale, so the
+rule's own output sets only the direction and the relative sizes within a tensor, and the scale
+(times the adapted multiplier) each tensor's RMS step. A truncated unroll's objective can then no
+longer shrink the step itself, which it does (docs/training.md, short-horizon bias).
 """
 
 from typing import NamedTuple
@@ -49,6 +55,14 @@ def cosine(a, b, batch_axes=0):
   dot = tf.reduce_sum(a * b, axis=axes)
   norms = tf.sqrt(tf.reduce_sum(tf.square(a), axis=axes) * tf.reduce_sum(tf.square(b), axis=axes))
   return tf.math.divide_no_nan(dot, norms)
+
+
+def normalize(update, scale, batch_axes=0):
+  """`update` × scale / its root mean square over all axes past the first `batch_axes` (0 where
+  the update is all zeros): each tensor's RMS step is `scale`."""
+  axes = list(range(batch_axes, len(update.shape)))
+  rms = tf.sqrt(tf.reduce_mean(tf.square(update), axis=axes, keepdims=True))
+  return tf.math.divide_no_nan(update * scale, rms)
 
 
 def adapt(update, gradient, state, rate, batch_axes=0):

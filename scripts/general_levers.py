@@ -1,18 +1,25 @@
 """Scores candidate starts of the general optimizer on the task family's validation tasks.
 
 Usage: python scripts/general_levers.py --data_dir=../shared/data [--unroll_length=20]
-    CANDIDATE [CANDIDATE ...]
+    [--split=valid|train] CANDIDATE [CANDIDATE ...]
   CANDIDATE: adam@RATE (Adam at that learning rate), or NAME@SCALE (a shipped optimizer or a
-  train.py --save_path, its network run at output scale SCALE).
+  train.py --save_path, its network run at output scale SCALE), or NAME@SCALE~RATE (the same with
+  its step adapted online at rate RATE, `step_size`; ~0 turns a file's own adaptation off); a
+  trailing ":norm" normalizes each tensor's update to RMS SCALE (`step_size.normalize`).
 
 Each candidate runs the 8 validation tasks of learning_to_learn/task_family.py for 1,000 steps from
 the instances a meta-training run selects on (its evaluation seeds), without XLA, as
 `train.py --nojit_compile` evaluates; the mean loss at step 1,000 is what selection compares.
 Each chunk of --unroll_length steps draws its minibatches from its own seed, so a run's
 evaluations are on the instances of its own --unroll_length: give the run's to compare with it.
-Writes results/general_levers/<candidate>.json: task -> [loss at step 0, loss at step 1,000],
-then results/general_levers/table.md from every such file there (`--table_only` writes the table
-alone).
+`--split=train` scores the 24 training tasks instead, unaugmented, on their train splits: more
+tasks to choose settings that are not meta-trained (a scale, an adaptation rate) on, still none of
+the held-out suite's. Writes OUT/<candidate>.json: task -> [loss at step 0, loss at step 1,000]
+(OUT: results/general_levers, or results/general_levers_train for the training tasks), then
+OUT/table.md from every such file there (`--table_only` writes the table alone). Where Adam was
+scored at several rates, "tuned Adam" is the best of them per task, and the table counts the tasks
+on which each candidate ends below it and gives the geometric mean of its ratios to it: the
+held-out suite's measure, on tasks that are not in it.
 """
 
 import argparse
@@ -29,25 +36,44 @@ STEPS = 1000
 def candidate_config(candidate):
   """The net config of `candidate` (see the usage)."""
   from learning_to_learn import evaluation, optimizer_files, training
-  name, _, value = candidate.rpartition("@")
-  if not name or not value:
-    raise SystemExit(f"general_levers.py: error: {candidate!r} is not adam@RATE or NAME@SCALE.")
+  normalized = candidate.endswith(":norm")
+  name, _, value = candidate[:len(candidate) - 5 * normalized].rpartition("@")
+  value, tilde, rate = value.partition("~")
+  try:
+    value, rate = float(value), (float(rate) if tilde else None)
+  except ValueError:
+    value = None
+  if not name or value is None or (name == "adam" and (tilde or normalized)):
+    raise SystemExit(f"general_levers.py: error: {candidate!r} is not adam@RATE, NAME@SCALE or "
+                     "NAME@SCALE~RATE.")
   if name == "adam":
-    return evaluation.baseline_config("adam", float(value))
+    return evaluation.baseline_config("adam", value)
   config = training.net_config_from(name)
   for entry in config.values():
     path = entry.pop("net_path")
-    entry["net_options"] = dict(entry["net_options"], scale=float(value),
+    entry["net_options"] = dict(entry["net_options"], scale=value,
                                 initializer=optimizer_files.read_weights(path))
+    if rate is not None:
+      entry["net_options"]["scale_adaptation"] = rate
+    if normalized:
+      entry["net_options"]["normalize_output"] = True
   return config
 
 
-def score(candidate, data_dir, unroll_length=20):
+def family(split, data_dir):
+  """The tasks of `split`: "valid", the validation tasks; "train", the training ones unaugmented."""
+  from learning_to_learn import task_family
+  if split == "train":
+    return task_family.unaugmented_tasks("train", data_dir)
+  return task_family.tasks("valid", data_dir)
+
+
+def score(candidate, data_dir, unroll_length=20, split="valid"):
   """task name -> [loss at step 0, loss at step STEPS], each the mean over the evaluation runs."""
-  from learning_to_learn import evaluation, seeds, task_family
+  from learning_to_learn import evaluation, seeds
   run_seeds = seeds.epoch_seeds(0, 1, seeds.EVALUATION)  # train.py --seed=0 --evaluation_epochs=1
   scores = {}
-  for task in task_family.tasks("valid", data_dir):
+  for task in family(split, data_dir):
     start = time.time()
     evaluator = evaluation.Evaluator(task, candidate_config(candidate),
                                      unroll_length=unroll_length,
@@ -59,7 +85,15 @@ def score(candidate, data_dir, unroll_length=20):
   return scores
 
 
-def table(directory, unroll_length=20):
+def tuned_adam(results, tasks):
+  """task -> the lowest final loss of the adam@RATE candidates, or None with fewer than two."""
+  rates = [c for c in results if c.startswith("adam@")]
+  if len(rates) < 2:
+    return None
+  return {t: min(results[c][t][1] for c in rates) for t in tasks}
+
+
+def table(directory, unroll_length=20, split="valid"):
   """The markdown table of every candidate's scores in `directory`, best mean first."""
   results = {}
   for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
@@ -70,10 +104,13 @@ def table(directory, unroll_length=20):
                      "first.")
   tasks = list(next(iter(results.values())))
   order = sorted(results, key=lambda c: np.mean([results[c][t][1] for t in tasks]))
-  lines = [f"Loss at step {STEPS} on the task family's {len(tasks)} validation tasks (one run "
+  which = "training tasks (unaugmented, train splits)" if split == "train" else "validation tasks"
+  lines = [f"Loss at step {STEPS} on the task family's {len(tasks)} {which} (one run "
            f"each, the instances train.py's evaluations use, in chunks of {unroll_length} steps; "
            "`scripts/general_levers.py`). "
-           "`NAME@SCALE`: that trained optimizer at output scale SCALE; `adam@RATE`: Adam.", "",
+           "`NAME@SCALE`: that trained optimizer at output scale SCALE (`~RATE`: its step adapted "
+           "online at rate RATE; `:norm`: each tensor's update normalized to RMS SCALE); "
+           "`adam@RATE`: Adam.", "",
            "| task | " + " | ".join(f"`{c}`" for c in order) + " |",
            "|---|" + "---|" * len(order)]
   for task in tasks:
@@ -83,6 +120,13 @@ def table(directory, unroll_length=20):
     lines.append(f"| {task} | " + " | ".join(cells) + " |")
   lines.append("| mean | " + " | ".join(
       f"{np.mean([results[c][t][1] for t in tasks]):.4f}" for c in order) + " |")
+  adam = tuned_adam(results, tasks)
+  if adam is not None:
+    lines.append("| tasks below tuned Adam | " + " | ".join(
+        f"{sum(results[c][t][1] < adam[t] for t in tasks)} of {len(tasks)}" for c in order) + " |")
+    lines.append("| geometric mean of the ratios to tuned Adam | " + " | ".join(
+        f"{np.exp(np.mean([np.log(results[c][t][1] / adam[t]) for t in tasks])):.3f}"
+        for c in order) + " |")
   return "\n".join(lines) + "\n"
 
 
@@ -90,19 +134,23 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("candidates", nargs="*")
   parser.add_argument("--data_dir", default=None)
-  parser.add_argument("--out", default="results/general_levers")
+  parser.add_argument("--out", default=None,
+                      help="default results/general_levers (_train with --split=train)")
+  parser.add_argument("--split", default="valid", choices=("valid", "train"))
   parser.add_argument("--table_only", action="store_true")
   parser.add_argument("--unroll_length", type=int, default=20)
   args = parser.parse_args()
+  if args.out is None:
+    args.out = "results/general_levers" + ("_train" if args.split == "train" else "")
   os.makedirs(args.out, exist_ok=True)
   for candidate in [] if args.table_only else args.candidates:
-    scores = score(candidate, args.data_dir, args.unroll_length)
+    scores = score(candidate, args.data_dir, args.unroll_length, args.split)
     # A run's directory as NAME: its path, "/" written as "+", names the file.
     with open(os.path.join(args.out, f"{candidate.replace('/', '+')}.json"), "w") as f:
       json.dump(scores, f, indent=1)
     print(f"{candidate}: mean loss at step {STEPS} {np.mean([s[1] for s in scores.values()]):.4f}")
   with open(os.path.join(args.out, "table.md"), "w") as f:
-    f.write(table(args.out, args.unroll_length))
+    f.write(table(args.out, args.unroll_length, args.split))
 
 
 if __name__ == "__main__":

@@ -57,10 +57,13 @@ def test_a_bad_rate_is_refused(rate):
     networks.CoordinateWiseDeepLSTM(layers=(4,), scale_adaptation=rate)
 
 
-def _net(rate):
+SCALE = 0.03
+
+
+def _net(rate, normalize=False):
   return networks.CoordinateWiseDeepLSTM(
-      layers=(20, 20), preprocess_name="AdamNormalized", scale=0.03,
-      initializer=random_lstm_weights(0), scale_adaptation=rate)
+      layers=(20, 20), preprocess_name="AdamNormalized", scale=SCALE,
+      initializer=random_lstm_weights(0), scale_adaptation=rate, normalize_output=normalize)
 
 
 def _gradients(step):
@@ -69,8 +72,9 @@ def _gradients(step):
           "b": tf.constant(rng.normal(size=[5]).astype(np.float32) * 0.01)}
 
 
-def _numpy_reference(steps):
-  """Updates per step and name: the raw rule's, multiplied as the formula says, in numpy."""
+def _numpy_reference(steps, normalize=False):
+  """Updates per step and name: the raw rule's, normalized to RMS SCALE if `normalize`, then
+  multiplied as the formula says, in numpy."""
   raw_rule = meta.NetAssignments({"n": _net(0.0)}, None, ["a", "b"])
   state = raw_rule.initial_state(_gradients(0))
   log_m = {"a": 0.0, "b": 0.0}
@@ -86,16 +90,20 @@ def _numpy_reference(steps):
       cos = float(np.sum(g * previous[name]) / norms) if norms else 0.0
       log_m[name] = float(np.clip(log_m[name] - RATE * cos, np.log(step_size.MIN_MULTIPLIER),
                                   np.log(step_size.MAX_MULTIPLIER)))
-      step[name] = np.exp(log_m[name]) * raw[name].numpy()
+      raw_step = raw[name].numpy().astype(np.float64)
+      if normalize:
+        raw_step = raw_step * SCALE / np.sqrt(np.mean(raw_step ** 2))
+      step[name] = np.exp(log_m[name]) * raw_step
       previous[name] = step[name]
     out.append(step)
   return out
 
 
-def test_the_rule_matches_the_numpy_loop():
-  rule = meta.NetAssignments({"n": _net(RATE)}, None, ["a", "b"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_the_rule_matches_the_numpy_loop(normalize):
+  rule = meta.NetAssignments({"n": _net(RATE, normalize)}, None, ["a", "b"])
   state = rule.initial_state(_gradients(0))
-  reference = _numpy_reference(4)
+  reference = _numpy_reference(4, normalize)
   for t in range(4):
     updates, state = rule(_gradients(t), state)
     for name in ("a", "b"):
@@ -104,11 +112,12 @@ def test_the_rule_matches_the_numpy_loop():
   assert all(abs(m - 1.0) > 1e-3 for m in multipliers)  # the adaptation did move them
 
 
-def test_the_keras_optimizer_matches_the_numpy_loop(tmp_path):
-  path = optimizer_files.save(_net(RATE), str(tmp_path / "cw.npz"))
+@pytest.mark.parametrize("normalize", [False, True])
+def test_the_keras_optimizer_matches_the_numpy_loop(tmp_path, normalize):
+  path = optimizer_files.save(_net(RATE, normalize), str(tmp_path / "cw.npz"))
   optimizer = l2l_keras.LearnedOptimizer(checkpoint=path)
   variables = [tf.Variable(tf.zeros([3, 4])), tf.Variable(tf.zeros([5]))]
-  reference = _numpy_reference(4)
+  reference = _numpy_reference(4, normalize)
   for t in range(4):
     before = [v.numpy() for v in variables]
     gradients = _gradients(t)
@@ -119,6 +128,23 @@ def test_the_keras_optimizer_matches_the_numpy_loop(tmp_path):
 
 
 def test_the_option_survives_the_file(tmp_path):
-  path = optimizer_files.save(_net(RATE), str(tmp_path / "cw.npz"))
-  assert optimizer_files.load(path).scale_adaptation == RATE
-  assert "scale_adaptation" not in _net(0.0).get_config()  # earlier files read the same
+  path = optimizer_files.save(_net(RATE, normalize=True), str(tmp_path / "cw.npz"))
+  loaded = optimizer_files.load(path)
+  assert loaded.scale_adaptation == RATE and loaded.normalize_output is True
+  config = _net(0.0).get_config()
+  assert "scale_adaptation" not in config and "normalize_output" not in config  # earlier files
+
+
+def test_normalize_hand_computed():
+  # [3, 4]: RMS sqrt((9 + 16) / 2) = sqrt(12.5); scale 2
+  got = step_size.normalize(tf.constant([3.0, 4.0]), 2.0).numpy()
+  np.testing.assert_allclose(got, np.array([3.0, 4.0]) * 2.0 / np.sqrt(12.5), rtol=1e-6)
+  np.testing.assert_array_equal(step_size.normalize(tf.zeros([3]), 2.0).numpy(), np.zeros(3))
+  # instances apart: each row to RMS 1
+  rows = step_size.normalize(tf.constant([[1.0, 1.0], [0.0, 10.0]]), 1.0, batch_axes=1).numpy()
+  np.testing.assert_allclose(rows, [[1.0, 1.0], [0.0, np.sqrt(2.0)]], rtol=1e-6)
+
+
+def test_a_bad_normalize_option_is_refused():
+  with pytest.raises(ValueError, match="normalize_output=1 must be True or False"):
+    networks.CoordinateWiseDeepLSTM(layers=(4,), normalize_output=1)
