@@ -1,11 +1,13 @@
 """Writes a trained optimizer with another output scale: the same weights, each update × factor.
 
-Usage: python scripts/rescale_optimizer.py SOURCE SCALE DESTINATION [ADAPTATION]
+Usage: python scripts/rescale_optimizer.py SOURCE SCALE DESTINATION [ADAPTATION [normalize]]
   SOURCE: a shipped name or a train.py --save_path directory (its cw.npz);
   SCALE: the new output scale (the shipped `mnist` has 0.1);
   DESTINATION: a directory, created, that gets cw.npz;
   ADAPTATION: the rate of the online step-size adaptation (`step_size`; 0: a fixed scale);
-    left out, SOURCE's own (none for the shipped `mnist`).
+    left out, SOURCE's own (none for the shipped `mnist`);
+  normalize: each parameter tensor's update divided by its RMS, so SCALE is its RMS step
+    (`step_size.normalize`); left out, SOURCE's own choice.
 
 A start for fine-tuning on problems whose good step sizes are smaller or larger than those of the
 problem the source was trained on (`train.py --init_path=DESTINATION`).
@@ -16,9 +18,10 @@ import os
 import sys
 
 
-def rescale(source, scale, destination, scale_adaptation=None):
+def rescale(source, scale, destination, scale_adaptation=None, normalize_output=None):
   """Writes DESTINATION/cw.npz, SOURCE's network at output scale `scale` (its step adapted at
-  rate `scale_adaptation`, 0 for none, None for SOURCE's own); returns its path."""
+  rate `scale_adaptation`, 0 for none, None for SOURCE's own; its output normalized per tensor if
+  `normalize_output`, None for SOURCE's own); returns its path."""
   # Imported here: a bad argument is refused before TensorFlow starts and talks.
   from learning_to_learn import networks
   from learning_to_learn import optimizer_files
@@ -28,16 +31,22 @@ def rescale(source, scale, destination, scale_adaptation=None):
                  initializer=optimizer_files.read_weights(path))
   if scale_adaptation is not None:
     options["scale_adaptation"] = scale_adaptation
+  if normalize_output is not None:
+    options["normalize_output"] = normalize_output
   rescaled = networks.build(type(network).__name__, options, source=path)
   os.makedirs(destination, exist_ok=True)
   return optimizer_files.save(rescaled, os.path.join(destination, optimizer_files.SINGLE_NET_FILE))
 
 
 def main(argv):
-  if len(argv) not in (4, 5):
+  if len(argv) not in (4, 5, 6):
     sys.exit(__doc__.strip().splitlines()[2])
+  if len(argv) == 6 and argv[5] != "normalize":
+    sys.exit(f"rescale_optimizer.py: error: {argv[5]!r} after ADAPTATION must be the word "
+             "normalize.")
+  normalize = True if len(argv) == 6 else None
   try:
-    adaptation = float(argv[4]) if len(argv) == 5 else None
+    adaptation = float(argv[4]) if len(argv) >= 5 else None
   except ValueError:
     adaptation = math.nan
   if adaptation is not None and not (math.isfinite(adaptation) and adaptation >= 0):
@@ -49,7 +58,7 @@ def main(argv):
   if not math.isfinite(scale) or scale <= 0:
     sys.exit(f"rescale_optimizer.py: error: SCALE={argv[2]} must be a positive number.")
   try:
-    print(f"Wrote {rescale(argv[1], scale, argv[3], adaptation)}.")
+    print(f"Wrote {rescale(argv[1], scale, argv[3], adaptation, normalize)}.")
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"rescale_optimizer.py: error: {str(e).splitlines()[0]}")
 

@@ -33,3 +33,19 @@ def test_a_bad_scale_is_one_error_line(scale, tmp_path):
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert result.stderr.strip() == (f"rescale_optimizer.py: error: SCALE={scale} must be a "
                                    "positive number.")
+
+
+def test_normalize_and_adaptation_are_written(tmp_path):
+  path = rescale_optimizer.rescale("mnist", 0.003, str(tmp_path / "start"), 0.02, True)
+  loaded = optimizer_files.load(path)
+  assert loaded.normalize_output is True and loaded.scale_adaptation == 0.02
+  again = rescale_optimizer.rescale(path.rsplit("/", 1)[0], 0.005, str(tmp_path / "again"))
+  assert optimizer_files.load(again).normalize_output is True  # SOURCE's own choice kept
+
+
+def test_a_bad_word_after_the_adaptation_is_one_error_line(tmp_path):
+  result = run_python("scripts/rescale_optimizer.py", "mnist", "0.003", str(tmp_path / "out"),
+                      "0.02", "normalise")
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert result.stderr.strip() == ("rescale_optimizer.py: error: 'normalise' after ADAPTATION "
+                                   "must be the word normalize.")
