@@ -19,7 +19,9 @@ the held-out suite's. Writes OUT/<candidate>.json: task -> [loss at step 0, loss
 OUT/table.md from every such file there (`--table_only` writes the table alone). Where Adam was
 scored at several rates, "tuned Adam" is the best of them per task, and the table counts the tasks
 on which each candidate ends below it and gives the geometric mean of its ratios to it: the
-held-out suite's measure, on tasks that are not in it.
+held-out suite's measure, on tasks that are not in it. With both splits scored,
+results/general_levers/selection.md ranks the candidates scored on both over all 32 tasks by that
+geometric mean: the measure the shipped `general` is picked by.
 """
 
 import argparse
@@ -31,6 +33,7 @@ import time
 import numpy as np
 
 STEPS = 1000
+SPLIT_DIRECTORIES = {"valid": "results/general_levers", "train": "results/general_levers_train"}
 
 
 def candidate_config(candidate):
@@ -93,12 +96,48 @@ def tuned_adam(results, tasks):
   return {t: min(results[c][t][1] for c in rates) for t in tasks}
 
 
-def table(directory, unroll_length=20, split="valid"):
-  """The markdown table of every candidate's scores in `directory`, best mean first."""
+def read(directory):
+  """Candidate -> its scores (task -> [loss at step 0, at step STEPS]), from `directory`."""
   results = {}
   for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
     with open(path) as f:
       results[os.path.basename(path)[:-len(".json")].replace("+", "/")] = json.load(f)
+  return results
+
+
+def selection(directories):
+  """The markdown ranking of the candidates scored on every split in `directories` (a split's
+  directory, its label), over all their tasks together: how many end below tuned Adam, and the
+  geometric mean of their ratios to it, lowest first (what picks the shipped `general`)."""
+  ratios, tasks_total = {}, 0
+  for directory, _ in directories:
+    results = read(directory)
+    tasks = list(next(iter(results.values()))) if results else []
+    adam = tuned_adam(results, tasks)
+    if adam is None:
+      return None
+    tasks_total += len(tasks)
+    for candidate, scores in results.items():
+      if not candidate.startswith("adam@"):
+        ratios.setdefault(candidate, []).extend(scores[t][1] / adam[t] for t in tasks)
+  ranked = sorted((c for c in ratios if len(ratios[c]) == tasks_total),
+                  key=lambda c: np.mean(np.log(ratios[c])))
+  labels = " and ".join(f"{label} (`{directory}`)" for directory, label in directories)
+  lines = [f"Candidates scored on all {tasks_total} tasks, the {labels}: tuned Adam is the best "
+           "of the Adam rates scored on each task (`scripts/general_levers.py`). Lowest geometric "
+           "mean of the ratios first.", "",
+           "| candidate | tasks below tuned Adam | geometric mean of the ratios | worst ratio |",
+           "|---|---|---|---|"]
+  for c in ranked:
+    r = np.array(ratios[c])
+    lines.append(f"| `{c}` | {int(np.sum(r < 1))} of {tasks_total} | "
+                 f"{np.exp(np.mean(np.log(r))):.3f} | {np.max(r):.2f} |")
+  return "\n".join(lines) + "\n"
+
+
+def table(directory, unroll_length=20, split="valid"):
+  """The markdown table of every candidate's scores in `directory`, best mean first."""
+  results = read(directory)
   if not results:
     raise SystemExit(f"general_levers.py: error: no candidate's scores in {directory}; score one "
                      "first.")
@@ -141,7 +180,7 @@ def main():
   parser.add_argument("--unroll_length", type=int, default=20)
   args = parser.parse_args()
   if args.out is None:
-    args.out = "results/general_levers" + ("_train" if args.split == "train" else "")
+    args.out = SPLIT_DIRECTORIES[args.split]
   os.makedirs(args.out, exist_ok=True)
   for candidate in [] if args.table_only else args.candidates:
     scores = score(candidate, args.data_dir, args.unroll_length, args.split)
@@ -151,6 +190,13 @@ def main():
     print(f"{candidate}: mean loss at step {STEPS} {np.mean([s[1] for s in scores.values()]):.4f}")
   with open(os.path.join(args.out, "table.md"), "w") as f:
     f.write(table(args.out, args.unroll_length, args.split))
+  splits = [(SPLIT_DIRECTORIES["valid"], "validation tasks"),
+            (SPLIT_DIRECTORIES["train"], "training tasks unaugmented")]
+  if args.out in SPLIT_DIRECTORIES.values() and all(os.path.isdir(d) for d, _ in splits):
+    ranking = selection(splits)
+    if ranking is not None:
+      with open(os.path.join(SPLIT_DIRECTORIES["valid"], "selection.md"), "w") as f:
+        f.write(ranking)
 
 
 if __name__ == "__main__":
