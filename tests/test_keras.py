@@ -420,16 +420,23 @@ class LearnedOptimizerTest(parameterized.TestCase):
         optimizer.get_config()["network"]["weights"]["linear/w"],
         optimizer_files.read_weights(os.path.join(self.tmp, "general", "cw.npz"))["linear"]["w"])
 
-  def test_the_shipped_general_is_mnist_at_three_tenths_of_its_step_adapted_online(self):
+  def test_the_shipped_general_is_mnist_normalized_with_its_step_adapted_online(self):
     general, shipped = (optimizer_files.single_net_file(n) for n in ("general", "mnist"))
-    self.assertEqual(optimizer_files.read_config(general)["net_options"]["scale"], 0.03)
-    self.assertEqual(optimizer_files.read_config(general)["net_options"]["scale_adaptation"], 0.02)
+    options = optimizer_files.read_config(general)["net_options"]
+    self.assertEqual((options["scale"], options["scale_adaptation"], options["normalize_output"]),
+                     (0.002, 0.05, True))
     self.assertNotIn("scale_adaptation", optimizer_files.read_config(shipped)["net_options"])
+    self.assertNotIn("normalize_output", optimizer_files.read_config(shipped)["net_options"])
     self.assertEqual(optimizer_files.read_config(shipped)["net_options"]["scale"], 0.1)
     a, b = optimizer_files.read_weights(general), optimizer_files.read_weights(shipped)
     for layer in b:
       for field in b[layer]:
         np.testing.assert_array_equal(a[layer][field], b[layer][field])
+    # Its first step on a tensor: the RMS of the update is the scale (the multiplier starts at 1).
+    optimizer = l2l_keras.LearnedOptimizer()
+    variable = keras.Variable(np.zeros([40], np.float32))
+    optimizer.apply([tf.constant(np.linspace(-1.0, 2.0, 40, dtype=np.float32))], [variable])
+    np.testing.assert_allclose(np.sqrt(np.mean(np.square(variable.numpy()))), 0.002, rtol=1e-5)
 
   def test_a_directory_of_cw_npz_loads(self):
     self.save(random_net())
