@@ -21,7 +21,8 @@ scored at several rates, "tuned Adam" is the best of them per task, and the tabl
 on which each candidate ends below it and gives the geometric mean of its ratios to it: the
 held-out suite's measure, on tasks that are not in it. With both splits scored,
 results/general_levers/selection.md ranks the candidates scored on both over all 32 tasks by that
-geometric mean: the measure the shipped `general` is picked by.
+geometric mean, with the count beside it: what the shipped `general` is picked by
+(learning_to_learn/pretrained/README.md says how).
 """
 
 import argparse
@@ -40,7 +41,7 @@ def candidate_config(candidate):
   """The net config of `candidate` (see the usage)."""
   from learning_to_learn import evaluation, optimizer_files, training
   normalized = candidate.endswith(":norm")
-  name, _, value = candidate[:len(candidate) - 5 * normalized].rpartition("@")
+  name, _, value = (candidate[:-len(":norm")] if normalized else candidate).rpartition("@")
   value, tilde, rate = value.partition("~")
   try:
     value, rate = float(value), (float(rate) if tilde else None)
@@ -48,7 +49,7 @@ def candidate_config(candidate):
     value = None
   if not name or value is None or (name == "adam" and (tilde or normalized)):
     raise SystemExit(f"general_levers.py: error: {candidate!r} is not adam@RATE, NAME@SCALE or "
-                     "NAME@SCALE~RATE.")
+                     "NAME@SCALE~RATE, the last two with :norm or without.")
   if name == "adam":
     return evaluation.baseline_config("adam", value)
   config = training.net_config_from(name)
