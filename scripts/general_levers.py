@@ -97,6 +97,11 @@ def tuned_adam(results, tasks):
   return {t: min(results[c][t][1] for c in rates) for t in tasks}
 
 
+def ratios_to(adam, scores, tasks):
+  """A candidate's final loss over tuned Adam's, task by task, as an array."""
+  return np.array([scores[t][1] / adam[t] for t in tasks])
+
+
 def read(directory):
   """Candidate -> its scores (task -> [loss at step 0, at step STEPS]), from `directory`."""
   results = {}
@@ -120,7 +125,7 @@ def selection(directories):
     tasks_total += len(tasks)
     for candidate, scores in results.items():
       if not candidate.startswith("adam@"):
-        ratios.setdefault(candidate, []).extend(scores[t][1] / adam[t] for t in tasks)
+        ratios.setdefault(candidate, []).extend(ratios_to(adam, scores, tasks))
   ranked = sorted((c for c in ratios if len(ratios[c]) == tasks_total),
                   key=lambda c: np.mean(np.log(ratios[c])))
   labels = " and ".join(f"{label} (`{directory}`)" for directory, label in directories)
@@ -162,11 +167,11 @@ def table(directory, unroll_length=20, split="valid"):
       f"{np.mean([results[c][t][1] for t in tasks]):.4f}" for c in order) + " |")
   adam = tuned_adam(results, tasks)
   if adam is not None:
+    ratios = {c: ratios_to(adam, results[c], tasks) for c in order}
     lines.append("| tasks below tuned Adam | " + " | ".join(
-        f"{sum(results[c][t][1] < adam[t] for t in tasks)} of {len(tasks)}" for c in order) + " |")
+        f"{int(np.sum(ratios[c] < 1))} of {len(tasks)}" for c in order) + " |")
     lines.append("| geometric mean of the ratios to tuned Adam | " + " | ".join(
-        f"{np.exp(np.mean([np.log(results[c][t][1] / adam[t]) for t in tasks])):.3f}"
-        for c in order) + " |")
+        f"{np.exp(np.mean(np.log(ratios[c]))):.3f}" for c in order) + " |")
   return "\n".join(lines) + "\n"
 
 
