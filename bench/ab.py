@@ -26,9 +26,15 @@ def child(root, data_dir, num_unrolls, repetitions):
   """In a fresh process: steps/s of meta-training and of evaluation in `root`, as JSON."""
   sys.path.insert(0, root)
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from learning_to_learn import configs  # pylint: disable=import-outside-toplevel
+  try:
+    from learning_to_learn import configs  # pylint: disable=import-outside-toplevel
+  except ImportError:  # before the configs module (420765d, issue 26's baseline), in problems
+    from learning_to_learn import problems as configs  # pylint: disable=import-outside-toplevel
   from learning_to_learn import meta  # pylint: disable=import-outside-toplevel
-  from learning_to_learn import seeds as seeds_lib  # pylint: disable=import-outside-toplevel
+  try:
+    from learning_to_learn import seeds as seeds_lib  # pylint: disable=import-outside-toplevel
+  except ImportError:  # make_seed lived in meta before the seeds module
+    seeds_lib = meta
   problem, config, _ = configs.get_config("mnist", data_dir=data_dir)
   trainer = meta.MetaOptimizer(**config).meta_minimize(problem, UNROLL, learning_rate=0.001)
   result = {}

@@ -416,6 +416,7 @@ class MetaTrainer:
     # One method each rather than one closure for all: TF's retracing warning counts traces by
     # code object, and would take four functions traced once each for one function retraced.
     self._reset_fn = tf.function(self._reset_on_replicas)
+    self._restart_fn = tf.function(self._restart)
     self._train_fn = tf.function(self._train_on_replicas)
     self._eval_fn = tf.function(self._eval_on_replicas)
     self._apply_fn = tf.function(self._apply_on_replicas)
@@ -446,6 +447,12 @@ class MetaTrainer:
       return (unroll_lib.initial_state(self._stacked, self.rule, self._instance_seeds(seed)),)
     return tuple(unroll_lib.initial_state(self.problem, self.rule, s)
                  for s in self._instance_seeds(seed))
+
+  def _restart(self, states, seed, which):
+    # `which`, a tuple of Python ints, is part of the trace: one trace per set of instances.
+    seeds = self._instance_seeds(seed)
+    return tuple(unroll_lib.initial_state(self.problem, self.rule, seeds[i]) if i in which
+                 else state for i, state in enumerate(states))
 
   def _local_run(self, states, seeds, recompute=False):
     # (one UnrollResult per instance, the states): one stacked state, or one state per instance.
@@ -509,6 +516,22 @@ class MetaTrainer:
   def reset(self, seed):
     """Starts an epoch: fresh optimizee instances and problem constants, zero network state."""
     self.states = self._reset_fn(seed)
+
+  def restart(self, seed, instances):
+    """Starts the instances whose indices are in `instances` afresh, as `reset(seed)` would start
+    them, and leaves the others where they are: staggered instances (training.Settings.stagger)
+    each start over at their own step of the horizon, so that a meta-step mixes early and late
+    phases. One replica, instances unrolled one by one (not batch_instances)."""
+    if self._stacked is not None or self.strategy.num_replicas_in_sync > 1:
+      raise ValueError("restarting some instances needs one replica and batch_instances off: "
+                       "their states are then one per instance.")
+    which = tuple(sorted({int(i) for i in instances}))
+    if not which or which[0] < 0 or which[-1] >= self.num_instances:
+      raise ValueError(f"instances={list(instances)} must be indices below num_instances="
+                       f"{self.num_instances}.")
+    if self.states is None:
+      raise ValueError("restart() before reset(): start every instance with reset(seed) first.")
+    self.states = self._restart_fn(self.states, seed, which)
 
   def train_unroll(self, seed):
     """One unroll from the carried states and, if all is finite, one meta-step."""

@@ -12,6 +12,8 @@ tuples that differ anywhere give unrelated seeds; each stream below has a tuple 
   lie in the instance itself.
 - Within an epoch, (*epoch, 0) draws the instance (initial parameters and problem constants) and
   (*epoch, i + 1) the minibatches of its unroll i: the last element tells them apart.
+- A run with staggered instances (training.Settings.stagger) starts some of them afresh at
+  unroll i of an epoch from (*epoch, 0, i): one element longer than the epoch's own streams.
 - Within a meta-step of N instances, instance 0 keeps the unroll's seed and instance i > 0 folds
   i into it (`instance_seed`): an instance's seed depends on its index alone, never on which
   replica unrolls it.
@@ -51,6 +53,11 @@ def training_epoch(seed, epoch, attempt=0):
 def initial_seed(epoch):
   """The seed of an epoch's instance: its initial parameters and problem constants."""
   return make_seed(*epoch, 0)
+
+
+def restart_seed(epoch, index):
+  """The seed of the instances a staggered run starts afresh at unroll `index` of an epoch."""
+  return make_seed(*epoch, 0, index)
 
 
 def unroll_seed(epoch, index):

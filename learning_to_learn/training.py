@@ -55,6 +55,11 @@ class Settings:
     clip_meta_gradient: clip the meta-gradient to this global norm (None: no clipping).
     clip_meta_gradient_value: clip every meta-gradient entry to [-value, value].
     num_instances: optimizee instances per meta-step, over all replicas.
+    stagger: with num_instances N > 1, instance i starts afresh at unroll i * U // N of each epoch
+      of U unrolls instead of at its start, and lives the horizon from there, so that every
+      meta-step mixes early and late phases of optimization rather than all N instances at the
+      same step (one replica, batch_instances off). An instance's first life, after the run
+      starts or resumes, is cut short at its offset.
     batch_instances: one network call a step over all of a replica's instances.
     recompute: recompute each optimizee step in the backward pass instead of keeping it.
     jit_compile: XLA for every unroll (True), none (False), or for evaluation only (None), where
@@ -87,6 +92,7 @@ class Settings:
   clip_meta_gradient: Optional[float] = None
   clip_meta_gradient_value: Optional[float] = None
   num_instances: int = 1
+  stagger: bool = False
   batch_instances: bool = False
   recompute: bool = False
   jit_compile: Optional[bool] = None
@@ -151,6 +157,10 @@ def check_settings(settings, prefix=""):
                      "negative.")
   if settings.seed < 0:
     raise ValueError(f"{name('seed')} must be non-negative.")
+  if settings.stagger and (settings.num_instances < 2 or settings.batch_instances):
+    raise ValueError(f"{prefix}stagger needs {prefix}num_instances of 2 or more, unrolled one by "
+                     f"one: got {name('num_instances')}"
+                     f"{f' with {prefix}batch_instances' if settings.batch_instances else ''}.")
   _check_horizons(settings, prefix)
 
 
@@ -188,7 +198,7 @@ def _check_horizons(settings, prefix):
 
 # The settings that define a run: resuming under other values would silently mix two experiments.
 RUN_SETTINGS = ("seed", "num_steps", "unroll_length", "learning_rate", "second_derivatives",
-                "clip_meta_gradient", "num_instances", "objective", "clip_meta_gradient_value",
+                "clip_meta_gradient", "num_instances", "stagger", "objective", "clip_meta_gradient_value",
                 "meta_lr_schedule", "imitate", "imitation_learning_rate", "imitation_epochs",
                 "imitation_weight", "selection_steps", "curriculum", "curriculum_patience")
 
@@ -387,6 +397,12 @@ def net_config_from(path):
   return config
 
 
+def stagger_offsets(num_instances, num_unrolls):
+  """The unroll of each epoch at which each of `num_instances` staggered instances starts afresh:
+  spread evenly over the epoch's `num_unrolls`, instance 0 at its start."""
+  return [i * num_unrolls // num_instances for i in range(num_instances)]
+
+
 class Run:
   """A meta-training run in progress: what `meta_train` builds, and what callbacks see.
 
@@ -530,13 +546,24 @@ class Run:
 
   def _run_epoch(self, trainer, epoch_seed, num_unrolls, signals):
     """One epoch: (seconds, final loss, last UnrollResult), or None on a non-finite meta-step.
-    A stop signal is acted on between unrolls."""
+    A stop signal is acted on between unrolls. Staggered instances carry on from the trainer's
+    last epoch (all start afresh the first time, and after a fault), each starting over at its
+    own offset."""
     start = time.time()
-    trainer.reset(seeds_lib.initial_seed(epoch_seed))
+    stagger = self.settings.stagger
+    fresh = not stagger or trainer.states is None
+    if fresh:
+      trainer.reset(seeds_lib.initial_seed(epoch_seed))
+    offsets = stagger_offsets(trainer.num_instances, num_unrolls) if stagger else ()
     for unroll in range(num_unrolls):
       signals.check()
+      due = [i for i, offset in enumerate(offsets)
+             if offset == unroll and not (fresh and unroll == 0)]
+      if due:
+        trainer.restart(seeds_lib.restart_seed(epoch_seed, unroll), due)
       result = trainer.train_unroll(seeds_lib.unroll_seed(epoch_seed, unroll))
       if not bool(result.finite):
+        trainer.states = None  # not carried into a later epoch: a retry starts afresh
         return None
     return time.time() - start, float(result.final_loss), result
 
@@ -604,7 +631,7 @@ class Run:
 
 
 # For run.json files written before these values were recorded.
-RUN_DEFAULTS = {"num_instances": 1, "objective": "sum", "preprocess": None,
+RUN_DEFAULTS = {"num_instances": 1, "stagger": False, "objective": "sum", "preprocess": None,
                 "evaluation_split": "train", "clip_meta_gradient_value": None,
                 "meta_lr_schedule": "constant", "imitate": None,
                 "imitation_learning_rate": None, "imitation_epochs": 0,
@@ -668,6 +695,9 @@ def meta_train(problem, settings=None, *, net_config=None, net_assignments=None,
   problems = _as_list(problem)
   evaluation_problems = problems if evaluation_problem is None else _as_list(evaluation_problem)
   strategy = strategy or tf.distribute.get_strategy()
+  if settings.stagger and strategy.num_replicas_in_sync > 1:
+    raise ValueError(f"{flag_prefix}stagger needs one replica; got "
+                     f"{strategy.num_replicas_in_sync}: drop {flag_prefix}stagger or the strategy.")
   callbacks = [PrintProgress()] if callbacks is None else list(callbacks)
   config = run_config(settings, identity)
   digests = [p.data_digest for p in problems + evaluation_problems if hasattr(p, "data_digest")]

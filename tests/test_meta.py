@@ -252,6 +252,26 @@ class CarryAndResetTest(parameterized.TestCase):
     trainer.reset(seeds_lib.make_seed(5))
     self.assertFalse(np.allclose(trainer.state.constants["w"], constants["w"]))
 
+  def test_restart_starts_the_named_instances_as_reset_would_and_leaves_the_others(self):
+    problem, config, _ = configs.get_config("quadratic")
+    trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 5, jit_compile=False,
+                                                        num_instances=3)
+    trainer.reset(seeds_lib.make_seed(3))
+    trainer.eval_unroll(seeds_lib.make_seed(4))
+    before = trainer.states
+    trainer.restart(seeds_lib.make_seed(8), [2, 0])
+    # Instance i of reset(seed) is problem.init(instance_seed(seed, i)) with a zero rule state.
+    for i in (0, 2):
+      params, constants = problem.init(seeds_lib.instance_seed(seeds_lib.make_seed(8), i))
+      np.testing.assert_array_equal(trainer.states[i].params["x"], params["x"])
+      np.testing.assert_array_equal(trainer.states[i].constants["w"], constants["w"])
+      for tensor in tf.nest.flatten(trainer.states[i].net_state):
+        self.assertEqual(float(tf.reduce_max(tf.abs(tensor))), 0.0)
+    for a, b in zip(tf.nest.flatten(trainer.states[1]), tf.nest.flatten(before[1])):
+      np.testing.assert_array_equal(a, b)
+    with self.assertRaisesRegex(ValueError, r"instances=\[3\] must be indices below"):
+      trainer.restart(seeds_lib.make_seed(8), [3])
+
   def test_compiled_functions_trace_once(self):
     _, _, trainer = self._evaluator_trainer(5)
     for epoch in range(2):

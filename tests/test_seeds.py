@@ -38,6 +38,13 @@ def test_an_epochs_instance_and_unrolls_are_its_tuple_with_a_last_element():
   assert seeds.unroll_seed(epoch, 6).numpy().tolist() == _words([0, 3, 4, 7])
 
 
+def test_a_staggered_restart_is_the_epochs_instance_tuple_one_longer():
+  epoch = (0, seeds.TRAINING, 4)
+  assert seeds.restart_seed(epoch, 3).numpy().tolist() == _words([0, 0, 4, 0, 3])
+  # Never the epoch's instance, its unrolls', or a retry's instance (whose 4th element is >= 1).
+  assert seeds.restart_seed(epoch, 0).numpy().tolist() != seeds.initial_seed(epoch).numpy().tolist()
+
+
 def test_instance_zero_keeps_the_seed_and_others_fold_their_index_in():
   seed = seeds.make_seed(1, 2)
   assert seeds.instance_seed(seed, 0).numpy().tolist() == seed.numpy().tolist()

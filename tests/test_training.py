@@ -234,3 +234,80 @@ def test_a_family_shares_one_meta_step_optimizer_and_draws_a_problem_per_epoch()
   expected = [int(np.random.default_rng([0, seeds_lib.TRAINING, e]).integers(2))
               for e in range(20)]
   assert [trainers.index(run.trainer_for(e)) for e in range(20)] == expected
+
+
+class _StaggerSpy:
+  """A trainer that records its resets and restarts (by unroll) instead of unrolling."""
+
+  def __init__(self, num_instances, fault_at=None):
+    self.num_instances, self.states, self.events, self._unroll = num_instances, None, [], 0
+    self._fault_at = fault_at
+
+  def reset(self, seed):
+    self.states = "all"
+    self.events.append((self._unroll, "reset", tuple(seed.numpy())))
+
+  def restart(self, seed, instances):
+    self.events.append((self._unroll, tuple(instances), tuple(seed.numpy())))
+
+  def train_unroll(self, seed):
+    self._unroll += 1
+    finite = self._unroll != self._fault_at
+    return types.SimpleNamespace(finite=tf.constant(finite), final_loss=tf.constant(1.0))
+
+
+def test_staggered_instances_start_over_at_their_offsets_and_carry_on_across_epochs():
+  # 4 instances over epochs of 8 unrolls: offsets 0, 2, 4, 6 (i * 8 // 4).
+  assert training.stagger_offsets(4, 8) == [0, 2, 4, 6]
+  assert training.stagger_offsets(3, 2) == [0, 0, 1]
+  run = _run(num_instances=4, stagger=True, num_steps=8, unroll_length=1)
+  spy = _StaggerSpy(4)
+  epoch0, epoch1 = (0, seeds_lib.TRAINING, 0), (0, seeds_lib.TRAINING, 1)
+  run._run_epoch(spy, epoch0, 8, _Signals())
+  run._run_epoch(spy, epoch1, 8, _Signals())
+
+  def seed(value):
+    return tuple(value.numpy())
+  assert spy.events == [
+      # First epoch: all start at its first unroll, then 1, 2, 3 start over at their offsets.
+      (0, "reset", seed(seeds_lib.initial_seed(epoch0))),
+      (2, (1,), seed(seeds_lib.restart_seed(epoch0, 2))),
+      (4, (2,), seed(seeds_lib.restart_seed(epoch0, 4))),
+      (6, (3,), seed(seeds_lib.restart_seed(epoch0, 6))),
+      # Later epochs carry the states on: each instance lives 8 unrolls, from its offset.
+      (8, (0,), seed(seeds_lib.restart_seed(epoch1, 0))),
+      (10, (1,), seed(seeds_lib.restart_seed(epoch1, 2))),
+      (12, (2,), seed(seeds_lib.restart_seed(epoch1, 4))),
+      (14, (3,), seed(seeds_lib.restart_seed(epoch1, 6)))]
+
+
+def test_a_fault_in_a_staggered_epoch_starts_every_instance_afresh_next_time():
+  run = _run(num_instances=2, stagger=True, num_steps=4, unroll_length=1)
+  spy = _StaggerSpy(2, fault_at=3)
+  epoch0, epoch1 = (0, seeds_lib.TRAINING, 0), (0, seeds_lib.TRAINING, 1)
+  assert run._run_epoch(spy, epoch0, 4, _Signals()) is None
+  assert spy.states is None
+  run._run_epoch(spy, epoch1, 4, _Signals())
+  assert [e[:2] for e in spy.events] == [(0, "reset"), (2, (1,)), (3, "reset"), (5, (1,))]
+
+
+def test_stagger_needs_several_instances_unrolled_one_by_one():
+  with pytest.raises(ValueError, match="stagger needs num_instances of 2 or more"):
+    training.Settings(stagger=True)
+  with pytest.raises(ValueError, match="with batch_instances"):
+    training.Settings(stagger=True, num_instances=2, batch_instances=True)
+
+
+def test_a_staggered_run_meta_trains_with_real_restarts(tmp_path):
+  run = _run(str(tmp_path), num_instances=3, stagger=True, num_steps=3, unroll_length=1,
+             num_epochs=3)
+  trainer = run.trainer_for(0)
+  starts = []
+  restart = trainer.restart
+  trainer.restart = lambda seed, instances: (starts.append(list(instances)),
+                                             restart(seed, instances))
+  assert training._train(run, [], _Signals()) is None
+  assert run.epoch == 3
+  # Offsets 0, 1, 2: the first epoch restarts 1 and 2, each later one 0, 1 and 2 in turn.
+  assert starts == [[1], [2], [0], [1], [2], [0], [1], [2]]
+  assert all(np.all(np.isfinite(t)) for s in trainer.states for t in tf.nest.flatten(s))

@@ -84,6 +84,9 @@ flags.DEFINE_boolean("batch_instances", False, "With --num_instances above 1: on
                      "step over all of a replica's instances rather than one per instance; the "
                      "same meta-gradient to rounding, faster where a step's overhead dominates "
                      "(small optimizees; docs/performance.md).")
+flags.DEFINE_boolean("stagger", False, "With --num_instances above 1: instance i starts afresh "
+                     "at unroll i * U / N of each U-unroll epoch, so that each meta-step mixes "
+                     "early and late phases of the horizon (one replica, no --batch_instances).")
 flags.DEFINE_list("selection_steps", None, "Optimizee steps whose mean evaluation losses, "
                   "averaged, choose the best optimizer (e.g. 100,200); default: the last step of "
                   "the evaluated horizon.")
