@@ -28,12 +28,14 @@ from learning_to_learn import evaluation
 from learning_to_learn import locking
 from learning_to_learn import meta
 from learning_to_learn import optimizer_files
+from learning_to_learn import pes
 from learning_to_learn import reporting
 from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import stopping
 
 OBJECTIVES = meta.OBJECTIVES
 SCHEDULES = ("constant", "cosine")
+ESTIMATORS = ("backprop", "pes")
 TEACHERS = tuple(evaluation.BASELINES)
 # The longest horizon an evaluation or a curriculum stage may have: each step of an evaluation is
 # run, and a typo of a few zeros would run for days with no output.
@@ -55,6 +57,11 @@ class Settings:
     clip_meta_gradient: clip the meta-gradient to this global norm (None: no clipping).
     clip_meta_gradient_value: clip every meta-gradient entry to [-value, value].
     num_instances: optimizee instances per meta-step, over all replicas.
+    estimator: the meta-gradient: "backprop" through each unroll (the paper's), or "pes",
+      persistent evolution strategies (`pes.PESTrainer`): unbiased through the whole history of
+      truncated unrolls, from forward unrolls alone; one instance, no imitation, no stagger.
+    pes_pairs: PES's antithetic particle pairs (2 pes_pairs forward unrolls a meta-step).
+    pes_sigma: PES's perturbation standard deviation, in the networks' weights' units.
     stagger: with num_instances N > 1, instance i starts afresh at unroll i * U // N of each epoch
       of U unrolls instead of at its start, and lives the horizon from there, so that every
       meta-step mixes early and late phases of optimization rather than all N instances at the
@@ -92,6 +99,9 @@ class Settings:
   clip_meta_gradient: Optional[float] = None
   clip_meta_gradient_value: Optional[float] = None
   num_instances: int = 1
+  estimator: str = "backprop"
+  pes_pairs: int = 8
+  pes_sigma: float = 0.01
   stagger: bool = False
   batch_instances: bool = False
   recompute: bool = False
@@ -157,6 +167,17 @@ def check_settings(settings, prefix=""):
                      "negative.")
   if settings.seed < 0:
     raise ValueError(f"{name('seed')} must be non-negative.")
+  if settings.estimator not in ESTIMATORS:
+    raise ValueError(f"{name('estimator')} is not one of {', '.join(ESTIMATORS)}.")
+  if settings.estimator == "pes":
+    if isinstance(settings.pes_pairs, bool) or not isinstance(
+        settings.pes_pairs, (int, np.integer)) or settings.pes_pairs < 1 or not (
+            np.isfinite(settings.pes_sigma) and settings.pes_sigma > 0):
+      raise ValueError(f"{prefix}estimator=pes needs {prefix}pes_pairs >= 1 and a positive "
+                       f"{prefix}pes_sigma; got {settings.pes_pairs} and {settings.pes_sigma}.")
+    if settings.num_instances != 1 or settings.imitate or settings.stagger:
+      raise ValueError(f"{prefix}estimator=pes runs its own particles on one instance: drop "
+                       f"{prefix}num_instances, {prefix}imitate and {prefix}stagger.")
   if settings.stagger and (settings.num_instances < 2 or settings.batch_instances):
     raise ValueError(f"{prefix}stagger needs {prefix}num_instances of 2 or more, unrolled one by "
                      f"one: got {name('num_instances')}"
@@ -198,7 +219,8 @@ def _check_horizons(settings, prefix):
 
 # The settings that define a run: resuming under other values would silently mix two experiments.
 RUN_SETTINGS = ("seed", "num_steps", "unroll_length", "learning_rate", "second_derivatives",
-                "clip_meta_gradient", "num_instances", "stagger", "objective", "clip_meta_gradient_value",
+                "clip_meta_gradient", "num_instances", "estimator", "pes_pairs", "pes_sigma",
+                "stagger", "objective", "clip_meta_gradient_value",
                 "meta_lr_schedule", "imitate", "imitation_learning_rate", "imitation_epochs",
                 "imitation_weight", "selection_steps", "curriculum", "curriculum_patience")
 
@@ -452,7 +474,7 @@ class Run:
           decay_steps=settings.num_epochs * (settings.horizons[0] // settings.unroll_length))
     teacher = (evaluation.baseline_config(settings.imitate, settings.imitation_learning_rate)
                if settings.imitate else None)
-    return self.meta_optimizer.meta_minimize(
+    trainer = self.meta_optimizer.meta_minimize(
         problem, settings.unroll_length, learning_rate=learning_rate,
         net_assignments=self._net_assignments, second_derivatives=settings.second_derivatives,
         clip_meta_gradient=settings.clip_meta_gradient, jit_compile=settings.jit_compile,
@@ -460,6 +482,9 @@ class Run:
         objective=settings.objective, clip_meta_gradient_value=settings.clip_meta_gradient_value,
         recompute=settings.recompute, batch_instances=settings.batch_instances, teacher=teacher,
         optimizer=shared_optimizer)
+    if settings.estimator == "pes":
+      return pes.PESTrainer(trainer, settings.pes_pairs, settings.pes_sigma)
+    return trainer
 
   def trainer_for(self, epoch, attempt=0):
     """The trainer of the problem epoch `epoch` trains on: one problem, or one drawn from the list
@@ -631,7 +656,8 @@ class Run:
 
 
 # For run.json files written before these values were recorded.
-RUN_DEFAULTS = {"num_instances": 1, "stagger": False, "objective": "sum", "preprocess": None,
+RUN_DEFAULTS = {"num_instances": 1, "estimator": "backprop", "pes_pairs": 8, "pes_sigma": 0.01,
+                "stagger": False, "objective": "sum", "preprocess": None,
                 "evaluation_split": "train", "clip_meta_gradient_value": None,
                 "meta_lr_schedule": "constant", "imitate": None,
                 "imitation_learning_rate": None, "imitation_epochs": 0,

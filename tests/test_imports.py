@@ -24,7 +24,7 @@ LAYERS = (
     ("problems", "comparison_store", "results_summary"),  # optimizees; the comparison's files
     ("keras_problems", "augment", "meta"),  # Keras optimizees, rescaling; meta-training
     ("task_family", "transfer_suite", "evaluation", "checkpoints",
-     "configs"),  # configs: the named experiments
+     "configs", "pes"),  # configs: the named experiments; pes: meta-steps without backprop
     ("reporting", "keras"),
     ("training",),  # the meta-training loop
     ("cli.quiet",),

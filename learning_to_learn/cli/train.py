@@ -84,6 +84,14 @@ flags.DEFINE_boolean("batch_instances", False, "With --num_instances above 1: on
                      "step over all of a replica's instances rather than one per instance; the "
                      "same meta-gradient to rounding, faster where a step's overhead dominates "
                      "(small optimizees; docs/performance.md).")
+flags.DEFINE_enum("estimator", "backprop", ["backprop", "pes"], "The meta-gradient: backprop "
+                  "through each unroll (the paper's), or pes, persistent evolution strategies "
+                  "(Vicol et al. 2021): unbiased through the whole history of truncated unrolls, "
+                  "from forward unrolls alone (docs/training.md).")
+flags.DEFINE_integer("pes_pairs", 8, "With --estimator=pes: antithetic particle pairs, 2 forward "
+                     "unrolls each a meta-step.")
+flags.DEFINE_float("pes_sigma", 0.01, "With --estimator=pes: the perturbations' standard "
+                   "deviation, in the networks' weights' units.")
 flags.DEFINE_boolean("stagger", False, "With --num_instances above 1: instance i starts afresh "
                      "at unroll i * U / N of each U-unroll epoch, so that each meta-step mixes "
                      "early and late phases of the horizon (one replica, no --batch_instances).")
