@@ -16,6 +16,8 @@ Gaussian smoothing of width σ). It needs only forward unrolls: no activations k
 derivatives, and no gradient through the optimizee at all.
 """
 
+import re
+
 import tensorflow as tf
 
 from learning_to_learn import meta
@@ -32,9 +34,13 @@ class PESTrainer:
       meta-gradient clipping apply.
     num_pairs: P, antithetic particle pairs: 2P forward unrolls a meta-step.
     sigma: σ, the perturbations' standard deviation, in the weights' own units.
+    variables: a regular expression: only the networks' variables whose names it matches
+      (re.search) are perturbed and trained; None, all. The estimate's variance grows with the
+      number of weights perturbed, so a small part of the network (its output layer, "linear")
+      learns from far fewer particles than all of it.
   """
 
-  def __init__(self, trainer, num_pairs, sigma):
+  def __init__(self, trainer, num_pairs, sigma, variables=None):
     if trainer.num_instances != 1 or trainer.strategy.num_replicas_in_sync != 1:
       raise ValueError("PES runs its own particles: give it a trainer of one instance on one "
                        "replica.")
@@ -43,7 +49,11 @@ class PESTrainer:
     self.trainer = trainer
     self.num_pairs, self.sigma = int(num_pairs), float(sigma)
     self.num_instances = 1
-    self.variables = trainer.variables
+    self.variables = [v for v in trainer.variables
+                      if variables is None or re.search(variables, v.name)]
+    if not self.variables:
+      raise ValueError(f"pes variables={variables!r} matches none of the networks' variables "
+                       f"({', '.join(v.name for v in trainer.variables)}).")
     self.optimizer = trainer.optimizer
     self.states = None  # [2P] particle states (+ then - of each pair), None before reset
     self._sums = None  # [P] lists of ξ_j, one tensor per variable

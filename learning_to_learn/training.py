@@ -62,6 +62,8 @@ class Settings:
       truncated unrolls, from forward unrolls alone; one instance, no imitation, no stagger.
     pes_pairs: PES's antithetic particle pairs (2 pes_pairs forward unrolls a meta-step).
     pes_sigma: PES's perturbation standard deviation, in the networks' weights' units.
+    pes_variables: a regular expression: PES perturbs and trains only the networks' variables
+      whose names it matches ("linear": the output layer); None, all of them.
     stagger: with num_instances N > 1, instance i starts afresh at unroll i * U // N of each epoch
       of U unrolls instead of at its start, and lives the horizon from there, so that every
       meta-step mixes early and late phases of optimization rather than all N instances at the
@@ -102,6 +104,7 @@ class Settings:
   estimator: str = "backprop"
   pes_pairs: int = 8
   pes_sigma: float = 0.01
+  pes_variables: Optional[str] = None
   stagger: bool = False
   batch_instances: bool = False
   recompute: bool = False
@@ -220,7 +223,7 @@ def _check_horizons(settings, prefix):
 # The settings that define a run: resuming under other values would silently mix two experiments.
 RUN_SETTINGS = ("seed", "num_steps", "unroll_length", "learning_rate", "second_derivatives",
                 "clip_meta_gradient", "num_instances", "estimator", "pes_pairs", "pes_sigma",
-                "stagger", "objective", "clip_meta_gradient_value",
+                "pes_variables", "stagger", "objective", "clip_meta_gradient_value",
                 "meta_lr_schedule", "imitate", "imitation_learning_rate", "imitation_epochs",
                 "imitation_weight", "selection_steps", "curriculum", "curriculum_patience")
 
@@ -483,7 +486,8 @@ class Run:
         recompute=settings.recompute, batch_instances=settings.batch_instances, teacher=teacher,
         optimizer=shared_optimizer)
     if settings.estimator == "pes":
-      return pes.PESTrainer(trainer, settings.pes_pairs, settings.pes_sigma)
+      return pes.PESTrainer(trainer, settings.pes_pairs, settings.pes_sigma,
+                            settings.pes_variables)
     return trainer
 
   def trainer_for(self, epoch, attempt=0):
@@ -657,7 +661,7 @@ class Run:
 
 # For run.json files written before these values were recorded.
 RUN_DEFAULTS = {"num_instances": 1, "estimator": "backprop", "pes_pairs": 8, "pes_sigma": 0.01,
-                "stagger": False, "objective": "sum", "preprocess": None,
+                "pes_variables": None, "stagger": False, "objective": "sum", "preprocess": None,
                 "evaluation_split": "train", "clip_meta_gradient_value": None,
                 "meta_lr_schedule": "constant", "imitate": None,
                 "imitation_learning_rate": None, "imitation_epochs": 0,

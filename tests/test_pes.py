@@ -108,3 +108,19 @@ def test_a_pes_run_meta_trains_through_the_training_loop(tmp_path):
 def test_bad_pes_settings_are_one_line_errors(values, message):
   with pytest.raises(ValueError, match=message):
     training.Settings(**values)
+
+
+def test_only_the_matched_variables_are_perturbed_and_trained():
+  optimizer = meta.MetaOptimizer(cw=dict(net="CoordinateWiseDeepLSTM", net_options=dict(
+      layers=(4,), scale=0.1)))
+  trainer = optimizer.meta_minimize(problems.simple(), T, jit_compile=False, objective="log")
+  estimator = pes.PESTrainer(trainer, num_pairs=2, sigma=0.01, variables="linear")
+  assert sorted(v.name.split("/")[-1] for v in estimator.variables) == ["b:0", "w:0"]
+  before = {v.name: v.numpy() for v in trainer.variables}
+  estimator.reset(seeds_lib.make_seed(0))
+  assert bool(estimator.train_unroll(seeds_lib.make_seed(0, 1)).finite)
+  changed = sorted(v.name for v in trainer.variables
+                   if not np.array_equal(v.numpy(), before[v.name]))
+  assert changed == sorted(v.name for v in estimator.variables)
+  with pytest.raises(ValueError, match="matches none of the networks' variables"):
+    pes.PESTrainer(trainer, num_pairs=2, sigma=0.01, variables="no_such_layer")

@@ -92,6 +92,9 @@ flags.DEFINE_integer("pes_pairs", 8, "With --estimator=pes: antithetic particle 
                      "unrolls each a meta-step.")
 flags.DEFINE_float("pes_sigma", 0.01, "With --estimator=pes: the perturbations' standard "
                    "deviation, in the networks' weights' units.")
+flags.DEFINE_string("pes_variables", None, "With --estimator=pes: a regular expression; only "
+                    "the networks' variables whose names it matches are perturbed and trained "
+                    "(e.g. linear, the output layer: fewer weights, a less noisy estimate).")
 flags.DEFINE_boolean("stagger", False, "With --num_instances above 1: instance i starts afresh "
                      "at unroll i * U / N of each U-unroll epoch, so that each meta-step mixes "
                      "early and late phases of the horizon (one replica, no --batch_instances).")
