@@ -12,8 +12,9 @@ and the sum ξ_j of the perturbations it has seen since its instance started, an
     g = 1 / (2 P σ²) Σ_j ξ_j (L(θ + ε_j) - L(θ - ε_j))
 
 over the P pairs, L a window's meta-objective, is an unbiased estimate of that gradient (for
-Gaussian smoothing of width σ). It needs only forward unrolls: no activations kept, no second
-derivatives, and no gradient through the optimizee at all.
+Gaussian smoothing of width σ). It needs only forward unrolls: no activations kept and no
+derivatives of the optimizee's gradients to take, though the estimate includes their effect (it
+matches backpropagation with second derivatives, not the paper's first-order meta-gradient).
 """
 
 import re
