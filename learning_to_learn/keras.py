@@ -223,6 +223,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     self._scale = float(net_options["scale"])
     self._scale_adaptation = step_size.check_rate(net_options.get("scale_adaptation", 0.0))
     self._normalize_output = bool(net_options.get("normalize_output", False))
+    self._signal_scaled = bool(net_options.get("signal_scaled", False))
     preprocessor = preprocess.factory(net_options["preprocess_name"],
                                       net_options["preprocess_options"])
     # A bound method, not the module: TF would otherwise add the (empty) Sonnet module to every
@@ -280,6 +281,15 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     # Last, so that a .keras file written before it existed still lines up (load_own_variables).
     self._non_finite_updates = self.add_variable(shape=(), initializer="zeros", dtype="int64",
                                                  name="non_finite_updates")
+    # A signal_scaled rule keeps Adam moments of each variable's gradients (step_size.signal_ratio).
+    self._signal_states = []
+    for variable in var_list if self._signal_scaled else ():
+      prefix = getattr(variable, "path", variable.name).replace("/", "_").replace(":", "_")
+      self._signal_states.append(step_size.SignalState(
+          *(self.add_variable(shape=variable.shape, initializer="zeros", dtype="float32",
+                              name=f"{prefix}_signal_{field}") for field in ("m", "v")),
+          self.add_variable(shape=(), initializer="zeros", dtype="float32",
+                            name=f"{prefix}_signal_count")))
 
   @property
   def network_weights(self):
@@ -359,10 +369,16 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     return self._adapted(update, gradient, variable, assignments)
 
   def _adapted(self, update, gradient, variable, assignments):
-    """The update normalized (normalize_output) and its step adapted online (scale_adaptation),
-    with that state's assignments."""
+    """The update normalized (normalize_output), scaled by its gradients' signal (signal_scaled)
+    and its step adapted online (scale_adaptation), with that state's assignments."""
     if self._normalize_output:
       update = step_size.normalize(update, self._scale)
+    if self._signal_scaled:
+      saved = self._signal_states[self._get_variable_index(variable)]
+      ratio, signal = step_size.signal_ratio(tf.reshape(gradient, variable.shape),
+                                             step_size.SignalState(*map(_value, saved)))
+      update = update * ratio
+      assignments = assignments + list(zip(saved, signal))
     if self._scale_adaptation:
       saved = self._adaptation_states[self._get_variable_index(variable)]
       update, adapted = step_size.adapt(update, tf.reshape(gradient, variable.shape),

@@ -94,6 +94,9 @@ class NetAssignments:
   def _normalized(self, key):
     return getattr(self.nets[key], "normalize_output", False)
 
+  def _signal_scaled(self, key):
+    return getattr(self.nets[key], "signal_scaled", False)
+
   def initial_state(self, params):
     state = []
     for key, names in self.groups:
@@ -102,18 +105,22 @@ class NetAssignments:
         net_state = net.initial_state_for_inputs(_concat(params, names))
       else:
         net_state = tuple(net.initial_state_for_inputs(params[n]) for n in names)
+      extras = []
       if self._adaptation(key):
-        net_state = (net_state, tuple(step_size.initial_state(params[n], self._batch_axes)
-                                      for n in names))
-      state.append(net_state)
+        extras.append(tuple(step_size.initial_state(params[n], self._batch_axes) for n in names))
+      if self._signal_scaled(key):
+        extras.append(tuple(step_size.initial_signal_state(params[n]) for n in names))
+      state.append((net_state, *extras) if extras else net_state)
     return tuple(state)
 
   def __call__(self, gradients, net_state):
     updates, next_state = {}, []
     for (key, names), state in zip(self.groups, net_state):
-      net, rate = self.nets[key], self._adaptation(key)
-      if rate:
-        state, adaptation = state
+      net, rate, signal = self.nets[key], self._adaptation(key), self._signal_scaled(key)
+      if rate or signal:
+        state, *extras = state
+        adaptation = extras.pop(0) if rate else None
+        signal_states = extras.pop(0) if signal else None
       if net.coordinatewise:
         flat_update, state = net(_concat(gradients, names), state)
         group = _split(flat_update, gradients, names)
@@ -123,11 +130,22 @@ class NetAssignments:
         state = tuple(s for _, s in outputs)
       if self._normalized(key):
         group = {n: step_size.normalize(u, net.scale, self._batch_axes) for n, u in group.items()}
+      extras = []
+      if signal:
+        ratios = [step_size.signal_ratio(gradients[n], s, self._batch_axes)
+                  for n, s in zip(names, signal_states)]
+        group = {n: step_size.scaled(group[n], r, self._batch_axes)
+                 for n, (r, _) in zip(names, ratios)}
+        signal_states = tuple(s for _, s in ratios)
       if rate:
         adapted = [step_size.adapt(group[n], gradients[n], a, rate, self._batch_axes)
                    for n, a in zip(names, adaptation)]
         group = {n: u for n, (u, _) in zip(names, adapted)}
-        state = (state, tuple(a for _, a in adapted))
+        extras.append(tuple(a for _, a in adapted))
+      if signal:
+        extras.append(signal_states)
+      if extras:
+        state = (state, *extras)
       updates.update(group)
       next_state.append(state)
     return updates, tuple(next_state)

@@ -190,6 +190,9 @@ class StandardDeepLSTM(Network):
     normalize_output: False (default) keeps the output as the network gives it; True makes those
       rules divide each parameter tensor's update by its root mean square, so that `scale` is
       each tensor's RMS step (`step_size.normalize`); the network's own output is unchanged.
+    signal_scaled: with normalize_output, each tensor's RMS step is also multiplied by the RMS of
+      Adam's normalized step on its gradients (`step_size.signal_ratio`): 1 while they agree,
+      less as they turn to noise.
     initializer: None (Sonnet defaults), a name such as "zeros", or a dict per layer
       ("lstm_0", ..., "linear") and per field ("w_gates", "b_gates", "w", "b") of names or arrays,
       as `optimizer_files.network(net_path=...)` passes from a saved network.
@@ -202,7 +205,7 @@ class StandardDeepLSTM(Network):
 
   def __init__(self, output_size, layers, preprocess_name="identity", preprocess_options=None,
                scale=1.0, initializer=None, input_size=1, name="deep_lstm", fused_cell=True,
-               scale_adaptation=0.0, normalize_output=False):
+               scale_adaptation=0.0, normalize_output=False, signal_scaled=False):
     super().__init__(name=name)
     # The options every deep LSTM shares; each class's get_config adds those of its constructor.
     self._lstm_options = dict(layers=list(layers), preprocess_name=preprocess_name,
@@ -215,6 +218,14 @@ class StandardDeepLSTM(Network):
     self.normalize_output = normalize_output
     if normalize_output:  # recorded only when on, as scale_adaptation
       self._lstm_options["normalize_output"] = True
+    if not isinstance(signal_scaled, bool):
+      raise ValueError(f"signal_scaled={signal_scaled!r} must be True or False.")
+    if signal_scaled and not normalize_output:
+      raise ValueError("signal_scaled=True scales a normalized step: set normalize_output=True "
+                       "too.")
+    self.signal_scaled = signal_scaled
+    if signal_scaled:  # recorded only when on, as scale_adaptation
+      self._lstm_options["signal_scaled"] = True
     self._output_size, self._input_size = output_size, input_size
     if any(int(size) <= 0 for size in layers):
       raise ValueError(f"layers={tuple(layers)}: every hidden size must be positive.")

@@ -17,6 +17,12 @@ update is divided by its root mean square and multiplied by the network's output
 rule's own output sets only the direction and the relative sizes within a tensor, and the scale
 (times the adapted multiplier) each tensor's RMS step. A truncated unroll's objective can then no
 longer shrink the step itself, which it does (docs/training.md, short-horizon bias).
+
+A fixed RMS step keeps its size when the gradients turn to noise, where Adam's shrinks: its step
+m^/sqrt(v^) is ±1 while the gradients agree and falls toward sqrt((1 - beta1) / (1 + beta1)) (0.23
+at beta1 = 0.9) in RMS when they are pure noise. `signal_ratio` measures that RMS per tensor, from
+Adam moments of its own, so that a normalized rule can take it as its step's factor
+(`signal_scaled`): the rule sets the direction, Adam's signal-to-noise the size.
 """
 
 from typing import NamedTuple
@@ -79,3 +85,39 @@ def adapt(update, gradient, state, rate, batch_axes=0):
                                      tf.ones([len(update.shape) - batch_axes], tf.int32)], 0))
   scaled = update * multiplier
   return scaled, AdaptationState(scaled, log_multiplier)
+
+
+class SignalState(NamedTuple):
+  """One tensor's Adam moments (its shape) and how many gradients they have seen (scalar)."""
+  m: tf.Tensor
+  v: tf.Tensor
+  count: tf.Tensor
+
+
+def initial_signal_state(tensor):
+  """Fresh moments for `tensor`: zeros, no gradient seen."""
+  zeros = tf.zeros_like(tensor)
+  return SignalState(zeros, zeros, tf.constant(0.0, tensor.dtype))
+
+
+def signal_ratio(gradient, state, batch_axes=0, beta1=0.9, beta2=0.999, epsilon=1e-8):
+  """(RMS of Adam's normalized step m^/(sqrt(v^) + epsilon) over each tensor, the next state).
+
+  The RMS is over all axes past the first `batch_axes` (a scalar, or one per instance); it is 1
+  at the first step for a gradient without zeros, and kept out of the meta-gradient.
+  """
+  gradient = tf.stop_gradient(tf.cast(gradient, state.m.dtype))
+  count = state.count + 1.0
+  m = beta1 * state.m + (1.0 - beta1) * gradient
+  v = beta2 * state.v + (1.0 - beta2) * tf.square(gradient)
+  step = (m / (1.0 - beta1 ** count)) / (tf.sqrt(v / (1.0 - beta2 ** count)) + epsilon)
+  axes = list(range(batch_axes, len(gradient.shape)))
+  rms = tf.sqrt(tf.reduce_mean(tf.square(step), axis=axes))
+  return rms, SignalState(m, v, count)
+
+
+def scaled(update, factor, batch_axes=0):
+  """`update` × `factor`, one factor per instance of the first `batch_axes` axes (or a scalar)."""
+  factor = tf.reshape(factor, tf.concat([tf.shape(factor),
+                                         tf.ones([len(update.shape) - batch_axes], tf.int32)], 0))
+  return update * factor

@@ -40,8 +40,9 @@ SPLIT_DIRECTORIES = {"valid": "results/general_levers", "train": "results/genera
 def candidate_config(candidate):
   """The net config of `candidate` (see the usage)."""
   from learning_to_learn import evaluation, optimizer_files, training
-  normalized = candidate.endswith(":norm")
-  name, _, value = (candidate[:-len(":norm")] if normalized else candidate).rpartition("@")
+  signal = candidate.endswith(":snr")
+  normalized = signal or candidate.endswith(":norm")
+  name, _, value = (candidate.rpartition(":")[0] if normalized else candidate).rpartition("@")
   value, tilde, rate = value.partition("~")
   try:
     value, rate = float(value), (float(rate) if tilde else None)
@@ -61,6 +62,8 @@ def candidate_config(candidate):
       entry["net_options"]["scale_adaptation"] = rate
     if normalized:
       entry["net_options"]["normalize_output"] = True
+    if signal:
+      entry["net_options"]["signal_scaled"] = True
   return config
 
 

@@ -1,13 +1,15 @@
 """Writes a trained optimizer with another output scale: the same weights, each update × factor.
 
-Usage: python scripts/rescale_optimizer.py SOURCE SCALE DESTINATION [ADAPTATION [normalize]]
+Usage: python scripts/rescale_optimizer.py SOURCE SCALE DESTINATION [ADAPTATION [normalize|signal]]
   SOURCE: a shipped name or a train.py --save_path directory (its cw.npz);
   SCALE: the new output scale (the shipped `mnist` has 0.1);
   DESTINATION: a directory, created, that gets cw.npz;
   ADAPTATION: the rate of the online step-size adaptation (`step_size`; 0: a fixed scale);
     left out, SOURCE's own (none for the shipped `mnist`);
   normalize: each parameter tensor's update divided by its RMS, so SCALE is its RMS step
-    (`step_size.normalize`); left out, SOURCE's own choice.
+    (`step_size.normalize`); left out, SOURCE's own choice;
+  signal: normalized, and each tensor's RMS step also × the RMS of Adam's normalized step on its
+    gradients (`step_size.signal_ratio`).
 
 A start for fine-tuning on problems whose good step sizes are smaller or larger than those of the
 problem the source was trained on (`train.py --init_path=DESTINATION`).
@@ -18,10 +20,12 @@ import os
 import sys
 
 
-def rescale(source, scale, destination, scale_adaptation=None, normalize_output=None):
+def rescale(source, scale, destination, scale_adaptation=None, normalize_output=None,
+            signal_scaled=None):
   """Writes DESTINATION/cw.npz, SOURCE's network at output scale `scale` (its step adapted at
   rate `scale_adaptation`, 0 for none, None for SOURCE's own; its output normalized per tensor if
-  `normalize_output`, None for SOURCE's own); returns its path."""
+  `normalize_output`, scaled by its gradients' signal if `signal_scaled`, None for SOURCE's own);
+  returns its path."""
   # Imported here: a bad argument is refused before TensorFlow starts and talks.
   from learning_to_learn import networks
   from learning_to_learn import optimizer_files
@@ -33,6 +37,8 @@ def rescale(source, scale, destination, scale_adaptation=None, normalize_output=
     options["scale_adaptation"] = scale_adaptation
   if normalize_output is not None:
     options["normalize_output"] = normalize_output
+  if signal_scaled is not None:
+    options["signal_scaled"] = signal_scaled
   rescaled = networks.build(type(network).__name__, options, source=path)
   os.makedirs(destination, exist_ok=True)
   return optimizer_files.save(rescaled, os.path.join(destination, optimizer_files.SINGLE_NET_FILE))
@@ -41,10 +47,11 @@ def rescale(source, scale, destination, scale_adaptation=None, normalize_output=
 def main(argv):
   if len(argv) not in (4, 5, 6):
     sys.exit(__doc__.strip().splitlines()[2])
-  if len(argv) == 6 and argv[5] != "normalize":
+  if len(argv) == 6 and argv[5] not in ("normalize", "signal"):
     sys.exit(f"rescale_optimizer.py: error: {argv[5]!r} after ADAPTATION must be the word "
-             "normalize.")
+             "normalize or signal.")
   normalize = True if len(argv) == 6 else None
+  signal = True if len(argv) == 6 and argv[5] == "signal" else None
   try:
     adaptation = float(argv[4]) if len(argv) >= 5 else None
   except ValueError:
@@ -58,7 +65,7 @@ def main(argv):
   if not math.isfinite(scale) or scale <= 0:
     sys.exit(f"rescale_optimizer.py: error: SCALE={argv[2]} must be a positive number.")
   try:
-    print(f"Wrote {rescale(argv[1], scale, argv[3], adaptation, normalize)}.")
+    print(f"Wrote {rescale(argv[1], scale, argv[3], adaptation, normalize, signal)}.")
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"rescale_optimizer.py: error: {str(e).splitlines()[0]}")
 

@@ -48,4 +48,13 @@ def test_a_bad_word_after_the_adaptation_is_one_error_line(tmp_path):
                       "0.02", "normalise")
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert result.stderr.strip() == ("rescale_optimizer.py: error: 'normalise' after ADAPTATION "
-                                   "must be the word normalize.")
+                                   "must be the word normalize or signal.")
+
+
+def test_signal_writes_a_normalized_signal_scaled_rule(tmp_path):
+  result = run_python("scripts/rescale_optimizer.py", "mnist", "0.02", str(tmp_path / "out"),
+                      "0.05", "signal")
+  assert result.returncode == 0, result.stderr
+  loaded = optimizer_files.load(str(tmp_path / "out" / "cw.npz"))
+  assert (loaded.scale, loaded.scale_adaptation, loaded.normalize_output,
+          loaded.signal_scaled) == (0.02, 0.05, True, True)

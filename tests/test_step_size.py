@@ -61,9 +61,11 @@ SCALE = 0.03
 
 
 def _net(rate, normalize=False):
+  """normalize: False, True, or "signal" (normalized and signal-scaled)."""
   return networks.CoordinateWiseDeepLSTM(
       layers=(20, 20), preprocess_name="AdamNormalized", scale=SCALE,
-      initializer=random_lstm_weights(0), scale_adaptation=rate, normalize_output=normalize)
+      initializer=random_lstm_weights(0), scale_adaptation=rate,
+      normalize_output=bool(normalize), signal_scaled=normalize == "signal")
 
 
 def _gradients(step):
@@ -73,12 +75,14 @@ def _gradients(step):
 
 
 def _numpy_reference(steps, normalize=False):
-  """Updates per step and name: the raw rule's, normalized to RMS SCALE if `normalize`, then
-  multiplied as the formula says, in numpy."""
+  """Updates per step and name: the raw rule's, normalized to RMS SCALE if `normalize`, times the
+  RMS of Adam's m^/(sqrt(v^) + 1e-8) if it is "signal", then multiplied as the formula says, in
+  numpy."""
   raw_rule = meta.NetAssignments({"n": _net(0.0)}, None, ["a", "b"])
   state = raw_rule.initial_state(_gradients(0))
   log_m = {"a": 0.0, "b": 0.0}
   previous = {"a": np.zeros([3, 4]), "b": np.zeros([5])}
+  moments = {name: [np.zeros_like(p), np.zeros_like(p)] for name, p in previous.items()}
   out = []
   for t in range(steps):
     gradients = _gradients(t)
@@ -93,13 +97,19 @@ def _numpy_reference(steps, normalize=False):
       raw_step = raw[name].numpy().astype(np.float64)
       if normalize:
         raw_step = raw_step * SCALE / np.sqrt(np.mean(raw_step ** 2))
+      if normalize == "signal":
+        m, v = moments[name]
+        m[...] = 0.9 * m + 0.1 * g
+        v[...] = 0.999 * v + 0.001 * g ** 2
+        adam = (m / (1 - 0.9 ** (t + 1))) / (np.sqrt(v / (1 - 0.999 ** (t + 1))) + 1e-8)
+        raw_step = raw_step * np.sqrt(np.mean(adam ** 2))
       step[name] = np.exp(log_m[name]) * raw_step
       previous[name] = step[name]
     out.append(step)
   return out
 
 
-@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("normalize", [False, True, "signal"])
 def test_the_rule_matches_the_numpy_loop(normalize):
   rule = meta.NetAssignments({"n": _net(RATE, normalize)}, None, ["a", "b"])
   state = rule.initial_state(_gradients(0))
@@ -112,7 +122,7 @@ def test_the_rule_matches_the_numpy_loop(normalize):
   assert all(abs(m - 1.0) > 1e-3 for m in multipliers)  # the adaptation did move them
 
 
-@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("normalize", [False, True, "signal"])
 def test_the_keras_optimizer_matches_the_numpy_loop(tmp_path, normalize):
   path = optimizer_files.save(_net(RATE, normalize), str(tmp_path / "cw.npz"))
   optimizer = l2l_keras.LearnedOptimizer(checkpoint=path)
@@ -148,3 +158,41 @@ def test_normalize_hand_computed():
 def test_a_bad_normalize_option_is_refused():
   with pytest.raises(ValueError, match="normalize_output=1 must be True or False"):
     networks.CoordinateWiseDeepLSTM(layers=(4,), normalize_output=1)
+
+
+def test_signal_ratio_hand_computed():
+  # First step: m^ = g and v^ = g^2, so each coordinate's Adam step is sign(g) (0 where g is 0).
+  state = step_size.initial_signal_state(tf.zeros([4]))
+  ratio, state = step_size.signal_ratio(tf.constant([2.0, -3.0, 0.0, 5.0]), state)
+  np.testing.assert_allclose(ratio.numpy(), np.sqrt(3 / 4), rtol=2e-5)
+  # Second step, opposite gradient g2 = -g1 on one coordinate: m = 0.9 * 0.1 g1 - 0.1 g1,
+  # m^ = -0.01 g1 / 0.19; v = 0.999 * 0.001 g1^2 + 0.001 g1^2, v^ = v / (1 - 0.999^2).
+  state = step_size.initial_signal_state(tf.zeros([1]))
+  _, state = step_size.signal_ratio(tf.constant([1.0]), state)
+  ratio, state = step_size.signal_ratio(tf.constant([-1.0]), state)
+  expected = (0.01 / 0.19) / np.sqrt(0.001999 / (1 - 0.999 ** 2))
+  np.testing.assert_allclose(ratio.numpy(), expected, rtol=1e-5)
+  assert float(state.count) == 2.0
+
+
+def test_signal_ratio_of_noise_tends_to_adams_noise_floor():
+  # Zero-mean noise: m^/sqrt(v^) has RMS sqrt((1 - beta1) / (1 + beta1)) once the moments settle.
+  rng = np.random.default_rng(0)
+  state = step_size.initial_signal_state(tf.zeros([20000]))
+  for _ in range(300):
+    ratio, state = step_size.signal_ratio(tf.constant(rng.normal(size=20000), tf.float32), state)
+  np.testing.assert_allclose(ratio.numpy(), np.sqrt(0.1 / 1.9), rtol=0.05)
+
+
+def test_signal_ratio_per_instance():
+  state = step_size.initial_signal_state(tf.zeros([2, 3]))
+  ratio, _ = step_size.signal_ratio(tf.constant([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]), state,
+                                    batch_axes=1)
+  np.testing.assert_allclose(ratio.numpy(), [1.0, np.sqrt(1 / 3)], rtol=2e-5)
+
+
+def test_signal_scaled_needs_a_normalized_output():
+  with pytest.raises(ValueError, match="signal_scaled=True scales a normalized step"):
+    networks.CoordinateWiseDeepLSTM(layers=(4,), signal_scaled=True)
+  with pytest.raises(ValueError, match="signal_scaled=1 must be True or False"):
+    networks.CoordinateWiseDeepLSTM(layers=(4,), normalize_output=True, signal_scaled=1)
