@@ -5,7 +5,9 @@ Usage: python scripts/general_levers.py --data_dir=../shared/data [--unroll_leng
   CANDIDATE: adam@RATE (Adam at that learning rate), or NAME@SCALE (a shipped optimizer or a
   train.py --save_path, its network run at output scale SCALE), or NAME@SCALE~RATE (the same with
   its step adapted online at rate RATE, `step_size`; ~0 turns a file's own adaptation off); a
-  trailing ":norm" normalizes each tensor's update to RMS SCALE (`step_size.normalize`).
+  trailing ":norm" normalizes each tensor's update to RMS SCALE (`step_size.normalize`), ":snr"
+  too and multiplies it by the RMS of Adam's normalized step on the tensor's gradients
+  (`step_size.signal_ratio`).
 
 Each candidate runs the 8 validation tasks of learning_to_learn/task_family.py for 1,000 steps from
 the instances a meta-training run selects on (its evaluation seeds), without XLA, as
@@ -157,7 +159,8 @@ def table(directory, unroll_length=20, split="valid"):
            f"each, the instances train.py's evaluations use, in chunks of {unroll_length} steps; "
            "`scripts/general_levers.py`). "
            "`NAME@SCALE`: that trained optimizer at output scale SCALE (`~RATE`: its step adapted "
-           "online at rate RATE; `:norm`: each tensor's update normalized to RMS SCALE); "
+           "online at rate RATE; `:norm`: each tensor's update normalized to RMS SCALE; "
+           "`:snr`: normalized and multiplied by the RMS of Adam's m^/sqrt(v^) on the tensor); "
            "`adam@RATE`: Adam.", "",
            "| task | " + " | ".join(f"`{c}`" for c in order) + " |",
            "|---|" + "---|" * len(order)]
