@@ -222,6 +222,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     self._num_layers = len(net_options["layers"])
     self._scale = float(net_options["scale"])
     self._scale_adaptation = step_size.check_rate(net_options.get("scale_adaptation", 0.0))
+    self._initial_multiplier = step_size.check_initial_multiplier(
+        net_options.get("initial_multiplier", 1.0))
     self._normalize_output = bool(net_options.get("normalize_output", False))
     self._signal_scaled = bool(net_options.get("signal_scaled", False))
     preprocessor = preprocess.factory(net_options["preprocess_name"],
@@ -276,7 +278,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       self._adaptation_states.append(step_size.AdaptationState(
           self.add_variable(shape=variable.shape, initializer="zeros", dtype="float32",
                             name=f"{prefix}_previous_update"),
-          self.add_variable(shape=(), initializer="zeros", dtype="float32",
+          self.add_variable(shape=(), initializer=_constant_initializer(
+              np.float32(np.log(self._initial_multiplier))), dtype="float32",
                             name=f"{prefix}_log_step_multiplier")))
     # Last, so that a .keras file written before it existed still lines up (load_own_variables).
     self._non_finite_updates = self.add_variable(shape=(), initializer="zeros", dtype="int64",

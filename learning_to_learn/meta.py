@@ -107,7 +107,9 @@ class NetAssignments:
         net_state = tuple(net.initial_state_for_inputs(params[n]) for n in names)
       extras = []
       if self._adaptation(key):
-        extras.append(tuple(step_size.initial_state(params[n], self._batch_axes) for n in names))
+        multiplier = getattr(net, "initial_multiplier", 1.0)
+        extras.append(tuple(step_size.initial_state(params[n], self._batch_axes, multiplier)
+                            for n in names))
       if self._signal_scaled(key):
         extras.append(tuple(step_size.initial_signal_state(params[n]) for n in names))
       state.append((net_state, *extras) if extras else net_state)

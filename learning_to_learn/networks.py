@@ -190,6 +190,8 @@ class StandardDeepLSTM(Network):
     normalize_output: False (default) keeps the output as the network gives it; True makes those
       rules divide each parameter tensor's update by its root mean square, so that `scale` is
       each tensor's RMS step (`step_size.normalize`); the network's own output is unchanged.
+    initial_multiplier: with scale_adaptation, each tensor's step multiplier at the first step
+      (default 1, in [1/32, 32]); below 1 the adaptation warms the step up from there.
     signal_scaled: with normalize_output, each tensor's RMS step is also multiplied by the RMS of
       Adam's normalized step on its gradients (`step_size.signal_ratio`): 1 while they agree,
       less as they turn to noise.
@@ -205,7 +207,8 @@ class StandardDeepLSTM(Network):
 
   def __init__(self, output_size, layers, preprocess_name="identity", preprocess_options=None,
                scale=1.0, initializer=None, input_size=1, name="deep_lstm", fused_cell=True,
-               scale_adaptation=0.0, normalize_output=False, signal_scaled=False):
+               scale_adaptation=0.0, normalize_output=False, signal_scaled=False,
+               initial_multiplier=1.0):
     super().__init__(name=name)
     # The options every deep LSTM shares; each class's get_config adds those of its constructor.
     self._lstm_options = dict(layers=list(layers), preprocess_name=preprocess_name,
@@ -213,6 +216,12 @@ class StandardDeepLSTM(Network):
     self.scale_adaptation = step_size.check_rate(scale_adaptation)
     if self.scale_adaptation:  # recorded only when on, so earlier files' configs read the same
       self._lstm_options["scale_adaptation"] = self.scale_adaptation
+    self.initial_multiplier = step_size.check_initial_multiplier(initial_multiplier)
+    if self.initial_multiplier != 1.0:
+      if not self.scale_adaptation:
+        raise ValueError(f"initial_multiplier={initial_multiplier!r} starts the adapted step: set "
+                         "scale_adaptation > 0 too, or leave it at 1.")
+      self._lstm_options["initial_multiplier"] = self.initial_multiplier
     if not isinstance(normalize_output, bool):
       raise ValueError(f"normalize_output={normalize_output!r} must be True or False.")
     self.normalize_output = normalize_output

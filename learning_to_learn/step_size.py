@@ -48,11 +48,24 @@ def check_rate(rate, where="scale_adaptation"):
   return float(rate)
 
 
-def initial_state(tensor, batch_axes=0):
-  """A fresh state for `tensor`: no previous update, multiplier 1 (one per leading axis entry
-  when the first `batch_axes` axes index independent instances)."""
+def check_initial_multiplier(value, where="initial_multiplier"):
+  """Refuses a starting multiplier outside [MIN_MULTIPLIER, MAX_MULTIPLIER]."""
+  if not (isinstance(value, (int, float)) and MIN_MULTIPLIER <= value <= MAX_MULTIPLIER):
+    raise ValueError(f"{where}={value!r} must be a number in [1/32, 32] (1: the output scale "
+                     "itself at the first step).")
+  return float(value)
+
+
+def initial_state(tensor, batch_axes=0, multiplier=1.0):
+  """A fresh state for `tensor`: no previous update, the multiplier `multiplier` (one per leading
+  axis entry when the first `batch_axes` axes index independent instances).
+
+  A multiplier below 1 starts the steps small and lets the adaptation grow them while the updates
+  agree with the gradients: a warm-up that stops by itself where a large step would not pay.
+  """
   shape = tf.shape(tensor)[:batch_axes]
-  return AdaptationState(tf.zeros_like(tensor), tf.zeros(shape, tensor.dtype))
+  return AdaptationState(tf.zeros_like(tensor),
+                         tf.fill(shape, tf.constant(np.log(multiplier), tensor.dtype)))
 
 
 def cosine(a, b, batch_axes=0):

@@ -4,7 +4,8 @@ Usage: python scripts/general_levers.py --data_dir=../shared/data [--unroll_leng
     [--split=valid|train] CANDIDATE [CANDIDATE ...]
   CANDIDATE: adam@RATE (Adam at that learning rate), or NAME@SCALE (a shipped optimizer or a
   train.py --save_path, its network run at output scale SCALE), or NAME@SCALE~RATE (the same with
-  its step adapted online at rate RATE, `step_size`; ~0 turns a file's own adaptation off); a
+  its step adapted online at rate RATE, `step_size`; ~0 turns a file's own adaptation off;
+  ~RATE^START starts that multiplier at START instead of 1); a
   trailing ":norm" normalizes each tensor's update to RMS SCALE (`step_size.normalize`), ":snr"
   too and multiplies it by the RMS of Adam's normalized step on the tensor's gradients
   (`step_size.signal_ratio`).
@@ -46,8 +47,10 @@ def candidate_config(candidate):
   normalized = signal or candidate.endswith(":norm")
   name, _, value = (candidate.rpartition(":")[0] if normalized else candidate).rpartition("@")
   value, tilde, rate = value.partition("~")
+  rate, caret, start = rate.partition("^")
   try:
     value, rate = float(value), (float(rate) if tilde else None)
+    start = float(start) if caret else None
   except ValueError:
     value = None
   if not name or value is None or (name == "adam" and (tilde or normalized)):
@@ -66,6 +69,8 @@ def candidate_config(candidate):
       entry["net_options"]["normalize_output"] = True
     if signal:
       entry["net_options"]["signal_scaled"] = True
+    if start is not None:
+      entry["net_options"]["initial_multiplier"] = start
   return config
 
 

@@ -1,6 +1,7 @@
 """Writes a trained optimizer with another output scale: the same weights, each update × factor.
 
-Usage: python scripts/rescale_optimizer.py SOURCE SCALE DESTINATION [ADAPTATION [normalize|signal]]
+Usage: python scripts/rescale_optimizer.py SOURCE SCALE DESTINATION [ADAPTATION [normalize|signal
+    [START]]]
   SOURCE: a shipped name or a train.py --save_path directory (its cw.npz);
   SCALE: the new output scale (the shipped `mnist` has 0.1);
   DESTINATION: a directory, created, that gets cw.npz;
@@ -9,7 +10,8 @@ Usage: python scripts/rescale_optimizer.py SOURCE SCALE DESTINATION [ADAPTATION 
   normalize: each parameter tensor's update divided by its RMS, so SCALE is its RMS step
     (`step_size.normalize`); left out, SOURCE's own choice;
   signal: normalized, and each tensor's RMS step also × the RMS of Adam's normalized step on its
-    gradients (`step_size.signal_ratio`).
+    gradients (`step_size.signal_ratio`);
+  START: the adapted multiplier at the first step (default 1; below 1, a warm-up).
 
 A start for fine-tuning on problems whose good step sizes are smaller or larger than those of the
 problem the source was trained on (`train.py --init_path=DESTINATION`).
@@ -21,11 +23,11 @@ import sys
 
 
 def rescale(source, scale, destination, scale_adaptation=None, normalize_output=None,
-            signal_scaled=None):
+            signal_scaled=None, initial_multiplier=None):
   """Writes DESTINATION/cw.npz, SOURCE's network at output scale `scale` (its step adapted at
   rate `scale_adaptation`, 0 for none, None for SOURCE's own; its output normalized per tensor if
   `normalize_output`, scaled by its gradients' signal if `signal_scaled`, None for SOURCE's own);
-  returns its path."""
+  started at multiplier `initial_multiplier`, None for SOURCE's own); returns its path."""
   # Imported here: a bad argument is refused before TensorFlow starts and talks.
   from learning_to_learn import networks
   from learning_to_learn import optimizer_files
@@ -39,19 +41,27 @@ def rescale(source, scale, destination, scale_adaptation=None, normalize_output=
     options["normalize_output"] = normalize_output
   if signal_scaled is not None:
     options["signal_scaled"] = signal_scaled
+  if initial_multiplier is not None:
+    options["initial_multiplier"] = initial_multiplier
   rescaled = networks.build(type(network).__name__, options, source=path)
   os.makedirs(destination, exist_ok=True)
   return optimizer_files.save(rescaled, os.path.join(destination, optimizer_files.SINGLE_NET_FILE))
 
 
 def main(argv):
-  if len(argv) not in (4, 5, 6):
+  if len(argv) not in (4, 5, 6, 7):
     sys.exit(__doc__.strip().splitlines()[2])
-  if len(argv) == 6 and argv[5] not in ("normalize", "signal"):
+  if len(argv) >= 6 and argv[5] not in ("normalize", "signal"):
     sys.exit(f"rescale_optimizer.py: error: {argv[5]!r} after ADAPTATION must be the word "
              "normalize or signal.")
-  normalize = True if len(argv) == 6 else None
-  signal = True if len(argv) == 6 and argv[5] == "signal" else None
+  normalize = True if len(argv) >= 6 else None
+  signal = True if len(argv) >= 6 and argv[5] == "signal" else None
+  try:
+    start = float(argv[6]) if len(argv) == 7 else None
+  except ValueError:
+    start = math.nan
+  if start is not None and not (math.isfinite(start) and 1 / 32 <= start <= 32):
+    sys.exit(f"rescale_optimizer.py: error: START={argv[6]} must be a number in [1/32, 32].")
   try:
     adaptation = float(argv[4]) if len(argv) >= 5 else None
   except ValueError:
@@ -65,7 +75,7 @@ def main(argv):
   if not math.isfinite(scale) or scale <= 0:
     sys.exit(f"rescale_optimizer.py: error: SCALE={argv[2]} must be a positive number.")
   try:
-    print(f"Wrote {rescale(argv[1], scale, argv[3], adaptation, normalize, signal)}.")
+    print(f"Wrote {rescale(argv[1], scale, argv[3], adaptation, normalize, signal, start)}.")
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"rescale_optimizer.py: error: {str(e).splitlines()[0]}")
 

@@ -53,8 +53,16 @@ def test_a_bad_word_after_the_adaptation_is_one_error_line(tmp_path):
 
 def test_signal_writes_a_normalized_signal_scaled_rule(tmp_path):
   result = run_python("scripts/rescale_optimizer.py", "mnist", "0.02", str(tmp_path / "out"),
-                      "0.05", "signal")
+                      "0.05", "signal", "0.125")
   assert result.returncode == 0, result.stderr
   loaded = optimizer_files.load(str(tmp_path / "out" / "cw.npz"))
-  assert (loaded.scale, loaded.scale_adaptation, loaded.normalize_output,
-          loaded.signal_scaled) == (0.02, 0.05, True, True)
+  assert (loaded.scale, loaded.scale_adaptation, loaded.normalize_output, loaded.signal_scaled,
+          loaded.initial_multiplier) == (0.02, 0.05, True, True, 0.125)
+
+
+def test_a_start_out_of_range_is_one_error_line(tmp_path):
+  result = run_python("scripts/rescale_optimizer.py", "mnist", "0.02", str(tmp_path / "out"),
+                      "0.05", "signal", "100")
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert result.stderr.strip() == ("rescale_optimizer.py: error: START=100 must be a number in "
+                                   "[1/32, 32].")

@@ -60,12 +60,14 @@ def test_a_bad_rate_is_refused(rate):
 SCALE = 0.03
 
 
-def _net(rate, normalize=False):
-  """normalize: False, True, or "signal" (normalized and signal-scaled)."""
+def _net(rate, normalize=False, start=1.0):
+  """normalize: False, True, or "signal" (normalized and signal-scaled); start: the first
+  multiplier."""
   return networks.CoordinateWiseDeepLSTM(
       layers=(20, 20), preprocess_name="AdamNormalized", scale=SCALE,
       initializer=random_lstm_weights(0), scale_adaptation=rate,
-      normalize_output=bool(normalize), signal_scaled=normalize == "signal")
+      normalize_output=bool(normalize), signal_scaled=normalize == "signal",
+      initial_multiplier=start)
 
 
 def _gradients(step):
@@ -74,13 +76,13 @@ def _gradients(step):
           "b": tf.constant(rng.normal(size=[5]).astype(np.float32) * 0.01)}
 
 
-def _numpy_reference(steps, normalize=False):
+def _numpy_reference(steps, normalize=False, start=1.0):
   """Updates per step and name: the raw rule's, normalized to RMS SCALE if `normalize`, times the
   RMS of Adam's m^/(sqrt(v^) + 1e-8) if it is "signal", then multiplied as the formula says, in
   numpy."""
   raw_rule = meta.NetAssignments({"n": _net(0.0)}, None, ["a", "b"])
   state = raw_rule.initial_state(_gradients(0))
-  log_m = {"a": 0.0, "b": 0.0}
+  log_m = {"a": np.log(start), "b": np.log(start)}
   previous = {"a": np.zeros([3, 4]), "b": np.zeros([5])}
   moments = {name: [np.zeros_like(p), np.zeros_like(p)] for name, p in previous.items()}
   out = []
@@ -109,25 +111,28 @@ def _numpy_reference(steps, normalize=False):
   return out
 
 
-@pytest.mark.parametrize("normalize", [False, True, "signal"])
-def test_the_rule_matches_the_numpy_loop(normalize):
-  rule = meta.NetAssignments({"n": _net(RATE, normalize)}, None, ["a", "b"])
+CASES = [(False, 1.0), (True, 1.0), ("signal", 1.0), ("signal", 0.125)]
+
+
+@pytest.mark.parametrize("normalize,start", CASES)
+def test_the_rule_matches_the_numpy_loop(normalize, start):
+  rule = meta.NetAssignments({"n": _net(RATE, normalize, start)}, None, ["a", "b"])
   state = rule.initial_state(_gradients(0))
-  reference = _numpy_reference(4, normalize)
+  reference = _numpy_reference(4, normalize, start)
   for t in range(4):
     updates, state = rule(_gradients(t), state)
     for name in ("a", "b"):
       np.testing.assert_allclose(updates[name].numpy(), reference[t][name], rtol=2e-5, atol=1e-9)
   multipliers = [float(np.exp(a.log_multiplier.numpy())) for a in state[0][1]]
-  assert all(abs(m - 1.0) > 1e-3 for m in multipliers)  # the adaptation did move them
+  assert all(abs(m - start) > 1e-3 for m in multipliers)  # the adaptation did move them
 
 
-@pytest.mark.parametrize("normalize", [False, True, "signal"])
-def test_the_keras_optimizer_matches_the_numpy_loop(tmp_path, normalize):
-  path = optimizer_files.save(_net(RATE, normalize), str(tmp_path / "cw.npz"))
+@pytest.mark.parametrize("normalize,start", CASES)
+def test_the_keras_optimizer_matches_the_numpy_loop(tmp_path, normalize, start):
+  path = optimizer_files.save(_net(RATE, normalize, start), str(tmp_path / "cw.npz"))
   optimizer = l2l_keras.LearnedOptimizer(checkpoint=path)
   variables = [tf.Variable(tf.zeros([3, 4])), tf.Variable(tf.zeros([5]))]
-  reference = _numpy_reference(4, normalize)
+  reference = _numpy_reference(4, normalize, start)
   for t in range(4):
     before = [v.numpy() for v in variables]
     gradients = _gradients(t)
@@ -196,3 +201,19 @@ def test_signal_scaled_needs_a_normalized_output():
     networks.CoordinateWiseDeepLSTM(layers=(4,), signal_scaled=True)
   with pytest.raises(ValueError, match="signal_scaled=1 must be True or False"):
     networks.CoordinateWiseDeepLSTM(layers=(4,), normalize_output=True, signal_scaled=1)
+
+
+def test_the_first_multiplier_is_the_initial_one():
+  state = step_size.initial_state(tf.zeros([2, 3]), batch_axes=1, multiplier=0.25)
+  np.testing.assert_allclose(np.exp(state.log_multiplier.numpy()), [0.25, 0.25], rtol=1e-6)
+  # No previous update: the first step moves nothing, so the update is 0.25 times the rule's.
+  update, _ = step_size.adapt(tf.ones([2, 3]), tf.ones([2, 3]), state, 0.1, batch_axes=1)
+  np.testing.assert_allclose(update.numpy(), np.full([2, 3], 0.25), rtol=1e-6)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"scale_adaptation": 0.05, "initial_multiplier": 64.0}, "must be a number in \\[1/32, 32\\]"),
+    ({"initial_multiplier": 0.5}, "set scale_adaptation > 0 too")])
+def test_a_bad_initial_multiplier_is_refused(options, message):
+  with pytest.raises(ValueError, match=message):
+    networks.CoordinateWiseDeepLSTM(layers=(4,), **options)
