@@ -22,7 +22,10 @@ A fixed RMS step keeps its size when the gradients turn to noise, where Adam's s
 m^/sqrt(v^) is ±1 while the gradients agree and falls toward sqrt((1 - beta1) / (1 + beta1)) (0.23
 at beta1 = 0.9) in RMS when they are pure noise. `signal_ratio` measures that RMS per tensor, from
 Adam moments of its own, so that a normalized rule can take it as its step's factor
-(`signal_scaled`): the rule sets the direction, Adam's signal-to-noise the size.
+(`signal_scaled`): the rule sets the direction, Adam's signal-to-noise the size. Its first moment
+is not bias-corrected, so the factor also ramps up as 1 - beta1^t over the first ten or so steps:
+a warm-up, without which the larger scales this factor calls for wreck some networks in their
+first steps (docs/training.md).
 """
 
 from typing import NamedTuple
@@ -114,16 +117,17 @@ def initial_signal_state(tensor):
 
 
 def signal_ratio(gradient, state, batch_axes=0, beta1=0.9, beta2=0.999, epsilon=1e-8):
-  """(RMS of Adam's normalized step m^/(sqrt(v^) + epsilon) over each tensor, the next state).
+  """(RMS of m/(sqrt(v^) + epsilon) over each tensor, the next state): Adam's normalized step
+  with m not bias-corrected.
 
-  The RMS is over all axes past the first `batch_axes` (a scalar, or one per instance); it is 1
-  at the first step for a gradient without zeros, and kept out of the meta-gradient.
+  The RMS is over all axes past the first `batch_axes` (a scalar, or one per instance); it is
+  1 - beta1 at the first step for a gradient without zeros, and kept out of the meta-gradient.
   """
   gradient = tf.stop_gradient(tf.cast(gradient, state.m.dtype))
   count = state.count + 1.0
   m = beta1 * state.m + (1.0 - beta1) * gradient
   v = beta2 * state.v + (1.0 - beta2) * tf.square(gradient)
-  step = (m / (1.0 - beta1 ** count)) / (tf.sqrt(v / (1.0 - beta2 ** count)) + epsilon)
+  step = m / (tf.sqrt(v / (1.0 - beta2 ** count)) + epsilon)
   axes = list(range(batch_axes, len(gradient.shape)))
   rms = tf.sqrt(tf.reduce_mean(tf.square(step), axis=axes))
   return rms, SignalState(m, v, count)

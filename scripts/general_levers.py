@@ -8,7 +8,8 @@ Usage: python scripts/general_levers.py --data_dir=../shared/data [--unroll_leng
   ~RATE^START starts that multiplier at START instead of 1); a
   trailing ":norm" normalizes each tensor's update to RMS SCALE (`step_size.normalize`), ":snr"
   too and multiplies it by the RMS of Adam's normalized step on the tensor's gradients
-  (`step_size.signal_ratio`).
+  (`step_size.signal_ratio`; files named `:snrbc` were scored with its first moment
+  bias-corrected, before the warm-up it has now).
 
 Each candidate runs the 8 validation tasks of learning_to_learn/task_family.py for 1,000 steps from
 the instances a meta-training run selects on (its evaluation seeds), without XLA, as
@@ -165,7 +166,9 @@ def table(directory, unroll_length=20, split="valid"):
            "`scripts/general_levers.py`). "
            "`NAME@SCALE`: that trained optimizer at output scale SCALE (`~RATE`: its step adapted "
            "online at rate RATE; `:norm`: each tensor's update normalized to RMS SCALE; "
-           "`:snr`: normalized and multiplied by the RMS of Adam's m^/sqrt(v^) on the tensor); "
+           "`:snr`: normalized and multiplied by the RMS of Adam's m/sqrt(v^) on the tensor, m "
+           "uncorrected; `:snrbc`, scored before that choice: the same with m bias-corrected, "
+           "no warm-up; `^START`: the adapted multiplier's first value); "
            "`adam@RATE`: Adam.", "",
            "| task | " + " | ".join(f"`{c}`" for c in order) + " |",
            "|---|" + "---|" * len(order)]

@@ -78,7 +78,8 @@ def _gradients(step):
 
 def _numpy_reference(steps, normalize=False, start=1.0):
   """Updates per step and name: the raw rule's, normalized to RMS SCALE if `normalize`, times the
-  RMS of Adam's m^/(sqrt(v^) + 1e-8) if it is "signal", then multiplied as the formula says, in
+  RMS of m/(sqrt(v^) + 1e-8) (Adam's, m uncorrected) if it is "signal", then multiplied as the
+  formula says, in
   numpy."""
   raw_rule = meta.NetAssignments({"n": _net(0.0)}, None, ["a", "b"])
   state = raw_rule.initial_state(_gradients(0))
@@ -103,7 +104,7 @@ def _numpy_reference(steps, normalize=False, start=1.0):
         m, v = moments[name]
         m[...] = 0.9 * m + 0.1 * g
         v[...] = 0.999 * v + 0.001 * g ** 2
-        adam = (m / (1 - 0.9 ** (t + 1))) / (np.sqrt(v / (1 - 0.999 ** (t + 1))) + 1e-8)
+        adam = m / (np.sqrt(v / (1 - 0.999 ** (t + 1))) + 1e-8)
         raw_step = raw_step * np.sqrt(np.mean(adam ** 2))
       step[name] = np.exp(log_m[name]) * raw_step
       previous[name] = step[name]
@@ -166,22 +167,22 @@ def test_a_bad_normalize_option_is_refused():
 
 
 def test_signal_ratio_hand_computed():
-  # First step: m^ = g and v^ = g^2, so each coordinate's Adam step is sign(g) (0 where g is 0).
+  # First step: m = 0.1 g and v^ = g^2, so each coordinate's ratio is 0.1 sign(g) (0 where g is 0).
   state = step_size.initial_signal_state(tf.zeros([4]))
   ratio, state = step_size.signal_ratio(tf.constant([2.0, -3.0, 0.0, 5.0]), state)
-  np.testing.assert_allclose(ratio.numpy(), np.sqrt(3 / 4), rtol=2e-5)
-  # Second step, opposite gradient g2 = -g1 on one coordinate: m = 0.9 * 0.1 g1 - 0.1 g1,
-  # m^ = -0.01 g1 / 0.19; v = 0.999 * 0.001 g1^2 + 0.001 g1^2, v^ = v / (1 - 0.999^2).
+  np.testing.assert_allclose(ratio.numpy(), 0.1 * np.sqrt(3 / 4), rtol=2e-5)
+  # Second step, opposite gradient g2 = -g1 on one coordinate: m = 0.9 * 0.1 g1 - 0.1 g1 = -0.01 g1;
+  # v = 0.999 * 0.001 g1^2 + 0.001 g1^2, v^ = v / (1 - 0.999^2).
   state = step_size.initial_signal_state(tf.zeros([1]))
   _, state = step_size.signal_ratio(tf.constant([1.0]), state)
   ratio, state = step_size.signal_ratio(tf.constant([-1.0]), state)
-  expected = (0.01 / 0.19) / np.sqrt(0.001999 / (1 - 0.999 ** 2))
+  expected = 0.01 / np.sqrt(0.001999 / (1 - 0.999 ** 2))
   np.testing.assert_allclose(ratio.numpy(), expected, rtol=1e-5)
   assert float(state.count) == 2.0
 
 
 def test_signal_ratio_of_noise_tends_to_adams_noise_floor():
-  # Zero-mean noise: m^/sqrt(v^) has RMS sqrt((1 - beta1) / (1 + beta1)) once the moments settle.
+  # Zero-mean noise: m/sqrt(v^) has RMS sqrt((1 - beta1) / (1 + beta1)) once the moments settle.
   rng = np.random.default_rng(0)
   state = step_size.initial_signal_state(tf.zeros([20000]))
   for _ in range(300):
@@ -193,7 +194,7 @@ def test_signal_ratio_per_instance():
   state = step_size.initial_signal_state(tf.zeros([2, 3]))
   ratio, _ = step_size.signal_ratio(tf.constant([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]), state,
                                     batch_axes=1)
-  np.testing.assert_allclose(ratio.numpy(), [1.0, np.sqrt(1 / 3)], rtol=2e-5)
+  np.testing.assert_allclose(ratio.numpy(), [0.1, 0.1 * np.sqrt(1 / 3)], rtol=2e-5)
 
 
 def test_signal_scaled_needs_a_normalized_output():
