@@ -83,10 +83,12 @@ def family(split, data_dir):
   return task_family.tasks("valid", data_dir)
 
 
-def score(candidate, data_dir, unroll_length=20, split="valid"):
-  """task name -> [loss at step 0, loss at step STEPS], each the mean over the evaluation runs."""
+def score(candidate, data_dir, unroll_length=20, split="valid", runs=1):
+  """task name -> [loss at step 0, loss at step STEPS], each the mean over the evaluation runs
+  (`runs` of them, the first the one selection uses)."""
   from learning_to_learn import evaluation, seeds
-  run_seeds = seeds.epoch_seeds(0, 1, seeds.EVALUATION)  # train.py --seed=0 --evaluation_epochs=1
+  # train.py --seed=0 --evaluation_epochs=RUNS
+  run_seeds = seeds.epoch_seeds(0, runs, seeds.EVALUATION)
   scores = {}
   for task in family(split, data_dir):
     start = time.time()
@@ -152,8 +154,9 @@ def selection(directories):
   return "\n".join(lines) + "\n"
 
 
-def table(directory, unroll_length=20, split="valid"):
+def table(directory, unroll_length=20, split="valid", runs=1):
   """The markdown table of every candidate's scores in `directory`, best mean first."""
+  count = "one run" if runs == 1 else f"the mean of {runs} runs"
   results = read(directory)
   if not results:
     raise SystemExit(f"general_levers.py: error: no candidate's scores in {directory}; score one "
@@ -161,7 +164,7 @@ def table(directory, unroll_length=20, split="valid"):
   tasks = list(next(iter(results.values())))
   order = sorted(results, key=lambda c: np.mean([results[c][t][1] for t in tasks]))
   which = "training tasks (unaugmented, train splits)" if split == "train" else "validation tasks"
-  lines = [f"Loss at step {STEPS} on the task family's {len(tasks)} {which} (one run "
+  lines = [f"Loss at step {STEPS} on the task family's {len(tasks)} {which} ({count} "
            f"each, the instances train.py's evaluations use, in chunks of {unroll_length} steps; "
            "`scripts/general_levers.py`). "
            "`NAME@SCALE`: that trained optimizer at output scale SCALE (`~RATE`: its step adapted "
@@ -198,18 +201,23 @@ def main():
   parser.add_argument("--split", default="valid", choices=("valid", "train"))
   parser.add_argument("--table_only", action="store_true")
   parser.add_argument("--unroll_length", type=int, default=20)
+  parser.add_argument("--runs", type=int, default=1,
+                      help="runs a task (other instances and minibatches), averaged; > 1 writes "
+                           "to OUT_runsN")
   args = parser.parse_args()
+  if args.runs < 1:
+    raise SystemExit(f"general_levers.py: error: --runs={args.runs} must be at least 1.")
   if args.out is None:
-    args.out = SPLIT_DIRECTORIES[args.split]
+    args.out = SPLIT_DIRECTORIES[args.split] + (f"_runs{args.runs}" if args.runs > 1 else "")
   os.makedirs(args.out, exist_ok=True)
   for candidate in [] if args.table_only else args.candidates:
-    scores = score(candidate, args.data_dir, args.unroll_length, args.split)
+    scores = score(candidate, args.data_dir, args.unroll_length, args.split, args.runs)
     # A run's directory as NAME: its path, "/" written as "+", names the file.
     with open(os.path.join(args.out, f"{candidate.replace('/', '+')}.json"), "w") as f:
       json.dump(scores, f, indent=1)
     print(f"{candidate}: mean loss at step {STEPS} {np.mean([s[1] for s in scores.values()]):.4f}")
   with open(os.path.join(args.out, "table.md"), "w") as f:
-    f.write(table(args.out, args.unroll_length, args.split))
+    f.write(table(args.out, args.unroll_length, args.split, args.runs))
   splits = [(SPLIT_DIRECTORIES["valid"], "validation tasks"),
             (SPLIT_DIRECTORIES["train"], "training tasks unaugmented")]
   if args.out in SPLIT_DIRECTORIES.values() and all(os.path.isdir(d) for d, _ in splits):
