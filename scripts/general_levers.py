@@ -27,6 +27,11 @@ held-out suite's measure, on tasks that are not in it. With both splits scored,
 results/general_levers/selection.md ranks the candidates scored on both over all 32 tasks by that
 geometric mean, with the count beside it: what the shipped `general` is picked by
 (learning_to_learn/pretrained/README.md says how).
+
+`--runs=N` scores each task N times (the first the run above, then other instances and
+minibatches) and keeps the mean, in OUT_runsN; with two candidates scored so on both splits,
+results/general_levers_runsN/head_to_head.md compares them over all 32 tasks: a less noisy
+tie-break between two close candidates than one run a task.
 """
 
 import argparse
@@ -154,6 +159,32 @@ def selection(directories):
   return "\n".join(lines) + "\n"
 
 
+def head_to_head(directories, runs):
+  """The markdown comparison of the two candidates scored on every split in `directories` (a
+  split's directory, its label), over all their tasks: how many each ends below the other on, and
+  the geometric mean of its ratios to the other; None unless exactly two are."""
+  results = [read(directory) for directory, _ in directories]
+  both = sorted(set.intersection(*(set(r) for r in results)))
+  if len(both) != 2:
+    return None
+  ratios = {c: [] for c in both}
+  for r in results:
+    tasks = list(r[both[0]])
+    for c, o in zip(both, both[::-1]):
+      ratios[c].extend(ratios_to({t: r[o][t][1] for t in tasks}, r[c], tasks))
+  total = len(ratios[both[0]])
+  labels = " and ".join(f"{label} (`{directory}`)" for directory, label in directories)
+  lines = [f"Two candidates on all {total} tasks, the {labels}, each task's loss at step {STEPS} "
+           f"the mean of {runs} runs (`scripts/general_levers.py --runs={runs}`).", "",
+           "| candidate | tasks below the other | geometric mean of the ratios to the other |",
+           "|---|---|---|"]
+  for c in both:
+    r = np.array(ratios[c])
+    lines.append(f"| `{c}` | {int(np.sum(r < 1))} of {total} | "
+                 f"{np.exp(np.mean(np.log(r))):.3f} |")
+  return "\n".join(lines) + "\n"
+
+
 def table(directory, unroll_length=20, split="valid", runs=1):
   """The markdown table of every candidate's scores in `directory`, best mean first."""
   count = "one run" if runs == 1 else f"the mean of {runs} runs"
@@ -189,6 +220,13 @@ def table(directory, unroll_length=20, split="valid", runs=1):
         f"{int(np.sum(ratios[c] < 1))} of {len(tasks)}" for c in order) + " |")
     lines.append("| geometric mean of the ratios to tuned Adam | " + " | ".join(
         f"{np.exp(np.mean(np.log(ratios[c]))):.3f}" for c in order) + " |")
+  elif len(order) == 2:  # a head-to-head comparison
+    ratios = {c: ratios_to({t: results[o][t][1] for t in tasks}, results[c], tasks)
+              for c, o in zip(order, order[::-1])}
+    lines.append("| tasks below the other | " + " | ".join(
+        f"{int(np.sum(ratios[c] < 1))} of {len(tasks)}" for c in order) + " |")
+    lines.append("| geometric mean of the ratios to the other | " + " | ".join(
+        f"{np.exp(np.mean(np.log(ratios[c]))):.3f}" for c in order) + " |")
   return "\n".join(lines) + "\n"
 
 
@@ -220,6 +258,14 @@ def main():
     f.write(table(args.out, args.unroll_length, args.split, args.runs))
   splits = [(SPLIT_DIRECTORIES["valid"], "validation tasks"),
             (SPLIT_DIRECTORIES["train"], "training tasks unaugmented")]
+  if args.runs > 1:
+    splits = [(f"{d}_runs{args.runs}", label) for d, label in splits]
+    if args.out in [d for d, _ in splits] and all(os.path.isdir(d) for d, _ in splits):
+      comparison = head_to_head(splits, args.runs)
+      if comparison is not None:
+        with open(os.path.join(splits[0][0], "head_to_head.md"), "w") as f:
+          f.write(comparison)
+    return
   if args.out in SPLIT_DIRECTORIES.values() and all(os.path.isdir(d) for d, _ in splits):
     ranking = selection(splits)
     if ranking is not None:
