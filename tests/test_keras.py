@@ -420,11 +420,12 @@ class LearnedOptimizerTest(parameterized.TestCase):
         optimizer.get_config()["network"]["weights"]["linear/w"],
         optimizer_files.read_weights(os.path.join(self.tmp, "general", "cw.npz"))["linear"]["w"])
 
-  def test_the_shipped_general_is_mnist_normalized_with_its_step_adapted_online(self):
+  def test_the_shipped_general_is_mnist_normalized_signal_scaled_and_adapted_online(self):
     general, shipped = (optimizer_files.single_net_file(n) for n in ("general", "mnist"))
     options = optimizer_files.read_config(general)["net_options"]
-    self.assertEqual((options["scale"], options["scale_adaptation"], options["normalize_output"]),
-                     (0.002, 0.05, True))
+    self.assertEqual((options["scale"], options["scale_adaptation"], options["normalize_output"],
+                      options["signal_scaled"]), (0.016, 0.05, True, True))
+    self.assertNotIn("initial_multiplier", options)
     self.assertNotIn("scale_adaptation", optimizer_files.read_config(shipped)["net_options"])
     self.assertNotIn("normalize_output", optimizer_files.read_config(shipped)["net_options"])
     self.assertEqual(optimizer_files.read_config(shipped)["net_options"]["scale"], 0.1)
