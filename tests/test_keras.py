@@ -433,11 +433,14 @@ class LearnedOptimizerTest(parameterized.TestCase):
     for layer in b:
       for field in b[layer]:
         np.testing.assert_array_equal(a[layer][field], b[layer][field])
-    # Its first step on a tensor: the RMS of the update is the scale (the multiplier starts at 1).
+    # Its first step on a tensor: the RMS of the update is the scale times the signal factor's
+    # first value, 1 - beta1 = 0.1 for a gradient without zeros (the multiplier starts at 1).
     optimizer = l2l_keras.LearnedOptimizer()
     variable = keras.Variable(np.zeros([40], np.float32))
-    optimizer.apply([tf.constant(np.linspace(-1.0, 2.0, 40, dtype=np.float32))], [variable])
-    np.testing.assert_allclose(np.sqrt(np.mean(np.square(variable.numpy()))), 0.002, rtol=1e-5)
+    gradient = np.linspace(-2.0, 2.0, 40, dtype=np.float32)  # no zero among them
+    optimizer.apply([tf.constant(gradient)], [variable])
+    np.testing.assert_allclose(np.sqrt(np.mean(np.square(variable.numpy()))), 0.016 * 0.1,
+                               rtol=1e-4)
 
   def test_a_directory_of_cw_npz_loads(self):
     self.save(random_net())
