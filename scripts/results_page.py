@@ -271,6 +271,26 @@ def transfer_verdict(name, counts, num_models, steps):
           f"Done-when {verdict}.")
 
 
+def family_section(results_dir):
+  """The candidates for `general` on the task family (scripts/general_levers.py): the ranking that
+  picks it, and the head-to-head of two close candidates over several runs a task."""
+  parts = [os.path.join(results_dir, "general_levers", "selection.md"),
+           os.path.join(results_dir, "general_levers_runs3", "head_to_head.md")]
+  found = [p for p in parts if os.path.exists(p)]
+  if not found:
+    return []
+  lines = ["## The general optimizer's candidates, on the task family", "",
+           "Every lever tried for `general` without meta-training, scored on the 32 tasks of "
+           "`learning_to_learn/task_family.py` (none of the held-out suite's) by the loss at step "
+           "1,000; what each candidate is: `scripts/general_levers.py` and docs/training.md "
+           "(\"The general optimizer\"). The shipped `general` is the one "
+           "learning_to_learn/pretrained/README.md names.", ""]
+  for path in found:
+    with open(path) as f:
+      lines += [f.read().strip(), ""]
+  return lines
+
+
 def transfer_section(results_dir):
   """The held-out suite (scripts/transfer_suite.py): its models, table, figure and verdict."""
   folder = os.path.join(results_dir, "transfer")
@@ -342,7 +362,8 @@ def main():
     summaries[name] = summary
     found += 1
   lines += (settings_section(summaries) + ablation_section(args.results_dir)
-            + cifar_section(summaries) + body + transfer_section(args.results_dir))
+            + cifar_section(summaries) + body + family_section(args.results_dir)
+            + transfer_section(args.results_dir))
   with open(args.output, "w") as f:
     f.write("\n".join(lines))
   print(f"Wrote {args.output} from {found} of {len(experiments.EXPERIMENTS)} experiments.")
