@@ -96,11 +96,8 @@ def adapt(update, gradient, state, rate, batch_axes=0):
   cos = cosine(tf.cast(gradient, update.dtype), state.previous_update, batch_axes)
   log_multiplier = tf.stop_gradient(tf.clip_by_value(  # out of the meta-gradient, inputs and all
       state.log_multiplier - rate * cos, np.log(MIN_MULTIPLIER), np.log(MAX_MULTIPLIER)))
-  multiplier = tf.reshape(tf.exp(log_multiplier),
-                          tf.concat([tf.shape(log_multiplier),
-                                     tf.ones([len(update.shape) - batch_axes], tf.int32)], 0))
-  scaled = update * multiplier
-  return scaled, AdaptationState(scaled, log_multiplier)
+  multiplied = scaled(update, tf.exp(log_multiplier), batch_axes)
+  return multiplied, AdaptationState(multiplied, log_multiplier)
 
 
 class SignalState(NamedTuple):
