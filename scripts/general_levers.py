@@ -43,6 +43,8 @@ import time
 import numpy as np
 
 STEPS = 1000
+DEFAULT_ADAM = "adam@0.001"  # Keras's default rate, the done-when's second yardstick
+STALLED = 0.9
 SPLIT_DIRECTORIES = {"valid": "results/general_levers", "train": "results/general_levers_train"}
 
 
@@ -133,29 +135,36 @@ def selection(directories):
   """The markdown ranking of the candidates scored on every split in `directories` (a split's
   directory, its label), over all their tasks together: how many end below tuned Adam, and the
   geometric mean of their ratios to it, lowest first (what picks the shipped `general`)."""
-  ratios, tasks_total = {}, 0
+  ratios, default, stalled, tasks_total = {}, {}, {}, 0
   for directory, _ in directories:
     results = read(directory)
     tasks = list(next(iter(results.values()))) if results else []
     adam = tuned_adam(results, tasks)
-    if adam is None:
+    if adam is None or DEFAULT_ADAM not in results:
       return None
     tasks_total += len(tasks)
+    adam_default = {t: results[DEFAULT_ADAM][t][1] for t in tasks}
     for candidate, scores in results.items():
       if not candidate.startswith("adam@"):
         ratios.setdefault(candidate, []).extend(ratios_to(adam, scores, tasks))
+        default.setdefault(candidate, []).extend(ratios_to(adam_default, scores, tasks))
+        stalled[candidate] = stalled.get(candidate, 0) + sum(
+            scores[t][1] > STALLED * scores[t][0] for t in tasks)
   ranked = sorted((c for c in ratios if len(ratios[c]) == tasks_total),
                   key=lambda c: np.mean(np.log(ratios[c])))
   labels = " and ".join(f"{label} (`{directory}`)" for directory, label in directories)
   lines = [f"Candidates scored on all {tasks_total} tasks, the {labels}: tuned Adam is the best "
            "of the Adam rates scored on each task (`scripts/general_levers.py`). Lowest geometric "
-           "mean of the ratios first.", "",
-           "| candidate | tasks below tuned Adam | geometric mean of the ratios | worst ratio |",
-           "|---|---|---|---|"]
+           f"mean of the ratios first. Stalled: the loss at step {STEPS} above {STALLED} x the "
+           "initial loss, the held-out suite's measure.", "",
+           "| candidate | tasks below tuned Adam | geometric mean of the ratios | worst ratio | "
+           "tasks below Adam at 1e-3 | stalled |",
+           "|---|---|---|---|---|---|"]
   for c in ranked:
     r = np.array(ratios[c])
     lines.append(f"| `{c}` | {int(np.sum(r < 1))} of {tasks_total} | "
-                 f"{np.exp(np.mean(np.log(r))):.3f} | {np.max(r):.2f} |")
+                 f"{np.exp(np.mean(np.log(r))):.3f} | {np.max(r):.2f} | "
+                 f"{int(np.sum(np.array(default[c]) < 1))} of {tasks_total} | {stalled[c]} |")
   return "\n".join(lines) + "\n"
 
 
