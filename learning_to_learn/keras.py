@@ -374,17 +374,17 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
   def _adapted(self, update, gradient, variable, assignments):
     """The update normalized (normalize_output), scaled by its gradients' signal (signal_scaled)
     and its step adapted online (scale_adaptation), with that state's assignments."""
+    index, gradient = self._get_variable_index(variable), tf.reshape(gradient, variable.shape)
     if self._normalize_output:
       update = step_size.normalize(update, self._scale)
     if self._signal_scaled:
-      saved = self._signal_states[self._get_variable_index(variable)]
-      ratio, signal = step_size.signal_ratio(tf.reshape(gradient, variable.shape),
-                                             step_size.SignalState(*map(_value, saved)))
+      saved = self._signal_states[index]
+      ratio, signal = step_size.signal_ratio(gradient, step_size.SignalState(*map(_value, saved)))
       update = update * ratio
       assignments = assignments + list(zip(saved, signal))
     if self._scale_adaptation:
-      saved = self._adaptation_states[self._get_variable_index(variable)]
-      update, adapted = step_size.adapt(update, tf.reshape(gradient, variable.shape),
+      saved = self._adaptation_states[index]
+      update, adapted = step_size.adapt(update, gradient,
                                         step_size.AdaptationState(*map(_value, saved)),
                                         self._scale_adaptation)
       assignments = assignments + list(zip(saved, adapted))
