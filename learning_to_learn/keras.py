@@ -224,6 +224,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     self._scale_adaptation = step_size.check_rate(net_options.get("scale_adaptation", 0.0))
     self._initial_multiplier = step_size.check_initial_multiplier(
         net_options.get("initial_multiplier", 1.0))
+    self._adaptation_averaging = step_size.check_averaging(
+        net_options.get("adaptation_averaging", 0.0))
     self._normalize_output = bool(net_options.get("normalize_output", False))
     self._signal_scaled = bool(net_options.get("signal_scaled", False))
     preprocessor = preprocess.factory(net_options["preprocess_name"],
@@ -386,7 +388,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       saved = self._adaptation_states[index]
       update, adapted = step_size.adapt(update, gradient,
                                         step_size.AdaptationState(*map(_value, saved)),
-                                        self._scale_adaptation)
+                                        self._scale_adaptation,
+                                        averaging=self._adaptation_averaging)
       assignments = assignments + list(zip(saved, adapted))
     return update, assignments
 

@@ -140,7 +140,8 @@ class NetAssignments:
                  for n, (r, _) in zip(names, ratios)}
         signal_states = tuple(s for _, s in ratios)
       if rate:
-        adapted = [step_size.adapt(group[n], gradients[n], a, rate, self._batch_axes)
+        averaging = getattr(net, "adaptation_averaging", 0.0)
+        adapted = [step_size.adapt(group[n], gradients[n], a, rate, self._batch_axes, averaging)
                    for n, a in zip(names, adaptation)]
         group = {n: u for n, (u, _) in zip(names, adapted)}
         extras.append(tuple(a for _, a in adapted))

@@ -192,6 +192,9 @@ class StandardDeepLSTM(Network):
       each tensor's RMS step (`step_size.normalize`); the network's own output is unchanged.
     initial_multiplier: with scale_adaptation, each tensor's step multiplier at the first step
       (default 1, in [1/32, 32]); below 1 the adaptation warms the step up from there.
+    adaptation_averaging: with scale_adaptation, beta in [0, 1): the multiplier follows the
+      gradient against the exponential average of the previous updates (0, default: the previous
+      update alone; `step_size.adapt`).
     signal_scaled: with normalize_output, each tensor's RMS step is also multiplied by the RMS of
       Adam's normalized step on its gradients (`step_size.signal_ratio`): 1 while they agree,
       less as they turn to noise.
@@ -208,7 +211,7 @@ class StandardDeepLSTM(Network):
   def __init__(self, output_size, layers, preprocess_name="identity", preprocess_options=None,
                scale=1.0, initializer=None, input_size=1, name="deep_lstm", fused_cell=True,
                scale_adaptation=0.0, normalize_output=False, signal_scaled=False,
-               initial_multiplier=1.0):
+               initial_multiplier=1.0, adaptation_averaging=0.0):
     super().__init__(name=name)
     # The options every deep LSTM shares; each class's get_config adds those of its constructor.
     self._lstm_options = dict(layers=list(layers), preprocess_name=preprocess_name,
@@ -222,6 +225,12 @@ class StandardDeepLSTM(Network):
         raise ValueError(f"initial_multiplier={initial_multiplier!r} starts the adapted step: set "
                          "scale_adaptation > 0 too, or leave it at 1.")
       self._lstm_options["initial_multiplier"] = self.initial_multiplier
+    self.adaptation_averaging = step_size.check_averaging(adaptation_averaging)
+    if self.adaptation_averaging:
+      if not self.scale_adaptation:
+        raise ValueError(f"adaptation_averaging={adaptation_averaging!r} averages the adapted "
+                         "step's updates: set scale_adaptation > 0 too, or leave it at 0.")
+      self._lstm_options["adaptation_averaging"] = self.adaptation_averaging
     if not isinstance(normalize_output, bool):
       raise ValueError(f"normalize_output={normalize_output!r} must be True or False.")
     self.normalize_output = normalize_output

@@ -8,8 +8,8 @@ the loss after step t-1 is f(θ_{t-1} + m u_{t-1}), whose derivative in m is g_t
     log_m_t = clip(log_m_{t-1} - rate * cos(g_t, u_{t-1}), log(MIN_MULTIPLIER), log(MAX_MULTIPLIER))
 
 grows the step while each update still points downhill at the next gradient and shrinks it when
-the next gradient opposes it. The cosine makes the change independent of the tensor's size and
-gradient scale. The multiplier is kept out of the meta-gradient: meta-training shapes the
+the next gradient opposes it (with `averaging`, the average of the recent updates in place of
+u_{t-1}). The cosine makes the change independent of the tensor's size and gradient scale. The multiplier is kept out of the meta-gradient: meta-training shapes the
 direction and the relative size of the updates, the multiplier their overall size.
 
 `normalize` goes one step further (a direction and a magnitude, as Celo2 does): each tensor's
@@ -38,7 +38,8 @@ MAX_MULTIPLIER = 32.0
 
 
 class AdaptationState(NamedTuple):
-  """One tensor's state: its previous update (its shape) and log multiplier (scalar, or [N])."""
+  """One tensor's state: its previous update, or with `averaging` their exponential average (its
+  shape), and its log multiplier (scalar, or [N])."""
   previous_update: tf.Tensor
   log_multiplier: tf.Tensor
 
@@ -49,6 +50,14 @@ def check_rate(rate, where="scale_adaptation"):
     raise ValueError(f"{where}={rate!r} must be a finite number >= 0 (0: a fixed scale; "
                      "0.02 is the shipped `general`'s).")
   return float(rate)
+
+
+def check_averaging(value, where="adaptation_averaging"):
+  """Refuses an averaging factor outside [0, 1)."""
+  if not (isinstance(value, (int, float)) and 0 <= value < 1):
+    raise ValueError(f"{where}={value!r} must be a number in [0, 1) (0: the previous update "
+                     "alone; 0.99 averages about the last 100).")
+  return float(value)
 
 
 def check_initial_multiplier(value, where="initial_multiplier"):
@@ -87,16 +96,24 @@ def normalize(update, scale, batch_axes=0):
   return tf.math.divide_no_nan(update * scale, rms)
 
 
-def adapt(update, gradient, state, rate, batch_axes=0):
+def adapt(update, gradient, state, rate, batch_axes=0, averaging=0.0):
   """(update × its tensor's new multiplier, the next AdaptationState) for one tensor.
 
   `update` is the rule's own update for the gradient `gradient`; the multiplier moves first, on the
-  previous update, then scales this one.
+  previous update, then scales this one. With `averaging` = beta > 0 it moves on the exponential
+  average of the previous updates instead (beta × average + (1 - beta) × update): the direction
+  the parameters drift over about 1 / (1 - beta) steps, in which oscillations across a narrow
+  valley cancel. The one-step signal shrinks the step wherever the updates overshoot in some
+  directions, though progress along the others wants it kept (the greedy, short-horizon bias);
+  the average shrinks it only while the drift itself turns back.
   """
   cos = cosine(tf.cast(gradient, update.dtype), state.previous_update, batch_axes)
   log_multiplier = tf.stop_gradient(tf.clip_by_value(  # out of the meta-gradient, inputs and all
       state.log_multiplier - rate * cos, np.log(MIN_MULTIPLIER), np.log(MAX_MULTIPLIER)))
   multiplied = scaled(update, tf.exp(log_multiplier), batch_axes)
+  if averaging:
+    drift = averaging * state.previous_update + (1.0 - averaging) * multiplied
+    return multiplied, AdaptationState(drift, log_multiplier)
   return multiplied, AdaptationState(multiplied, log_multiplier)
 
 

@@ -5,7 +5,8 @@ Usage: python scripts/general_levers.py --data_dir=../shared/data [--unroll_leng
   CANDIDATE: adam@RATE (Adam at that learning rate), or NAME@SCALE (a shipped optimizer or a
   train.py --save_path, its network run at output scale SCALE), or NAME@SCALE~RATE (the same with
   its step adapted online at rate RATE, `step_size`; ~0 turns a file's own adaptation off;
-  ~RATE^START starts that multiplier at START instead of 1); a
+  ~RATE^START starts that multiplier at START instead of 1; ~RATE,BETA adapts it on the average
+  of the previous updates, `adaptation_averaging`); a
   trailing ":norm" normalizes each tensor's update to RMS SCALE (`step_size.normalize`), ":snr"
   too and multiplies it by the RMS of Adam's normalized step on the tensor's gradients
   (`step_size.signal_ratio`; files named `:snrbc` were scored with its first moment
@@ -56,9 +57,11 @@ def candidate_config(candidate):
   name, _, value = (candidate.rpartition(":")[0] if normalized else candidate).rpartition("@")
   value, tilde, rate = value.partition("~")
   rate, caret, start = rate.partition("^")
+  rate, comma, averaging = rate.partition(",")
   try:
     value, rate = float(value), (float(rate) if tilde else None)
     start = float(start) if caret else None
+    averaging = float(averaging) if comma else None
   except ValueError:
     value = None
   if not name or value is None or (name == "adam" and (tilde or normalized)):
@@ -79,6 +82,8 @@ def candidate_config(candidate):
       entry["net_options"]["signal_scaled"] = True
     if start is not None:
       entry["net_options"]["initial_multiplier"] = start
+    if averaging is not None:
+      entry["net_options"]["adaptation_averaging"] = averaging
   return config
 
 

@@ -60,14 +60,14 @@ def test_a_bad_rate_is_refused(rate):
 SCALE = 0.03
 
 
-def _net(rate, normalize=False, start=1.0):
+def _net(rate, normalize=False, start=1.0, averaging=0.0):
   """normalize: False, True, or "signal" (normalized and signal-scaled); start: the first
-  multiplier."""
+  multiplier; averaging: the adaptation's average of the previous updates."""
   return networks.CoordinateWiseDeepLSTM(
       layers=(20, 20), preprocess_name="AdamNormalized", scale=SCALE,
       initializer=random_lstm_weights(0), scale_adaptation=rate,
       normalize_output=bool(normalize), signal_scaled=normalize == "signal",
-      initial_multiplier=start)
+      initial_multiplier=start, adaptation_averaging=averaging)
 
 
 def _gradients(step):
@@ -76,10 +76,10 @@ def _gradients(step):
           "b": tf.constant(rng.normal(size=[5]).astype(np.float32) * 0.01)}
 
 
-def _numpy_reference(steps, normalize=False, start=1.0):
+def _numpy_reference(steps, normalize=False, start=1.0, averaging=0.0):
   """Updates per step and name: the raw rule's, normalized to RMS SCALE if `normalize`, times the
   RMS of m/(sqrt(v^) + 1e-8) (Adam's, m uncorrected) if it is "signal", then multiplied as the
-  formula says, in
+  formula says (the cosine against the updates' exponential average, with `averaging`), in
   numpy."""
   raw_rule = meta.NetAssignments({"n": _net(0.0)}, None, ["a", "b"])
   state = raw_rule.initial_state(_gradients(0))
@@ -107,19 +107,20 @@ def _numpy_reference(steps, normalize=False, start=1.0):
         adam = m / (np.sqrt(v / (1 - 0.999 ** (t + 1))) + 1e-8)
         raw_step = raw_step * np.sqrt(np.mean(adam ** 2))
       step[name] = np.exp(log_m[name]) * raw_step
-      previous[name] = step[name]
+      previous[name] = averaging * previous[name] + (1 - averaging) * step[name]
     out.append(step)
   return out
 
 
-CASES = [(False, 1.0), (True, 1.0), ("signal", 1.0), ("signal", 0.125)]
+CASES = [(False, 1.0, 0.0), (True, 1.0, 0.0), ("signal", 1.0, 0.0), ("signal", 0.125, 0.0),
+         ("signal", 1.0, 0.7)]
 
 
-@pytest.mark.parametrize("normalize,start", CASES)
-def test_the_rule_matches_the_numpy_loop(normalize, start):
-  rule = meta.NetAssignments({"n": _net(RATE, normalize, start)}, None, ["a", "b"])
+@pytest.mark.parametrize("normalize,start,averaging", CASES)
+def test_the_rule_matches_the_numpy_loop(normalize, start, averaging):
+  rule = meta.NetAssignments({"n": _net(RATE, normalize, start, averaging)}, None, ["a", "b"])
   state = rule.initial_state(_gradients(0))
-  reference = _numpy_reference(4, normalize, start)
+  reference = _numpy_reference(4, normalize, start, averaging)
   for t in range(4):
     updates, state = rule(_gradients(t), state)
     for name in ("a", "b"):
@@ -128,12 +129,12 @@ def test_the_rule_matches_the_numpy_loop(normalize, start):
   assert all(abs(m - start) > 1e-3 for m in multipliers)  # the adaptation did move them
 
 
-@pytest.mark.parametrize("normalize,start", CASES)
-def test_the_keras_optimizer_matches_the_numpy_loop(tmp_path, normalize, start):
-  path = optimizer_files.save(_net(RATE, normalize, start), str(tmp_path / "cw.npz"))
+@pytest.mark.parametrize("normalize,start,averaging", CASES)
+def test_the_keras_optimizer_matches_the_numpy_loop(tmp_path, normalize, start, averaging):
+  path = optimizer_files.save(_net(RATE, normalize, start, averaging), str(tmp_path / "cw.npz"))
   optimizer = l2l_keras.LearnedOptimizer(checkpoint=path)
   variables = [tf.Variable(tf.zeros([3, 4])), tf.Variable(tf.zeros([5]))]
-  reference = _numpy_reference(4, normalize, start)
+  reference = _numpy_reference(4, normalize, start, averaging)
   for t in range(4):
     before = [v.numpy() for v in variables]
     gradients = _gradients(t)
@@ -218,3 +219,47 @@ def test_the_first_multiplier_is_the_initial_one():
 def test_a_bad_initial_multiplier_is_refused(options, message):
   with pytest.raises(ValueError, match=message):
     networks.CoordinateWiseDeepLSTM(layers=(4,), **options)
+
+
+def test_averaging_hand_computed():
+  # The cosine is taken against the stored average, which then moves toward this step's update.
+  gradient = tf.constant([1.0, 0.0])
+  average = tf.constant([1.0, 1.0])  # cos(g, average) = 1 / sqrt(2)
+  state = step_size.AdaptationState(average, tf.constant(0.0))
+  update, next_state = step_size.adapt(tf.constant([2.0, -2.0]), gradient, state, 0.1,
+                                       averaging=0.75)
+  log_m = -0.1 / np.sqrt(2.0)
+  np.testing.assert_allclose(next_state.log_multiplier.numpy(), log_m, rtol=1e-6)
+  np.testing.assert_allclose(update.numpy(), np.exp(log_m) * np.array([2.0, -2.0]), rtol=1e-6)
+  np.testing.assert_allclose(next_state.previous_update.numpy(),
+                             0.75 * np.array([1.0, 1.0]) + 0.25 * update.numpy(), rtol=1e-6)
+
+
+def test_averaging_keeps_the_step_where_updates_oscillate_across_a_drift():
+  # Updates that alternate across a valley while drifting along it: with each gradient opposing
+  # the last update's oscillation, the one-step signal shrinks the multiplier, the average
+  # (whose oscillation cancels, leaving the drift the gradient still opposes) grows it.
+  def run(averaging):
+    state = step_size.initial_state(tf.zeros([2]))
+    for t in range(40):
+      sign = 1.0 if t % 2 else -1.0
+      update = tf.constant([-0.3, sign])  # a drift along -x, an oscillation in y
+      gradient = tf.constant([1.0, -2.0 * sign])  # downhill along -x; in y, the last update's way
+      _, state = step_size.adapt(update, gradient, state, 0.05, averaging=averaging)
+    return float(np.exp(state.log_multiplier.numpy()))
+  assert run(0.0) < 0.5 and run(0.9) > 1.0
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"scale_adaptation": 0.05, "adaptation_averaging": 1.0}, "must be a number in \\[0, 1\\)"),
+    ({"scale_adaptation": 0.05, "adaptation_averaging": -0.1}, "must be a number in \\[0, 1\\)"),
+    ({"adaptation_averaging": 0.9}, "set scale_adaptation > 0 too")])
+def test_a_bad_averaging_is_refused(options, message):
+  with pytest.raises(ValueError, match=message):
+    networks.CoordinateWiseDeepLSTM(layers=(4,), **options)
+
+
+def test_averaging_survives_the_file(tmp_path):
+  path = optimizer_files.save(_net(RATE, "signal", averaging=0.9), str(tmp_path / "cw.npz"))
+  assert optimizer_files.load(path).adaptation_averaging == 0.9
+  assert "adaptation_averaging" not in _net(RATE).get_config()  # earlier files read the same
