@@ -66,3 +66,20 @@ def test_a_start_out_of_range_is_one_error_line(tmp_path):
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert result.stderr.strip() == ("rescale_optimizer.py: error: START=100 must be a number in "
                                    "[1/32, 32].")
+
+
+def test_rate_and_averaging_are_written(tmp_path):
+  result = run_python("scripts/rescale_optimizer.py", "mnist", "0.016", str(tmp_path / "out"),
+                      "0.05,0.97", "signal")
+  assert result.returncode == 0, result.stderr
+  loaded = optimizer_files.load(str(tmp_path / "out" / "cw.npz"))
+  assert (loaded.scale_adaptation, loaded.adaptation_averaging, loaded.signal_scaled) == (
+      0.05, 0.97, True)
+
+
+def test_an_averaging_out_of_range_is_one_error_line(tmp_path):
+  result = run_python("scripts/rescale_optimizer.py", "mnist", "0.016", str(tmp_path / "out"),
+                      "0.05,1", "signal")
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert result.stderr.strip() == ("rescale_optimizer.py: error: ADAPTATION=0.05,1: BETA must be "
+                                   "in [0, 1).")
