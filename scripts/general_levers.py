@@ -216,7 +216,8 @@ def table(directory, unroll_length=20, split="valid", runs=1):
            "online at rate RATE; `:norm`: each tensor's update normalized to RMS SCALE; "
            "`:snr`: normalized and multiplied by the RMS of Adam's m/sqrt(v^) on the tensor, m "
            "uncorrected; `:snrbc`, scored before that choice: the same with m bias-corrected, "
-           "no warm-up; `^START`: the adapted multiplier's first value); "
+           "no warm-up; `^START`: the adapted multiplier's first value; `,BETA`: the "
+           "multiplier adapted on the exponential average of the previous updates); "
            "`adam@RATE`: Adam.", "",
            "| task | " + " | ".join(f"`{c}`" for c in order) + " |",
            "|---|" + "---|" * len(order)]
