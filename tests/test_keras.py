@@ -423,8 +423,9 @@ class LearnedOptimizerTest(parameterized.TestCase):
   def test_the_shipped_general_is_mnist_normalized_signal_scaled_and_adapted_online(self):
     general, shipped = (optimizer_files.single_net_file(n) for n in ("general", "mnist"))
     options = optimizer_files.read_config(general)["net_options"]
-    self.assertEqual((options["scale"], options["scale_adaptation"], options["normalize_output"],
-                      options["signal_scaled"]), (0.016, 0.05, True, True))
+    self.assertEqual((options["scale"], options["scale_adaptation"],
+                      options["adaptation_averaging"], options["normalize_output"],
+                      options["signal_scaled"]), (0.016, 0.05, 0.97, True, True))
     self.assertNotIn("initial_multiplier", options)
     self.assertNotIn("scale_adaptation", optimizer_files.read_config(shipped)["net_options"])
     self.assertNotIn("normalize_output", optimizer_files.read_config(shipped)["net_options"])
@@ -521,14 +522,16 @@ class NonFiniteTest(parameterized.TestCase):
     for v in optimizer.variables:
       self.assertTrue(np.all(np.isfinite(v.numpy())), v.path)
 
-  def test_ten_thousand_noisy_steps_stay_bounded(self):
+  @parameterized.parameters("mnist", "general")
+  def test_ten_thousand_noisy_steps_stay_bounded(self, checkpoint):
     # Stochastic linear least squares: gradient noise as large as the gradient itself at the
-    # start, and no decay to rescue a rule whose steps do not shrink.
+    # start, and no decay to rescue a rule whose steps do not shrink (nor, for `general`, an
+    # adapted multiplier that grows without bound).
     rng = np.random.default_rng(0)
     a = tf.constant(rng.normal(size=(64, 32)) / 8, tf.float32)
     target = tf.constant(rng.normal(size=(32,)), tf.float32)
     theta = tf.Variable(tf.zeros(32))
-    optimizer = l2l_keras.LearnedOptimizer("mnist")
+    optimizer = l2l_keras.LearnedOptimizer(checkpoint)
     optimizer.build([theta])
 
     def loss():
