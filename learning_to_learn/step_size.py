@@ -9,8 +9,9 @@ the loss after step t-1 is f(θ_{t-1} + m u_{t-1}), whose derivative in m is g_t
 
 grows the step while each update still points downhill at the next gradient and shrinks it when
 the next gradient opposes it (with `averaging`, the average of the recent updates in place of
-u_{t-1}). The cosine makes the change independent of the tensor's size and gradient scale. The multiplier is kept out of the meta-gradient: meta-training shapes the
-direction and the relative size of the updates, the multiplier their overall size.
+u_{t-1}). The cosine makes the change independent of the tensor's size and gradient scale. The
+multiplier is kept out of the meta-gradient: meta-training shapes the direction and the relative
+size of the updates, the multiplier their overall size.
 
 `normalize` goes one step further (a direction and a magnitude, as Celo2 does): each tensor's
 update is divided by its root mean square and multiplied by the network's output scale, so the
