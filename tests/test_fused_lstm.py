@@ -406,9 +406,11 @@ def _keras_updates(checkpoint, fused, monkeypatch, jit_compile=False):
     {"preprocess_name": "AdamNormalized", "preprocess_options": {}, "scale": 0.002,
      "scale_adaptation": 0.05, "normalize_output": True},
     {"preprocess_name": "AdamNormalized", "preprocess_options": {}, "scale": 0.016,
-     "scale_adaptation": 0.05, "normalize_output": True, "signal_scaled": True},
+     "scale_adaptation": 0.05, "adaptation_averaging": 0.97, "normalize_output": True,
+     "signal_scaled": True},
     {"preprocess_name": "LogAndSign", "preprocess_options": {"k": 5}, "scale": 0.1}],
-    ids=["adam_normalized_adapted", "normalized_adapted", "signal_scaled", "log_and_sign"])
+    ids=["adam_normalized_adapted", "normalized_adapted", "signal_scaled_averaged",
+         "log_and_sign"])
 def test_the_keras_step_runs_one_op_a_variable_with_the_plain_updates(options, monkeypatch,
                                                                        tmp_path):
   from learning_to_learn import optimizer_files
