@@ -43,12 +43,16 @@ def test_normalize_and_adaptation_are_written(tmp_path):
   assert optimizer_files.load(again).normalize_output is True  # SOURCE's own choice kept
 
 
-def test_a_bad_word_after_the_adaptation_is_one_error_line(tmp_path):
-  result = run_python("scripts/rescale_optimizer.py", "mnist", "0.003", str(tmp_path / "out"),
-                      "0.02", "normalise")
+@pytest.mark.parametrize("extra,message", [
+    (("0.02", "normalise"), "'normalise' after ADAPTATION must be the word normalize or signal."),
+    (("0.05", "signal", "100"), "START=100 must be a number in [1/32, 32]."),
+    (("0.05,1", "signal"), "ADAPTATION=0.05,1: BETA must be in [0, 1).")],
+    ids=["bad_word", "start_out_of_range", "averaging_out_of_range"])
+def test_a_bad_argument_after_the_scale_is_one_error_line(tmp_path, extra, message):
+  result = run_python("scripts/rescale_optimizer.py", "mnist", "0.016", str(tmp_path / "out"),
+                      *extra)
   assert result.returncode == 1 and "Traceback" not in result.stderr
-  assert result.stderr.strip() == ("rescale_optimizer.py: error: 'normalise' after ADAPTATION "
-                                   "must be the word normalize or signal.")
+  assert result.stderr.strip() == f"rescale_optimizer.py: error: {message}"
 
 
 def test_signal_writes_a_normalized_signal_scaled_rule(tmp_path):
@@ -60,14 +64,6 @@ def test_signal_writes_a_normalized_signal_scaled_rule(tmp_path):
           loaded.initial_multiplier) == (0.02, 0.05, True, True, 0.125)
 
 
-def test_a_start_out_of_range_is_one_error_line(tmp_path):
-  result = run_python("scripts/rescale_optimizer.py", "mnist", "0.02", str(tmp_path / "out"),
-                      "0.05", "signal", "100")
-  assert result.returncode == 1 and "Traceback" not in result.stderr
-  assert result.stderr.strip() == ("rescale_optimizer.py: error: START=100 must be a number in "
-                                   "[1/32, 32].")
-
-
 def test_rate_and_averaging_are_written(tmp_path):
   result = run_python("scripts/rescale_optimizer.py", "mnist", "0.016", str(tmp_path / "out"),
                       "0.05,0.97", "signal")
@@ -76,10 +72,3 @@ def test_rate_and_averaging_are_written(tmp_path):
   assert (loaded.scale_adaptation, loaded.adaptation_averaging, loaded.signal_scaled) == (
       0.05, 0.97, True)
 
-
-def test_an_averaging_out_of_range_is_one_error_line(tmp_path):
-  result = run_python("scripts/rescale_optimizer.py", "mnist", "0.016", str(tmp_path / "out"),
-                      "0.05,1", "signal")
-  assert result.returncode == 1 and "Traceback" not in result.stderr
-  assert result.stderr.strip() == ("rescale_optimizer.py: error: ADAPTATION=0.05,1: BETA must be "
-                                   "in [0, 1).")
