@@ -71,4 +71,3 @@ def test_rate_and_averaging_are_written(tmp_path):
   loaded = optimizer_files.load(str(tmp_path / "out" / "cw.npz"))
   assert (loaded.scale_adaptation, loaded.adaptation_averaging, loaded.signal_scaled) == (
       0.05, 0.97, True)
-
