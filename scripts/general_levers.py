@@ -127,6 +127,15 @@ def ratios_to(adam, scores, tasks):
   return np.array([scores[t][1] / adam[t] for t in tasks])
 
 
+def finals(scores, tasks):
+  """task -> a candidate's loss at step STEPS: a yardstick for `ratios_to`."""
+  return {t: scores[t][1] for t in tasks}
+
+
+def geometric_mean(ratios):
+  return float(np.exp(np.mean(np.log(ratios))))
+
+
 def read(directory):
   """Candidate -> its scores (task -> [loss at step 0, at step STEPS]), from `directory`."""
   results = {}
@@ -148,7 +157,7 @@ def selection(directories):
     if adam is None or DEFAULT_ADAM not in results:
       return None
     tasks_total += len(tasks)
-    adam_default = {t: results[DEFAULT_ADAM][t][1] for t in tasks}
+    adam_default = finals(results[DEFAULT_ADAM], tasks)
     for candidate, scores in results.items():
       if not candidate.startswith("adam@"):
         ratios.setdefault(candidate, []).extend(ratios_to(adam, scores, tasks))
@@ -168,7 +177,7 @@ def selection(directories):
   for c in ranked:
     r = np.array(ratios[c])
     lines.append(f"| `{c}` | {int(np.sum(r < 1))} of {tasks_total} | "
-                 f"{np.exp(np.mean(np.log(r))):.3f} | {np.max(r):.2f} | "
+                 f"{geometric_mean(r):.3f} | {np.max(r):.2f} | "
                  f"{int(np.sum(np.array(default[c]) < 1))} of {tasks_total} | {stalled[c]} |")
   return "\n".join(lines) + "\n"
 
@@ -185,7 +194,7 @@ def head_to_head(directories, runs):
   for r in results:
     tasks = list(r[both[0]])
     for c, o in zip(both, both[::-1]):
-      ratios[c].extend(ratios_to({t: r[o][t][1] for t in tasks}, r[c], tasks))
+      ratios[c].extend(ratios_to(finals(r[o], tasks), r[c], tasks))
   total = len(ratios[both[0]])
   labels = " and ".join(f"{label} (`{directory}`)" for directory, label in directories)
   lines = [f"Two candidates on all {total} tasks, the {labels}, each task's loss at step {STEPS} "
@@ -194,8 +203,7 @@ def head_to_head(directories, runs):
            "|---|---|---|"]
   for c in both:
     r = np.array(ratios[c])
-    lines.append(f"| `{c}` | {int(np.sum(r < 1))} of {total} | "
-                 f"{np.exp(np.mean(np.log(r))):.3f} |")
+    lines.append(f"| `{c}` | {int(np.sum(r < 1))} of {total} | {geometric_mean(r):.3f} |")
   return "\n".join(lines) + "\n"
 
 
@@ -230,18 +238,16 @@ def table(directory, unroll_length=20, split="valid", runs=1):
       f"{np.mean([results[c][t][1] for t in tasks]):.4f}" for c in order) + " |")
   adam = tuned_adam(results, tasks)
   if adam is not None:
-    ratios = {c: ratios_to(adam, results[c], tasks) for c in order}
-    lines.append("| tasks below tuned Adam | " + " | ".join(
-        f"{int(np.sum(ratios[c] < 1))} of {len(tasks)}" for c in order) + " |")
-    lines.append("| geometric mean of the ratios to tuned Adam | " + " | ".join(
-        f"{np.exp(np.mean(np.log(ratios[c]))):.3f}" for c in order) + " |")
+    yardstick, ratios = "tuned Adam", {c: ratios_to(adam, results[c], tasks) for c in order}
   elif len(order) == 2:  # a head-to-head comparison
-    ratios = {c: ratios_to({t: results[o][t][1] for t in tasks}, results[c], tasks)
-              for c, o in zip(order, order[::-1])}
-    lines.append("| tasks below the other | " + " | ".join(
-        f"{int(np.sum(ratios[c] < 1))} of {len(tasks)}" for c in order) + " |")
-    lines.append("| geometric mean of the ratios to the other | " + " | ".join(
-        f"{np.exp(np.mean(np.log(ratios[c]))):.3f}" for c in order) + " |")
+    yardstick, ratios = "the other", {c: ratios_to(finals(results[o], tasks), results[c], tasks)
+                                      for c, o in zip(order, order[::-1])}
+  else:
+    return "\n".join(lines) + "\n"
+  lines.append(f"| tasks below {yardstick} | " + " | ".join(
+      f"{int(np.sum(ratios[c] < 1))} of {len(tasks)}" for c in order) + " |")
+  lines.append(f"| geometric mean of the ratios to {yardstick} | " + " | ".join(
+      f"{geometric_mean(ratios[c]):.3f}" for c in order) + " |")
   return "\n".join(lines) + "\n"
 
 
