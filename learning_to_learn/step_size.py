@@ -112,10 +112,9 @@ def adapt(update, gradient, state, rate, batch_axes=0, averaging=0.0):
   log_multiplier = tf.stop_gradient(tf.clip_by_value(  # out of the meta-gradient, inputs and all
       state.log_multiplier - rate * cos, np.log(MIN_MULTIPLIER), np.log(MAX_MULTIPLIER)))
   multiplied = scaled(update, tf.exp(log_multiplier), batch_axes)
-  if averaging:
-    drift = averaging * state.previous_update + (1.0 - averaging) * multiplied
-    return multiplied, AdaptationState(drift, log_multiplier)
-  return multiplied, AdaptationState(multiplied, log_multiplier)
+  kept = (averaging * state.previous_update + (1.0 - averaging) * multiplied if averaging
+          else multiplied)
+  return multiplied, AdaptationState(kept, log_multiplier)
 
 
 class SignalState(NamedTuple):
