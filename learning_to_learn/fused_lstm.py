@@ -16,6 +16,11 @@ beside the library, so later processes reuse them (the op's speed against Tensor
 differs from CPU to CPU). `L2L_FUSED_LSTM=0` in the environment forces the plain cell, `=1` the op
 wherever it builds. Which one runs, and why, is logged once at INFO. XLA (`jit_compile=True`)
 cannot compile a custom op: `usable` is false there, and `networks.LSTM` runs its plain cell.
+
+`L2L_LSTM_MATMUL=bfloat16` makes the op's matmuls round their operands to bfloat16 and sum in
+float32 (AVX512_BF16's dot product: twice the multiply-adds an instruction), on CPUs that have it:
+faster, at results that differ from float32 by more than rounding (the tolerance is stated and
+tested in docs/performance.md and tests/test_fused_lstm.py). The default is float32.
 """
 
 import contextlib
@@ -38,6 +43,10 @@ from learning_to_learn import cells
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused_lstm.cc")
 ENV_SWITCH = "L2L_FUSED_LSTM"  # "0" forces the plain cell, "1" the op wherever it builds
+# "bfloat16": the op's matmuls round their operands to bfloat16 (sums stay float32), where the
+# CPU has AVX512_BF16; "float32" (the default) keeps the plain cell's results to float rounding.
+MATMUL_ENV = "L2L_LSTM_MATMUL"
+MATMULS = ("float32", "bfloat16")
 _OPTIMIZATION = ["-O3", "-march=native", "-fPIC", "-shared"]
 # Eigen's AVX512-FP16 packets, which -march=native turns on where the CPU has them (Intel Sapphire
 # Rapids and later), do not compile with g++ 12; the cell uses no half floats.
@@ -49,6 +58,7 @@ _library_file = None  # its path
 _faster = None  # whether the op beats the plain cell here, once timed or read
 _speed_lock = threading.Lock()  # apart from _lock: timing the op loads it
 _forced_logged = False
+_precision_logged = False
 
 
 def cache_dir():
@@ -276,6 +286,32 @@ def chosen():
   return faster_here()
 
 
+def bf16_supported():
+  """Whether this CPU has the bfloat16 dot product (AVX512_BF16) the op's bfloat16 matmuls use."""
+  return "avx512_bf16" in _cpu_flags().split()
+
+
+def matmul_precision():
+  """The fused op's matmul precision, from $L2L_LSTM_MATMUL: "float32" (default) or "bfloat16".
+
+  Raises:
+    ValueError: an unknown value, or "bfloat16" on a CPU without AVX512_BF16 (one line each).
+  """
+  value = os.environ.get(MATMUL_ENV, "float32") or "float32"
+  if value not in MATMULS:
+    raise ValueError(f"{MATMUL_ENV}={value!r} is not one of {', '.join(MATMULS)}; unset it for "
+                     "float32.")
+  if value == "bfloat16" and not bf16_supported():
+    raise ValueError(f"{MATMUL_ENV}=bfloat16 needs a CPU with AVX512_BF16, which this one lacks; "
+                     "unset it for float32.")
+  global _precision_logged
+  if value == "bfloat16" and not _precision_logged:
+    _precision_logged = True
+    logging.info("LSTM cell: the fused op's matmuls round their operands to bfloat16 (%s); "
+                 "the plain cell, where it runs, stays float32", MATMUL_ENV)
+  return value
+
+
 @tf.autograph.experimental.do_not_convert
 def usable(inputs):
   """Whether `networks.LSTM` runs `lstm_cell` here: float32, outside XLA, and `chosen()`."""
@@ -283,7 +319,7 @@ def usable(inputs):
 
 
 @tf.autograph.experimental.do_not_convert
-def lstm_cell(inputs, hidden, cell, w_gates, b_gates, forget_bias=1.0):
+def lstm_cell(inputs, hidden, cell, w_gates, b_gates, forget_bias=1.0, precision=None):
   """One LSTM step as the C++ op, feature-major: `cells.lstm_step`'s math and layout.
 
   Args:
@@ -291,6 +327,7 @@ def lstm_cell(inputs, hidden, cell, w_gates, b_gates, forget_bias=1.0):
     w_gates: [input_size + hidden_size, 4 hidden_size], gates in the order i, j, f, o.
     b_gates: [4 hidden_size].
     forget_bias: added to the forget gate.
+    precision: the matmuls', "float32" or "bfloat16"; None reads `matmul_precision()`.
 
   Returns:
     (hidden', cell'), each [hidden_size, batch].
@@ -303,7 +340,7 @@ def lstm_cell(inputs, hidden, cell, w_gates, b_gates, forget_bias=1.0):
     raise RuntimeError("the fused LSTM op is unavailable (the INFO log says why); "
                        "use cells.lstm_step")
   return library.fused_lstm_cell(inputs, hidden, cell, w_gates, b_gates,
-                                 forget_bias=forget_bias)
+                                 forget_bias=forget_bias, matmul=precision or matmul_precision())
 
 
 # preprocess.factory's names -> the op's `preprocess` attribute, for the preprocessings it runs.
@@ -313,7 +350,7 @@ LEARNED_STEP_PREPROCESSING = {"identity": "identity", "LogAndSign": "log_and_sig
 
 @tf.autograph.experimental.do_not_convert
 def learned_step(gradient, preprocess_state, states, weights, preprocess_name,
-                 preprocess_options=None, scale=1.0, forget_bias=1.0):
+                 preprocess_options=None, scale=1.0, forget_bias=1.0, precision=None):
   """A coordinatewise deep LSTM's whole update of one flat gradient as one C++ op, forward only.
 
   The Keras optimizer's step: preprocessing, every layer and the output layer in one pass over
@@ -329,6 +366,7 @@ def learned_step(gradient, preprocess_state, states, weights, preprocess_name,
       LEARNED_STEP_PREPROCESSING raises ValueError.
     scale: multiplies the output layer.
     forget_bias: added to the forget gates, as `cells.lstm_step` does.
+    precision: the matmuls', "float32" or "bfloat16"; None reads `matmul_precision()`.
 
   Returns:
     (update [N] already scaled, the next preprocess state or None, the next states per layer).
@@ -357,7 +395,8 @@ def learned_step(gradient, preprocess_state, states, weights, preprocess_name,
       weights["linear/w"], weights["linear/b"],
       preprocess=LEARNED_STEP_PREPROCESSING[preprocess_name], k=float(options.get("k", 5.0)),
       beta1=float(options.get("beta1", 0.9)), beta2=float(options.get("beta2", 0.999)),
-      epsilon=float(options.get("epsilon", 1e-8)), forget_bias=forget_bias, scale=float(scale))
+      epsilon=float(options.get("epsilon", 1e-8)), forget_bias=forget_bias, scale=float(scale),
+      matmul=precision or matmul_precision())
   update, m_next, v_next, hidden, cell = outputs
   next_preprocess = (None if preprocess_state is None
                      else type(preprocess_state)(m_next, v_next, count))
@@ -370,4 +409,5 @@ def _fused_lstm_cell_grad(op, dh_next, dc_next):
   dh_next = tf.zeros_like(op.inputs[1]) if dh_next is None else dh_next
   dc_next = tf.zeros_like(op.inputs[2]) if dc_next is None else dc_next
   return _load().fused_lstm_cell_grad(*op.inputs, dh_next, dc_next,
-                                      forget_bias=op.get_attr("forget_bias"))
+                                      forget_bias=op.get_attr("forget_bias"),
+                                      matmul=op.get_attr("matmul").decode())

@@ -424,3 +424,127 @@ def test_the_keras_step_runs_one_op_a_variable_with_the_plain_updates(options, m
     assert _relative_error(a, e) < 1e-5
   _, xla_ops = _keras_updates(checkpoint, True, monkeypatch, jit_compile=True)
   assert "FusedLearnedStep" not in xla_ops
+
+
+# --- bfloat16 matmuls ($L2L_LSTM_MATMUL=bfloat16) -------------------------------------------------
+
+needs_bf16 = pytest.mark.skipif(
+    not (HAS_COMPILER and fused_lstm.bf16_supported()),
+    reason="bfloat16 matmuls need a compiler and a CPU with AVX512_BF16")
+
+
+def _to_bfloat16(a):
+  """a rounded to bfloat16 (to nearest even) and back, as float64: numpy's own bit arithmetic."""
+  bits = np.asarray(a, np.float32).view(np.uint32).astype(np.uint64)
+  bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+  return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def _rounded_reference(x, h, c, w, b, dh_next, dc_next):
+  """The cell and its backward pass in float64 with each matmul's operands rounded to bfloat16,
+  written from the LSTM's equations: (h', c') and (dx, dh, dc, dw, db)."""
+  x, h, c, w, b, dh_next, dc_next = (np.asarray(t, np.float64) for t in
+                                     (x, h, c, w, b, dh_next, dc_next))
+  sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))
+  stacked = np.concatenate([x, h])
+  i, j, f, o = np.split(_to_bfloat16(w).T @ _to_bfloat16(stacked) + b[:, None], 4)
+  i, j, f, o = sigmoid(i), np.tanh(j), sigmoid(f + 1.0), sigmoid(o)
+  cell = f * c + i * j
+  tanh_cell = np.tanh(cell)
+  dcell = dc_next + dh_next * o * (1.0 - tanh_cell ** 2)
+  dgates = np.concatenate([dcell * j * i * (1.0 - i), dcell * i * (1.0 - j ** 2),
+                           dcell * c * f * (1.0 - f), dh_next * tanh_cell * o * (1.0 - o)])
+  dstacked = _to_bfloat16(w) @ _to_bfloat16(dgates)
+  k = x.shape[0]
+  return ((o * tanh_cell, cell),
+          (dstacked[:k], dstacked[k:], dcell * f,
+           _to_bfloat16(stacked) @ _to_bfloat16(dgates).T, dgates.sum(axis=1)))
+
+
+@needs_bf16
+@pytest.mark.parametrize("input_size, hidden_size, batch",
+                         [(2, 20, 200), (20, 20, 300), (3, 5, 77)])
+def test_bfloat16_cell_matches_the_equations_with_rounded_operands(monkeypatch, input_size,
+                                                                   hidden_size, batch):
+  # In norm (the difference's over the reference's), so that a rare operand which float32 rounding
+  # puts on the other side of a bfloat16 rounding boundary counts for little; the float32 op,
+  # whose every product differs from the reference's by up to 2^-8, must fail it.
+  inputs = _cell_inputs(input_size, hidden_size, batch)
+  rng = np.random.default_rng(1)
+  upstream = [tf.constant(rng.normal(size=[hidden_size, batch]).astype(np.float32))
+              for _ in range(2)]
+  forward, backward = _rounded_reference(*inputs, *upstream)
+  library = fused_lstm._load()  # pylint: disable=protected-access
+  for matmul, close in (("bfloat16", True), ("float32", False)):
+    got_forward = library.fused_lstm_cell(*inputs, matmul=matmul)
+    got_backward = library.fused_lstm_cell_grad(*inputs, *upstream, matmul=matmul)
+    errors = [np.linalg.norm(a - e) / np.linalg.norm(e)
+              for a, e in zip(list(got_forward) + list(got_backward), forward + backward)]
+    assert (max(errors) < 1e-4) == close, (matmul, errors)
+  monkeypatch.setenv(fused_lstm.MATMUL_ENV, "bfloat16")
+  np.testing.assert_array_equal(fused_lstm.lstm_cell(*inputs)[0],
+                                library.fused_lstm_cell(*inputs, matmul="bfloat16")[0])
+
+
+@needs_bf16
+def test_bfloat16_learned_step_matches_the_bfloat16_cell_layer_by_layer(monkeypatch):
+  monkeypatch.setenv(fused_lstm.MATMUL_ENV, "bfloat16")
+  gradient, moments, states, weights = _learned_step_case("AdamNormalized", (20, 20), 130)
+  update, _, next_states = fused_lstm.learned_step(gradient, moments, states, weights,
+                                                   "AdamNormalized", {}, scale=0.3)
+  # The same update through the one-layer op (tested above against the equations) and TF ops.
+  from learning_to_learn import preprocess
+  features, _ = preprocess.factory("AdamNormalized", {})(tf.reshape(gradient, [-1, 1]), moments)
+  outputs = tf.transpose(features)
+  for i, state in enumerate(states):
+    outputs, cell = fused_lstm.lstm_cell(outputs, state.hidden, state.cell,
+                                         weights[f"lstm_{i}/w_gates"],
+                                         weights[f"lstm_{i}/b_gates"])
+    assert _relative_error(next_states[i].cell, cell) < 1e-5
+  want = tf.reshape(networks.linear(outputs, weights["linear/w"], weights["linear/b"]) * 0.3, [-1])
+  assert _relative_error(update, want) < 1e-5
+  float32_update = fused_lstm.learned_step(gradient, moments, states, weights, "AdamNormalized",
+                                           {}, scale=0.3, precision="float32")[0]
+  assert 1e-4 < _relative_error(float32_update, want) < 5e-2
+
+
+@needs_bf16
+@pytest.mark.parametrize("unroll", [3, 20])
+def test_bfloat16_meta_gradient_is_within_its_stated_tolerance_of_float32(monkeypatch, unroll):
+  """docs/performance.md states it: the meta-gradient of an MNIST unroll within 1% of the plain
+  float32 cell's (norm of the difference over the norm), at a cosine above 0.9999, the meta-loss
+  within 1e-5."""
+  problem, net_config, _ = configs.get_config("mnist", data_dir=os.path.join(DATA, "mnist"))
+  tf.random.set_seed(0)
+  optimizer = meta.MetaOptimizer(**net_config)
+
+  def meta_gradient(fused):
+    _set_fused(optimizer, fused)
+    trainer = optimizer.meta_minimize(problem, unroll, learning_rate=0.001, jit_compile=False)
+    trainer.reset(seeds_lib.make_seed(7))
+    result, _, gradients = trainer._train_fn(  # pylint: disable=protected-access
+        trainer.states, seeds_lib.make_seed(7, 1))
+    return float(result.meta_loss), np.concatenate([g.numpy().ravel() for g in gradients])
+
+  plain_loss, plain = meta_gradient(False)
+  monkeypatch.setenv(fused_lstm.MATMUL_ENV, "bfloat16")
+  loss, rounded = meta_gradient(True)
+  difference = np.linalg.norm(rounded - plain) / np.linalg.norm(plain)
+  cosine = rounded @ plain / (np.linalg.norm(rounded) * np.linalg.norm(plain))
+  assert abs(loss - plain_loss) < 1e-5 * abs(plain_loss)
+  assert 1e-5 < difference < 1e-2  # rounded, yet close
+  assert cosine > 0.9999
+
+
+@pytest.mark.parametrize("value, flags, message", [
+    ("bf16", "avx512f avx512_bf16", r"L2L_LSTM_MATMUL='bf16' is not one of float32, bfloat16; "),
+    ("bfloat16", "avx512f", r"L2L_LSTM_MATMUL=bfloat16 needs a CPU with AVX512_BF16, which "
+                            r"this one lacks; unset it for float32\.")])
+def test_a_bad_matmul_setting_is_one_clear_error(monkeypatch, value, flags, message):
+  monkeypatch.setenv(fused_lstm.MATMUL_ENV, value)
+  monkeypatch.setattr(fused_lstm, "_cpu_flags", lambda: f"flags\t\t: {flags}")
+  with pytest.raises(ValueError, match=message) as raised:
+    fused_lstm.matmul_precision()
+  assert "\n" not in str(raised.value)
+  monkeypatch.delenv(fused_lstm.MATMUL_ENV)
+  assert fused_lstm.matmul_precision() == "float32"
