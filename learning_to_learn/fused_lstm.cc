@@ -140,7 +140,9 @@ constexpr int kSpan = kSpanTiles * kTile;
 // A [rows, kTile] tile's rows into dst's rows, `stride` floats apart.
 inline void CopyTileRows(const float* src, int rows, float* dst, int stride) {
   for (int r = 0; r < rows; ++r) {
-    for (int v = 0; v < kVecs; ++v) StoreVec(dst + r * stride + 16 * v, LoadVec(src + r * kTile + 16 * v));
+    for (int v = 0; v < kVecs; ++v) {
+      StoreVec(dst + r * stride + 16 * v, LoadVec(src + r * kTile + 16 * v));
+    }
   }
 }
 
@@ -320,7 +322,9 @@ inline float LaneSum(Vec16 v) {
 inline void LoadTile(const float* src, int rows, int64_t n, int64_t col0, int width, float* dst) {
   if (width == kTile) {
     for (int r = 0; r < rows; ++r) {
-      for (int v = 0; v < kVecs; ++v) StoreVec(dst + r * kTile + 16 * v, LoadVec(src + r * n + col0 + 16 * v));
+      for (int v = 0; v < kVecs; ++v) {
+        StoreVec(dst + r * kTile + 16 * v, LoadVec(src + r * n + col0 + 16 * v));
+      }
     }
     return;
   }
@@ -333,7 +337,9 @@ inline void LoadTile(const float* src, int rows, int64_t n, int64_t col0, int wi
 inline void StoreTile(const float* src, int rows, int64_t n, int64_t col0, int width, float* dst) {
   if (width == kTile) {
     for (int r = 0; r < rows; ++r) {
-      for (int v = 0; v < kVecs; ++v) StoreVec(dst + r * n + col0 + 16 * v, LoadVec(src + r * kTile + 16 * v));
+      for (int v = 0; v < kVecs; ++v) {
+        StoreVec(dst + r * n + col0 + 16 * v, LoadVec(src + r * kTile + 16 * v));
+      }
     }
     return;
   }
@@ -568,7 +574,8 @@ class FusedLstmCellGradOp : public OpKernel {
     float* dhn = dh_out->flat<float>().data();
     float* dcn = dc_out->flat<float>().data();
     const std::vector<float> bias = ShiftedBias(b, d.h, forget_bias_);
-    const std::vector<uint32_t> w_pairs = GatePairs(bf16_, d, wp), wt_pairs = InputPairs(bf16_, d, wp);
+    const std::vector<uint32_t> w_pairs = GatePairs(bf16_, d, wp);
+    const std::vector<uint32_t> wt_pairs = InputPairs(bf16_, d, wp);
     const int64_t num_tiles = (d.n + kTile - 1) / kTile;
     // Per run of tiles: lane-wise partial sums of dw, then of db, added in run order below.
     const int64_t per_run = static_cast<int64_t>(kh + 1) * d.g;
