@@ -7,7 +7,8 @@ Figures, for the paper's MNIST MLP (784-20-10 sigmoid, 15,910 parameters, batch 
 109,386 weights, or `cifar-conv-16-32`, 42,314), trained by a compiled custom step (forward,
 gradients, `apply_gradients`), with TensorFlow's kernels and with XLA:
 - milliseconds per training step: median over repetitions of `--steps_per_repetition` steps each,
-  after warm-up, with min..max; and the learned optimizer's time as a multiple of Adam's;
+  after warm-up, with min..max, the optimizers taking turns; and the learned optimizer's time as a
+  multiple of Adam's (where the CPU has AVX512_BF16, with bfloat16 matmuls too);
 - optimizer memory per model parameter: bytes of all of the optimizer's variables divided by the
   model's parameter count, from the variables themselves (for 20-20 LSTM layers: 2 layers x
   (hidden + cell) x 20 float32 = 320 bytes per coordinate, plus the shared weights spread over the
@@ -94,19 +95,26 @@ def make_step(model, optimizer, jit_compile, loss_fn):
   return step
 
 
-def seconds_per_step(step, batches, repetitions, steps_per_repetition):
-  """(median, min, max) seconds per step over repetitions, after a warm-up that compiles."""
+def seconds_per_step(steps, batches, repetitions, steps_per_repetition):
+  """{name: (median, min, max) seconds per step} over repetitions, after a warm-up that compiles.
+
+  The steps take turns, a repetition each, so that a load from other processes on the cores falls
+  on all of them and their ratios hold better than their absolute times.
+  """
   images, labels = batches
-  for i in range(3):
-    step(images[i], labels[i]).numpy()
-  times = []
+  for step in steps.values():
+    for i in range(3):
+      step(images[i], labels[i]).numpy()
+  times = {name: [] for name in steps}
   for _ in range(repetitions):
-    start = time.perf_counter()
-    for i in range(steps_per_repetition):
-      loss = step(images[i % len(images)], labels[i % len(labels)])
-    loss.numpy()  # waits for the last step
-    times.append((time.perf_counter() - start) / steps_per_repetition)
-  return float(np.median(times)), float(np.min(times)), float(np.max(times))
+    for name, step in steps.items():
+      start = time.perf_counter()
+      for i in range(steps_per_repetition):
+        loss = step(images[i % len(images)], labels[i % len(labels)])
+      loss.numpy()  # waits for the last step
+      times[name].append((time.perf_counter() - start) / steps_per_repetition)
+  return {name: (float(np.median(t)), float(np.min(t)), float(np.max(t)))
+          for name, t in times.items()}
 
 
 def optimizer_bytes(optimizer):
@@ -160,20 +168,35 @@ def main():
     memory = {}
     for jit_compile in (False, True):
       print("XLA (jit_compile=True):" if jit_compile else "TensorFlow kernels (jit_compile=False):")
-      seconds = {}
-      candidates = [("learned", make_learned), ("adam", lambda: keras.optimizers.Adam(0.01))]
+      # name -> (the optimizer's constructor, the environment its step is traced in)
+      candidates = {"learned": (make_learned, {}),
+                    "adam": (lambda: keras.optimizers.Adam(0.01), {})}
       if not jit_compile and fused_lstm.chosen():
         # The path before the whole update became one op: the fused cell a layer at a time.
-        candidates.insert(1, ("learned, a layer at a time",
-                              lambda: _LayerAtATime(checkpoint)))
-      for name, make in candidates:
+        candidates["learned, a layer at a time"] = (lambda: _LayerAtATime(checkpoint), {})
+        if fused_lstm.bf16_supported():
+          candidates["learned, bfloat16 matmuls"] = (
+              make_learned, {fused_lstm.MATMUL_ENV: "bfloat16"})
+      steps = {}
+      for name, (make, env) in candidates.items():
         model, optimizer = make_model(args.model), make()
         optimizer.build(model.trainable_variables)
-        step = make_step(model, optimizer, jit_compile, loss_fn)
-        seconds[name] = seconds_per_step(step, batches, repetitions, steps_per_repetition)
-        print(ms_line(name, seconds[name]))
+        steps[name] = make_step(model, optimizer, jit_compile, loss_fn)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:  # traced, so built with the environment's settings
+          steps[name](batches[0][0], batches[1][0]).numpy()
+        finally:
+          for k, v in saved.items():
+            if v is None:
+              os.environ.pop(k)
+            else:
+              os.environ[k] = v
         num_params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
         memory[name] = (optimizer_bytes(optimizer), num_params)
+      seconds = seconds_per_step(steps, batches, repetitions, steps_per_repetition)
+      for name in seconds:
+        print(ms_line(name, seconds[name]))
       for name in seconds:
         if name != "adam":
           print(f"  {name} / adam: {seconds[name][0] / seconds['adam'][0]:.2f}x")
