@@ -72,18 +72,18 @@ inline Vec16 LoadVecInRegister(const float* p) {
   return v;
 }
 
-// c[m, 0:L] (+)= sum_r a(m, r) b[r, 0:L], L = kTile: a(m, r) = a[m * a_m + r * a_r]; b's rows
-// are kTile floats apart, c's ldc. Rows go kRows at a time: each row of b is loaded into
-// registers once and feeds kRows rows of accumulators (16 registers at kRows = 4), enough
-// independent sums to keep both multiply-add units busy.
+// c[m, 0:L] = start[m] + sum_r a(m, r) b[r, 0:L], L = kTile, start null for zeros (the bias is
+// set in the accumulators rather than filled into c and read back): a(m, r) = a[m * a_m +
+// r * a_r]; b's rows are kTile floats apart, c's ldc. Rows go kRows at a time: each row of b is
+// loaded into registers once and feeds kRows rows of accumulators (16 registers at kRows = 4),
+// enough independent sums to keep both multiply-add units busy.
 template <int kRows>
 inline void TileRows(int depth, const float* a, int a_m, int a_r, const float* b, float* c,
-                     int ldc, bool accumulate) {
+                     int ldc, const float* start) {
   Vec16 acc[kRows][kVecs];
   for (int q = 0; q < kRows; ++q) {
-    for (int v = 0; v < kVecs; ++v) {
-      acc[q][v] = accumulate ? LoadVec(c + q * ldc + 16 * v) : Vec16{};
-    }
+    const float s = start == nullptr ? 0.0f : start[q];
+    for (int v = 0; v < kVecs; ++v) acc[q][v] = Vec16{} + s;
   }
   for (int r = 0; r < depth; ++r) {
     Vec16 row[kVecs];
@@ -99,12 +99,14 @@ inline void TileRows(int depth, const float* a, int a_m, int a_r, const float* b
 }
 
 inline void TileProduct(int rows, int depth, const float* a, int a_m, int a_r, const float* b,
-                        float* c, int ldc, bool accumulate) {
+                        float* c, int ldc, const float* start) {
   int m = 0;
   for (; m + 4 <= rows; m += 4) {
-    TileRows<4>(depth, a + m * a_m, a_m, a_r, b, c + m * ldc, ldc, accumulate);
+    TileRows<4>(depth, a + m * a_m, a_m, a_r, b, c + m * ldc, ldc, start ? start + m : nullptr);
   }
-  for (; m < rows; ++m) TileRows<1>(depth, a + m * a_m, a_m, a_r, b, c + m * ldc, ldc, accumulate);
+  for (; m < rows; ++m) {
+    TileRows<1>(depth, a + m * a_m, a_m, a_r, b, c + m * ldc, ldc, start ? start + m : nullptr);
+  }
 }
 
 // Adds a span's weight gradient, dw[k, g] += sum_n stacked[k, n] dgates[g, n], to lane-wise
@@ -218,15 +220,15 @@ inline std::vector<uint32_t> PackWeightPairs(int rows, int depth, const float* a
   return dst;
 }
 
-// TileRows on bfloat16 pairs: c[m, :] (+)= sum_p a2[m, p] . b2[p, :], each . a pair's two products.
+// TileRows on bfloat16 pairs: c[m, :] = start[m] + sum_p a2[m, p] . b2[p, :], each . a pair's two
+// products.
 template <int kRows>
 inline void TileRowsBf16(int pairs, const uint32_t* a, const uint32_t* b, float* c, int ldc,
-                         bool accumulate) {
+                         const float* start) {
   __m512 acc[kRows][kVecs];
   for (int q = 0; q < kRows; ++q) {
-    for (int v = 0; v < kVecs; ++v) {
-      acc[q][v] = accumulate ? _mm512_loadu_ps(c + q * ldc + 16 * v) : _mm512_setzero_ps();
-    }
+    const __m512 s = _mm512_set1_ps(start == nullptr ? 0.0f : start[q]);
+    for (int v = 0; v < kVecs; ++v) acc[q][v] = s;
   }
   for (int p = 0; p < pairs; ++p) {
     __m512bh row[kVecs];
@@ -245,12 +247,14 @@ inline void TileRowsBf16(int pairs, const uint32_t* a, const uint32_t* b, float*
 
 // TileProduct with a packed by PackWeightPairs and b by PackTileRows.
 inline void TileProductBf16(int rows, int pairs, const uint32_t* a, const uint32_t* b, float* c,
-                            int ldc, bool accumulate) {
+                            int ldc, const float* start) {
   int m = 0;
   for (; m + 4 <= rows; m += 4) {
-    TileRowsBf16<4>(pairs, a + m * pairs, b, c + m * ldc, ldc, accumulate);
+    TileRowsBf16<4>(pairs, a + m * pairs, b, c + m * ldc, ldc, start ? start + m : nullptr);
   }
-  for (; m < rows; ++m) TileRowsBf16<1>(pairs, a + m * pairs, b, c + m * ldc, ldc, accumulate);
+  for (; m < rows; ++m) {
+    TileRowsBf16<1>(pairs, a + m * pairs, b, c + m * ldc, ldc, start ? start + m : nullptr);
+  }
 }
 
 // A [rows, kTile] float tile rounded to bfloat16 row by row: dst's rows (`stride` 32-bit words
@@ -418,14 +422,13 @@ inline void ForwardTile(const Dims& d, const float* w, const uint32_t* w_pairs,
                         const float* bias, const float* stacked, uint32_t* stacked_pairs,
                         float* gates, float* cell) {
   const int H = d.h * kTile;  // floats in one gate's block of the tile
-  for (int r = 0; r < d.g; ++r) std::fill_n(gates + r * kTile, kTile, bias[r]);
   // gates[g, :] = bias[g] + sum_k w[k, g] stacked[k, :]
   if (w_pairs == nullptr) {
-    TileProduct(d.g, d.k + d.h, w, 1, d.g, stacked, gates, kTile, true);
+    TileProduct(d.g, d.k + d.h, w, 1, d.g, stacked, gates, kTile, bias);
   } else {
 #if defined(__AVX512BF16__)
     PackTileRows(stacked, d.k + d.h, stacked_pairs);
-    TileProductBf16(d.g, (d.k + d.h + 1) / 2, w_pairs, stacked_pairs, gates, kTile, true);
+    TileProductBf16(d.g, (d.k + d.h + 1) / 2, w_pairs, stacked_pairs, gates, kTile, bias);
 #endif
   }
   ArrayMap i(gates, H), j(gates + H, H), fo(gates + 2 * H, 2 * H), f(gates + 2 * H, H);
@@ -638,12 +641,12 @@ class FusedLstmCellGradOp : public OpKernel {
         StoreTile(dc.data(), d.h, d.n, col0, width, dcn);
         // dstacked[k, :] = sum_g w[k, g] dgates[g, :]
         if (!bf16_) {
-          TileProduct(kh, d.g, wp, d.g, 1, dgates.data(), dstacked.data(), kTile, false);
+          TileProduct(kh, d.g, wp, d.g, 1, dgates.data(), dstacked.data(), kTile, nullptr);
         } else {
 #if defined(__AVX512BF16__)
           PackTileRows(dgates.data(), d.g, dgates_pairs.data());
           TileProductBf16(kh, d.g / 2, wt_pairs.data(), dgates_pairs.data(), dstacked.data(),
-                          kTile, false);
+                          kTile, nullptr);
 #endif
         }
         StoreTile(dstacked.data(), d.k, d.n, col0, width, dxp);
