@@ -274,7 +274,12 @@ def faster_here():
 
 @tf.autograph.experimental.do_not_convert
 def chosen():
-  """Whether networks run the op: built and loaded, and the faster here or forced (`=1`)."""
+  """Whether networks run the op: built and loaded, and the faster here or forced (`=1`).
+
+  Raises:
+    ValueError: $L2L_LSTM_MATMUL is bad (`matmul_precision`), whichever cell runs.
+  """
+  matmul_precision()
   if not available():
     return False
   if os.environ.get(ENV_SWITCH) == "1":

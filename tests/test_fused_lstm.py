@@ -546,5 +546,8 @@ def test_a_bad_matmul_setting_is_one_clear_error(monkeypatch, value, flags, mess
   with pytest.raises(ValueError, match=message) as raised:
     fused_lstm.matmul_precision()
   assert "\n" not in str(raised.value)
+  monkeypatch.setenv(fused_lstm.ENV_SWITCH, "0")  # refused even where the plain cell runs
+  with pytest.raises(ValueError, match=message):
+    fused_lstm.chosen()
   monkeypatch.delenv(fused_lstm.MATMUL_ENV)
   assert fused_lstm.matmul_precision() == "float32"
