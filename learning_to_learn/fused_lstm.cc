@@ -5,6 +5,8 @@
 //     -> h' [H, N], c' [H, N]
 //   FusedLstmCellGrad(x, h, c, w, b, dh', dc'; forget_bias)
 //     -> dx [K, N], dh [H, N], dc [H, N], dw [K + H, G], db [G]
+// Every op also takes `matmul`: "float32", or "bfloat16" for matmuls on operands rounded to
+// bfloat16 with float32 sums, where the CPU has AVX512_BF16 (see kBf16Built).
 // The coordinates are cut into tiles of kTile columns; each tile's stacked [x; h], gates and
 // their gradients live in small buffers that stay in the core's cache, so a step reads and writes
 // each [., N] tensor once instead of once per elementwise op. The weight gradient is summed per
