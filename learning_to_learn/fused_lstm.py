@@ -59,6 +59,7 @@ _faster = None  # whether the op beats the plain cell here, once timed or read
 _speed_lock = threading.Lock()  # apart from _lock: timing the op loads it
 _forced_logged = False
 _precision_logged = False
+_bf16_built = None  # whether the loaded op runs bfloat16 matmuls, once tried
 
 
 def cache_dir():
@@ -292,8 +293,23 @@ def chosen():
 
 
 def bf16_supported():
-  """Whether this CPU has the bfloat16 dot product (AVX512_BF16) the op's bfloat16 matmuls use."""
-  return "avx512_bf16" in _cpu_flags().split()
+  """Whether the op can run bfloat16 matmuls here: the CPU has AVX512_BF16's dot product and the
+  op was built with it (tried once on a tile of zeros; a compiler without it builds the op all the
+  same, refusing the attribute)."""
+  global _bf16_built
+  if "avx512_bf16" not in _cpu_flags().split() or _load() is None:
+    return False
+  with _lock:
+    if _bf16_built is None:
+      with tf.init_scope():  # eagerly, even while a function is being traced
+        zeros = tf.zeros([1, 16])
+        try:
+          _library.fused_lstm_cell(zeros, zeros, zeros, tf.zeros([2, 4]), tf.zeros([4]),
+                                   matmul="bfloat16")
+          _bf16_built = True
+        except tf.errors.InvalidArgumentError:
+          _bf16_built = False
+  return _bf16_built
 
 
 def matmul_precision():
@@ -307,8 +323,8 @@ def matmul_precision():
     raise ValueError(f"{MATMUL_ENV}={value!r} is not one of {', '.join(MATMULS)}; unset it for "
                      "float32.")
   if value == "bfloat16" and not bf16_supported():
-    raise ValueError(f"{MATMUL_ENV}=bfloat16 needs a CPU with AVX512_BF16, which this one lacks; "
-                     "unset it for float32.")
+    raise ValueError(f"{MATMUL_ENV}=bfloat16 needs a CPU with AVX512_BF16 and the fused op built "
+                     "for it, which this machine lacks; unset it for float32.")
   global _precision_logged
   if value == "bfloat16" and not _precision_logged:
     _precision_logged = True

@@ -213,6 +213,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                **kwargs):
     if isinstance(learning_rate, int) and not isinstance(learning_rate, bool):
       learning_rate = float(learning_rate)  # Keras accepts floats only; 1 means 1.0 here.
+    # A bad $L2L_LSTM_MATMUL is refused here, in one line, not from inside a traced step.
+    fused_lstm.matmul_precision()
     super().__init__(learning_rate=learning_rate, name=name, **kwargs)
     net_options, weights = _read_network(checkpoint, network)
     self._checkpoint = os.fspath(checkpoint) if isinstance(checkpoint, os.PathLike) else checkpoint

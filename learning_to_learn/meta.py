@@ -12,6 +12,7 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+from learning_to_learn import fused_lstm
 from learning_to_learn import instances
 from learning_to_learn import networks
 from learning_to_learn import optimizer_files
@@ -280,6 +281,8 @@ class MetaOptimizer(snt.Module):
   """
 
   def __init__(self, **net_config):
+    # A bad $L2L_LSTM_MATMUL is refused here, in one line, not from inside a traced function.
+    fused_lstm.matmul_precision()
     super().__init__(name="meta_optimizer")
     self._config = net_config or DEFAULT_NET_CONFIG
     self.nets = {key: optimizer_files.network(**cfg) for key, cfg in self._config.items()}

@@ -538,8 +538,9 @@ def test_bfloat16_meta_gradient_is_within_its_stated_tolerance_of_float32(monkey
 
 @pytest.mark.parametrize("value, flags, message", [
     ("bf16", "avx512f avx512_bf16", r"L2L_LSTM_MATMUL='bf16' is not one of float32, bfloat16; "),
-    ("bfloat16", "avx512f", r"L2L_LSTM_MATMUL=bfloat16 needs a CPU with AVX512_BF16, which "
-                            r"this one lacks; unset it for float32\.")])
+    ("bfloat16", "avx512f", r"L2L_LSTM_MATMUL=bfloat16 needs a CPU with AVX512_BF16 and the "
+                            r"fused op built for it, which this machine lacks; unset it for "
+                            r"float32\.")])
 def test_a_bad_matmul_setting_is_one_clear_error(monkeypatch, value, flags, message):
   monkeypatch.setenv(fused_lstm.MATMUL_ENV, value)
   monkeypatch.setattr(fused_lstm, "_cpu_flags", lambda: f"flags\t\t: {flags}")
@@ -549,5 +550,10 @@ def test_a_bad_matmul_setting_is_one_clear_error(monkeypatch, value, flags, mess
   monkeypatch.setenv(fused_lstm.ENV_SWITCH, "0")  # refused even where the plain cell runs
   with pytest.raises(ValueError, match=message):
     fused_lstm.chosen()
+  # and before anything is traced, where the error would come wrapped in a traceback
+  from learning_to_learn import keras as l2l_keras
+  for make in (meta.MetaOptimizer, lambda: l2l_keras.LearnedOptimizer("mnist")):
+    with pytest.raises(ValueError, match=message):
+      make()
   monkeypatch.delenv(fused_lstm.MATMUL_ENV)
   assert fused_lstm.matmul_precision() == "float32"
