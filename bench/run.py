@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from learning_to_learn import configs  # noqa: E402
+from learning_to_learn import fused_lstm  # noqa: E402
 from learning_to_learn import meta  # noqa: E402
 from learning_to_learn import networks  # noqa: E402
 from learning_to_learn import optimizer_files  # noqa: E402
@@ -247,7 +248,8 @@ def mnist_speed(data_dir, repetitions, num_unrolls, yardsticks):
   traffic = {k: 4 * v * num_coords for k, v in step_traffic().items()}  # bytes a step
   floor = {k: 4 * v * num_coords for k, v in fused_step_traffic().items()}
   fused = networks.runs_fused_cell(optimizer.nets.values())
-  cell = "the fused C++ op (fused_lstm)" if fused else "TensorFlow ops"
+  cell = (f"the fused C++ op (fused_lstm), {fused_lstm.matmul_precision()} matmuls "
+          f"(${fused_lstm.MATMUL_ENV})" if fused else "TensorFlow ops")
   print(f"LSTM cell in meta-training: {cell}; the counted traffic below is that of TensorFlow's "
         "ops one by one")
   for recompute in (False, True):
