@@ -278,7 +278,7 @@ def chosen():
   """Whether networks run the op: built and loaded, and the faster here or forced (`=1`).
 
   Raises:
-    ValueError: $L2L_LSTM_MATMUL is bad (`matmul_precision`), whichever cell runs.
+    ValueError: $L2L_LSTM_MATMUL is bad (`matmul_precision`), even where the plain cell runs.
   """
   matmul_precision()
   if not available():
@@ -316,13 +316,14 @@ def matmul_precision():
   """The fused op's matmul precision, from $L2L_LSTM_MATMUL: "float32" (default) or "bfloat16".
 
   Raises:
-    ValueError: an unknown value, or "bfloat16" on a CPU without AVX512_BF16 (one line each).
+    ValueError: an unknown value, or "bfloat16" where the op cannot run it (`bf16_supported`),
+      unless the plain cell is forced (`L2L_FUSED_LSTM=0`); one line each.
   """
   value = os.environ.get(MATMUL_ENV, "float32") or "float32"
   if value not in MATMULS:
     raise ValueError(f"{MATMUL_ENV}={value!r} is not one of {', '.join(MATMULS)}; unset it for "
                      "float32.")
-  if value == "bfloat16" and not bf16_supported():
+  if value == "bfloat16" and os.environ.get(ENV_SWITCH) != "0" and not bf16_supported():
     raise ValueError(f"{MATMUL_ENV}=bfloat16 needs a CPU with AVX512_BF16 and the fused op built "
                      "for it, which this machine lacks; unset it for float32.")
   global _precision_logged
