@@ -19,6 +19,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
@@ -100,15 +101,21 @@ inline void TileRows(int depth, const float* a, int a_m, int a_r, const float* b
   }
 }
 
+// Calls fn(m, Rows) for m = 0, 4, 8, ... with Rows a std::integral_constant<int, 4> while four
+// rows are left, then for each remaining row with 1: the row blocking of the tile kernels.
+template <typename Fn>
+inline void InRowBlocks(int rows, Fn fn) {
+  int m = 0;
+  for (; m + 4 <= rows; m += 4) fn(m, std::integral_constant<int, 4>());
+  for (; m < rows; ++m) fn(m, std::integral_constant<int, 1>());
+}
+
 inline void TileProduct(int rows, int depth, const float* a, int a_m, int a_r, const float* b,
                         float* c, int ldc, const float* start) {
-  int m = 0;
-  for (; m + 4 <= rows; m += 4) {
-    TileRows<4>(depth, a + m * a_m, a_m, a_r, b, c + m * ldc, ldc, start ? start + m : nullptr);
-  }
-  for (; m < rows; ++m) {
-    TileRows<1>(depth, a + m * a_m, a_m, a_r, b, c + m * ldc, ldc, start ? start + m : nullptr);
-  }
+  InRowBlocks(rows, [&](int m, auto block) {
+    TileRows<decltype(block)::value>(depth, a + m * a_m, a_m, a_r, b, c + m * ldc, ldc,
+                                     start ? start + m : nullptr);
+  });
 }
 
 // Adds a span's weight gradient, dw[k, g] += sum_n stacked[k, n] dgates[g, n], to lane-wise
@@ -159,13 +166,10 @@ inline void BiasGradTile(int g_total, const float* dgates, Vec16* p_bias) {
 
 inline void WeightGradSpan(int rows, int g_total, int stride, int vecs, const float* stacked,
                            const float* dgates, Vec16* p) {
-  int k = 0;
-  for (; k + 4 <= rows; k += 4) {
-    WeightGradRows<4>(g_total, stride, vecs, stacked + k * stride, dgates, p + k * g_total);
-  }
-  for (; k < rows; ++k) {
-    WeightGradRows<1>(g_total, stride, vecs, stacked + k * stride, dgates, p + k * g_total);
-  }
+  InRowBlocks(rows, [&](int k, auto block) {
+    WeightGradRows<decltype(block)::value>(g_total, stride, vecs, stacked + k * stride, dgates,
+                                           p + k * g_total);
+  });
 }
 
 // bfloat16 matmuls (the ops' `matmul` attribute): where the CPU has AVX512_BF16, each
@@ -250,13 +254,10 @@ inline void TileRowsBf16(int pairs, const uint32_t* a, const uint32_t* b, float*
 // TileProduct with a packed by PackWeightPairs and b by PackTileRows.
 inline void TileProductBf16(int rows, int pairs, const uint32_t* a, const uint32_t* b, float* c,
                             int ldc, const float* start) {
-  int m = 0;
-  for (; m + 4 <= rows; m += 4) {
-    TileRowsBf16<4>(pairs, a + m * pairs, b, c + m * ldc, ldc, start ? start + m : nullptr);
-  }
-  for (; m < rows; ++m) {
-    TileRowsBf16<1>(pairs, a + m * pairs, b, c + m * ldc, ldc, start ? start + m : nullptr);
-  }
+  InRowBlocks(rows, [&](int m, auto block) {
+    TileRowsBf16<decltype(block)::value>(pairs, a + m * pairs, b, c + m * ldc, ldc,
+                                         start ? start + m : nullptr);
+  });
 }
 
 // A [rows, kTile] float tile rounded to bfloat16 row by row: dst's rows (`stride` 32-bit words
@@ -304,13 +305,10 @@ inline void WeightGradRowsBf16(int g_total, int stride, int vecs, const uint32_t
 
 inline void WeightGradSpanBf16(int rows, int g_total, int stride, int vecs,
                                const uint32_t* stacked, const uint32_t* dgates, Vec16* p) {
-  int k = 0;
-  for (; k + 4 <= rows; k += 4) {
-    WeightGradRowsBf16<4>(g_total, stride, vecs, stacked + k * stride, dgates, p + k * g_total);
-  }
-  for (; k < rows; ++k) {
-    WeightGradRowsBf16<1>(g_total, stride, vecs, stacked + k * stride, dgates, p + k * g_total);
-  }
+  InRowBlocks(rows, [&](int k, auto block) {
+    WeightGradRowsBf16<decltype(block)::value>(g_total, stride, vecs, stacked + k * stride,
+                                               dgates, p + k * g_total);
+  });
 }
 #else
 constexpr bool kBf16Built = false;
