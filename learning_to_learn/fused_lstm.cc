@@ -311,7 +311,15 @@ inline void WeightGradSpanBf16(int rows, int g_total, int stride, int vecs,
   });
 }
 #else
+// Without AVX512_BF16 the ops refuse matmul='bfloat16' (ReadMatmul), so these never run; they
+// keep the callers free of preprocessor branches.
 constexpr bool kBf16Built = false;
+inline std::vector<uint32_t> PackWeightPairs(int, int, const float*, int, int) { return {}; }
+inline void PackTileRows(const float*, int, uint32_t*) {}
+inline void TileProductBf16(int, int, const uint32_t*, const uint32_t*, float*, int,
+                            const float*) {}
+inline void RoundTileRows(const float*, int, int, uint32_t*) {}
+inline void WeightGradSpanBf16(int, int, int, int, const uint32_t*, const uint32_t*, Vec16*) {}
 #endif
 
 inline float LaneSum(Vec16 v) {
@@ -426,10 +434,8 @@ inline void ForwardTile(const Dims& d, const float* w, const uint32_t* w_pairs,
   if (w_pairs == nullptr) {
     TileProduct(d.g, d.k + d.h, w, 1, d.g, stacked, gates, kTile, bias);
   } else {
-#if defined(__AVX512BF16__)
     PackTileRows(stacked, d.k + d.h, stacked_pairs);
     TileProductBf16(d.g, (d.k + d.h + 1) / 2, w_pairs, stacked_pairs, gates, kTile, bias);
-#endif
   }
   ArrayMap i(gates, H), j(gates + H, H), fo(gates + 2 * H, 2 * H), f(gates + 2 * H, H);
   i = i.logistic();
@@ -453,17 +459,11 @@ void ReadMatmul(OpKernelConstruction* ctx, const char* op, bool* bf16) {
 // w's bfloat16 pairs for the gates' matmul (forward) or for [dx; dh] (backward); empty where the
 // op runs float32.
 std::vector<uint32_t> GatePairs(bool bf16, const Dims& d, const float* w) {
-#if defined(__AVX512BF16__)
-  if (bf16) return PackWeightPairs(d.g, d.k + d.h, w, 1, d.g);
-#endif
-  return {};
+  return bf16 ? PackWeightPairs(d.g, d.k + d.h, w, 1, d.g) : std::vector<uint32_t>();
 }
 
 std::vector<uint32_t> InputPairs(bool bf16, const Dims& d, const float* w) {
-#if defined(__AVX512BF16__)
-  if (bf16) return PackWeightPairs(d.k + d.h, d.g, w, d.g, 1);
-#endif
-  return {};
+  return bf16 ? PackWeightPairs(d.k + d.h, d.g, w, d.g, 1) : std::vector<uint32_t>();
 }
 
 inline const uint32_t* OrNull(const std::vector<uint32_t>& v) {
@@ -605,10 +605,8 @@ class FusedLstmCellGradOp : public OpKernel {
           WeightGradSpan(kh, d.g, kSpan, spanned * kVecs, stacked_span.data(),
                          dgates_span.data(), dw_part);
         } else {
-#if defined(__AVX512BF16__)
           WeightGradSpanBf16(kh, d.g, kSpan / 2, spanned * kVecs / 2, stacked_rounded.data(),
                              dgates_rounded.data(), dw_part);
-#endif
         }
         spanned = 0;
       };
@@ -643,11 +641,9 @@ class FusedLstmCellGradOp : public OpKernel {
         if (!bf16_) {
           TileProduct(kh, d.g, wp, d.g, 1, dgates.data(), dstacked.data(), kTile, nullptr);
         } else {
-#if defined(__AVX512BF16__)
           PackTileRows(dgates.data(), d.g, dgates_pairs.data());
           TileProductBf16(kh, d.g / 2, wt_pairs.data(), dgates_pairs.data(), dstacked.data(),
                           kTile, nullptr);
-#endif
         }
         StoreTile(dstacked.data(), d.k, d.n, col0, width, dxp);
         StoreTile(dstacked.data() + d.k * kTile, d.h, d.n, col0, width, dhn);
@@ -657,12 +653,10 @@ class FusedLstmCellGradOp : public OpKernel {
           CopyTileRows(stacked.data(), kh, stacked_span.data() + spanned * kTile, kSpan);
           CopyTileRows(dgates.data(), d.g, dgates_span.data() + spanned * kTile, kSpan);
         } else {
-#if defined(__AVX512BF16__)
           RoundTileRows(stacked.data(), kh, kSpan / 2,
                         stacked_rounded.data() + spanned * kTile / 2);
           RoundTileRows(dgates.data(), d.g, kSpan / 2,
                         dgates_rounded.data() + spanned * kTile / 2);
-#endif
         }
         if (++spanned == kSpanTiles) add_span();
       }
