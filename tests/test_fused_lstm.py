@@ -225,10 +225,11 @@ def _set_fused(optimizer, fused):
       core.fused_cell = fused
 
 
-def _meta_gradients(optimizer, problem, fused, **kwargs):
+def _meta_gradients(optimizer, problem, fused, unroll=3, **kwargs):
   """The meta-gradient of one unroll from a fixed seed, the networks on the fused or plain cell."""
   _set_fused(optimizer, fused)
-  trainer = optimizer.meta_minimize(problem, 3, learning_rate=0.001, jit_compile=False, **kwargs)
+  trainer = optimizer.meta_minimize(problem, unroll, learning_rate=0.001, jit_compile=False,
+                                    **kwargs)
   trainer.reset(seeds_lib.make_seed(7))
   train = trainer._train_fn  # pylint: disable=protected-access
   result, _, gradients = train(trainer.states, seeds_lib.make_seed(7, 1))
@@ -304,8 +305,10 @@ def _learned_step_case(preprocess_name, layers, num_coords, seed=0):
   return gradient, moments, states, weights
 
 
-def _op_by_op_step(gradient, moments, states, weights, preprocess_name, options, scale):
-  """The same update from TensorFlow ops: preprocess, cells.lstm_step per layer, linear."""
+def _op_by_op_step(gradient, moments, states, weights, preprocess_name, options, scale,
+                   step=networks.lstm_step):
+  """The same update from TensorFlow ops: preprocess, `step` per layer (cells.lstm_step unless
+  said), linear."""
   from learning_to_learn import preprocess
   module = preprocess.factory(preprocess_name, options)
   features = tf.reshape(gradient, [-1, 1])
@@ -315,8 +318,8 @@ def _op_by_op_step(gradient, moments, states, weights, preprocess_name, options,
     features = module(features)
   outputs, next_states = tf.transpose(features), []
   for i, state in enumerate(states):
-    outputs, state = networks.lstm_step(outputs, state, weights[f"lstm_{i}/w_gates"],
-                                        weights[f"lstm_{i}/b_gates"])
+    outputs, state = step(outputs, state, weights[f"lstm_{i}/w_gates"],
+                          weights[f"lstm_{i}/b_gates"])
     next_states.append(state)
   update = tf.reshape(networks.linear(outputs, weights["linear/w"], weights["linear/b"]) * scale,
                       [-1])
@@ -493,15 +496,10 @@ def test_bfloat16_learned_step_matches_the_bfloat16_cell_layer_by_layer(monkeypa
   update, _, next_states = fused_lstm.learned_step(gradient, moments, states, weights,
                                                    "AdamNormalized", {}, scale=0.3)
   # The same update through the one-layer op (tested above against the equations) and TF ops.
-  from learning_to_learn import preprocess
-  features, _ = preprocess.factory("AdamNormalized", {})(tf.reshape(gradient, [-1, 1]), moments)
-  outputs = tf.transpose(features)
-  for i, state in enumerate(states):
-    outputs, cell = fused_lstm.lstm_cell(outputs, state.hidden, state.cell,
-                                         weights[f"lstm_{i}/w_gates"],
-                                         weights[f"lstm_{i}/b_gates"])
-    assert _relative_error(next_states[i].cell, cell) < 1e-5
-  want = tf.reshape(networks.linear(outputs, weights["linear/w"], weights["linear/b"]) * 0.3, [-1])
+  want, _, want_states = _op_by_op_step(gradient, moments, states, weights, "AdamNormalized", {},
+                                        0.3, step=networks.fused_lstm_step)
+  for got, expected in zip(next_states, want_states):
+    assert _relative_error(got.cell, expected.cell) < 1e-5
   assert _relative_error(update, want) < 1e-5
   float32_update = fused_lstm.learned_step(gradient, moments, states, weights, "AdamNormalized",
                                            {}, scale=0.3, precision="float32")[0]
@@ -519,12 +517,8 @@ def test_bfloat16_meta_gradient_is_within_its_stated_tolerance_of_float32(monkey
   optimizer = meta.MetaOptimizer(**net_config)
 
   def meta_gradient(fused):
-    _set_fused(optimizer, fused)
-    trainer = optimizer.meta_minimize(problem, unroll, learning_rate=0.001, jit_compile=False)
-    trainer.reset(seeds_lib.make_seed(7))
-    result, _, gradients = trainer._train_fn(  # pylint: disable=protected-access
-        trainer.states, seeds_lib.make_seed(7, 1))
-    return float(result.meta_loss), np.concatenate([g.numpy().ravel() for g in gradients])
+    loss, gradients = _meta_gradients(optimizer, problem, fused, unroll)
+    return loss, np.concatenate([g.ravel() for g in gradients])
 
   plain_loss, plain = meta_gradient(False)
   monkeypatch.setenv(fused_lstm.MATMUL_ENV, "bfloat16")
