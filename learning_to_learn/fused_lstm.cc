@@ -18,12 +18,15 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/resource_mgr.h"
+#include "tensorflow/core/framework/resource_var.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/platform/denormal.h"
 #include "unsupported/Eigen/CXX11/Tensor"
@@ -688,9 +691,19 @@ class FusedLstmCellGradOp : public OpKernel {
 // preprocess: "identity" (K_0 = 1), "log_and_sign" (K_0 = 2; preprocess.log_and_sign with k),
 // "adam_normalized" (K_0 = 2; preprocess.adam_normalized, count being the step t after this
 // gradient; m and v have N elements, otherwise they pass through untouched).
-class FusedLearnedStepOp : public OpKernel {
+//
+//   FusedLearnedStepInPlace(gradient [N], count [], moments M x resource, hidden L x resource,
+//                           cell L x resource, w_gates, b_gates, w_out, b_out; the same attrs)
+//     -> update [N]
+// The same step with m, v (M = 2 for "adam_normalized", else 0) and the LSTM states held in
+// resource variables and overwritten where they are: a tile's columns are read before they are
+// written, so the new state goes into cache lines the old one just brought in, where writing a
+// fresh tensor first reads its lines from memory. A variable whose buffer another tensor still
+// holds gets a fresh one instead. A gradient that is not all finite moves nothing: the update
+// comes back NaN, for the caller's check to refuse.
+class LearnedStepBase : public OpKernel {
  public:
-  explicit FusedLearnedStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit LearnedStepBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("preprocess", &preprocess_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("k", &k_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("beta1", &beta1_));
@@ -698,49 +711,64 @@ class FusedLearnedStepOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("forget_bias", &forget_bias_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
-    ReadMatmul(ctx, "FusedLearnedStep", &bf16_);
+    ReadMatmul(ctx, type_string().c_str(), &bf16_);
     OP_REQUIRES(ctx, preprocess_ == "identity" || preprocess_ == "log_and_sign" ||
                          preprocess_ == "adam_normalized",
-                InvalidArgument("FusedLearnedStep: preprocess must be identity, log_and_sign or "
+                InvalidArgument(type_string(), ": preprocess must be identity, log_and_sign or "
                                 "adam_normalized; got ", preprocess_));
   }
 
-  void Compute(OpKernelContext* ctx) override {
-    tensorflow::OpInputList hidden, cell, w_gates, b_gates;
-    OP_REQUIRES_OK(ctx, ctx->input_list("hidden", &hidden));
-    OP_REQUIRES_OK(ctx, ctx->input_list("cell", &cell));
+ protected:
+  // Where one step reads and writes; an output may be its input's own buffer.
+  struct Step {
+    int64_t n = 0;
+    float count = 0.0f;
+    const float* g = nullptr;
+    const float *m = nullptr, *v = nullptr;  // adam_normalized only
+    float *m_out = nullptr, *v_out = nullptr;
+    float* update = nullptr;
+    std::vector<const float*> h, c;
+    std::vector<float*> h_out, c_out;
+  };
+
+  // The network's weights as the tiles use them, read per call.
+  struct Network {
+    std::vector<Dims> dims;
+    std::vector<const float*> w;
+    std::vector<std::vector<float>> bias;
+    std::vector<std::vector<uint32_t>> w_pairs;
+    int widest = 2;
+    const float* w_last = nullptr;
+    float b_last = 0.0f;
+  };
+
+  bool adam() const { return preprocess_ == "adam_normalized"; }
+
+  // Checks the layers' state shapes (hidden[l], cell[l]) and weights against the gradient's N,
+  // reads the weights into net; on a mismatch ctx's status says which.
+  void ReadNetwork(OpKernelContext* ctx, int64_t n, const std::vector<const Tensor*>& hidden,
+                   const std::vector<const Tensor*>& cell, Network* net) const {
+    tensorflow::OpInputList w_gates, b_gates;
     OP_REQUIRES_OK(ctx, ctx->input_list("w_gates", &w_gates));
     OP_REQUIRES_OK(ctx, ctx->input_list("b_gates", &b_gates));
-    const Tensor& g = ctx->input(0);
-    const Tensor& m = ctx->input(1);
-    const Tensor& v = ctx->input(2);
-    const Tensor& count = ctx->input(3);
     const int num_layers = hidden.size();
-    const int64_t n = g.NumElements();
-    const bool adam = preprocess_ == "adam_normalized";
-    OP_REQUIRES(ctx, count.NumElements() == 1,
-                InvalidArgument("FusedLearnedStep: count must be a scalar; got ",
-                                count.shape().DebugString()));
-    OP_REQUIRES(ctx, !adam || (m.NumElements() == n && v.NumElements() == n),
-                InvalidArgument("FusedLearnedStep: m and v must have the gradient's ", n,
-                                " elements; got ", m.shape().DebugString(), " and ",
-                                v.shape().DebugString()));
-    std::vector<Dims> dims(num_layers);
+    std::vector<Dims>& dims = net->dims;
+    dims.assign(num_layers, Dims());
     int inputs = preprocess_ == "identity" ? 1 : 2;
     for (int l = 0; l < num_layers; ++l) {
       Dims& d = dims[l];
       d.k = inputs;
-      d.h = hidden[l].dims() == 2 ? hidden[l].dim_size(0) : -1;
+      d.h = hidden[l]->dims() == 2 ? hidden[l]->dim_size(0) : -1;
       d.g = 4 * d.h;
       d.n = n;
-      OP_REQUIRES(ctx, hidden[l].dims() == 2 && hidden[l].dim_size(1) == n &&
-                           cell[l].shape() == hidden[l].shape(),
-                  InvalidArgument("FusedLearnedStep: layer ", l, "'s hidden and cell must be "
-                                  "[hidden, ", n, "]; got ", hidden[l].shape().DebugString(),
-                                  " and ", cell[l].shape().DebugString()));
+      OP_REQUIRES(ctx, hidden[l]->dims() == 2 && hidden[l]->dim_size(1) == n &&
+                           cell[l]->shape() == hidden[l]->shape(),
+                  InvalidArgument(type_string(), ": layer ", l, "'s hidden and cell must be "
+                                  "[hidden, ", n, "]; got ", hidden[l]->shape().DebugString(),
+                                  " and ", cell[l]->shape().DebugString()));
       OP_REQUIRES(ctx, w_gates[l].dims() == 2 && w_gates[l].dim_size(0) == d.k + d.h &&
                            w_gates[l].dim_size(1) == d.g && b_gates[l].NumElements() == d.g,
-                  InvalidArgument("FusedLearnedStep: layer ", l, "'s w_gates must be [",
+                  InvalidArgument(type_string(), ": layer ", l, "'s w_gates must be [",
                                   d.k + d.h, ", ", d.g, "] and b_gates [", d.g, "]; got ",
                                   w_gates[l].shape().DebugString(), " and ",
                                   b_gates[l].shape().DebugString()));
@@ -749,52 +777,36 @@ class FusedLearnedStepOp : public OpKernel {
     const Tensor& w_out = ctx->input(ctx->num_inputs() - 2);
     const Tensor& b_out = ctx->input(ctx->num_inputs() - 1);
     OP_REQUIRES(ctx, w_out.NumElements() == inputs && b_out.NumElements() == 1,
-                InvalidArgument("FusedLearnedStep: w_out must be [", inputs, ", 1] and b_out "
+                InvalidArgument(type_string(), ": w_out must be [", inputs, ", 1] and b_out "
                                 "[1]; got ", w_out.shape().DebugString(), " and ",
                                 b_out.shape().DebugString()));
-    Tensor* update_out;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g.shape(), &update_out));
-    Tensor *m_out = nullptr, *v_out = nullptr;
-    if (adam) {
-      OP_REQUIRES_OK(ctx, ctx->allocate_output(1, m.shape(), &m_out));
-      OP_REQUIRES_OK(ctx, ctx->allocate_output(2, v.shape(), &v_out));
-    } else {
-      ctx->set_output(1, m);
-      ctx->set_output(2, v);
-    }
-    tensorflow::OpOutputList hidden_out, cell_out;
-    OP_REQUIRES_OK(ctx, ctx->output_list("hidden_next", &hidden_out));
-    OP_REQUIRES_OK(ctx, ctx->output_list("cell_next", &cell_out));
-    std::vector<float*> hn(num_layers), cn(num_layers);
-    std::vector<const float*> hp(num_layers), cp(num_layers), wp(num_layers);
-    std::vector<std::vector<float>> bias(num_layers);
-    std::vector<std::vector<uint32_t>> w_pairs(num_layers);
-    int widest = 2;
+    net->w.assign(num_layers, nullptr);
+    net->bias.assign(num_layers, {});
+    net->w_pairs.assign(num_layers, {});
+    net->widest = 2;
     for (int l = 0; l < num_layers; ++l) {
-      Tensor *h_next, *c_next;
-      OP_REQUIRES_OK(ctx, hidden_out.allocate(l, hidden[l].shape(), &h_next));
-      OP_REQUIRES_OK(ctx, cell_out.allocate(l, cell[l].shape(), &c_next));
-      hn[l] = h_next->flat<float>().data();
-      cn[l] = c_next->flat<float>().data();
-      hp[l] = hidden[l].flat<float>().data();
-      cp[l] = cell[l].flat<float>().data();
-      wp[l] = w_gates[l].flat<float>().data();
-      bias[l] = ShiftedBias(b_gates[l], dims[l].h, forget_bias_);
-      w_pairs[l] = GatePairs(bf16_, dims[l], wp[l]);
-      widest = std::max(widest, dims[l].h);
+      net->w[l] = w_gates[l].flat<float>().data();
+      net->bias[l] = ShiftedBias(b_gates[l], dims[l].h, forget_bias_);
+      net->w_pairs[l] = GatePairs(bf16_, dims[l], net->w[l]);
+      net->widest = std::max(net->widest, dims[l].h);
     }
+    net->w_last = w_out.flat<float>().data();
+    net->b_last = b_out.flat<float>()(0);
+  }
+
+  // The update over every tile.
+  void Run(OpKernelContext* ctx, const Network& net, const Step& s) const {
+    const std::vector<Dims>& dims = net.dims;
+    const int num_layers = dims.size();
+    const int64_t n = s.n;
     if (n == 0) return;
-    const float* gp = g.flat<float>().data();
-    const float* w_last = w_out.flat<float>().data();
-    const float b_last = b_out.flat<float>()(0);
-    float* up = update_out->flat<float>().data();
     // As preprocess.adam_normalized computes them, in float32.
-    const float t = count.flat<float>()(0);
-    const float correction1 = 1.0f - std::pow(beta1_, t);
-    const float correction2 = 1.0f - std::pow(beta2_, t);
+    const float correction1 = 1.0f - std::pow(beta1_, s.count);
+    const float correction2 = 1.0f - std::pow(beta2_, s.count);
     const float log_eps = std::numeric_limits<float>::epsilon();
     const float e_k = static_cast<float>(std::exp(static_cast<double>(k_)));
     const int64_t num_tiles = (n + kTile - 1) / kTile;
+    const int widest = net.widest;
     ForEachTileRun(ctx, num_tiles, [&](int64_t t0, int64_t t1, int64_t) {
       // The layer's input rows, then its hidden rows: the stacked [x; h] of ForwardTile.
       Buffer stacked((2 * widest) * kTile), gates(4 * widest * kTile), state(widest * kTile),
@@ -803,7 +815,7 @@ class FusedLearnedStepOp : public OpKernel {
       for (int64_t tile = t0; tile < t1; ++tile) {
         const int64_t col0 = tile * kTile;
         const int width = static_cast<int>(std::min<int64_t>(kTile, n - col0));
-        LoadTile(gp, 1, n, col0, width, grad.data());
+        LoadTile(s.g, 1, n, col0, width, grad.data());
         ArrayMap gm(grad.data(), kTile), x0(stacked.data(), kTile);
         if (preprocess_ == "identity") {
           x0 = gm;
@@ -812,8 +824,8 @@ class FusedLearnedStepOp : public OpKernel {
           x0 = ((gm.abs() + log_eps).log() / k_).max(-1.0f);
           x1 = (gm * e_k).max(-1.0f).min(1.0f);
         } else {
-          LoadTile(m.flat<float>().data(), 1, n, col0, width, first.data());
-          LoadTile(v.flat<float>().data(), 1, n, col0, width, second.data());
+          LoadTile(s.m, 1, n, col0, width, first.data());
+          LoadTile(s.v, 1, n, col0, width, second.data());
           ArrayMap mm(first.data(), kTile), vm(second.data(), kTile),
               x1(stacked.data() + kTile, kTile);
           mm = beta1_ * mm + (1.0f - beta1_) * gm;
@@ -823,37 +835,214 @@ class FusedLearnedStepOp : public OpKernel {
           root = (vm / correction2).sqrt() + epsilon_;
           x0 = gm / root;
           x1 = mm / correction1 / root;
-          StoreTile(first.data(), 1, n, col0, width, m_out->flat<float>().data());
-          StoreTile(second.data(), 1, n, col0, width, v_out->flat<float>().data());
+          StoreTile(first.data(), 1, n, col0, width, s.m_out);
+          StoreTile(second.data(), 1, n, col0, width, s.v_out);
         }
         for (int l = 0; l < num_layers; ++l) {
           const Dims& d = dims[l];
           const int H = d.h * kTile;
           if (l > 0) std::copy_n(output.data(), dims[l - 1].h * kTile, stacked.data());
-          LoadTile(hp[l], d.h, n, col0, width, stacked.data() + d.k * kTile);
-          LoadTile(cp[l], d.h, n, col0, width, state.data());
-          ForwardTile(d, wp[l], OrNull(w_pairs[l]), bias[l].data(), stacked.data(),
+          LoadTile(s.h[l], d.h, n, col0, width, stacked.data() + d.k * kTile);
+          LoadTile(s.c[l], d.h, n, col0, width, state.data());
+          ForwardTile(d, net.w[l], OrNull(net.w_pairs[l]), net.bias[l].data(), stacked.data(),
                       stacked_pairs.data(), gates.data(), state.data());
           ArrayMap o(gates.data() + 3 * H, H), cm(state.data(), H), hm(output.data(), H);
           hm = o * cm.tanh();
-          StoreTile(output.data(), d.h, n, col0, width, hn[l]);
-          StoreTile(state.data(), d.h, n, col0, width, cn[l]);
+          StoreTile(output.data(), d.h, n, col0, width, s.h_out[l]);
+          StoreTile(state.data(), d.h, n, col0, width, s.c_out[l]);
         }
         // update = scale (w_out^T h + b_out), h the last layer's output
         const int last = dims[num_layers - 1].h;
         ArrayMap um(first.data(), kTile);
         um.setConstant(0.0f);
-        for (int r = 0; r < last; ++r) um += w_last[r] * ArrayMap(output.data() + r * kTile, kTile);
-        um = (um + b_last) * scale_;
-        StoreTile(first.data(), 1, n, col0, width, up);
+        for (int r = 0; r < last; ++r) um += net.w_last[r] * ArrayMap(output.data() + r * kTile, kTile);
+        um = (um + net.b_last) * scale_;
+        StoreTile(first.data(), 1, n, col0, width, s.update);
       }
     });
   }
 
- private:
   std::string preprocess_;
   float k_, beta1_, beta2_, epsilon_, forget_bias_, scale_;
   bool bf16_;
+};
+
+class FusedLearnedStepOp : public LearnedStepBase {
+ public:
+  using LearnedStepBase::LearnedStepBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    tensorflow::OpInputList hidden, cell;
+    OP_REQUIRES_OK(ctx, ctx->input_list("hidden", &hidden));
+    OP_REQUIRES_OK(ctx, ctx->input_list("cell", &cell));
+    const Tensor& g = ctx->input(0);
+    const Tensor& m = ctx->input(1);
+    const Tensor& v = ctx->input(2);
+    const Tensor& count = ctx->input(3);
+    const int num_layers = hidden.size();
+    Step s;
+    s.n = g.NumElements();
+    OP_REQUIRES(ctx, count.NumElements() == 1,
+                InvalidArgument("FusedLearnedStep: count must be a scalar; got ",
+                                count.shape().DebugString()));
+    OP_REQUIRES(ctx, !adam() || (m.NumElements() == s.n && v.NumElements() == s.n),
+                InvalidArgument("FusedLearnedStep: m and v must have the gradient's ", s.n,
+                                " elements; got ", m.shape().DebugString(), " and ",
+                                v.shape().DebugString()));
+    std::vector<const Tensor*> hidden_in(num_layers), cell_in(num_layers);
+    for (int l = 0; l < num_layers; ++l) {
+      hidden_in[l] = &hidden[l];
+      cell_in[l] = &cell[l];
+    }
+    Network net;
+    ReadNetwork(ctx, s.n, hidden_in, cell_in, &net);
+    if (!ctx->status().ok()) return;
+    Tensor* update_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g.shape(), &update_out));
+    if (adam()) {
+      Tensor *m_out, *v_out;
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(1, m.shape(), &m_out));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(2, v.shape(), &v_out));
+      s.m = m.flat<float>().data();
+      s.v = v.flat<float>().data();
+      s.m_out = m_out->flat<float>().data();
+      s.v_out = v_out->flat<float>().data();
+    } else {
+      ctx->set_output(1, m);
+      ctx->set_output(2, v);
+    }
+    tensorflow::OpOutputList hidden_out, cell_out;
+    OP_REQUIRES_OK(ctx, ctx->output_list("hidden_next", &hidden_out));
+    OP_REQUIRES_OK(ctx, ctx->output_list("cell_next", &cell_out));
+    for (int l = 0; l < num_layers; ++l) {
+      Tensor *h_next, *c_next;
+      OP_REQUIRES_OK(ctx, hidden_out.allocate(l, hidden[l].shape(), &h_next));
+      OP_REQUIRES_OK(ctx, cell_out.allocate(l, cell[l].shape(), &c_next));
+      s.h.push_back(hidden[l].flat<float>().data());
+      s.c.push_back(cell[l].flat<float>().data());
+      s.h_out.push_back(h_next->flat<float>().data());
+      s.c_out.push_back(c_next->flat<float>().data());
+    }
+    s.g = g.flat<float>().data();
+    s.count = count.flat<float>()(0);
+    s.update = update_out->flat<float>().data();
+    Run(ctx, net, s);
+  }
+};
+
+// Whether every element is finite: one pass, no branch a element.
+bool AllFinite(const float* p, int64_t n) {
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, p + i, sizeof(bits));
+    bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
+}
+
+class FusedLearnedStepInPlaceOp : public LearnedStepBase {
+ public:
+  using LearnedStepBase::LearnedStepBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& g = ctx->input(0);
+    const Tensor& count = ctx->input(1);
+    OP_REQUIRES(ctx, count.NumElements() == 1,
+                InvalidArgument("FusedLearnedStepInPlace: count must be a scalar; got ",
+                                count.shape().DebugString()));
+    // The variables in input order: moments (m, v), then hidden, then cell.
+    int start, stop;
+    OP_REQUIRES_OK(ctx, ctx->op_kernel().InputRange("moments", &start, &stop));
+    const int num_moments = stop - start;
+    OP_REQUIRES(ctx, num_moments == (adam() ? 2 : 0),
+                InvalidArgument("FusedLearnedStepInPlace: preprocess ", preprocess_, " takes ",
+                                adam() ? 2 : 0, " moment variables; got ", num_moments));
+    std::vector<tensorflow::core::RefCountPtr<tensorflow::Var>> vars;
+    const int first = start;
+    OP_REQUIRES_OK(ctx, ctx->op_kernel().InputRange("cell", &start, &stop));
+    for (int i = first; i < stop; ++i) {
+      tensorflow::core::RefCountPtr<tensorflow::Var> var;
+      OP_REQUIRES_OK(ctx, tensorflow::LookupResource(ctx, tensorflow::HandleFromInput(ctx, i),
+                                                     &var));
+      vars.push_back(std::move(var));
+    }
+    // Held for the whole step, taken in address order as TensorFlow's own training ops take them.
+    std::vector<tensorflow::mutex*> mutexes;
+    for (const auto& var : vars) mutexes.push_back(var->mu());
+    std::sort(mutexes.begin(), mutexes.end());
+    mutexes.erase(std::unique(mutexes.begin(), mutexes.end()), mutexes.end());
+    OP_REQUIRES(ctx, mutexes.size() == vars.size(),
+                InvalidArgument("FusedLearnedStepInPlace: a variable is passed twice"));
+    std::vector<std::unique_ptr<tensorflow::mutex_lock>> locks;
+    for (tensorflow::mutex* mu : mutexes) locks.push_back(std::make_unique<tensorflow::mutex_lock>(*mu));
+    for (size_t i = 0; i < vars.size(); ++i) {
+      const Tensor& t = *vars[i]->tensor();
+      OP_REQUIRES(ctx, vars[i]->is_initialized && t.dtype() == tensorflow::DT_FLOAT,
+                  tensorflow::errors::FailedPrecondition(
+                      "FusedLearnedStepInPlace: variable ", i, " is not an initialized float32 "
+                      "variable"));
+    }
+    const int num_layers = (vars.size() - num_moments) / 2;
+    Step s;
+    s.n = g.NumElements();
+    std::vector<const Tensor*> hidden(num_layers), cell(num_layers);
+    for (int l = 0; l < num_layers; ++l) {
+      hidden[l] = vars[num_moments + l]->tensor();
+      cell[l] = vars[num_moments + num_layers + l]->tensor();
+    }
+    for (int i = 0; i < num_moments; ++i) {
+      OP_REQUIRES(ctx, vars[i]->tensor()->NumElements() == s.n,
+                  InvalidArgument("FusedLearnedStepInPlace: m and v must have the gradient's ",
+                                  s.n, " elements; got ",
+                                  vars[i]->tensor()->shape().DebugString()));
+    }
+    Network net;
+    ReadNetwork(ctx, s.n, hidden, cell, &net);
+    if (!ctx->status().ok()) return;
+    Tensor* update_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g.shape(), &update_out));
+    s.g = g.flat<float>().data();
+    s.count = count.flat<float>()(0);
+    s.update = update_out->flat<float>().data();
+    if (!AllFinite(s.g, s.n)) {
+      std::fill_n(s.update, s.n, std::numeric_limits<float>::quiet_NaN());
+      return;
+    }
+    // Each variable's new value goes where its old one is, unless another tensor (a value read
+    // earlier and still alive) shares that buffer: then into a fresh buffer, swapped in after.
+    std::vector<Tensor> fresh(vars.size());
+    std::vector<bool> swapped(vars.size(), false);
+    std::vector<const float*> in(vars.size());
+    std::vector<float*> out(vars.size());
+    for (size_t i = 0; i < vars.size(); ++i) {
+      Tensor* t = vars[i]->tensor();
+      in[i] = t->flat<float>().data();
+      if (t->RefCountIsOne() && !vars[i]->copy_on_read_mode.load()) {
+        out[i] = t->flat<float>().data();
+      } else {
+        OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, t->shape(), &fresh[i]));
+        out[i] = fresh[i].flat<float>().data();
+        swapped[i] = true;
+      }
+    }
+    if (num_moments == 2) {
+      s.m = in[0];
+      s.v = in[1];
+      s.m_out = out[0];
+      s.v_out = out[1];
+    }
+    for (int l = 0; l < num_layers; ++l) {
+      s.h.push_back(in[num_moments + l]);
+      s.c.push_back(in[num_moments + num_layers + l]);
+      s.h_out.push_back(out[num_moments + l]);
+      s.c_out.push_back(out[num_moments + num_layers + l]);
+    }
+    Run(ctx, net, s);
+    for (size_t i = 0; i < vars.size(); ++i) {
+      if (swapped[i]) *vars[i]->tensor() = fresh[i];
+    }
+  }
 };
 
 }  // namespace
@@ -936,8 +1125,37 @@ REGISTER_OP("FusedLearnedStep")
       return tsl::OkStatus();
     });
 
+REGISTER_OP("FusedLearnedStepInPlace")
+    .Input("gradient: float")
+    .Input("count: float")
+    .Input("moments: num_moments * resource")
+    .Input("hidden: num_layers * resource")
+    .Input("cell: num_layers * resource")
+    .Input("w_gates: num_layers * float")
+    .Input("b_gates: num_layers * float")
+    .Input("w_out: float")
+    .Input("b_out: float")
+    .Attr("num_moments: int >= 0")
+    .Attr("num_layers: int >= 1")
+    .Attr("preprocess: string")
+    .Attr("k: float = 5.0")
+    .Attr("beta1: float = 0.9")
+    .Attr("beta2: float = 0.999")
+    .Attr("epsilon: float = 1e-8")
+    .Attr("forget_bias: float = 1.0")
+    .Attr("scale: float = 1.0")
+    .Attr("matmul: {'float32', 'bfloat16'} = 'float32'")
+    .Output("update: float")
+    .SetIsStateful()
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      return tsl::OkStatus();
+    });
+
 REGISTER_KERNEL_BUILDER(Name("FusedLstmCell").Device(tensorflow::DEVICE_CPU), FusedLstmCellOp);
 REGISTER_KERNEL_BUILDER(Name("FusedLstmCellGrad").Device(tensorflow::DEVICE_CPU),
                         FusedLstmCellGradOp);
 REGISTER_KERNEL_BUILDER(Name("FusedLearnedStep").Device(tensorflow::DEVICE_CPU),
                         FusedLearnedStepOp);
+REGISTER_KERNEL_BUILDER(Name("FusedLearnedStepInPlace").Device(tensorflow::DEVICE_CPU),
+                        FusedLearnedStepInPlaceOp);

@@ -396,14 +396,8 @@ def learned_step(gradient, preprocess_state, states, weights, preprocess_name,
   Raises:
     RuntimeError: the op is unavailable (`chosen` says so beforehand).
   """
-  library = _load()
-  if library is None:
-    raise RuntimeError("the fused LSTM op is unavailable (the INFO log says why); "
-                       "run the network op by op")
-  if preprocess_name not in LEARNED_STEP_PREPROCESSING:
-    raise ValueError(f"learned_step: preprocess_name {preprocess_name!r} is not one of "
-                     f"{', '.join(LEARNED_STEP_PREPROCESSING)}; run the network op by op.")
-  options = dict(preprocess_options or {})
+  library, attrs = _learned_step_library(preprocess_name, preprocess_options, scale, forget_bias,
+                                         precision)
   if preprocess_state is None:
     empty = tf.zeros([0], tf.float32)
     m, v, count = empty, empty, tf.constant(0.0)
@@ -414,15 +408,63 @@ def learned_step(gradient, preprocess_state, states, weights, preprocess_name,
       gradient, m, v, count, [s.hidden for s in states], [s.cell for s in states],
       [weights[f"lstm_{i}/w_gates"] for i in range(num_layers)],
       [weights[f"lstm_{i}/b_gates"] for i in range(num_layers)],
-      weights["linear/w"], weights["linear/b"],
-      preprocess=LEARNED_STEP_PREPROCESSING[preprocess_name], k=float(options.get("k", 5.0)),
-      beta1=float(options.get("beta1", 0.9)), beta2=float(options.get("beta2", 0.999)),
-      epsilon=float(options.get("epsilon", 1e-8)), forget_bias=forget_bias, scale=float(scale),
-      matmul=precision or matmul_precision())
+      weights["linear/w"], weights["linear/b"], **attrs)
   update, m_next, v_next, hidden, cell = outputs
   next_preprocess = (None if preprocess_state is None
                      else type(preprocess_state)(m_next, v_next, count))
   return update, next_preprocess, tuple(cells.LSTMState(h, c) for h, c in zip(hidden, cell))
+
+
+def apply_learned_step(gradient, moments, count, states, weights, preprocess_name,
+                       preprocess_options=None, scale=1.0, forget_bias=1.0, precision=None):
+  """`learned_step` with its state in variables, overwritten in place; returns the update.
+
+  The Keras optimizer's step: the new LSTM state (and Adam moments) go into the cache lines the old
+  one was just read from, rather than into fresh tensors whose lines must first be read from
+  memory. A variable whose value is still held elsewhere (a tensor read from it earlier) gets a
+  fresh buffer instead, so that tensor keeps its value. A gradient that is not all finite moves
+  nothing and gives a NaN update, for the caller's finiteness check to refuse.
+
+  Args:
+    gradient: [N] float32.
+    moments: (m, v) float32 variables of N elements for "AdamNormalized", else None.
+    count: the Adam step t after this gradient (scalar float32), for "AdamNormalized".
+    states: per layer a pair (hidden, cell) of [hidden, N] float32 variables.
+    weights, preprocess_name, preprocess_options, scale, forget_bias, precision: as
+      `learned_step` takes them.
+
+  Returns:
+    The update [N], already scaled.
+
+  Raises:
+    RuntimeError: the op is unavailable (`chosen` says so beforehand).
+  """
+  library, attrs = _learned_step_library(preprocess_name, preprocess_options, scale, forget_bias,
+                                         precision)
+  num_layers = len(states)
+  return library.fused_learned_step_in_place(
+      gradient, tf.cast(count, tf.float32), [v.handle for v in moments or ()],
+      [h.handle for h, _ in states], [c.handle for _, c in states],
+      [weights[f"lstm_{i}/w_gates"] for i in range(num_layers)],
+      [weights[f"lstm_{i}/b_gates"] for i in range(num_layers)],
+      weights["linear/w"], weights["linear/b"], **attrs)
+
+
+def _learned_step_library(preprocess_name, preprocess_options, scale, forget_bias, precision):
+  """(the loaded library, the learned-step ops' attributes); raises as `learned_step` says."""
+  library = _load()
+  if library is None:
+    raise RuntimeError("the fused LSTM op is unavailable (the INFO log says why); "
+                       "run the network op by op")
+  if preprocess_name not in LEARNED_STEP_PREPROCESSING:
+    raise ValueError(f"learned_step: preprocess_name {preprocess_name!r} is not one of "
+                     f"{', '.join(LEARNED_STEP_PREPROCESSING)}; run the network op by op.")
+  options = dict(preprocess_options or {})
+  return library, dict(
+      preprocess=LEARNED_STEP_PREPROCESSING[preprocess_name], k=float(options.get("k", 5.0)),
+      beta1=float(options.get("beta1", 0.9)), beta2=float(options.get("beta2", 0.999)),
+      epsilon=float(options.get("epsilon", 1e-8)), forget_bias=forget_bias, scale=float(scale),
+      matmul=precision or matmul_precision())
 
 
 @tf.RegisterGradient("FusedLstmCell")

@@ -402,22 +402,36 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             and not fused_lstm.in_xla_context() and fused_lstm.chosen())
 
   def _fused_update(self, gradient, variable):
-    """`_learned_update` as one op: the same math, one pass over the coordinates."""
+    """`_learned_update` as one op: the same math, one pass over the coordinates.
+
+    The op overwrites the LSTM states and Adam moments where they are (`apply_learned_step`),
+    unless a distribution strategy owns the variables, which Keras's `assign` must then update.
+    """
     net = json.loads(self._net_json)["net_options"]
     index = self._get_variable_index(variable)
     saved_preprocess = self._preprocess_states[index] if self._stateful_preprocess else None
     states = self._states[index]
-    update, preprocessed, next_states = fused_lstm.learned_step(
-        tf.reshape(tf.cast(gradient, tf.float32), [-1]),
-        None if saved_preprocess is None else type(saved_preprocess)(*map(_value, saved_preprocess)),
-        tuple(networks.LSTMState(_value(h), _value(c)) for h, c in states),
-        {key: _value(weight) for key, weight in self._net_weights.items()},
-        net["preprocess_name"], net["preprocess_options"], scale=self._scale)
+    flat = tf.reshape(tf.cast(gradient, tf.float32), [-1])
+    weights = {key: _value(weight) for key, weight in self._net_weights.items()}
     assignments = []
-    if saved_preprocess is not None:
-      assignments += list(zip(saved_preprocess, preprocessed))
-    for (hidden, cell), state in zip(states, next_states):
-      assignments += [(hidden, state.hidden), (cell, state.cell)]
+    if not tf.distribute.has_strategy():
+      count = None if saved_preprocess is None else _value(saved_preprocess.count) + 1.0
+      update = fused_lstm.apply_learned_step(
+          flat, None if saved_preprocess is None else saved_preprocess[:2],
+          0.0 if count is None else count, states, weights, net["preprocess_name"],
+          net["preprocess_options"], scale=self._scale)
+      if saved_preprocess is not None:
+        assignments.append((saved_preprocess.count, count))
+    else:
+      update, preprocessed, next_states = fused_lstm.learned_step(
+          flat, None if saved_preprocess is None
+          else type(saved_preprocess)(*map(_value, saved_preprocess)),
+          tuple(networks.LSTMState(_value(h), _value(c)) for h, c in states), weights,
+          net["preprocess_name"], net["preprocess_options"], scale=self._scale)
+      if saved_preprocess is not None:
+        assignments += list(zip(saved_preprocess, preprocessed))
+      for (hidden, cell), state in zip(states, next_states):
+        assignments += [(hidden, state.hidden), (cell, state.cell)]
     return self._adapted(tf.reshape(update, variable.shape), gradient, variable, assignments)
 
   @property

@@ -375,6 +375,75 @@ class LearnedStepTest(parameterized.TestCase):
       fused_lstm.learned_step(gradient[:7], None, states, weights, "identity")
 
 
+def _variables(moments, states):
+  """(moments as (m, v) variables or None, states as (hidden, cell) variable pairs)."""
+  held = None if moments is None else (tf.Variable(moments.m), tf.Variable(moments.v))
+  return held, [(tf.Variable(s.hidden), tf.Variable(s.cell)) for s in states]
+
+
+@needs_op
+class ApplyLearnedStepTest(parameterized.TestCase):
+  """`fused_lstm.apply_learned_step`: the same update, its state overwritten in its variables."""
+
+  @parameterized.named_parameters(
+      ("identity", "identity", {}, (20, 20), 200),
+      ("log_and_sign", "LogAndSign", {"k": 5.0}, (20, 20), 77),
+      ("adam_normalized", "AdamNormalized", {}, (20, 20), 130),
+      ("three_odd_layers", "LogAndSign", {"k": 10.0}, (3, 5, 9), 33))
+  def test_it_matches_the_network_run_op_by_op(self, name, options, layers, num_coords):
+    gradient, moments, states, weights = _learned_step_case(name, layers, num_coords)
+    want, want_moments, want_states = _op_by_op_step(gradient, moments, states, weights, name,
+                                                     options, 0.3)
+    held, variables = _variables(moments, states)
+
+    @tf.function
+    def step():  # no other tensor holds the variables' buffers here: written where they are
+      count = 0.0 if moments is None else moments.count + 1.0
+      return fused_lstm.apply_learned_step(gradient, held, count, variables, weights, name,
+                                           options, scale=0.3)
+
+    update = step()
+    self.assertLess(_relative_error(update, want), 1e-5)
+    for (hidden, cell), expected in zip(variables, want_states):
+      self.assertLess(_relative_error(hidden, expected.hidden), 1e-5)
+      self.assertLess(_relative_error(cell, expected.cell), 1e-5)
+    if moments is not None:
+      self.assertLess(_relative_error(held[0], want_moments.m), 1e-6)
+      self.assertLess(_relative_error(held[1], want_moments.v), 1e-6)
+
+  def test_a_value_read_before_keeps_it(self):
+    gradient, moments, states, weights = _learned_step_case("AdamNormalized", (20, 20), 70)
+    held, variables = _variables(moments, states)
+    before = [v.read_value() for pair in [held] + variables for v in pair]  # share the buffers
+    copies = [np.array(t) for t in before]
+    want, want_moments, want_states = _op_by_op_step(gradient, moments, states, weights,
+                                                     "AdamNormalized", {}, 1.0)
+    update = fused_lstm.apply_learned_step(gradient, held, moments.count + 1.0, variables,
+                                           weights, "AdamNormalized")
+    for tensor, copy in zip(before, copies):
+      np.testing.assert_array_equal(tensor.numpy(), copy)
+    self.assertLess(_relative_error(update, want), 1e-5)
+    self.assertLess(_relative_error(held[1], want_moments.v), 1e-6)
+    self.assertLess(_relative_error(variables[1][1], want_states[1].cell), 1e-5)
+
+  def test_a_gradient_not_finite_moves_nothing_and_gives_nan(self):
+    gradient, moments, states, weights = _learned_step_case("AdamNormalized", (20, 20), 70)
+    gradient = tf.tensor_scatter_nd_update(gradient, [[69]], [np.inf])
+    held, variables = _variables(moments, states)
+    before = [np.array(v.numpy()) for pair in [held] + variables for v in pair]
+    update = fused_lstm.apply_learned_step(gradient, held, moments.count + 1.0, variables,
+                                           weights, "AdamNormalized")
+    self.assertTrue(np.all(np.isnan(update.numpy())))
+    for variable, want in zip([v for pair in [held] + variables for v in pair], before):
+      np.testing.assert_array_equal(variable.numpy(), want)
+
+  def test_moments_that_do_not_fit_the_preprocessing_are_refused(self):
+    gradient, moments, states, weights = _learned_step_case("AdamNormalized", (4,), 8)
+    held, variables = _variables(moments, states)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="takes 2 moment variables; got 0"):
+      fused_lstm.apply_learned_step(gradient, None, 1.0, variables, weights, "AdamNormalized")
+
+
 def _keras_updates(checkpoint, fused, monkeypatch, jit_compile=False):
   """A small Dense model's parameters after 3 steps of LearnedOptimizer, and the step's op types."""
   import keras
@@ -402,6 +471,9 @@ def _keras_updates(checkpoint, fused, monkeypatch, jit_compile=False):
   return [v.numpy() for v in model.trainable_variables], op_types
 
 
+LEARNED_STEP_OPS = {"FusedLearnedStep", "FusedLearnedStepInPlace"}
+
+
 @needs_op
 @pytest.mark.parametrize("options", [
     {"preprocess_name": "AdamNormalized", "preprocess_options": {}, "scale": 0.1,
@@ -422,11 +494,12 @@ def test_the_keras_step_runs_one_op_a_variable_with_the_plain_updates(options, m
   checkpoint = optimizer_files.save(net, str(tmp_path / "cw.npz"))
   fused, fused_ops = _keras_updates(checkpoint, True, monkeypatch)
   plain, plain_ops = _keras_updates(checkpoint, False, monkeypatch)
-  assert "FusedLearnedStep" in fused_ops and "FusedLearnedStep" not in plain_ops
+  # The state is overwritten in place (FusedLearnedStepInPlace) outside a distribution strategy.
+  assert "FusedLearnedStepInPlace" in fused_ops and not LEARNED_STEP_OPS & plain_ops
   for a, e in zip(fused, plain):
     assert _relative_error(a, e) < 1e-5
   _, xla_ops = _keras_updates(checkpoint, True, monkeypatch, jit_compile=True)
-  assert "FusedLearnedStep" not in xla_ops
+  assert not LEARNED_STEP_OPS & xla_ops
 
 
 # --- bfloat16 matmuls ($L2L_LSTM_MATMUL=bfloat16) -------------------------------------------------
