@@ -417,6 +417,11 @@ void ForEachTileRun(OpKernelContext* ctx, int64_t num_tiles, Fn fn,
 // kept apart and added in run order at the end: the same bits whichever thread ran which run.
 constexpr int64_t kWeightGradRuns = 16;
 
+// kForwardNote: an output of an input's shape may take that input's buffer when TensorFlow says
+// nothing else holds it (forward_input_or_allocate_output): safe here because a tile reads all
+// of its columns of every input before it writes any output's, and no tile touches another's
+// columns. Writing into lines just read spares reading a fresh buffer's lines from memory first.
+
 
 // The bias with the forget bias added to the forget gate's rows.
 std::vector<float> ShiftedBias(const Tensor& b, int hidden, float forget_bias) {
@@ -493,8 +498,12 @@ class FusedLstmCellOp : public OpKernel {
                 InvalidArgument("FusedLstmCell: b must be [", d.g, "]; got ",
                                 b.shape().DebugString()));
     Tensor *h_out, *c_out;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({d.h, d.n}), &h_out));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({d.h, d.n}), &c_out));
+    // h' and c' take h's and c's buffers where nothing else holds them (a loop's carried state
+    // outside a gradient tape): see kForwardNote.
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({1}, 0, TensorShape({d.h, d.n}),
+                                                              &h_out));
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({2}, 1, TensorShape({d.h, d.n}),
+                                                              &c_out));
     if (d.n == 0) return;
     const float* xp = x.flat<float>().data();
     const float* hp = h.flat<float>().data();
@@ -560,9 +569,14 @@ class FusedLstmCellGradOp : public OpKernel {
                                 dc_next.shape().DebugString()));
     const int kh = d.k + d.h;
     Tensor *dx_out, *dh_out, *dc_out, *dw_out, *db_out;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({d.k, d.n}), &dx_out));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({d.h, d.n}), &dh_out));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({d.h, d.n}), &dc_out));
+    // dx, dh and dc take the buffers of x, dh' and dc' where nothing else holds them (see
+    // kForwardNote): a tile loads all five inputs before it stores an output.
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, TensorShape({d.k, d.n}),
+                                                              &dx_out));
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({5, 1}, 1,
+                                                              TensorShape({d.h, d.n}), &dh_out));
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({6, 2}, 2,
+                                                              TensorShape({d.h, d.n}), &dc_out));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({kh, d.g}), &dw_out));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({d.g}), &db_out));
     float* dw = dw_out->flat<float>().data();
@@ -901,8 +915,8 @@ class FusedLearnedStepOp : public LearnedStepBase {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g.shape(), &update_out));
     if (adam()) {
       Tensor *m_out, *v_out;
-      OP_REQUIRES_OK(ctx, ctx->allocate_output(1, m.shape(), &m_out));
-      OP_REQUIRES_OK(ctx, ctx->allocate_output(2, v.shape(), &v_out));
+      OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({1}, 1, m.shape(), &m_out));
+      OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({2}, 2, v.shape(), &v_out));
       s.m = m.flat<float>().data();
       s.v = v.flat<float>().data();
       s.m_out = m_out->flat<float>().data();
@@ -916,8 +930,12 @@ class FusedLearnedStepOp : public LearnedStepBase {
     OP_REQUIRES_OK(ctx, ctx->output_list("cell_next", &cell_out));
     for (int l = 0; l < num_layers; ++l) {
       Tensor *h_next, *c_next;
-      OP_REQUIRES_OK(ctx, hidden_out.allocate(l, hidden[l].shape(), &h_next));
-      OP_REQUIRES_OK(ctx, cell_out.allocate(l, cell[l].shape(), &c_next));
+      // Outputs 3 + l and 3 + L + l; inputs 4 + l and 4 + L + l (see kForwardNote).
+      OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output(
+                              {4 + l}, 3 + l, hidden[l].shape(), &h_next));
+      OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output(
+                              {4 + num_layers + l}, 3 + num_layers + l, cell[l].shape(),
+                              &c_next));
       s.h.push_back(hidden[l].flat<float>().data());
       s.c.push_back(cell[l].flat<float>().data());
       s.h_out.push_back(h_next->flat<float>().data());
