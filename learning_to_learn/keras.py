@@ -204,9 +204,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     FileNotFoundError: `checkpoint` names no shipped optimizer, directory or file.
     ValueError: the file is not a saved network, or the network is not a CoordinateWiseDeepLSTM.
     tf.errors.InvalidArgumentError, from a training step: a gradient, or the learned update made
-      from it, is NaN or infinite. Nothing of that step is applied: the gradients of every
-      variable are checked before any moves. (Under XLA, which cannot raise, an update that is
-      not finite is skipped for its variable and counted in `non_finite_updates`.)
+      from it, is NaN or infinite. No variable moves: the gradients of every variable are
+      checked before anything does, and each update before its variable moves (by then the
+      one-op update has overwritten that variable's LSTM state and moments; docs/api.md). (Under
+      XLA, which cannot raise, an update that is not finite is skipped for its variable and
+      counted in `non_finite_updates`.)
   """
 
   def __init__(self, checkpoint="general", learning_rate=1.0, name="learned_optimizer", network=None,

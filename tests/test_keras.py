@@ -470,7 +470,7 @@ class LearnedOptimizerTest(parameterized.TestCase):
 
 
 class NonFiniteTest(parameterized.TestCase):
-  """A step whose gradient or update is not finite is refused whole, never applied."""
+  """A step whose gradient or update is not finite moves no variable."""
 
   def _built(self):
     model = _small_model()
@@ -502,6 +502,17 @@ class NonFiniteTest(parameterized.TestCase):
     np.testing.assert_array_equal(variable.numpy(), before)
     for want, got in zip(state, [v.numpy() for layer in optimizer.lstm_state(variable)
                                  for v in layer]):
+      np.testing.assert_array_equal(got, want)
+
+  def test_an_update_that_overflows_from_finite_gradients_leaves_the_variables(self):
+    model, optimizer, x, y = self._built()
+    weights = optimizer.network_weights
+    weights["linear/w"].assign(np.full(weights["linear/w"].shape, 3e38, np.float32))
+    weights["linear/b"].assign(np.full(weights["linear/b"].shape, 3e38, np.float32))
+    before = [v.numpy() for v in model.trainable_variables]
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "turned NaN or infinite"):
+      model.train_on_batch(x[:8], y[:8])
+    for want, got in zip(before, [v.numpy() for v in model.trainable_variables]):
       np.testing.assert_array_equal(got, want)
 
   def test_under_xla_a_non_finite_update_is_skipped_and_counted(self):
