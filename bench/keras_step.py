@@ -8,7 +8,9 @@ Figures, for the paper's MNIST MLP (784-20-10 sigmoid, 15,910 parameters, batch 
 gradients, `apply_gradients`), with TensorFlow's kernels and with XLA:
 - milliseconds per training step: median over repetitions of `--steps_per_repetition` steps each,
   after warm-up, with min..max, the optimizers taking turns; and the learned optimizer's time as a
-  multiple of Adam's (where the CPU has AVX512_BF16, with bfloat16 matmuls too);
+  multiple of Adam's; where the fused op runs, also its earlier variants (a layer at a time; the
+  one-op update with the LSTM state written to fresh tensors rather than in place) and, where the
+  CPU has AVX512_BF16, bfloat16 matmuls;
 - optimizer memory per model parameter: bytes of all of the optimizer's variables divided by the
   model's parameter count, from the variables themselves (for 20-20 LSTM layers: 2 layers x
   (hidden + cell) x 20 float32 = 320 bytes per coordinate, plus the shared weights spread over the
@@ -46,9 +48,17 @@ PAPER_MODEL = "mnist-mlp"
 
 
 class _LayerAtATime(l2l_keras.LearnedOptimizer):
-  """The learned optimizer without its one-op update (`fused_lstm.learned_step`)."""
+  """The learned optimizer without its one-op update (`fused_lstm.apply_learned_step`)."""
 
   def _fused_step(self):
+    return False
+
+
+class _OutOfPlace(l2l_keras.LearnedOptimizer):
+  """The one-op update writing the next LSTM state to fresh tensors for `assign`
+  (`fused_lstm.learned_step`), as before it overwrote the state in place."""
+
+  def _overwrites_state(self):
     return False
 
 
@@ -174,6 +184,7 @@ def main():
       if not jit_compile and fused_lstm.chosen():
         # The path before the whole update became one op: the fused cell a layer at a time.
         candidates["learned, a layer at a time"] = (lambda: _LayerAtATime(checkpoint), {})
+        candidates["learned, state not in place"] = (lambda: _OutOfPlace(checkpoint), {})
         if fused_lstm.bf16_supported():
           candidates["learned, bfloat16 matmuls"] = (
               make_learned, {fused_lstm.MATMUL_ENV: "bfloat16"})

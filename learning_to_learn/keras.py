@@ -403,11 +403,16 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     return (net["preprocess_name"] in fused_lstm.LEARNED_STEP_PREPROCESSING
             and not fused_lstm.in_xla_context() and fused_lstm.chosen())
 
+  def _overwrites_state(self):
+    """Whether the one-op update overwrites the LSTM states and moments in place: unless a
+    distribution strategy owns the variables, which Keras's `assign` must then update."""
+    return not tf.distribute.has_strategy()
+
   def _fused_update(self, gradient, variable):
     """`_learned_update` as one op: the same math, one pass over the coordinates.
 
-    The op overwrites the LSTM states and Adam moments where they are (`apply_learned_step`),
-    unless a distribution strategy owns the variables, which Keras's `assign` must then update.
+    The op overwrites the LSTM states and Adam moments where they are (`apply_learned_step`)
+    where `_overwrites_state`; otherwise it returns their next values for `assign`.
     """
     net = json.loads(self._net_json)["net_options"]
     index = self._get_variable_index(variable)
@@ -416,7 +421,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     flat = tf.reshape(tf.cast(gradient, tf.float32), [-1])
     weights = {key: _value(weight) for key, weight in self._net_weights.items()}
     assignments = []
-    if not tf.distribute.has_strategy():
+    if self._overwrites_state():
       count = None if saved_preprocess is None else _value(saved_preprocess.count) + 1.0
       update = fused_lstm.apply_learned_step(
           flat, None if saved_preprocess is None else saved_preprocess[:2],
