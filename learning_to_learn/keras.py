@@ -27,11 +27,10 @@ from learning_to_learn import step_size
 # The file of a train.py --save_path that this wrapper reads (optimizer_files owns the name).
 NET_FILE = optimizer_files.SINGLE_NET_FILE
 _SUPPORTED_NET = "CoordinateWiseDeepLSTM"
-# Memory per model parameter of a training step: 1.22-1.25 KB, measured as the peak RSS of
-# model.fit on Dense models of 0.5 M and 2 M parameters minus that of SGD on the same model. The
-# LSTM state is 320 bytes of it (80 floats for 20-20 layers); the rest is each step's gate
-# activations and temporaries.
-BYTES_PER_PARAMETER = 1250
+# Memory per model parameter of a training step, on the costlier path (TensorFlow's ops, which
+# also run under XLA): the LSTM state's 320 bytes (80 floats for 20-20 layers) and each step's
+# gate activations and temporaries. docs/performance.md gives the measurement.
+BYTES_PER_PARAMETER = 1350
 _CONFIG_FIX = "pass the dict LearnedOptimizer.get_config wrote, unchanged"
 NON_FINITE_GRADIENT = (
     "LearnedOptimizer: a gradient holds NaN or infinite values, so the step was not applied (no "

@@ -835,7 +835,9 @@ def test_keras_optimizer_refuses_more_memory_than_available(monkeypatch):
   from learning_to_learn import limits
   optimizer = l2l_keras.LearnedOptimizer(checkpoint="quadratic")
   monkeypatch.setattr(limits, "available_memory", lambda: 10**6)  # 1 MB left
-  with pytest.raises(ValueError, match=r"1,000 parameters .* needs about 1.2 MB of memory but"):
+  needed = 1000 * l2l_keras.BYTES_PER_PARAMETER / 2**20
+  with pytest.raises(ValueError, match=rf"1,000 parameters .* needs about {needed:.1f} MB of memory "
+                                       "but"):
     optimizer.build([tf.Variable(tf.zeros([1000]))])
 
 
