@@ -869,7 +869,9 @@ class LearnedStepBase : public OpKernel {
         const int last = dims[num_layers - 1].h;
         ArrayMap um(first.data(), kTile);
         um.setConstant(0.0f);
-        for (int r = 0; r < last; ++r) um += net.w_last[r] * ArrayMap(output.data() + r * kTile, kTile);
+        for (int r = 0; r < last; ++r) {
+          um += net.w_last[r] * ArrayMap(output.data() + r * kTile, kTile);
+        }
         um = (um + net.b_last) * scale_;
         StoreTile(first.data(), 1, n, col0, width, s.update);
       }
@@ -993,7 +995,9 @@ class FusedLearnedStepInPlaceOp : public LearnedStepBase {
     OP_REQUIRES(ctx, mutexes.size() == vars.size(),
                 InvalidArgument("FusedLearnedStepInPlace: a variable is passed twice"));
     std::vector<std::unique_ptr<tensorflow::mutex_lock>> locks;
-    for (tensorflow::mutex* mu : mutexes) locks.push_back(std::make_unique<tensorflow::mutex_lock>(*mu));
+    for (tensorflow::mutex* mu : mutexes) {
+      locks.push_back(std::make_unique<tensorflow::mutex_lock>(*mu));
+    }
     for (size_t i = 0; i < vars.size(); ++i) {
       const Tensor& t = *vars[i]->tensor();
       OP_REQUIRES(ctx, vars[i]->is_initialized && t.dtype() == tensorflow::DT_FLOAT,
