@@ -421,13 +421,13 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     weights = {key: _value(weight) for key, weight in self._net_weights.items()}
     assignments = []
     if self._overwrites_state():
-      count = None if saved_preprocess is None else _value(saved_preprocess.count) + 1.0
-      update = fused_lstm.apply_learned_step(
-          flat, None if saved_preprocess is None else saved_preprocess[:2],
-          0.0 if count is None else count, states, weights, net["preprocess_name"],
-          net["preprocess_options"], scale=self._scale)
+      moments, count = None, 0.0
       if saved_preprocess is not None:
+        moments, count = saved_preprocess[:2], _value(saved_preprocess.count) + 1.0
         assignments.append((saved_preprocess.count, count))
+      update = fused_lstm.apply_learned_step(flat, moments, count, states, weights,
+                                             net["preprocess_name"], net["preprocess_options"],
+                                             scale=self._scale)
     else:
       update, preprocessed, next_states = fused_lstm.learned_step(
           flat, None if saved_preprocess is None
