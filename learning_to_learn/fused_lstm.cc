@@ -758,6 +758,18 @@ class LearnedStepBase : public OpKernel {
 
   bool adam() const { return preprocess_ == "adam_normalized"; }
 
+  // Checks that count is a scalar and, for adam_normalized, that m and v have n elements.
+  void CheckCountAndMoments(OpKernelContext* ctx, int64_t n, const Tensor& count,
+                            const Tensor& m, const Tensor& v) const {
+    OP_REQUIRES(ctx, count.NumElements() == 1,
+                InvalidArgument(type_string(), ": count must be a scalar; got ",
+                                count.shape().DebugString()));
+    OP_REQUIRES(ctx, !adam() || (m.NumElements() == n && v.NumElements() == n),
+                InvalidArgument(type_string(), ": m and v must have the gradient's ", n,
+                                " elements; got ", m.shape().DebugString(), " and ",
+                                v.shape().DebugString()));
+  }
+
   // Checks the layers' state shapes (hidden[l], cell[l]) and weights against the gradient's N,
   // reads the weights into net; on a mismatch ctx's status says which.
   void ReadNetwork(OpKernelContext* ctx, int64_t n, const std::vector<const Tensor*>& hidden,
@@ -898,13 +910,8 @@ class FusedLearnedStepOp : public LearnedStepBase {
     const int num_layers = hidden.size();
     Step s;
     s.n = g.NumElements();
-    OP_REQUIRES(ctx, count.NumElements() == 1,
-                InvalidArgument("FusedLearnedStep: count must be a scalar; got ",
-                                count.shape().DebugString()));
-    OP_REQUIRES(ctx, !adam() || (m.NumElements() == s.n && v.NumElements() == s.n),
-                InvalidArgument("FusedLearnedStep: m and v must have the gradient's ", s.n,
-                                " elements; got ", m.shape().DebugString(), " and ",
-                                v.shape().DebugString()));
+    CheckCountAndMoments(ctx, s.n, count, m, v);
+    if (!ctx->status().ok()) return;
     std::vector<const Tensor*> hidden_in(num_layers), cell_in(num_layers);
     for (int l = 0; l < num_layers; ++l) {
       hidden_in[l] = &hidden[l];
@@ -968,9 +975,6 @@ class FusedLearnedStepInPlaceOp : public LearnedStepBase {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& g = ctx->input(0);
     const Tensor& count = ctx->input(1);
-    OP_REQUIRES(ctx, count.NumElements() == 1,
-                InvalidArgument("FusedLearnedStepInPlace: count must be a scalar; got ",
-                                count.shape().DebugString()));
     // The variables in input order: moments (m, v), then hidden, then cell.
     int start, stop;
     OP_REQUIRES_OK(ctx, ctx->op_kernel().InputRange("moments", &start, &stop));
@@ -1013,12 +1017,11 @@ class FusedLearnedStepInPlaceOp : public LearnedStepBase {
       hidden[l] = vars[num_moments + l]->tensor();
       cell[l] = vars[num_moments + num_layers + l]->tensor();
     }
-    for (int i = 0; i < num_moments; ++i) {
-      OP_REQUIRES(ctx, vars[i]->tensor()->NumElements() == s.n,
-                  InvalidArgument("FusedLearnedStepInPlace: m and v must have the gradient's ",
-                                  s.n, " elements; got ",
-                                  vars[i]->tensor()->shape().DebugString()));
-    }
+    // Without moments (num_moments 0: not adam_normalized) m and v are not read.
+    const Tensor& m = num_moments == 2 ? *vars[0]->tensor() : count;
+    const Tensor& v = num_moments == 2 ? *vars[1]->tensor() : count;
+    CheckCountAndMoments(ctx, s.n, count, m, v);
+    if (!ctx->status().ok()) return;
     Network net;
     ReadNetwork(ctx, s.n, hidden, cell, &net);
     if (!ctx->status().ok()) return;

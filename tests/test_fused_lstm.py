@@ -358,17 +358,21 @@ def _op_by_op_step(gradient, moments, states, weights, preprocess_name, options,
   return update, moments, next_states
 
 
+# (name, preprocessing, its options, layers, coordinates): tiles and a tail, one tile, odd sizes.
+LEARNED_STEP_CASES = [
+    ("identity", "identity", {}, (20, 20), 200),
+    ("log_and_sign", "LogAndSign", {"k": 5.0}, (20, 20), 77),
+    ("adam_normalized", "AdamNormalized", {}, (20, 20), 130),
+    ("adam_normalized_own_betas", "AdamNormalized",
+     {"beta1": 0.5, "beta2": 0.9, "epsilon": 1e-6}, (20, 20), 64),
+    ("three_odd_layers", "LogAndSign", {"k": 10.0}, (3, 5, 9), 33)]
+
+
 @needs_op
 class LearnedStepTest(parameterized.TestCase):
   """`fused_lstm.learned_step`, the Keras optimizer's whole update in one op."""
 
-  @parameterized.named_parameters(
-      ("identity", "identity", {}, (20, 20), 200),
-      ("log_and_sign", "LogAndSign", {"k": 5.0}, (20, 20), 77),
-      ("adam_normalized", "AdamNormalized", {}, (20, 20), 130),
-      ("adam_normalized_own_betas", "AdamNormalized",
-       {"beta1": 0.5, "beta2": 0.9, "epsilon": 1e-6}, (20, 20), 64),
-      ("three_odd_layers", "LogAndSign", {"k": 10.0}, (3, 5, 9), 33))
+  @parameterized.named_parameters(*LEARNED_STEP_CASES)
   def test_it_matches_the_network_run_op_by_op(self, name, options, layers, num_coords):
     gradient, moments, states, weights = _learned_step_case(name, layers, num_coords)
     update, next_moments, next_states = fused_lstm.learned_step(
@@ -417,11 +421,7 @@ def _variables(moments, states):
 class ApplyLearnedStepTest(parameterized.TestCase):
   """`fused_lstm.apply_learned_step`: the same update, its state overwritten in its variables."""
 
-  @parameterized.named_parameters(
-      ("identity", "identity", {}, (20, 20), 200),
-      ("log_and_sign", "LogAndSign", {"k": 5.0}, (20, 20), 77),
-      ("adam_normalized", "AdamNormalized", {}, (20, 20), 130),
-      ("three_odd_layers", "LogAndSign", {"k": 10.0}, (3, 5, 9), 33))
+  @parameterized.named_parameters(*LEARNED_STEP_CASES)
   def test_it_matches_the_network_run_op_by_op(self, name, options, layers, num_coords):
     gradient, moments, states, weights = _learned_step_case(name, layers, num_coords)
     want, want_moments, want_states = _op_by_op_step(gradient, moments, states, weights, name,
