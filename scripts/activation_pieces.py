@@ -15,9 +15,9 @@ import textwrap
 import numpy as np
 
 PIECES = 32
-FUNCTIONS = {  # name -> (function, top of the fitted range)
-    "kSigmoidPieces": (lambda x: 1.0 / (1.0 + np.exp(-x)), 16.0),
-    "kTanhPieces": (np.tanh, 8.0),
+FUNCTIONS = {  # name -> (function, top of the fitted range, odd: f(-x) = -f(x), else 1 - f(x))
+    "kSigmoidPieces": (lambda x: 1.0 / (1.0 + np.exp(-x)), 16.0, False),
+    "kTanhPieces": (np.tanh, 8.0, True),
 }
 
 
@@ -43,17 +43,19 @@ def fit(function, top, pieces=PIECES, samples=2001, rounds=30):
   return np.array(coefficients, np.float32)
 
 
-def evaluate(coefficients, x, top):
-  """The op's evaluation in float32: |x| clamped below top, the piece, Horner in t, symmetry."""
-  x = np.asarray(x, np.float32)
-  a = np.minimum(np.abs(x), np.nextafter(np.float32(top), np.float32(0)))
-  s = a * np.float32(len(coefficients) / top)
-  i = s.astype(np.int32)
+def evaluate(coefficients, x, top, odd, dtype=np.float32):
+  """The op's evaluation (in float32; float64 for a reference): |x| clamped below top, the piece,
+  Horner in t, then the symmetry."""
+  x = np.asarray(x, dtype)
+  coefficients = coefficients.astype(dtype)
+  a = np.minimum(np.abs(x), np.nextafter(dtype(top), dtype(0)))
+  s = a * dtype(len(coefficients) / top)
+  i = s.astype(np.int64)
   t = s - np.floor(s)
   y = coefficients[i, 0]
   for k in (1, 2, 3):
     y = y * t + coefficients[i, k]
-  return y
+  return np.where(x < 0, -y if odd else dtype(1) - y, y)
 
 
 def _literal(value):
@@ -64,13 +66,9 @@ def _literal(value):
 
 def main():
   x = np.linspace(-24.0, 24.0, 960001).astype(np.float32)
-  for name, (function, top) in FUNCTIONS.items():
+  for name, (function, top, odd) in FUNCTIONS.items():
     c = fit(function, top)
-    y = evaluate(c, x, top)
-    if name == "kSigmoidPieces":
-      y = np.where(x < 0, np.float32(1) - y, y)
-    else:
-      y = np.where(x < 0, -y, y)
+    y = evaluate(c, x, top, odd)
     error = np.abs(y.astype(np.float64) - function(x.astype(np.float64))).max()
     print(f"// {name}: [0, {top:g}) in {PIECES} pieces; largest absolute error {error:.1e}")
     print(f"alignas(64) constexpr float {name}[4][{PIECES}] = {{")

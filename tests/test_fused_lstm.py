@@ -8,6 +8,8 @@ two differ by float rounding of sums taken in another order), 1e-4 for meta-grad
 optimizee's gradients).
 """
 
+import functools
+import importlib.util
 import json
 import os
 import shutil
@@ -552,30 +554,20 @@ def _sigmoid(z):
   return 0.5 + 0.5 * np.tanh(0.5 * np.asarray(z, np.float64))  # no overflow at large |z|
 
 
+@functools.lru_cache(maxsize=None)
 def _piecewise():
   """(sigmoid, tanh) as bfloat16 mode evaluates them, in float64 from the pieces that
   scripts/activation_pieces.py fits, not from the op's copy of its tables."""
-  sys.path.insert(0, os.path.join(ROOT, "scripts"))
-  try:
-    import activation_pieces  # pylint: disable=import-outside-toplevel
-  finally:
-    sys.path.pop(0)
+  spec = importlib.util.spec_from_file_location(
+      "activation_pieces", os.path.join(ROOT, "scripts", "activation_pieces.py"))
+  pieces = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(pieces)
   functions = []
-  for name, odd in (("kSigmoidPieces", False), ("kTanhPieces", True)):
-    function, top = activation_pieces.FUNCTIONS[name]
-    pieces = activation_pieces.fit(function, top).astype(np.float64)
-
-    def evaluate(z, pieces=pieces, top=top, odd=odd):
-      z = np.asarray(z, np.float64)
-      s = np.minimum(np.abs(z), top * (1 - 1e-7)) * (len(pieces) / top)
-      i = s.astype(np.int64)
-      y = pieces[i, 0]
-      for k in (1, 2, 3):
-        y = y * (s - i) + pieces[i, k]
-      return np.where(z < 0, -y if odd else 1.0 - y, y)
-
-    functions.append(evaluate)
-  return functions
+  for name in ("kSigmoidPieces", "kTanhPieces"):
+    function, top, odd = pieces.FUNCTIONS[name]
+    functions.append(functools.partial(pieces.evaluate, pieces.fit(function, top), top=top,
+                                       odd=odd, dtype=np.float64))
+  return tuple(functions)
 
 
 def _rounded_reference(x, h, c, w, b, dh_next, dc_next):
