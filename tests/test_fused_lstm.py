@@ -617,6 +617,15 @@ def test_bfloat16_cell_matches_the_equations_with_rounded_operands(monkeypatch, 
                                 library.fused_lstm_cell(*inputs, matmul="bfloat16")[0])
 
 
+def test_the_op_holds_the_tables_that_the_script_fits():
+  # A refit, or a hand edit of either side, shows here rather than as a small drift in results.
+  result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "activation_pieces.py")],
+                          capture_output=True, text=True, check=True)
+  with open(fused_lstm.SOURCE) as f:
+    source = f.read()
+  assert result.stdout.count("constexpr float") == 2 and result.stdout in source
+
+
 @needs_bf16
 def test_bfloat16_gate_activations_are_within_their_stated_error():
   # One unit, four inputs that are the gates themselves (identity weights, operands exact in
