@@ -412,28 +412,28 @@ inline __m512 EvalPieces(const Pieces& p, __m512 a) {
   return y;
 }
 
-// x[0:n] = sigmoid(x) in place, n a multiple of 16, x 64-byte aligned.
-inline void SigmoidPiecewise(float* x, int n) {
+// y[0:n] = sigmoid(x), y may be x; n a multiple of 16, both 64-byte aligned.
+inline void SigmoidPiecewise(const float* x, float* y, int n) {
   const Pieces p = LoadPieces(kSigmoidPieces, 16.0f);
   const __m512 one = _mm512_set1_ps(1.0f);
   for (int e = 0; e < n; e += 16) {
     const __m512 v = _mm512_load_ps(x + e);
-    const __m512 y = EvalPieces(p, _mm512_abs_ps(v));
+    const __m512 a = EvalPieces(p, _mm512_abs_ps(v));
     const __mmask16 negative = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
-    _mm512_store_ps(x + e, _mm512_mask_sub_ps(y, negative, one, y));
+    _mm512_store_ps(y + e, _mm512_mask_sub_ps(a, negative, one, a));
   }
 }
 
-// x[0:n] = tanh(x) in place, as SigmoidPiecewise.
-inline void TanhPiecewise(float* x, int n) {
+// y[0:n] = tanh(x), as SigmoidPiecewise.
+inline void TanhPiecewise(const float* x, float* y, int n) {
   const Pieces p = LoadPieces(kTanhPieces, 8.0f);
   const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
   for (int e = 0; e < n; e += 16) {
     const __m512 v = _mm512_load_ps(x + e);
-    const __m512 y = EvalPieces(p, _mm512_abs_ps(v));
-    const __m512i with_sign = _mm512_or_si512(_mm512_castps_si512(y),
+    const __m512 a = EvalPieces(p, _mm512_abs_ps(v));
+    const __m512i with_sign = _mm512_or_si512(_mm512_castps_si512(a),
                                               _mm512_and_si512(_mm512_castps_si512(v), sign));
-    _mm512_store_ps(x + e, _mm512_castsi512_ps(with_sign));
+    _mm512_store_ps(y + e, _mm512_castsi512_ps(with_sign));
   }
 }
 #else
@@ -446,22 +446,34 @@ inline void TileProductBf16(int, int, const uint32_t*, const uint32_t*, float*, 
                             const float*) {}
 inline void RoundTileRows(const float*, int, int, uint32_t*) {}
 inline void WeightGradSpanBf16(int, int, int, int, const uint32_t*, const uint32_t*, Vec16*) {}
-inline void SigmoidPiecewise(float*, int) {}
-inline void TanhPiecewise(float*, int) {}
+inline void SigmoidPiecewise(const float*, float*, int) {}
+inline void TanhPiecewise(const float*, float*, int) {}
 #endif
 
-// h = o tanh(c) over a tile's n floats, in `hidden` (apart from `o` and `cell`): bfloat16 mode
-// takes the piecewise tanh, like its gates.
-inline void HiddenOutput(bool bf16, const float* o, const float* cell, float* hidden, int n) {
-  using ConstMap = Eigen::Map<const Eigen::ArrayXf, Eigen::Aligned64>;
-  ArrayMap h(hidden, n);
-  if (bf16) {
-    std::copy_n(cell, n, hidden);
-    TanhPiecewise(hidden, n);
-    h *= ConstMap(o, n);
+using ConstArrayMap = Eigen::Map<const Eigen::ArrayXf, Eigen::Aligned64>;
+
+// y[0:n] = sigmoid(x) and tanh(x) over tile buffers (y may be x): Eigen's in float32 mode, the
+// pieces in bfloat16 mode (`pieces`).
+inline void Sigmoid(bool pieces, const float* x, float* y, int n) {
+  if (pieces) {
+    SigmoidPiecewise(x, y, n);
   } else {
-    h = ConstMap(o, n) * ConstMap(cell, n).tanh();
+    ArrayMap(y, n) = ConstArrayMap(x, n).logistic();
   }
+}
+
+inline void Tanh(bool pieces, const float* x, float* y, int n) {
+  if (pieces) {
+    TanhPiecewise(x, y, n);
+  } else {
+    ArrayMap(y, n) = ConstArrayMap(x, n).tanh();
+  }
+}
+
+// h = o tanh(c) over a tile's n floats, in `hidden` (apart from `o` and `cell`).
+inline void HiddenOutput(bool pieces, const float* o, const float* cell, float* hidden, int n) {
+  Tanh(pieces, cell, hidden, n);
+  ArrayMap(hidden, n) *= ConstArrayMap(o, n);
 }
 
 inline float LaneSum(Vec16 v) {
@@ -584,16 +596,11 @@ inline void ForwardTile(const Dims& d, const float* w, const uint32_t* w_pairs,
     PackTileRows(stacked, d.k + d.h, stacked_pairs);
     TileProductBf16(d.g, (d.k + d.h + 1) / 2, w_pairs, stacked_pairs, gates, kTile, bias);
   }
-  ArrayMap i(gates, H), j(gates + H, H), fo(gates + 2 * H, 2 * H), f(gates + 2 * H, H);
-  if (w_pairs == nullptr) {
-    i = i.logistic();
-    j = j.tanh();
-    fo = fo.logistic();
-  } else {
-    SigmoidPiecewise(gates, H);
-    TanhPiecewise(gates + H, H);
-    SigmoidPiecewise(gates + 2 * H, 2 * H);
-  }
+  const bool pieces = w_pairs != nullptr;  // bfloat16 mode
+  Sigmoid(pieces, gates, gates, H);  // i
+  Tanh(pieces, gates + H, gates + H, H);  // j
+  Sigmoid(pieces, gates + 2 * H, gates + 2 * H, 2 * H);  // f and o
+  ArrayMap i(gates, H), j(gates + H, H), f(gates + 2 * H, H);
   ArrayMap cm(cell, H);
   cm = f * cm + i * j;
 }
@@ -790,11 +797,7 @@ class FusedLstmCellGradOp : public OpKernel {
         ArrayMap cm(cell_prev.data(), H), cnm(cell.data(), H), dhm(dh.data(), H),
             dcm(dc.data(), H);
         // With tc = tanh(c'): do = dh' tc o (1 - o); dc_total = dc' + dh' o (1 - tc^2), in dc.
-        if (bf16_) {
-          TanhPiecewise(cell.data(), H);
-        } else {
-          cnm = cnm.tanh();
-        }
+        Tanh(bf16_, cell.data(), cell.data(), H);
         dout = dhm * cnm * o * (1.0f - o);
         dcm = dcm + dhm * o * (1.0f - cnm.square());
         di = dcm * j * i * (1.0f - i);
