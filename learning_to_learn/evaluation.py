@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from learning_to_learn import meta
+from learning_to_learn import networks
 from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll
 
@@ -30,6 +31,12 @@ def baseline_config(name, learning_rate):
   return {name: {"net": BASELINES[name], "net_options": {"learning_rate": rate}}}
 
 
+def _run_steps(problem, rule, *args):
+  # An evaluation's steps: nothing differentiates them, so a network may run as one op.
+  with networks.forward_only():
+    return unroll.run_steps(problem, rule, *args)
+
+
 class Evaluator:
   """Runs one rule for whole epochs and records the loss at every step.
 
@@ -41,8 +48,8 @@ class Evaluator:
     problem: the optimizee.
     net_config, net_assignments: the rule, as MetaOptimizer takes them.
     unroll_length: steps per compiled call (an epoch is several calls; the state carries over).
-    jit_compile: compile with XLA (None: XLA, which runs evaluation unrolls faster than
-      TensorFlow's own kernels on CPU; docs/performance.md).
+    jit_compile: compile with XLA (None: `meta.eval_jit_compile`, the faster on CPU: XLA, unless
+      a coordinatewise network runs its whole update as one op; docs/performance.md).
   """
 
   def __init__(self, problem, net_config, net_assignments=None, unroll_length=20,
@@ -56,8 +63,8 @@ class Evaluator:
     # would count the traces of every Evaluator (compare builds five) as one function's. The chunk
     # length is a Python int: one trace per distinct length, two at most.
     self._initial_state_fn = tf.function(functools.partial(unroll.initial_state, problem, rule))
-    self._run_steps_fn = tf.function(functools.partial(unroll.run_steps, problem, rule),
-                                     jit_compile=jit_compile in (None, True))
+    self._run_steps_fn = tf.function(functools.partial(_run_steps, problem, rule), jit_compile=(
+        meta.eval_jit_compile(jit_compile, list(self.meta_optimizer.nets.values()))))
 
   @property
   def trace_counts(self):

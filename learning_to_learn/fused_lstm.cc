@@ -850,7 +850,8 @@ class FusedLstmCellGradOp : public OpKernel {
 //
 //   FusedLearnedStep(gradient [N], m [N'], v [N'], count [], hidden L x [H_l, N],
 //                    cell L x [H_l, N], w_gates L x [K_l + H_l, 4 H_l], b_gates L x [4 H_l],
-//                    w_out [H_L, 1], b_out [1]; preprocess, k, beta1, beta2, epsilon,
+//                    w_out [H_L, 1], b_out [1]; preprocess, k, beta1, beta2,
+//                    beta1_complement, beta2_complement (1 - beta1, 1 - beta2), epsilon,
 //                    forget_bias, scale)
 //     -> update [N], m' [N'], v' [N'], hidden' L x [H_l, N], cell' L x [H_l, N]
 // preprocess: "identity" (K_0 = 1), "log_and_sign" (K_0 = 2; preprocess.log_and_sign with k),
@@ -873,6 +874,10 @@ class LearnedStepBase : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("k", &k_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("beta1", &beta1_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("beta2", &beta2_));
+    // 1 - beta as the caller computed it (in double, then rounded): 1 - 0.999f in float32 is
+    // 1.3e-5 off 0.001, which v, a sum of such terms, would carry.
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("beta1_complement", &beta1_complement_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("beta2_complement", &beta2_complement_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("forget_bias", &forget_bias_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
@@ -1005,8 +1010,8 @@ class LearnedStepBase : public OpKernel {
           LoadTile(s.v, 1, n, col0, width, second.data());
           ArrayMap mm(first.data(), kTile), vm(second.data(), kTile),
               x1(stacked.data() + kTile, kTile);
-          mm = beta1_ * mm + (1.0f - beta1_) * gm;
-          vm = beta2_ * vm + (1.0f - beta2_) * gm.square();
+          mm = beta1_ * mm + beta1_complement_ * gm;
+          vm = beta2_ * vm + beta2_complement_ * gm.square();
           // root in `output`, free until the first layer writes it
           ArrayMap root(output.data(), kTile);
           root = (vm / correction2).sqrt() + epsilon_;
@@ -1041,7 +1046,8 @@ class LearnedStepBase : public OpKernel {
   }
 
   std::string preprocess_;
-  float k_, beta1_, beta2_, epsilon_, forget_bias_, scale_;
+  float k_, beta1_, beta2_, beta1_complement_, beta2_complement_, epsilon_, forget_bias_,
+      scale_;
   bool bf16_;
 };
 
@@ -1278,6 +1284,8 @@ REGISTER_OP("FusedLearnedStep")
     .Attr("k: float = 5.0")
     .Attr("beta1: float = 0.9")
     .Attr("beta2: float = 0.999")
+    .Attr("beta1_complement: float = 0.1")
+    .Attr("beta2_complement: float = 0.001")
     .Attr("epsilon: float = 1e-8")
     .Attr("forget_bias: float = 1.0")
     .Attr("scale: float = 1.0")
@@ -1316,6 +1324,8 @@ REGISTER_OP("FusedLearnedStepInPlace")
     .Attr("k: float = 5.0")
     .Attr("beta1: float = 0.9")
     .Attr("beta2: float = 0.999")
+    .Attr("beta1_complement: float = 0.1")
+    .Attr("beta2_complement: float = 0.001")
     .Attr("epsilon: float = 1e-8")
     .Attr("forget_bias: float = 1.0")
     .Attr("scale: float = 1.0")

@@ -466,6 +466,8 @@ def _learned_step_library(preprocess_name, preprocess_options, scale, forget_bia
   return library, dict(
       preprocess=LEARNED_STEP_PREPROCESSING[preprocess_name], k=float(options.get("k", 5.0)),
       beta1=float(options.get("beta1", 0.9)), beta2=float(options.get("beta2", 0.999)),
+      beta1_complement=1.0 - float(options.get("beta1", 0.9)),
+      beta2_complement=1.0 - float(options.get("beta2", 0.999)),
       epsilon=float(options.get("epsilon", 1e-8)), forget_bias=forget_bias, scale=float(scale),
       matmul=precision or matmul_precision())
 

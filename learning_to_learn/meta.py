@@ -240,6 +240,15 @@ def meta_objective(losses, objective="sum"):
   raise ValueError(f"objective={objective!r} is not one of {', '.join(OBJECTIVES)}.")
 
 
+def eval_jit_compile(jit_compile, nets):
+  """Whether an evaluation unroll of `nets` compiles with XLA: `jit_compile` where given; for
+  None, XLA unless one of them runs its whole update as one op there (`networks.forward_only`),
+  which is faster still on CPU and which XLA cannot run (docs/performance.md)."""
+  if jit_compile is not None:
+    return bool(jit_compile)
+  return not networks.runs_whole_step(nets)
+
+
 def _concat(tensors, names):
   # each [shape_i] -> [sum_i size_i]
   return tf.concat([tf.reshape(tensors[n], [-1]) for n in names], axis=0)
@@ -357,8 +366,9 @@ class MetaTrainer:
       variables (`self.objective_weight`, `self.imitation_weight`) that a caller may change
       between meta-steps, e.g. to warm-start by imitation alone, without retracing.
     jit_compile: compile the unroll with XLA: True, False, or None for the faster of the two on
-      CPU: XLA for evaluation unrolls, TensorFlow's own kernels for training, where XLA fuses the
-      LSTM's gate gradients into one slow loop (docs/performance.md).
+      CPU: TensorFlow's own kernels for training, where XLA fuses the LSTM's gate gradients into
+      one slow loop, and for evaluation unrolls XLA unless a coordinatewise network's whole
+      update runs as one op (`eval_jit_compile`; docs/performance.md).
     num_instances: optimizee instances per meta-step, over all replicas (reference: 1).
     recompute: keep only each optimizee step's inputs (parameters, network state, minibatch) for
       the meta-gradient and recompute the step in the backward pass (unroll.Recomputed): the
@@ -413,7 +423,7 @@ class MetaTrainer:
       if self.variables and not self.optimizer.built:
         self.optimizer.build(self.variables)
     self.states = None  # per local instance; a PerReplica nest under a multi-replica strategy
-    self._compile(jit_compile)
+    self._compile(jit_compile, list(meta_optimizer.nets.values()))
 
   def _make_rule(self, meta_optimizer, net_assignments, teacher, batch_instances):
     """(the rule that moves the optimizee, the StackedProblem of a replica's instances or None)."""
@@ -433,10 +443,11 @@ class MetaTrainer:
                            stacked=bool(batch_instances))
     return rule, stacked
 
-  def _compile(self, jit_compile):
+  def _compile(self, jit_compile, nets):
     # Replica-local work, compiled as `jit_compile` says; the collectives stay outside XLA.
     self._local_train_fn = tf.function(self._local_train, jit_compile=bool(jit_compile))
-    self._local_eval_fn = tf.function(self._local_run, jit_compile=jit_compile in (None, True))
+    self._local_eval_fn = tf.function(self._local_eval,
+                                      jit_compile=eval_jit_compile(jit_compile, nets))
     # One method each rather than one closure for all: TF's retracing warning counts traces by
     # code object, and would take four functions traced once each for one function retraced.
     self._reset_fn = tf.function(self._reset_on_replicas)
@@ -491,6 +502,10 @@ class MetaTrainer:
       results.extend(instance_results)
       next_states.append(state)
     return tuple(results), tuple(next_states)
+
+  def _local_eval(self, states, seeds):
+    with networks.forward_only():
+      return self._local_run(states, seeds)
 
   def _local_train(self, states, seeds):
     with tf.GradientTape() as tape:

@@ -8,6 +8,8 @@ hand-designed rules live in `baselines`; `factory` builds them too, by class nam
 """
 
 import collections.abc
+import contextlib
+import threading
 
 import numpy as np
 import sonnet as snt
@@ -162,6 +164,34 @@ def _plain(value):
 # and dropped: with rows of a multiple of 64 bytes TensorFlow splits the gates without copying them,
 # (what that gained: docs/performance.md). Every column is independent of the others.
 _COLUMN_MULTIPLE = 16
+
+
+_FORWARD_ONLY = threading.local()
+
+
+@contextlib.contextmanager
+def forward_only():
+  """Within it, networks are built for updates that nothing differentiates (evaluation).
+
+  A coordinatewise deep LSTM traced here runs its whole update (preprocessing, every layer, the
+  output layer) as one C++ op where `runs_whole_step` says so: fewer passes over the coordinates
+  than a fused op per layer, and no gradient. Read when a function is traced, not when it runs.
+  """
+  previous = getattr(_FORWARD_ONLY, "on", False)
+  _FORWARD_ONLY.on = True
+  try:
+    yield
+  finally:
+    _FORWARD_ONLY.on = previous
+
+
+def _in_forward_only():
+  return getattr(_FORWARD_ONLY, "on", False)
+
+
+def runs_whole_step(nets):
+  """Whether any of `nets` runs its update as one op under `forward_only` outside XLA here."""
+  return any(isinstance(net, CoordinateWiseDeepLSTM) and net.whole_step_here() for net in nets)
 
 
 def _num_rows(x):
@@ -340,9 +370,45 @@ class CoordinateWiseDeepLSTM(StandardDeepLSTM):
     return _plain(self._lstm_options)
 
   def __call__(self, gradient, state):
+    if (_in_forward_only() and gradient.dtype == tf.float32 and not fused_lstm.in_xla_context()
+        and self.whole_step_here()):
+      return self._whole_step(gradient, state)
     coords = tf.reshape(gradient, [-1, 1])  # [num_coords, 1]
     update, next_state = self._network(coords, state)
     return tf.reshape(update, tf.shape(gradient)), next_state
+
+  def whole_step_here(self):
+    """Whether `fused_lstm.learned_step` can run this network: every layer on the fused cell,
+    a preprocessing the op has, and the op chosen here (`fused_lstm.chosen`)."""
+    return (bool(self._cores) and all(core.fused_cell for core in self._cores)
+            and self._lstm_options["preprocess_name"] in fused_lstm.LEARNED_STEP_PREPROCESSING
+            and fused_lstm.chosen())
+
+  def _whole_step(self, gradient, state):
+    """`__call__` as one op: the same math to float rounding (the padding columns, which no
+    coordinate reads, see a zero gradient rather than zero features)."""
+    num_layers = len(self._cores)
+    flat = tf.reshape(gradient, [-1])
+    count = tf.size(flat)
+    padding = [[0, tf.shape(state[0].hidden)[1] - count]]
+    preprocess_state = None
+    if self._stateful:
+      saved = state[num_layers]
+      preprocess_state = type(saved)(tf.pad(tf.reshape(saved.m, [-1]), padding),
+                                     tf.pad(tf.reshape(saved.v, [-1]), padding), saved.count)
+    weights = {"linear/w": self._linear.w, "linear/b": self._linear.b}
+    for i, core in enumerate(self._cores):
+      weights[f"lstm_{i}/w_gates"], weights[f"lstm_{i}/b_gates"] = core.w_gates, core.b_gates
+    options = self._lstm_options
+    update, preprocess_state, next_state = fused_lstm.learned_step(
+        tf.pad(flat, padding), preprocess_state, tuple(state[:num_layers]), weights,
+        options["preprocess_name"], options["preprocess_options"], scale=self._scale)
+    if self._stateful:
+      like = state[num_layers].m
+      next_state += (type(preprocess_state)(
+          tf.reshape(preprocess_state.m[:count], tf.shape(like)),
+          tf.reshape(preprocess_state.v[:count], tf.shape(like)), preprocess_state.count),)
+    return tf.reshape(update[:count], tf.shape(gradient)), next_state
 
   def initial_state_for_inputs(self, inputs, dtype=tf.float32):
     return super().initial_state_for_inputs(tf.reshape(inputs, [-1, 1]), dtype)

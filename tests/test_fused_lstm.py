@@ -536,6 +536,93 @@ def test_the_keras_step_runs_one_op_a_variable_with_the_plain_updates(options, m
   assert not LEARNED_STEP_OPS & xla_ops
 
 
+# --- The whole update as one op where nothing differentiates it (networks.forward_only) ----------
+
+FORWARD_ONLY_CASES = [
+    {"preprocess_name": "LogAndSign", "preprocess_options": {"k": 5}, "scale": 0.1},
+    {"preprocess_name": "AdamNormalized", "preprocess_options": {}, "scale": 0.1}]
+
+
+def _steps(net, gradients):
+  """(the updates, the final state) of `net` over `gradients` from its initial state."""
+  state = net.initial_state_for_inputs(gradients[0])
+  updates = []
+  for gradient in gradients:
+    update, state = net(gradient, state)
+    updates.append(update)
+  return updates, state
+
+
+def _op_types(net, gradient, forward_only, jit_compile=False):
+  """The op types of one call of `net` traced under tf.function, within forward_only or not."""
+  def call(g, state):
+    if forward_only:
+      with networks.forward_only():
+        return net(g, state)
+    return net(g, state)
+  state = net.initial_state_for_inputs(gradient)
+  function = tf.function(call, jit_compile=jit_compile)
+  return {op.type for op in function.get_concrete_function(gradient, state).graph.get_operations()}
+
+
+@needs_op
+@pytest.mark.parametrize("options", FORWARD_ONLY_CASES, ids=["log_and_sign", "adam_normalized"])
+def test_forward_only_runs_the_whole_update_as_one_op_with_the_plain_updates(options):
+  whole, plain = (networks.CoordinateWiseDeepLSTM(layers=(20, 20), fused_cell=fused,
+                                                  initializer=random_lstm_weights(5), **options)
+                  for fused in (True, False))
+  rng = np.random.default_rng(0)
+  # 7 x 11 = 77 coordinates (the state's 80 columns hold 3 of padding), magnitudes 1e-6 to 1.
+  gradients = [tf.constant((rng.normal(size=(7, 11)) * 10.0 ** rng.uniform(-6, 0, (7, 11)))
+                           .astype(np.float32)) for _ in range(4)]
+  with networks.forward_only():
+    got, got_state = _steps(whole, gradients)
+  want, want_state = _steps(plain, gradients)
+  for actual, expected in zip(got, want):
+    assert actual.shape == (7, 11)
+    assert _relative_error(actual, expected) < 1e-5
+  for actual, expected in zip(got_state[:2], want_state[:2]):
+    assert actual.hidden.shape == actual.cell.shape == (20, 80)
+    assert _relative_error(actual.hidden[:, :77], expected.hidden[:, :77]) < 1e-5
+    assert _relative_error(actual.cell[:, :77], expected.cell[:, :77]) < 1e-5
+  if options["preprocess_name"] == "AdamNormalized":
+    actual, expected = got_state[2], want_state[2]
+    assert actual.m.shape == expected.m.shape and float(actual.count) == 4.0
+    assert _relative_error(actual.m, expected.m) < 1e-6
+    assert _relative_error(actual.v, expected.v) < 1e-6
+  # One op a step within forward_only; outside it, or under XLA, a cell a layer or the plain ops.
+  inside, outside = (_op_types(whole, gradients[0], f) for f in (True, False))
+  assert "FusedLearnedStep" in inside and "FusedLstmCell" not in inside
+  assert "FusedLearnedStep" not in outside and "FusedLstmCell" in outside
+  assert not {"FusedLearnedStep", "FusedLstmCell"} & _op_types(whole, gradients[0], True, True)
+
+
+@needs_op
+def test_evaluation_runs_the_whole_update_outside_xla_with_the_xla_losses():
+  import problems  # pylint: disable=import-outside-toplevel
+  from learning_to_learn import evaluation  # pylint: disable=import-outside-toplevel
+  config = {"cw": {"net": "CoordinateWiseDeepLSTM", "net_options": dict(
+      layers=(20, 20), initializer=random_lstm_weights(2), **FORWARD_ONLY_CASES[0])}}
+  problem = problems.quadratic(batch_size=4, num_dims=10)
+  default, xla = (evaluation.Evaluator(problem, config, unroll_length=5, jit_compile=jit)
+                  for jit in (None, True))
+  assert meta.eval_jit_compile(None, default.meta_optimizer.nets.values()) is False
+  assert meta.eval_jit_compile(None, [networks.factory("Adam", {"learning_rate": 0.1})]) is True
+  seeds = [(0, 3, 0), (0, 3, 1)]
+  got, want = default.run(seeds, num_steps=12), xla.run(seeds, num_steps=12)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+  assert not np.allclose(want[:, -1], want[:, 0])  # the rule moved the optimizee
+  # pylint: disable=protected-access
+  state = default._initial_state_fn(seeds_lib.initial_seed(seeds[0]))
+  graph = default._run_steps_fn.get_concrete_function(
+      state, seeds_lib.unroll_seed(seeds[0], 0), 5).graph
+  # pylint: enable=protected-access
+  assert "FusedLearnedStep" in {op.type for op in graph.get_operations()}
+  trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 5)
+  trainer.reset(seeds_lib.make_seed(0, 1))
+  assert np.isfinite(trainer.eval_unroll(seeds_lib.make_seed(0, 1, 1)).losses.numpy()).all()
+
+
 # --- bfloat16 matmuls ($L2L_LSTM_MATMUL=bfloat16) -------------------------------------------------
 
 needs_bf16 = pytest.mark.skipif(
