@@ -70,7 +70,7 @@ flags.DEFINE_string("baselines_dir", None, "With --compare: where the baselines'
 flags.DEFINE_string("output_dir", None, "With --compare: where results go (default "
                     "runs/compare/<problem>, kept apart from the published results/).")
 flags.DEFINE_boolean("jit_compile", None, "XLA for every unroll (--jit_compile), for none "
-                     "(--nojit_compile); unset: XLA, the faster for evaluation.")
+                     "(--nojit_compile); unset: the faster (meta.eval_jit_compile).")
 FLAGS = flags.FLAGS
 
 

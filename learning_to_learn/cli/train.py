@@ -50,7 +50,7 @@ flags.DEFINE_boolean("overwrite", False, "Start afresh even if --save_path holds
 flags.DEFINE_float("clip_meta_gradient", None, "Clip the meta-gradient to this global norm.")
 flags.DEFINE_integer("max_faults", 10, "Consecutive non-finite meta-steps before giving up.")
 flags.DEFINE_boolean("jit_compile", None, "XLA for every unroll (--jit_compile), for none "
-                     "(--nojit_compile); unset: XLA for evaluation only, where it is the faster.")
+                     "(--nojit_compile); unset: the faster for each (meta.eval_jit_compile).")
 flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
                   "default: one process, one replica; mirrored: this machine's devices; "
                   "multi_worker: the cluster in TF_CONFIG (see README, Running on a cluster).")
