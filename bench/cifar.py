@@ -10,8 +10,9 @@ the timed epochs, after one warm-up epoch that traces, with min..max:
 - meta-training seconds per epoch, and optimizee steps/s (TensorFlow's kernels, train.py's
   default), and the hours 1,000 such epochs take;
 - evaluation steps/s of the learned optimizer and of Adam (what evaluate.py --compare's
-  learning-rate tuning runs, 4 baselines x 9 or more rates), each under XLA (evaluate.py's
-  default, chosen on MNIST) and under TensorFlow's kernels (--nojit_compile).
+  learning-rate tuning runs, 4 baselines x 9 or more rates), each under XLA and under
+  TensorFlow's kernels (--nojit_compile); evaluate.py's default (`meta.eval_jit_compile`) is the
+  latter for a learned coordinatewise network whose whole update runs as one op, else XLA.
 It reports; it never fails on a slow machine.
 """
 

@@ -264,11 +264,14 @@ def mnist_speed(data_dir, repetitions, num_unrolls, yardsticks):
       print(floor_line(steps, seconds, forwards * floor["forward"] + floor["backward"],
                        yardsticks[1]))
   seconds = timed(unrolls_per_call(trainer, False, num_unrolls), repetitions)
-  print(rate_line("MNIST evaluation (XLA, plain cell)", steps, seconds, "steps/s"))
+  whole = not meta.eval_jit_compile(None, optimizer.nets.values())
+  print(rate_line("MNIST evaluation (" + ("the whole update as one op, no XLA" if whole
+                                          else "XLA, plain cell") + ")",
+                  steps, seconds, "steps/s"))
   print(roofline_line(steps, seconds, forward_flop, traffic["evaluation"], yardsticks))
   if fused:
-    # Evaluation stays under XLA, which cannot compile the fused op; on the fused cell without
-    # XLA it ran at the same speed (README, Performance). The floor it would have there:
+    # The fused cell's floor: that of the per-layer ops (the one-op update moves less: the
+    # first layer's h', the update and LogAndSign's features stay in the tile).
     print(floor_line(steps, seconds, floor["forward"], yardsticks[1]))
   return num_coords
 
