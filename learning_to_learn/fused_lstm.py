@@ -463,11 +463,10 @@ def _learned_step_library(preprocess_name, preprocess_options, scale, forget_bia
     raise ValueError(f"learned_step: preprocess_name {preprocess_name!r} is not one of "
                      f"{', '.join(LEARNED_STEP_PREPROCESSING)}; run the network op by op.")
   options = dict(preprocess_options or {})
+  beta1, beta2 = float(options.get("beta1", 0.9)), float(options.get("beta2", 0.999))
   return library, dict(
       preprocess=LEARNED_STEP_PREPROCESSING[preprocess_name], k=float(options.get("k", 5.0)),
-      beta1=float(options.get("beta1", 0.9)), beta2=float(options.get("beta2", 0.999)),
-      beta1_complement=1.0 - float(options.get("beta1", 0.9)),
-      beta2_complement=1.0 - float(options.get("beta2", 0.999)),
+      beta1=beta1, beta2=beta2, beta1_complement=1.0 - beta1, beta2_complement=1.0 - beta2,
       epsilon=float(options.get("epsilon", 1e-8)), forget_bias=forget_bias, scale=float(scale),
       matmul=precision or matmul_precision())
 

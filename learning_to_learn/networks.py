@@ -391,11 +391,11 @@ class CoordinateWiseDeepLSTM(StandardDeepLSTM):
     flat = tf.reshape(gradient, [-1])
     count = tf.size(flat)
     padding = [[0, tf.shape(state[0].hidden)[1] - count]]
+    saved = state[num_layers] if self._stateful else None
     preprocess_state = None
-    if self._stateful:
-      saved = state[num_layers]
-      preprocess_state = type(saved)(tf.pad(tf.reshape(saved.m, [-1]), padding),
-                                     tf.pad(tf.reshape(saved.v, [-1]), padding), saved.count)
+    if saved is not None:  # the moments, [count, 1, 1], padded as the states' columns
+      preprocess_state = type(saved)(*(tf.pad(tf.reshape(t, [-1]), padding)
+                                       for t in (saved.m, saved.v)), saved.count)
     weights = {"linear/w": self._linear.w, "linear/b": self._linear.b}
     for i, core in enumerate(self._cores):
       weights[f"lstm_{i}/w_gates"], weights[f"lstm_{i}/b_gates"] = core.w_gates, core.b_gates
@@ -403,11 +403,9 @@ class CoordinateWiseDeepLSTM(StandardDeepLSTM):
     update, preprocess_state, next_state = fused_lstm.learned_step(
         tf.pad(flat, padding), preprocess_state, tuple(state[:num_layers]), weights,
         options["preprocess_name"], options["preprocess_options"], scale=self._scale)
-    if self._stateful:
-      like = state[num_layers].m
-      next_state += (type(preprocess_state)(
-          tf.reshape(preprocess_state.m[:count], tf.shape(like)),
-          tf.reshape(preprocess_state.v[:count], tf.shape(like)), preprocess_state.count),)
+    if saved is not None:
+      next_state += (type(saved)(*(tf.reshape(t[:count], tf.shape(saved.m))
+                                   for t in preprocess_state[:2]), preprocess_state.count),)
     return tf.reshape(update[:count], tf.shape(gradient)), next_state
 
   def initial_state_for_inputs(self, inputs, dtype=tf.float32):
