@@ -1,8 +1,8 @@
 """Runs update rules, learned or hand-designed, over fresh problem instances, and tunes baselines.
 
-Every rule goes through the same pure unroll (`unroll.run_steps`, compiled once per Evaluator),
-so a learned optimizer and its baselines see the same initializations and minibatches for the same
-seed.
+Every rule goes through the same pure unroll (`unroll.unroll`, compiled once per Evaluator) on
+initializations and minibatches drawn by TensorFlow's own kernels, whichever compiler runs the
+steps, so a learned optimizer and its baselines see the same ones for the same seed.
 """
 
 import functools
@@ -31,10 +31,14 @@ def baseline_config(name, learning_rate):
   return {name: {"net": BASELINES[name], "net_options": {"learning_rate": rate}}}
 
 
-def _run_steps(problem, rule, *args):
+def _sample_batches(problem, seed, num_batches):
+  return problem.sample_batches(seed, num_batches)
+
+
+def _run_steps(problem, rule, state, batches):
   # An evaluation's steps: nothing differentiates them, so a network may run as one op.
   with networks.forward_only():
-    return unroll.run_steps(problem, rule, *args)
+    return unroll.unroll(problem, rule, state, batches)
 
 
 class Evaluator:
@@ -48,8 +52,9 @@ class Evaluator:
     problem: the optimizee.
     net_config, net_assignments: the rule, as MetaOptimizer takes them.
     unroll_length: steps per compiled call (an epoch is several calls; the state carries over).
-    jit_compile: compile with XLA (None: `meta.eval_jit_compile`, the faster on CPU: XLA, unless
-      a coordinatewise network runs its whole update as one op; docs/performance.md).
+    jit_compile: compile the steps with XLA (None: `meta.eval_jit_compile`, the faster on CPU:
+      XLA, unless a coordinatewise network runs its whole update as one op or the problem
+      convolves; docs/performance.md).
   """
 
   def __init__(self, problem, net_config, net_assignments=None, unroll_length=20,
@@ -63,13 +68,18 @@ class Evaluator:
     # would count the traces of every Evaluator (compare builds five) as one function's. The chunk
     # length is a Python int: one trace per distinct length, two at most.
     self._initial_state_fn = tf.function(functools.partial(unroll.initial_state, problem, rule))
+    # Drawn apart from the steps and never under XLA, whose stateless random ops give other
+    # numbers than TensorFlow's kernels for most seeds (any seed word that is negative as int32):
+    # every rule sees the same minibatches for a seed, whichever compiler runs its steps.
+    self._sample_batches_fn = tf.function(functools.partial(_sample_batches, problem))
     self._run_steps_fn = tf.function(functools.partial(_run_steps, problem, rule), jit_compile=(
-        meta.eval_jit_compile(jit_compile, list(self.meta_optimizer.nets.values()))))
+        meta.eval_jit_compile(jit_compile, list(self.meta_optimizer.nets.values()), problem)))
 
   @property
   def trace_counts(self):
     """How often each compiled function was traced: once, and once per distinct chunk length."""
     return {"initial_state": self._initial_state_fn.experimental_get_tracing_count(),
+            "sample_batches": self._sample_batches_fn.experimental_get_tracing_count(),
             "run_steps": self._run_steps_fn.experimental_get_tracing_count()}
 
   def run_epoch(self, seed, num_steps, check=None):
@@ -86,7 +96,8 @@ class Evaluator:
       length = min(self._unroll_length, int(num_steps) - start)
       if check is not None:
         check()
-      chunk, state = self._run_steps_fn(state, seeds_lib.unroll_seed(seed, i), length)
+      batches = self._sample_batches_fn(seeds_lib.unroll_seed(seed, i), length + 1)
+      chunk, state = self._run_steps_fn(state, batches)
       losses.append(chunk.numpy()[:-1])
     losses.append(chunk.numpy()[-1:])
     return np.concatenate(losses)

@@ -6,6 +6,7 @@ parameters and the rule's state carry on to the next unroll until the epoch ends
 """
 
 from typing import NamedTuple
+import weakref
 
 import keras
 import numpy as np
@@ -240,13 +241,38 @@ def meta_objective(losses, objective="sum"):
   raise ValueError(f"objective={objective!r} is not one of {', '.join(OBJECTIVES)}.")
 
 
-def eval_jit_compile(jit_compile, nets):
-  """Whether an evaluation unroll of `nets` compiles with XLA: `jit_compile` where given; for
-  None, XLA unless one of them runs its whole update as one op there (`networks.forward_only`),
-  which is faster still on CPU and which XLA cannot run (docs/performance.md)."""
+def eval_jit_compile(jit_compile, nets, problem=None):
+  """Whether an evaluation unroll of `nets` on `problem` compiles with XLA: `jit_compile` where
+  given; for None, XLA unless one of the nets runs its whole update as one op there
+  (`networks.forward_only`), which is faster still on CPU and which XLA cannot run, or the
+  problem convolves (`convolves`), which XLA's CPU backend does several times slower than
+  TensorFlow's own kernels (docs/performance.md)."""
   if jit_compile is not None:
     return bool(jit_compile)
-  return not networks.runs_whole_step(nets)
+  if networks.runs_whole_step(nets):
+    return False
+  return problem is None or not convolves(problem)
+
+
+_convolves = weakref.WeakKeyDictionary()  # problem -> convolves(problem), traced once a problem
+
+
+def convolves(problem):
+  """Whether `problem`'s loss runs a convolution, from the graph of one instance's loss on one
+  minibatch (traced, not run; functions it calls included)."""
+  if problem not in _convolves:
+
+    def first_loss(seed):
+      params, constants = problem.init(seed)
+      batch = tf.nest.map_structure(lambda b: b[0], problem.sample_batches(seed, 1))
+      return problem.loss(params, constants, batch)
+
+    graph = tf.function(first_loss).get_concrete_function(seeds_lib.make_seed(0)).graph
+    definition = graph.as_graph_def()
+    nodes = list(definition.node) + [node for function in definition.library.function
+                                     for node in function.node_def]
+    _convolves[problem] = any(node.op.startswith(("Conv", "DepthwiseConv")) for node in nodes)
+  return _convolves[problem]
 
 
 def _concat(tensors, names):
@@ -368,7 +394,7 @@ class MetaTrainer:
     jit_compile: compile the unroll with XLA: True, False, or None for the faster of the two on
       CPU: TensorFlow's own kernels for training, where XLA fuses the LSTM's gate gradients into
       one slow loop, and for evaluation unrolls XLA unless a coordinatewise network's whole
-      update runs as one op (`eval_jit_compile`; docs/performance.md).
+      update runs as one op or the problem convolves (`eval_jit_compile`; docs/performance.md).
     num_instances: optimizee instances per meta-step, over all replicas (reference: 1).
     recompute: keep only each optimizee step's inputs (parameters, network state, minibatch) for
       the meta-gradient and recompute the step in the backward pass (unroll.Recomputed): the
@@ -446,8 +472,8 @@ class MetaTrainer:
   def _compile(self, jit_compile, nets):
     # Replica-local work, compiled as `jit_compile` says; the collectives stay outside XLA.
     self._local_train_fn = tf.function(self._local_train, jit_compile=bool(jit_compile))
-    self._local_eval_fn = tf.function(self._local_eval,
-                                      jit_compile=eval_jit_compile(jit_compile, nets))
+    self._local_eval_fn = tf.function(
+        self._local_eval, jit_compile=eval_jit_compile(jit_compile, nets, self.problem))
     # One method each rather than one closure for all: TF's retracing warning counts traces by
     # code object, and would take four functions traced once each for one function retraced.
     self._reset_fn = tf.function(self._reset_on_replicas)

@@ -151,17 +151,3 @@ def unroll(problem, rule, state, batches, second_derivatives=False, recompute=Fa
     losses.append(loss)
   losses.append(problem.loss(params, constants, _batch_at(batches, num_steps)))
   return tf.stack(losses), UnrollState(params, net_state, constants)
-
-
-def run_steps(problem, rule, state, seed, num_steps):
-  """`num_steps` steps of `rule` from `state` on minibatches drawn from `seed`: evaluation's unit.
-
-  The batches are sampled here, inside whatever compiles this, as meta-training samples its own:
-  the same seed then draws the same minibatches for a learned rule and its baselines.
-
-  Returns:
-    losses: [num_steps + 1], f(x_0) .. f(x_num_steps).
-    final UnrollState, to start the next call of the epoch from.
-  """
-  batches = problem.sample_batches(seed, num_steps + 1)
-  return unroll(problem, rule, state, batches)

@@ -466,7 +466,8 @@ def test_compare_writes_table_curves_and_plot_that_the_library_reproduces(runs, 
   # The baselines' test runs are kept for a rerun with a newer learned optimizer, under their rates.
   kept = comparison_store.read_test_runs(os.path.join(out, "baseline_runs.npz"), {
       "problem": "quadratic", "split": "train", "data": "no data", "seed": 0,
-      "settings": "reference", "mlp": {}, "num_test_epochs": 3, "num_steps": 10})
+      "settings": "reference", "mlp": {}, "minibatches": "drawn by TensorFlow's kernels",
+      "num_test_epochs": 3, "num_steps": 10})
   assert sorted(kept) == sorted(BASELINES)
   for name, (rate, runs) in kept.items():
     assert rate == summary["learning_rates"][name]

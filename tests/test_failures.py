@@ -224,7 +224,8 @@ def _seeded_compare_dir(tmp, old_outputs=False):
 def _compare_settings(num_tuning_epochs=2, num_epochs=3, num_steps=10):
   """The settings evaluate.py --compare keeps its records under, as COMPARE runs it."""
   instances = {"problem": "quadratic", "split": "train", "data": "no data", "seed": 0,
-               "settings": "reference", "mlp": {}}
+               "settings": "reference", "mlp": {},
+               "minibatches": "drawn by TensorFlow's kernels"}
   tuning = dict(instances, num_tuning_epochs=num_tuning_epochs, tuning_steps=min(100, num_steps),
                 grid=list(evaluation.LEARNING_RATE_GRID))
   return tuning, dict(instances, num_test_epochs=num_epochs, num_steps=num_steps)

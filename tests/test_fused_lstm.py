@@ -614,8 +614,8 @@ def test_evaluation_runs_the_whole_update_outside_xla_with_the_xla_losses():
   assert not np.allclose(want[:, -1], want[:, 0])  # the rule moved the optimizee
   # pylint: disable=protected-access
   state = default._initial_state_fn(seeds_lib.initial_seed(seeds[0]))
-  graph = default._run_steps_fn.get_concrete_function(
-      state, seeds_lib.unroll_seed(seeds[0], 0), 5).graph
+  batches = default._sample_batches_fn(seeds_lib.unroll_seed(seeds[0], 0), 6)
+  graph = default._run_steps_fn.get_concrete_function(state, batches).graph
   # pylint: enable=protected-access
   assert "FusedLearnedStep" in {op.type for op in graph.get_operations()}
   trainer = meta.MetaOptimizer(**config).meta_minimize(problem, 5)

@@ -63,11 +63,11 @@ def test_losses_and_final_state_are_the_closed_forms(recompute):
   np.testing.assert_array_equal(final.constants.numpy(), C)
 
 
-def test_run_steps_carries_on_from_the_state_it_is_given():
+def test_an_unroll_carries_on_from_the_state_it_is_given():
   problem, rule = Bowl(), Descent(RATE)
   state = unroll.initial_state(problem, rule, tf.constant([0, 0]))
-  first, state = unroll.run_steps(problem, rule, state, tf.constant([0, 1]), 2)
-  second, state = unroll.run_steps(problem, rule, state, tf.constant([0, 2]), 3)
+  first, state = unroll.unroll(problem, rule, state, problem.sample_batches(None, 3))
+  second, state = unroll.unroll(problem, rule, state, problem.sample_batches(None, 4))
   np.testing.assert_allclose(np.concatenate([first.numpy(), second.numpy()[1:]]),
                              closed_form_losses(), rtol=1e-5)
   assert int(state.net_state) == T
