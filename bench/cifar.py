@@ -12,7 +12,7 @@ the timed epochs, after one warm-up epoch that traces, with min..max:
 - evaluation steps/s of the learned optimizer and of Adam (what evaluate.py --compare's
   learning-rate tuning runs, 4 baselines x 9 or more rates), each under XLA and under
   TensorFlow's kernels (--nojit_compile); evaluate.py's default (`meta.eval_jit_compile`) is the
-  latter for a learned coordinatewise network whose whole update runs as one op, else XLA.
+  latter here for every rule, the network being convolutional.
 It reports; it never fails on a slow machine.
 """
 

@@ -20,6 +20,7 @@ network saved to a temporary file: the cost does not depend on the weights' valu
 """
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -92,17 +93,19 @@ def make_batches(name, rng):
   return tf.constant(images), tf.constant(labels)
 
 
+def _train_step(model, optimizer, loss_fn, images, labels):
+  with tf.GradientTape() as tape:
+    loss = loss_fn(labels, model(images, training=True))
+  gradients = tape.gradient(loss, model.trainable_variables)
+  optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+  return loss
+
+
 def make_step(model, optimizer, jit_compile, loss_fn):
-
-  @tf.function(jit_compile=jit_compile)
-  def step(images, labels):
-    with tf.GradientTape() as tape:
-      loss = loss_fn(labels, model(images, training=True))
-    gradients = tape.gradient(loss, model.trainable_variables)
-    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-    return loss
-
-  return step
+  # A partial, not a closure: TF's retracing warning counts the traces of every closure of one
+  # code object together, and would take one step per optimizer for one step retraced.
+  return tf.function(functools.partial(_train_step, model, optimizer, loss_fn),
+                     jit_compile=jit_compile)
 
 
 def seconds_per_step(steps, batches, repetitions, steps_per_repetition):
