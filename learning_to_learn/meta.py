@@ -260,19 +260,26 @@ _convolves = weakref.WeakKeyDictionary()  # problem -> convolves(problem), trace
 def convolves(problem):
   """Whether `problem`'s loss runs a convolution, from the graph of one instance's loss on one
   minibatch (traced, not run; functions it calls included)."""
-  if problem not in _convolves:
+  try:
+    return _convolves[problem]
+  except (KeyError, TypeError):  # not traced yet, or a problem that cannot be a weak key
+    pass
 
-    def first_loss(seed):
-      params, constants = problem.init(seed)
-      batch = tf.nest.map_structure(lambda b: b[0], problem.sample_batches(seed, 1))
-      return problem.loss(params, constants, batch)
+  def first_loss(seed):
+    params, constants = problem.init(seed)
+    batch = tf.nest.map_structure(lambda b: b[0], problem.sample_batches(seed, 1))
+    return problem.loss(params, constants, batch)
 
-    graph = tf.function(first_loss).get_concrete_function(seeds_lib.make_seed(0)).graph
-    definition = graph.as_graph_def()
-    nodes = list(definition.node) + [node for function in definition.library.function
-                                     for node in function.node_def]
-    _convolves[problem] = any(node.op.startswith(("Conv", "DepthwiseConv")) for node in nodes)
-  return _convolves[problem]
+  definition = tf.function(first_loss).get_concrete_function(
+      seeds_lib.make_seed(0)).graph.as_graph_def()
+  nodes = list(definition.node) + [node for function in definition.library.function
+                                   for node in function.node_def]
+  found = any(node.op.startswith(("Conv", "DepthwiseConv")) for node in nodes)
+  try:
+    _convolves[problem] = found
+  except TypeError:
+    pass
+  return found
 
 
 def _concat(tensors, names):
