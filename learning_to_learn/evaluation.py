@@ -17,6 +17,9 @@ from learning_to_learn import unroll
 
 BASELINES = {"sgd": "Sgd", "rmsprop": "RMSProp", "adam": "Adam", "nag": "Nag"}
 
+# How `Evaluator` draws minibatches, for records of its runs to name.
+MINIBATCHES = "drawn by TensorFlow's kernels"
+
 # The paper tunes each baseline's learning rate; this sweep spans 10^-4 .. 10^0 in half-decades.
 LEARNING_RATE_GRID = tuple(10.0 ** (e / 2) for e in range(-8, 1))
 

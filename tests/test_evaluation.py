@@ -383,7 +383,8 @@ def test_evaluator_matches_meta_trainer_chunks(rule, problem, jit_compile):
   for row, seed in zip(losses, seeds):
     # The trainer on TensorFlow's kernels: the Evaluator draws its minibatches there whatever
     # compiles its steps (under XLA stateless draws differ for most seeds: see below).
-    expected = _meta_trainer_losses(reference, problem, seed, 7, 3, jit_compile and False)
+    expected = _meta_trainer_losses(reference, problem, seed, 7, 3,
+                                    None if jit_compile is None else False)
     np.testing.assert_allclose(row, expected, rtol=1e-5, atol=1e-7)
     assert not np.allclose(expected[-1], expected[0])  # the rule moved the optimizee
 

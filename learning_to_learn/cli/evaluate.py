@@ -141,11 +141,6 @@ def report_steps():
   return steps
 
 
-# How the Evaluator draws minibatches. Runs kept before this key existed drew a baseline's under
-# XLA, other minibatches than the learned optimizer's for most seeds: they are not reused.
-_MINIBATCHES = "drawn by TensorFlow's kernels"
-
-
 def _instances(source, **more):
   """What the comparison's instances depend on, plus `more`: the key its kept files are read by.
 
@@ -153,8 +148,10 @@ def _instances(source, **more):
   """
   return json.loads(json.dumps(dict(
       problem=configs.optimizee_name(FLAGS.problem), split=FLAGS.split, data=source,
-      seed=FLAGS.seed, settings=FLAGS.settings, mlp=mlp_options(), minibatches=_MINIBATCHES,
-      **more)))
+      seed=FLAGS.seed, settings=FLAGS.settings, mlp=mlp_options(),
+      # Runs kept before this key existed drew a baseline's minibatches under XLA, other ones than
+      # the learned optimizer's for most seeds: they are not reused.
+      minibatches=evaluation.MINIBATCHES, **more)))
 
 
 def open_store(baselines_dir, source):
