@@ -5,6 +5,7 @@ initializations and minibatches drawn by TensorFlow's own kernels, whichever com
 steps, so a learned optimizer and its baselines see the same ones for the same seed.
 """
 
+import concurrent.futures
 import functools
 
 import numpy as np
@@ -94,14 +95,24 @@ class Evaluator:
     if int(num_steps) != num_steps or num_steps <= 0:
       raise ValueError(f"num_steps={num_steps} must be a positive integer.")
     state = self._initial_state_fn(seeds_lib.initial_seed(seed))
+    lengths = [min(self._unroll_length, int(num_steps) - start)
+               for start in range(0, int(num_steps), self._unroll_length)]
+
+    def draw(i):
+      return self._sample_batches_fn(seeds_lib.unroll_seed(seed, i), lengths[i] + 1)
+
     losses = []
-    for i, start in enumerate(range(0, int(num_steps), self._unroll_length)):
-      length = min(self._unroll_length, int(num_steps) - start)
-      if check is not None:
-        check()
-      batches = self._sample_batches_fn(seeds_lib.unroll_seed(seed, i), length + 1)
-      chunk, state = self._run_steps_fn(state, batches)
-      losses.append(chunk.numpy()[:-1])
+    # The next chunk's minibatches are drawn on another thread while this chunk's steps run.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as drawer:
+      drawn = drawer.submit(draw, 0)
+      for i in range(len(lengths)):
+        if check is not None:
+          check()
+        batches = drawn.result()
+        if i + 1 < len(lengths):
+          drawn = drawer.submit(draw, i + 1)
+        chunk, state = self._run_steps_fn(state, batches)
+        losses.append(chunk.numpy()[:-1])
     losses.append(chunk.numpy()[-1:])
     return np.concatenate(losses)
 

@@ -439,6 +439,25 @@ def test_evaluator_traces_once_per_chunk_length_whatever_the_epochs():
                                                   "run_steps": 2}
 
 
+def test_a_check_that_raises_stops_the_epoch_before_the_next_chunk():
+  # The next chunk's minibatches are drawn ahead on another thread; the stop still comes first.
+  class Stop(Exception):
+    pass
+
+  calls = []
+
+  def check():
+    calls.append(len(calls))
+    if len(calls) == 3:
+      raise Stop()
+
+  evaluator = evaluation.Evaluator(_tiny_mlp(), evaluation.baseline_config("sgd", 0.1),
+                                   unroll_length=2)
+  with pytest.raises(Stop):
+    evaluator.run_epoch((0, 3, 0), num_steps=10, check=check)
+  assert calls == [0, 1, 2]
+
+
 def test_evaluator_rejects_bad_unroll_length():
   for bad in (0, -2, 1.5):
     with pytest.raises(ValueError, match="unroll_length"):
