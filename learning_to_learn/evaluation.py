@@ -57,8 +57,8 @@ class Evaluator:
     net_config, net_assignments: the rule, as MetaOptimizer takes them.
     unroll_length: steps per compiled call (an epoch is several calls; the state carries over).
     jit_compile: compile the steps with XLA (None: `meta.eval_jit_compile`, the faster on CPU:
-      XLA, unless a coordinatewise network runs its whole update as one op or the problem
-      convolves; docs/performance.md).
+      XLA, unless a coordinatewise network runs its whole update as one op or the problem's loss
+      convolves or draws random numbers; docs/performance.md).
   """
 
   def __init__(self, problem, net_config, net_assignments=None, unroll_length=20,

@@ -5,6 +5,7 @@ gradient of that sum flows into the rule's weights (Adam takes the meta-step), a
 parameters and the rule's state carry on to the next unroll until the epoch ends.
 """
 
+import functools
 from typing import NamedTuple
 import weakref
 
@@ -245,41 +246,54 @@ def eval_jit_compile(jit_compile, nets, problem=None):
   """Whether an evaluation unroll of `nets` on `problem` compiles with XLA: `jit_compile` where
   given; for None, XLA unless one of the nets runs its whole update as one op there
   (`networks.forward_only`), which is faster still on CPU and which XLA cannot run, or the
-  problem convolves (`convolves`), which XLA's CPU backend does several times slower than
-  TensorFlow's own kernels (docs/performance.md)."""
+  problem's loss convolves (`convolves`: XLA's CPU convolutions are several times slower than
+  TensorFlow's own) or draws random numbers (`loss_is_random`: XLA would draw other ones than
+  the kernels, on which other rules may run; docs/performance.md)."""
   if jit_compile is not None:
     return bool(jit_compile)
   if networks.runs_whole_step(nets):
     return False
-  return problem is None or not convolves(problem)
-
-
-_convolves = weakref.WeakKeyDictionary()  # problem -> convolves(problem), traced once a problem
+  return problem is None or not (convolves(problem) or loss_is_random(problem))
 
 
 def convolves(problem):
-  """Whether `problem`'s loss runs a convolution, from the graph of one instance's loss on one
-  minibatch (traced, not run; functions it calls included)."""
+  """Whether `problem`'s loss runs a convolution."""
+  return any(op.startswith(("Conv", "DepthwiseConv")) for op in _loss_op_types(problem))
+
+
+def loss_is_random(problem):
+  """Whether `problem`'s loss draws random numbers (dropout, noise), beyond its minibatches."""
+  return any("Random" in op or op.startswith("Stateless") or op in _RANDOM_OPS
+             for op in _loss_op_types(problem))
+
+
+_RANDOM_OPS = {"TruncatedNormal", "Multinomial", "RngReadAndSkip", "RngSkip"}
+_op_types = weakref.WeakKeyDictionary()  # problem -> _loss_op_types(problem), traced once
+
+
+def _traced_loss(problem, params, constants, batch):
+  return problem.loss(params, constants, batch)
+
+
+def _loss_op_types(problem):
+  """The op types of `problem`'s loss (functions it calls included), traced on one instance's
+  first minibatch, which are drawn eagerly, outside the trace."""
   try:
-    return _convolves[problem]
+    return _op_types[problem]
   except (KeyError, TypeError):  # not traced yet, or a problem that cannot be a weak key
     pass
-
-  def first_loss(seed):
-    params, constants = problem.init(seed)
-    batch = tf.nest.map_structure(lambda b: b[0], problem.sample_batches(seed, 1))
-    return problem.loss(params, constants, batch)
-
-  definition = tf.function(first_loss).get_concrete_function(
-      seeds_lib.make_seed(0)).graph.as_graph_def()
-  nodes = list(definition.node) + [node for function in definition.library.function
-                                   for node in function.node_def]
-  found = any(node.op.startswith(("Conv", "DepthwiseConv")) for node in nodes)
+  seed = seeds_lib.make_seed(0)
+  params, constants = problem.init(seed)
+  batch = tf.nest.map_structure(lambda b: b[0], problem.sample_batches(seed, 1))
+  definition = tf.function(functools.partial(_traced_loss, problem)).get_concrete_function(
+      params, constants, batch).graph.as_graph_def()
+  types = frozenset(node.op for node in definition.node).union(
+      node.op for function in definition.library.function for node in function.node_def)
   try:
-    _convolves[problem] = found
+    _op_types[problem] = types
   except TypeError:
     pass
-  return found
+  return types
 
 
 def _concat(tensors, names):
@@ -401,7 +415,8 @@ class MetaTrainer:
     jit_compile: compile the unroll with XLA: True, False, or None for the faster of the two on
       CPU: TensorFlow's own kernels for training, where XLA fuses the LSTM's gate gradients into
       one slow loop, and for evaluation unrolls XLA unless a coordinatewise network's whole
-      update runs as one op or the problem convolves (`eval_jit_compile`; docs/performance.md).
+      update runs as one op or the problem's loss convolves or draws random numbers
+      (`eval_jit_compile`; docs/performance.md).
     num_instances: optimizee instances per meta-step, over all replicas (reference: 1).
     recompute: keep only each optimizee step's inputs (parameters, network state, minibatch) for
       the meta-gradient and recompute the step in the backward pass (unroll.Recomputed): the

@@ -6,6 +6,7 @@ independent numpy re-implementation of the rule and the problem.
 
 import itertools
 
+import keras
 import numpy as np
 import pytest
 
@@ -14,6 +15,7 @@ from learning_to_learn import checkpoints
 from learning_to_learn import comparison_store
 from learning_to_learn import datasets
 from learning_to_learn import evaluation
+from learning_to_learn import keras_problems
 from learning_to_learn import meta
 from learning_to_learn import seeds as seeds_lib
 
@@ -398,13 +400,27 @@ def _tiny_conv():
                                  num_classes=3)
 
 
-def test_evaluation_compiles_with_xla_by_default_unless_the_problem_convolves():
-  # XLA's CPU convolutions run several times slower than TensorFlow's kernels (docs/performance.md).
+def _tiny_dropout_mlp():
+  rng = np.random.default_rng(0)
+  data = (rng.normal(size=(32, 6)).astype(np.float32), rng.integers(0, 3, 32).astype(np.int32))
+  return keras_problems.KerasProblem(
+      lambda: keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"),
+                                keras.layers.Dropout(0.5), keras.layers.Dense(3)]),
+      data, "sparse_categorical_crossentropy", batch_size=8)
+
+
+def test_evaluation_compiles_with_xla_by_default_unless_the_loss_convolves_or_draws():
+  # XLA's CPU convolutions run several times slower than TensorFlow's kernels, and its random
+  # draws (dropout here) are other numbers than the kernels' (docs/performance.md).
   conv, mlp, quadratic = _tiny_conv(), _tiny_mlp(), problems.quadratic(batch_size=4, num_dims=3)
+  dropout = _tiny_dropout_mlp()
   assert meta.convolves(conv) and meta.convolves(problems.Ensemble([quadratic, conv]))
-  assert not meta.convolves(mlp) and not meta.convolves(quadratic)
+  assert not any(meta.convolves(p) for p in (mlp, quadratic, dropout))
+  assert meta.loss_is_random(dropout) and meta.loss_is_random(problems.Ensemble([dropout, mlp]))
+  # Their minibatches are drawn at random, but outside the loss.
+  assert not any(meta.loss_is_random(p) for p in (conv, mlp, quadratic))
   adam = evaluation.baseline_config("adam", 0.05)
-  for problem, xla in ((conv, False), (mlp, True)):
+  for problem, xla in ((conv, False), (dropout, False), (mlp, True)):
     evaluator = evaluation.Evaluator(problem, adam, unroll_length=3)
     assert evaluator._run_steps_fn._jit_compile is xla  # pylint: disable=protected-access
     trainer = meta.MetaTrainer(meta.MetaOptimizer(**adam), problem, 3)
