@@ -263,11 +263,17 @@ def convolves(problem):
 
 def loss_is_random(problem):
   """Whether `problem`'s loss draws random numbers (dropout, noise), beyond its minibatches."""
-  return any("Random" in op or op.startswith("Stateless") or op in _RANDOM_OPS
-             for op in _loss_op_types(problem))
+  return any(_draws(op) for op in _loss_op_types(problem))
 
 
-_RANDOM_OPS = {"TruncatedNormal", "Multinomial", "RngReadAndSkip", "RngSkip"}
+def _draws(op_type):
+  # Stateless and stateful random ops, not control flow ("StatelessIf") or calls
+  # ("StatefulPartitionedCall").
+  return ("Random" in op_type or "TruncatedNormal" in op_type or "Multinomial" in op_type
+          or op_type.startswith(("StatefulUniform", "StatefulStandardNormal", "Rng"))
+          or op_type == "StatelessShuffle")
+
+
 _op_types = weakref.WeakKeyDictionary()  # problem -> _loss_op_types(problem), traced once
 
 

@@ -9,6 +9,7 @@ import itertools
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import problems
 from learning_to_learn import checkpoints
@@ -409,6 +410,24 @@ def _tiny_dropout_mlp():
       data, "sparse_categorical_crossentropy", batch_size=8)
 
 
+class _Branching(problems.Problem):
+  """f(x) = sum x^2 through a tf.cond: control flow in a loss, no random op."""
+
+  def init(self, seed):
+    del seed
+    return {"x": tf.ones([2])}, ()
+
+  def sample_batches(self, seed, num_batches):
+    del seed
+    return tf.zeros([num_batches])
+
+  def loss(self, params, constants, batch):
+    del constants, batch
+    x = params["x"]
+    return tf.cond(tf.reduce_sum(x) > 0.0, lambda: tf.reduce_sum(x * x),
+                   lambda: tf.reduce_sum(-x * x))
+
+
 def test_evaluation_compiles_with_xla_by_default_unless_the_loss_convolves_or_draws():
   # XLA's CPU convolutions run several times slower than TensorFlow's kernels, and its random
   # draws (dropout here) are other numbers than the kernels' (docs/performance.md).
@@ -418,7 +437,7 @@ def test_evaluation_compiles_with_xla_by_default_unless_the_loss_convolves_or_dr
   assert not any(meta.convolves(p) for p in (mlp, quadratic, dropout))
   assert meta.loss_is_random(dropout) and meta.loss_is_random(problems.Ensemble([dropout, mlp]))
   # Their minibatches are drawn at random, but outside the loss.
-  assert not any(meta.loss_is_random(p) for p in (conv, mlp, quadratic))
+  assert not any(meta.loss_is_random(p) for p in (conv, mlp, quadratic, _Branching()))
   adam = evaluation.baseline_config("adam", 0.05)
   for problem, xla in ((conv, False), (dropout, False), (mlp, True)):
     evaluator = evaluation.Evaluator(problem, adam, unroll_length=3)
