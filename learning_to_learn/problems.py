@@ -12,6 +12,7 @@ import hashlib
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 
 from learning_to_learn import datasets
 
@@ -178,14 +179,18 @@ def _to_float(images):
   """uint8 pixels -> the float32 values in [0, 1] of datasets.PIXEL_VALUES, exactly; floats as is.
 
   In float32, grappler and XLA turn a division by 255 into a multiplication by its rounded inverse,
-  which misses NumPy's quotient for pixels 3, 6, 7, 12, ... In float64 either way rounds to the
-  float32 quotient (p / 255 repeats p's 8 bits, never near a float32 halfway point): the test
-  checks all 256 values eagerly, in graphs and under XLA. A lookup in PIXEL_VALUES is exact too,
-  but TensorFlow's gather is slower (docs/performance.md).
+  which misses NumPy's quotient for pixels 3, 6, 7, 12, ... Grappler leaves `divide_no_nan` a
+  division, exact in two passes over the pixels; XLA rewrites that too, but fuses the float64
+  route into one loop (p / 255 repeats p's 8 bits, never near a float32 halfway point, so float64
+  rounds to the float32 quotient). The test checks all 256 values eagerly, in graphs and under
+  XLA. A lookup in PIXEL_VALUES is exact too, but TensorFlow's gather is slower
+  (docs/performance.md).
   """
   if images.dtype != tf.uint8:
     return images
-  return tf.cast(tf.cast(images, tf.float64) / 255.0, tf.float32)
+  if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+    return tf.cast(tf.cast(images, tf.float64) / 255.0, tf.float32)
+  return tf.math.divide_no_nan(tf.cast(images, tf.float32), 255.0)
 
 
 class _Classifier(Problem):
