@@ -543,27 +543,32 @@ class MetaTrainer:
     return tuple(unroll_lib.initial_state(self.problem, self.rule, seeds[i]) if i in which
                  else state for i, state in enumerate(states))
 
-  def _local_run(self, states, seeds, recompute=False):
+  def _draw(self, seeds):
+    # Each instance's minibatches (all instances' at once when stacked), drawn outside the
+    # compiled unroll: under XLA, stateless random ops give other numbers than TensorFlow's kernels
+    # for most seeds, and the same seed must draw the same minibatches whatever compiles the unroll.
+    if self._stacked is not None:
+      return (self._stacked.sample_batches(seeds, self.unroll_length + 1),)
+    return tuple(self.problem.sample_batches(s, self.unroll_length + 1) for s in seeds)
+
+  def _local_run(self, states, batches, recompute=False):
     # (one UnrollResult per instance, the states): one stacked state, or one state per instance.
     problem = self._stacked or self.problem
-    if self._stacked is not None:
-      seeds = [seeds]  # all instances at once
     results, next_states = [], []
-    for state, seed in zip(states, seeds):
-      batches = problem.sample_batches(seed, self.unroll_length + 1)
-      instance_results, state = _unroll_results(problem, self.rule, state, batches,
+    for state, instance_batches in zip(states, batches):
+      instance_results, state = _unroll_results(problem, self.rule, state, instance_batches,
                                                 self.second_derivatives, recompute)
       results.extend(instance_results)
       next_states.append(state)
     return tuple(results), tuple(next_states)
 
-  def _local_eval(self, states, seeds):
+  def _local_eval(self, states, batches):
     with networks.forward_only():
-      return self._local_run(states, seeds)
+      return self._local_run(states, batches)
 
-  def _local_train(self, states, seeds):
+  def _local_train(self, states, batches):
     with tf.GradientTape() as tape:
-      results, states = self._local_run(states, seeds, self.recompute)
+      results, states = self._local_run(states, batches, self.recompute)
       objective = tf.add_n([self.objective_weight * meta_objective(r.losses, self.objective)
                             + self.imitation_weight * r.imitation
                             for r in results]) / float(self.num_instances)
@@ -580,7 +585,8 @@ class MetaTrainer:
     return UnrollResult(finite=tf.equal(sums["finite"], 0.0), **mean)
 
   def _train(self, states, seed):
-    results, states, gradients = self._local_train_fn(states, self._instance_seeds(seed))
+    results, states, gradients = self._local_train_fn(states,
+                                                      self._draw(self._instance_seeds(seed)))
     result = self._mean_result(results)
     # Each replica keeps its own share of the meta-gradient (the optimizer sums them when it
     # applies); the global norm decides clipping and finiteness, the same on every replica.
@@ -598,7 +604,7 @@ class MetaTrainer:
     return result, states, gradients
 
   def _eval(self, states, seed):
-    results, states = self._local_eval_fn(states, self._instance_seeds(seed))
+    results, states = self._local_eval_fn(states, self._draw(self._instance_seeds(seed)))
     return self._mean_result(results), states
 
   def _apply(self, gradients):

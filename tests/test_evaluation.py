@@ -384,10 +384,7 @@ def test_evaluator_matches_meta_trainer_chunks(rule, problem, jit_compile):
   seeds = [(0, 3, 0), (0, 3, 1)]
   losses = evaluator.run(seeds, num_steps=7)  # chunks of 3, 3 and 1
   for row, seed in zip(losses, seeds):
-    # The trainer on TensorFlow's kernels: the Evaluator draws its minibatches there whatever
-    # compiles its steps (under XLA stateless draws differ for most seeds: see below).
-    expected = _meta_trainer_losses(reference, problem, seed, 7, 3,
-                                    None if jit_compile is None else False)
+    expected = _meta_trainer_losses(reference, problem, seed, 7, 3, jit_compile)
     np.testing.assert_allclose(row, expected, rtol=1e-5, atol=1e-7)
     assert not np.allclose(expected[-1], expected[0])  # the rule moved the optimizee
 
@@ -462,6 +459,10 @@ def test_a_rule_sees_the_same_minibatches_under_xla_and_without(problem):
   losses = xla.run([seed], num_steps=7)
   np.testing.assert_allclose(losses, kernels.run([seed], num_steps=7), rtol=1e-5, atol=1e-7)
   assert not np.allclose(losses[0, -1], losses[0, 0])
+  # MetaTrainer's unrolls draw theirs outside the compiled unroll too.
+  reference = meta.MetaOptimizer(**adam)
+  np.testing.assert_allclose(_meta_trainer_losses(reference, problem, seed, 7, 3, True), losses[0],
+                             rtol=1e-5, atol=1e-7)
 
 
 def test_evaluator_traces_once_per_chunk_length_whatever_the_epochs():
