@@ -54,62 +54,91 @@ constexpr int kTile = 64;
 using Buffer = std::vector<float, Eigen::aligned_allocator<float>>;
 using ArrayMap = Eigen::Map<Eigen::ArrayXf, Eigen::Aligned64>;
 
-// 16 floats as one value: GCC's vector extension, compiled to one AVX-512 register where the CPU
-// has them and to two or four narrower ones elsewhere, so the source stays portable.
-typedef float Vec16 __attribute__((vector_size(64), aligned(4)));
-constexpr int kVecs = kTile / 16;
+// A packet of kLanes floats as one value (GCC's vector extension): one register of the widest
+// kind the CPU has, 16 floats with AVX-512, else 8 (one AVX register, or two SSE ones). A packet
+// wider than the registers would be split through the stack: 64-byte packets made the op about ten
+// times slower on an AVX2 CPU.
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+#else
+constexpr int kLanes = 8;
+#endif
+typedef float Vec __attribute__((vector_size(4 * kLanes), aligned(4)));
+constexpr int kVecs = kTile / kLanes;
+// Vector registers: 32 with AVX-512, 16 with AVX. The register-blocked kernels below size their
+// blocks to them.
+#if defined(__AVX512F__)
+constexpr int kRegisters = 32;
+#else
+constexpr int kRegisters = 16;
+#endif
 
-inline Vec16 LoadVec(const float* p) {
-  Vec16 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
+// Packets load and store through a pointer of this type, which may alias floats and needs only
+// their alignment: a memcpy of a packet, which GCC tuned for AMD Zen 3 copies 16 bytes at a time
+// through the stack, stalled every load on the stores before it.
+typedef float UnalignedVec __attribute__((vector_size(4 * kLanes), aligned(4), may_alias));
 
-inline void StoreVec(float* p, Vec16 v) { std::memcpy(p, &v, sizeof(v)); }
+inline Vec LoadVec(const float* p) { return *reinterpret_cast<const UnalignedVec*>(p); }
+
+inline void StoreVec(float* p, Vec v) { *reinterpret_cast<UnalignedVec*>(p) = v; }
 
 // Loads b's row into registers once for all kRows uses: without the empty asm, GCC folds the load
 // into each multiply-add, and the loads (20 for 16 multiply-adds), not the arithmetic, bound the
 // loop.
-inline Vec16 LoadVecInRegister(const float* p) {
-  Vec16 v = LoadVec(p);
+inline Vec LoadVecInRegister(const float* p) {
+  Vec v = LoadVec(p);
 #if defined(__GNUC__) && defined(__AVX512F__)
   asm("" : "+v"(v));
+#elif defined(__GNUC__) && defined(__AVX__)
+  asm("" : "+x"(v));
 #endif
   return v;
 }
 
+// Packets of a tile's columns that TileRows keeps in registers at a time: with 4 rows, 4 x kColVecs
+// accumulators and kColVecs packets of b, 20 of AVX-512's 32 registers for the whole tile, 10 of
+// AVX's 16 for a quarter of it.
+constexpr int kColVecs = kRegisters == 32 ? kVecs : 2;
+static_assert(kVecs % kColVecs == 0, "a tile is whole column blocks");
+
 // c[m, 0:L] = start[m] + sum_r a(m, r) b[r, 0:L], L = kTile, start null for zeros (the bias is
 // set in the accumulators rather than filled into c and read back): a(m, r) = a[m * a_m +
 // r * a_r]; b's rows are kTile floats apart, c's ldc. Rows go kRows at a time: each row of b is
-// loaded into registers once and feeds kRows rows of accumulators (16 registers at kRows = 4),
-// enough independent sums to keep both multiply-add units busy.
+// loaded into registers once per column block and feeds kRows rows of accumulators, enough
+// independent sums to keep both multiply-add units busy. Each sum runs over r in order whatever
+// the blocks, so the result does not depend on the packet width.
 template <int kRows>
 inline void TileRows(int depth, const float* a, int a_m, int a_r, const float* b, float* c,
                      int ldc, const float* start) {
-  Vec16 acc[kRows][kVecs];
-  for (int q = 0; q < kRows; ++q) {
-    const float s = start == nullptr ? 0.0f : start[q];
-    for (int v = 0; v < kVecs; ++v) acc[q][v] = Vec16{} + s;
-  }
-  for (int r = 0; r < depth; ++r) {
-    Vec16 row[kVecs];
-    for (int v = 0; v < kVecs; ++v) row[v] = LoadVecInRegister(b + r * kTile + 16 * v);
+  for (int v0 = 0; v0 < kVecs; v0 += kColVecs) {
+    Vec acc[kRows][kColVecs];
     for (int q = 0; q < kRows; ++q) {
-      const float s = a[q * a_m + r * a_r];
-      for (int v = 0; v < kVecs; ++v) acc[q][v] += s * row[v];
+      const float s = start == nullptr ? 0.0f : start[q];
+      for (int v = 0; v < kColVecs; ++v) acc[q][v] = Vec{} + s;
     }
-  }
-  for (int q = 0; q < kRows; ++q) {
-    for (int v = 0; v < kVecs; ++v) StoreVec(c + q * ldc + 16 * v, acc[q][v]);
+    for (int r = 0; r < depth; ++r) {
+      Vec row[kColVecs];
+      for (int v = 0; v < kColVecs; ++v) {
+        row[v] = LoadVecInRegister(b + r * kTile + kLanes * (v0 + v));
+      }
+      for (int q = 0; q < kRows; ++q) {
+        const float s = a[q * a_m + r * a_r];
+        for (int v = 0; v < kColVecs; ++v) acc[q][v] += s * row[v];
+      }
+    }
+    for (int q = 0; q < kRows; ++q) {
+      for (int v = 0; v < kColVecs; ++v) StoreVec(c + q * ldc + kLanes * (v0 + v), acc[q][v]);
+    }
   }
 }
 
-// Calls fn(m, Rows) for m = 0, 4, 8, ... with Rows a std::integral_constant<int, 4> while four
-// rows are left, then for each remaining row with 1: the row blocking of the tile kernels.
-template <typename Fn>
+// Calls fn(m, Rows) for m = 0, kBlock, 2 kBlock, ... with Rows a std::integral_constant<int,
+// kBlock> while kBlock rows are left, then for each remaining row with 1: the row blocking of the
+// tile kernels.
+template <int kBlock = 4, typename Fn>
 inline void InRowBlocks(int rows, Fn fn) {
   int m = 0;
-  for (; m + 4 <= rows; m += 4) fn(m, std::integral_constant<int, 4>());
+  for (; m + kBlock <= rows; m += kBlock) fn(m, std::integral_constant<int, kBlock>());
   for (; m < rows; ++m) fn(m, std::integral_constant<int, 1>());
 }
 
@@ -122,21 +151,21 @@ inline void TileProduct(int rows, int depth, const float* a, int a_m, int a_r, c
 }
 
 // Adds a span's weight gradient, dw[k, g] += sum_n stacked[k, n] dgates[g, n], to lane-wise
-// partial sums p[k G + g] (16 lanes each, summed across lanes once per op): the sum runs along the
-// span's contiguous axis (rows `stride` floats apart, `vecs` packets of 16 summed), and keeping
-// lanes apart saves a transpose or a horizontal sum a span. kRows rows of stacked by 4 gates at a
-// time: 16 accumulators from 8 loads. The partial sums, [K + H, G] packets (200 KB at 20-20),
-// live in the core's second-level cache: each span reads and writes them once, so spans of
-// several tiles cut that traffic.
+// partial sums p[k G + g] (a packet each, summed across lanes once per op): the sum runs along the
+// span's contiguous axis (rows `stride` floats apart, `vecs` packets summed), and keeping lanes
+// apart saves a transpose or a horizontal sum a span. kRows rows of stacked by 4 gates at a time:
+// with AVX-512, 4 rows, 16 accumulators from 8 loads; with AVX's 16 registers, 2 rows, 8 from 6.
+// The partial sums, [K + H, G] packets (200 KB at 20-20 with AVX-512), live in the core's second-
+// level cache: each span reads and writes them once, so spans of several tiles cut that traffic.
 template <int kRows>
 inline void WeightGradRows(int g_total, int stride, int vecs, const float* stacked,
-                           const float* dgates, Vec16* p) {
+                           const float* dgates, Vec* p) {
   for (int g0 = 0; g0 < g_total; g0 += 4) {
-    Vec16 acc[kRows][4] = {};
+    Vec acc[kRows][4] = {};
     for (int v = 0; v < vecs; ++v) {
-      Vec16 s[kRows], e[4];
-      for (int q = 0; q < kRows; ++q) s[q] = LoadVecInRegister(stacked + q * stride + 16 * v);
-      for (int u = 0; u < 4; ++u) e[u] = LoadVecInRegister(dgates + (g0 + u) * stride + 16 * v);
+      Vec s[kRows], e[4];
+      for (int q = 0; q < kRows; ++q) s[q] = LoadVecInRegister(stacked + q * stride + kLanes * v);
+      for (int u = 0; u < 4; ++u) e[u] = LoadVecInRegister(dgates + (g0 + u) * stride + kLanes * v);
       for (int q = 0; q < kRows; ++q) {
         for (int u = 0; u < 4; ++u) acc[q][u] += s[q] * e[u];
       }
@@ -147,6 +176,8 @@ inline void WeightGradRows(int g_total, int stride, int vecs, const float* stack
   }
 }
 
+constexpr int kGradRows = kRegisters == 32 ? 4 : 2;
+
 // Tiles whose weight gradient is summed together; see WeightGradRows.
 constexpr int kSpanTiles = 4;
 constexpr int kSpan = kSpanTiles * kTile;
@@ -155,21 +186,21 @@ constexpr int kSpan = kSpanTiles * kTile;
 inline void CopyTileRows(const float* src, int rows, float* dst, int stride) {
   for (int r = 0; r < rows; ++r) {
     for (int v = 0; v < kVecs; ++v) {
-      StoreVec(dst + r * stride + 16 * v, LoadVec(src + r * kTile + 16 * v));
+      StoreVec(dst + r * stride + kLanes * v, LoadVec(src + r * kTile + kLanes * v));
     }
   }
 }
 
 // The bias gradient's lane-wise partial sums: p_bias[g] += dgates[g, :].
-inline void BiasGradTile(int g_total, const float* dgates, Vec16* p_bias) {
+inline void BiasGradTile(int g_total, const float* dgates, Vec* p_bias) {
   for (int g = 0; g < g_total; ++g) {
-    for (int v = 0; v < kVecs; ++v) p_bias[g] += LoadVec(dgates + g * kTile + 16 * v);
+    for (int v = 0; v < kVecs; ++v) p_bias[g] += LoadVec(dgates + g * kTile + kLanes * v);
   }
 }
 
 inline void WeightGradSpan(int rows, int g_total, int stride, int vecs, const float* stacked,
-                           const float* dgates, Vec16* p) {
-  InRowBlocks(rows, [&](int k, auto block) {
+                           const float* dgates, Vec* p) {
+  InRowBlocks<kGradRows>(rows, [&](int k, auto block) {
     WeightGradRows<decltype(block)::value>(g_total, stride, vecs, stacked + k * stride, dgates,
                                            p + k * g_total);
   });
@@ -182,6 +213,7 @@ inline void WeightGradSpan(int rows, int g_total, int stride, int vecs, const fl
 // gates' sigmoid and tanh evaluated by pieces (below) to within 3.6e-6 and 7.2e-6.
 #if defined(__AVX512BF16__)
 constexpr bool kBf16Built = true;
+static_assert(kLanes == 16, "the bfloat16 kernels work on AVX-512 packets");
 
 // Two floats rounded to bfloat16 to nearest even, `lo` in the low half of the 32 bits, as the
 // instruction rounds them (subnormals to zero).
@@ -281,7 +313,7 @@ inline void RoundTileRows(const float* src, int rows, int stride, uint32_t* dst)
 // same row, so each instruction adds two coordinates' products into a lane.
 template <int kRows>
 inline void WeightGradRowsBf16(int g_total, int stride, int vecs, const uint32_t* stacked,
-                               const uint32_t* dgates, Vec16* p) {
+                               const uint32_t* dgates, Vec* p) {
   for (int g0 = 0; g0 < g_total; g0 += 4) {
     __m512 acc[kRows][4];
     for (int q = 0; q < kRows; ++q) {
@@ -301,14 +333,14 @@ inline void WeightGradRowsBf16(int g_total, int stride, int vecs, const uint32_t
     }
     for (int q = 0; q < kRows; ++q) {
       for (int u = 0; u < 4; ++u) {
-        p[q * g_total + g0 + u] += reinterpret_cast<Vec16>(acc[q][u]);
+        p[q * g_total + g0 + u] += reinterpret_cast<Vec>(acc[q][u]);
       }
     }
   }
 }
 
 inline void WeightGradSpanBf16(int rows, int g_total, int stride, int vecs,
-                               const uint32_t* stacked, const uint32_t* dgates, Vec16* p) {
+                               const uint32_t* stacked, const uint32_t* dgates, Vec* p) {
   InRowBlocks(rows, [&](int k, auto block) {
     WeightGradRowsBf16<decltype(block)::value>(g_total, stride, vecs, stacked + k * stride,
                                                dgates, p + k * g_total);
@@ -445,7 +477,7 @@ inline void PackTileRows(const float*, int, uint32_t*) {}
 inline void TileProductBf16(int, int, const uint32_t*, const uint32_t*, float*, int,
                             const float*) {}
 inline void RoundTileRows(const float*, int, int, uint32_t*) {}
-inline void WeightGradSpanBf16(int, int, int, int, const uint32_t*, const uint32_t*, Vec16*) {}
+inline void WeightGradSpanBf16(int, int, int, int, const uint32_t*, const uint32_t*, Vec*) {}
 inline void SigmoidPiecewise(const float*, float*, int) {}
 inline void TanhPiecewise(const float*, float*, int) {}
 #endif
@@ -476,9 +508,9 @@ inline void HiddenOutput(bool pieces, const float* o, const float* cell, float* 
   ArrayMap(hidden, n) *= ConstArrayMap(o, n);
 }
 
-inline float LaneSum(Vec16 v) {
+inline float LaneSum(Vec v) {
   float sum = 0.0f;
-  for (int l = 0; l < 16; ++l) sum += v[l];
+  for (int l = 0; l < kLanes; ++l) sum += v[l];
   return sum;
 }
 
@@ -489,7 +521,7 @@ inline void LoadTile(const float* src, int rows, int64_t n, int64_t col0, int wi
   if (width == kTile) {
     for (int r = 0; r < rows; ++r) {
       for (int v = 0; v < kVecs; ++v) {
-        StoreVec(dst + r * kTile + 16 * v, LoadVec(src + r * n + col0 + 16 * v));
+        StoreVec(dst + r * kTile + kLanes * v, LoadVec(src + r * n + col0 + kLanes * v));
       }
     }
     return;
@@ -504,7 +536,7 @@ inline void StoreTile(const float* src, int rows, int64_t n, int64_t col0, int w
   if (width == kTile) {
     for (int r = 0; r < rows; ++r) {
       for (int v = 0; v < kVecs; ++v) {
-        StoreVec(dst + r * n + col0 + 16 * v, LoadVec(src + r * kTile + 16 * v));
+        StoreVec(dst + r * n + col0 + kLanes * v, LoadVec(src + r * kTile + kLanes * v));
       }
     }
     return;
@@ -752,11 +784,11 @@ class FusedLstmCellGradOp : public OpKernel {
     const int64_t per_run = static_cast<int64_t>(kh + 1) * d.g;
     const int64_t num_runs = std::min<int64_t>(kWeightGradRuns, num_tiles);
     const int64_t tiles_per_run = (num_tiles + num_runs - 1) / num_runs;
-    std::vector<std::vector<Vec16>> partial((num_tiles + tiles_per_run - 1) / tiles_per_run);
+    std::vector<std::vector<Vec>> partial((num_tiles + tiles_per_run - 1) / tiles_per_run);
     ForEachTileRun(ctx, num_tiles, [&](int64_t t0, int64_t t1, int64_t run) {
-      partial[run].assign(per_run, Vec16{});
-      Vec16* dw_part = partial[run].data();
-      Vec16* db_part = dw_part + kh * d.g;
+      partial[run].assign(per_run, Vec{});
+      Vec* dw_part = partial[run].data();
+      Vec* db_part = dw_part + kh * d.g;
       Buffer stacked(kh * kTile), gates(d.g * kTile), dgates(d.g * kTile),
           cell(d.h * kTile), cell_prev(d.h * kTile), dh(d.h * kTile), dc(d.h * kTile),
           dstacked(kh * kTile);
@@ -830,7 +862,7 @@ class FusedLstmCellGradOp : public OpKernel {
       }
       add_span();
     }, tiles_per_run);
-    for (const std::vector<Vec16>& part : partial) {
+    for (const std::vector<Vec>& part : partial) {
       if (part.empty()) continue;
       for (int e = 0; e < kh * d.g; ++e) dw[e] += LaneSum(part[e]);
       for (int g = 0; g < d.g; ++g) db[g] += LaneSum(part[kh * d.g + g]);
