@@ -55,18 +55,20 @@ using Buffer = std::vector<float, Eigen::aligned_allocator<float>>;
 using ArrayMap = Eigen::Map<Eigen::ArrayXf, Eigen::Aligned64>;
 
 // A packet of kLanes floats as one value (GCC's vector extension): one register of the widest
-// kind the CPU has, 16 floats with AVX-512, else 8 (one AVX register, or two SSE ones). A packet
-// wider than the registers would be split through the stack: 64-byte packets made the op about ten
-// times slower on an AVX2 CPU.
+// kind the CPU has, 16 floats with AVX-512, 8 with AVX, else 4 (SSE, or NEON on ARM). A packet
+// wider than the registers is split through the stack: packets twice too wide made the op about
+// ten times slower, with AVX2 and with SSE alike.
 #if defined(__AVX512F__)
 constexpr int kLanes = 16;
-#else
+#elif defined(__AVX__)
 constexpr int kLanes = 8;
+#else
+constexpr int kLanes = 4;
 #endif
 typedef float Vec __attribute__((vector_size(4 * kLanes), aligned(4)));
 constexpr int kVecs = kTile / kLanes;
-// Vector registers: 32 with AVX-512, 16 with AVX. The register-blocked kernels below size their
-// blocks to them.
+// Vector registers: 32 with AVX-512, 16 with AVX or SSE (NEON's 32 taken as 16). The
+// register-blocked kernels below size their blocks to them.
 #if defined(__AVX512F__)
 constexpr int kRegisters = 32;
 #else
@@ -89,7 +91,7 @@ inline Vec LoadVecInRegister(const float* p) {
   Vec v = LoadVec(p);
 #if defined(__GNUC__) && defined(__AVX512F__)
   asm("" : "+v"(v));
-#elif defined(__GNUC__) && defined(__AVX__)
+#elif defined(__GNUC__) && defined(__SSE2__)
   asm("" : "+x"(v));
 #endif
   return v;
@@ -97,7 +99,7 @@ inline Vec LoadVecInRegister(const float* p) {
 
 // Packets of a tile's columns that TileRows keeps in registers at a time: with 4 rows, 4 x kColVecs
 // accumulators and kColVecs packets of b, 20 of AVX-512's 32 registers for the whole tile, 10 of
-// AVX's 16 for a quarter of it.
+// the 16 of AVX or SSE for 2 packets of it.
 constexpr int kColVecs = kRegisters == 32 ? kVecs : 2;
 static_assert(kVecs % kColVecs == 0, "a tile is whole column blocks");
 
