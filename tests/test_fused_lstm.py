@@ -12,6 +12,7 @@ import functools
 import importlib.util
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -223,6 +224,55 @@ def test_processes_starting_together_time_the_op_once_and_agree(tmp_path):
   with open(speeds) as f:
     kept = json.load(f)
   assert results[0][0] == (kept["fused_ms"] < kept["plain_ms"])
+
+
+# Where each instruction set is in /proc/cpuinfo's flags: a build for it runs here only if the CPU
+# has them all.
+_NARROWER_BUILDS = {"x86-64-v3": {"avx2", "fma", "bmi2"}, "x86-64-v2": {"sse4_2", "popcnt"}}
+
+
+def _cpu_has(flags):
+  try:
+    with open("/proc/cpuinfo") as f:
+      have = next((line for line in f if line.startswith("flags")), "").split()
+  except OSError:
+    return False
+  return flags <= set(have)
+
+
+@needs_op
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86-64 instruction sets")
+def test_builds_for_narrower_vector_registers_match_the_plain_cell(tmp_path):
+  # The op's packets and register blocks follow the widest registers the build may use (16 floats
+  # with AVX-512, 8 with AVX2, 4 with SSE); a machine runs only its own width unless built for a
+  # narrower one. Each build in a child process of its own (one library of the op a process),
+  # side by side, its build flags replaced: the cell and learned-step tests against the plain
+  # cell and the network op by op.
+  if os.environ.get("L2L_NARROWER_BUILD"):
+    pytest.skip("a child of this test")  # never starts children of its own
+  marches = [march for march, flags in sorted(_NARROWER_BUILDS.items()) if _cpu_has(flags)]
+  assert marches, "an x86-64 CPU runs SSE4.2 code"
+  children = {}
+  for march in marches:
+    home = tmp_path / march
+    home.mkdir()
+    (home / "narrower_build.py").write_text(
+        "from learning_to_learn import fused_lstm\n"
+        f"fused_lstm._OPTIMIZATION = ['-O3', '-march={march}', '-fPIC', '-shared']\n")
+    env = environment(PYTHONPATH=os.pathsep.join([ROOT, str(home)]),
+                      XDG_CACHE_HOME=str(home / "cache"), L2L_FUSED_LSTM=None,
+                      L2L_NARROWER_BUILD=march)
+    children[march] = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "narrower_build", "-p", "no:cacheprovider",
+         os.path.join(ROOT, "tests", "test_fused_lstm.py"),
+         "-k", "CellTest and match or LearnedStepTest and matches"],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  for march, child in children.items():
+    out, _ = child.communicate(timeout=600)
+    assert child.returncode == 0, f"{march}: {out[-3000:]}"
+    assert " passed" in out and " failed" not in out, f"{march}: {out[-3000:]}"
+    built = os.listdir(tmp_path / march / "cache" / "learning_to_learn")
+    assert any(name.endswith(".so") for name in built), (march, built)
 
 
 @needs_op
