@@ -156,7 +156,8 @@ inline void TileProduct(int rows, int depth, const float* a, int a_m, int a_r, c
 // partial sums p[k G + g] (a packet each, summed across lanes once per op): the sum runs along the
 // span's contiguous axis (rows `stride` floats apart, `vecs` packets summed), and keeping lanes
 // apart saves a transpose or a horizontal sum a span. kRows rows of stacked by 4 gates at a time:
-// with AVX-512, 4 rows, 16 accumulators from 8 loads; with AVX's 16 registers, 2 rows, 8 from 6.
+// with AVX-512, 4 rows, 16 accumulators from 8 loads; with 16 registers (AVX, SSE), 2 rows, 8
+// from 6.
 // The partial sums, [K + H, G] packets (200 KB at 20-20 with AVX-512), live in the core's second-
 // level cache: each span reads and writes them once, so spans of several tiles cut that traffic.
 template <int kRows>
@@ -178,6 +179,7 @@ inline void WeightGradRows(int g_total, int stride, int vecs, const float* stack
   }
 }
 
+// Rows of stacked that WeightGradRows takes at a time (see there).
 constexpr int kGradRows = kRegisters == 32 ? 4 : 2;
 
 // Tiles whose weight gradient is summed together; see WeightGradRows.

@@ -250,7 +250,9 @@ def test_builds_for_narrower_vector_registers_match_the_plain_cell(tmp_path):
   # cell and the network op by op.
   if os.environ.get("L2L_NARROWER_BUILD"):
     pytest.skip("a child of this test")  # never starts children of its own
-  marches = [march for march, flags in sorted(_NARROWER_BUILDS.items()) if _cpu_has(flags)]
+  # Without AVX-512 the machine's own build already has AVX2's packets.
+  marches = [march for march, flags in sorted(_NARROWER_BUILDS.items())
+             if _cpu_has(flags) and (march != "x86-64-v3" or _cpu_has({"avx512f"}))]
   assert marches, "an x86-64 CPU runs SSE4.2 code"
   children = {}
   for march in marches:
