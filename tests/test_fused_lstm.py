@@ -232,12 +232,7 @@ _NARROWER_BUILDS = {"x86-64-v3": {"avx2", "fma", "bmi2"}, "x86-64-v2": {"sse4_2"
 
 
 def _cpu_has(flags):
-  try:
-    with open("/proc/cpuinfo") as f:
-      have = next((line for line in f if line.startswith("flags")), "").split()
-  except OSError:
-    return False
-  return flags <= set(have)
+  return flags <= set(fused_lstm._cpu_flags().split())  # pylint: disable=protected-access
 
 
 @needs_op
