@@ -7,9 +7,11 @@ DIR is a source tree of this project (e.g. `git archive <commit> | tar -x -C DIR
 defaults to this checkout. Each round runs one fresh process per tree, old then new (A B A B
 ...), so that a load from other processes on the cores falls on both; each process times
 meta-training (T = 20, the `mnist` config, as bench/run.py) and evaluation unrolls after a
-warm-up, and the figures are medians over the rounds. `--env_old=L2L_FUSED_LSTM=0` runs this
-checkout's plain path as the old side; `--old=. --env_new=L2L_LSTM_MATMUL=bfloat16` this checkout's
-float32 and bfloat16 matmuls. It reports; it never fails on a slow machine.
+warm-up, and the figures are medians over the rounds; so are the seconds of each process's first
+unroll, tracing and compiling included (the reset's function is traced with meta-training's).
+`--env_old=L2L_FUSED_LSTM=0` runs this checkout's plain path as the old side; `--old=.
+--env_new=L2L_LSTM_MATMUL=bfloat16` this checkout's float32 and bfloat16 matmuls. It reports; it
+never fails on a slow machine.
 """
 
 import argparse
@@ -43,10 +45,16 @@ def child(root, data_dir, num_unrolls, repetitions):
   for label, step in (("train", trainer.train_unroll), ("eval", trainer.eval_unroll)):
     rates = []
     for repetition in range(repetitions + 1):  # the first traces and warms up
-      trainer.reset(seeds_lib.make_seed(0, repetition))
       start = time.perf_counter()
+      trainer.reset(seeds_lib.make_seed(0, repetition))
+      if repetition:
+        start = time.perf_counter()
       for unroll in range(num_unrolls):
         out = step(seeds_lib.make_seed(0, repetition, unroll + 1))
+        if not repetition and not unroll:
+          float(out.final_loss)
+          # Tracing and compiling (the reset's too, once), and the first unroll.
+          result[label + "_first"] = time.perf_counter() - start
       float(out.final_loss)
       if repetition:
         rates.append(UNROLL * num_unrolls / (time.perf_counter() - start))
@@ -97,7 +105,9 @@ def main():
       if result:
         figures[side].append(result)
         print(f"  round {round_ + 1}, {side}: meta-training {result['train']:.1f} steps/s, "
-              f"evaluation {result['eval']:.1f} steps/s", flush=True)
+              f"evaluation {result['eval']:.1f} steps/s; first unroll (tracing included) "
+              f"{result.get('train_first', float('nan')):.2f} s and "
+              f"{result.get('eval_first', float('nan')):.2f} s", flush=True)
   for label, name in (("train", "MNIST meta-training (T=20)"), ("eval", "MNIST evaluation")):
     old = [r[label] for r in figures["old"]]
     new = [r[label] for r in figures["new"]]
@@ -105,6 +115,12 @@ def main():
       print(f"{name}: old {np.median(old):.1f}, new {np.median(new):.1f} steps/s "
             f"(medians of {len(old)} and {len(new)} processes) "
             f"= x{np.median(new) / np.median(old):.2f}")
+  for label, name in (("train_first", "meta-training"), ("eval_first", "evaluation")):
+    old = [r[label] for r in figures["old"] if label in r]
+    new = [r[label] for r in figures["new"] if label in r]
+    if old and new:
+      print(f"First {name} unroll, tracing included: old {np.median(old):.2f} s, "
+            f"new {np.median(new):.2f} s (medians)")
 
 
 if __name__ == "__main__":

@@ -71,13 +71,17 @@ class Evaluator:
     # Partials, not methods or closures: TF's retracing warning counts traces per code object, and
     # would count the traces of every Evaluator (compare builds five) as one function's. The chunk
     # length is a Python int: one trace per distinct length, two at most.
-    self._initial_state_fn = tf.function(functools.partial(unroll.initial_state, problem, rule))
+    # No autograph, as in meta.MetaTrainer.
+    self._initial_state_fn = tf.function(functools.partial(unroll.initial_state, problem, rule),
+                                         autograph=False)
     # Drawn apart from the steps and never under XLA, whose stateless random ops give other
     # numbers than TensorFlow's kernels for most seeds (any seed word that is negative as int32):
     # every rule sees the same minibatches for a seed, whichever compiler runs its steps.
-    self._sample_batches_fn = tf.function(functools.partial(_sample_batches, problem))
+    self._sample_batches_fn = tf.function(functools.partial(_sample_batches, problem),
+                                          autograph=False)
     self._run_steps_fn = tf.function(functools.partial(_run_steps, problem, rule), jit_compile=(
-        meta.eval_jit_compile(jit_compile, list(self.meta_optimizer.nets.values()), problem)))
+        meta.eval_jit_compile(jit_compile, list(self.meta_optimizer.nets.values()), problem)),
+        autograph=False)
 
   @property
   def trace_counts(self):

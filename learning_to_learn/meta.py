@@ -291,7 +291,8 @@ def _loss_op_types(problem):
   seed = seeds_lib.make_seed(0)
   params, constants = problem.init(seed)
   batch = tf.nest.map_structure(lambda b: b[0], problem.sample_batches(seed, 1))
-  definition = tf.function(functools.partial(_traced_loss, problem)).get_concrete_function(
+  definition = tf.function(functools.partial(_traced_loss, problem),
+                           autograph=False).get_concrete_function(
       params, constants, batch).graph.as_graph_def()
   types = frozenset(node.op for node in definition.node).union(
       node.op for function in definition.library.function for node in function.node_def)
@@ -498,17 +499,21 @@ class MetaTrainer:
     return rule, stacked
 
   def _compile(self, jit_compile, nets):
-    # Replica-local work, compiled as `jit_compile` says; the collectives stay outside XLA.
-    self._local_train_fn = tf.function(self._local_train, jit_compile=bool(jit_compile))
+    # Replica-local work, compiled as `jit_compile` says; the collectives stay outside XLA. No
+    # autograph: the library branches on Python values only, and converting its functions was
+    # most of the tracing time; problems.Problem converts a user's problem's methods itself.
+    self._local_train_fn = tf.function(self._local_train, jit_compile=bool(jit_compile),
+                                        autograph=False)
     self._local_eval_fn = tf.function(
-        self._local_eval, jit_compile=eval_jit_compile(jit_compile, nets, self.problem))
+        self._local_eval, jit_compile=eval_jit_compile(jit_compile, nets, self.problem),
+        autograph=False)
     # One method each rather than one closure for all: TF's retracing warning counts traces by
     # code object, and would take four functions traced once each for one function retraced.
-    self._reset_fn = tf.function(self._reset_on_replicas)
-    self._restart_fn = tf.function(self._restart)
-    self._train_fn = tf.function(self._train_on_replicas)
-    self._eval_fn = tf.function(self._eval_on_replicas)
-    self._apply_fn = tf.function(self._apply_on_replicas)
+    self._reset_fn = tf.function(self._reset_on_replicas, autograph=False)
+    self._restart_fn = tf.function(self._restart, autograph=False)
+    self._train_fn = tf.function(self._train_on_replicas, autograph=False)
+    self._eval_fn = tf.function(self._eval_on_replicas, autograph=False)
+    self._apply_fn = tf.function(self._apply_on_replicas, autograph=False)
 
   def _reset_on_replicas(self, seed):
     return self.strategy.run(self._reset, args=(seed,))

@@ -8,6 +8,7 @@ compiled unroll is traced once. The problems and defaults are those of the refer
 are in configs.py.
 """
 
+import functools
 import hashlib
 
 import numpy as np
@@ -30,14 +31,44 @@ def _check_positive(**values):
       raise ValueError(f"{name}={value} must be a positive integer.")
 
 
+def _with_autograph(method):
+  """`method`, its Python control flow on tensors (`if`, `while` on a tensor) made graph ops by
+  autograph when it is called in a graph; as it is when called eagerly. Converted at first use.
+  """
+  converted = None
+
+  @functools.wraps(method)
+  def call(*args, **kwargs):
+    nonlocal converted
+    if tf.executing_eagerly():
+      return method(*args, **kwargs)
+    if converted is None:
+      converted = tf.autograph.to_graph(method)
+    return converted(*args, **kwargs)
+
+  return call
+
+
 class Problem:
   """Base of every optimizee.
+
+  The library traces its compiled functions without autograph (most of their tracing time), so a
+  problem's methods run as written; those of a subclass defined outside this package are
+  converted by autograph as `tf.function` would convert them: a user's loss may branch on a
+  tensor with Python's `if`.
 
   Attributes:
     param_names: the names of the parameters `init` returns, in a fixed order.
   """
 
   param_names = ()
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    if cls.__module__.split(".")[0] != __name__.split(".")[0]:
+      for name in ("init", "sample_batches", "loss"):
+        if name in vars(cls):
+          setattr(cls, name, _with_autograph(vars(cls)[name]))
 
   def init(self, seed):
     """Returns (params: name -> tensor, constants: any nest) drawn from `seed` ([2] int32)."""

@@ -756,7 +756,9 @@ def test_no_matplotlib(runs):
 def test_compare_stopped_mid_sweep(runs):
   returncode, seconds, stderr, kept, after = _result(runs, "compare_stopped_mid_sweep")
   assert returncode == 130, stderr[-2000:]
-  assert seconds < 5, seconds  # a rate of rmsprop's sweep takes minutes: stopped within it
+  # A rate of rmsprop's sweep takes minutes: stopped within it (the bound, as in
+  # test_evaluate_stopped, loose enough for a loaded machine).
+  assert seconds < 30, seconds
   assert "SIGTERM: comparison stopped" in stderr and "Traceback" not in stderr, stderr[-2000:]
   assert after["rates"] == kept["rates"] and after["scores"] == kept["scores"]
 
@@ -764,7 +766,10 @@ def test_compare_stopped_mid_sweep(runs):
 def test_evaluate_stopped(runs):
   returncode, seconds, stderr = _result(runs, "evaluate_stopped")
   assert returncode == 130, stderr[-2000:]
-  assert seconds < 5, seconds  # the evaluation would have taken hours
+  # The evaluation would have taken hours; the stop comes within a chunk once the steps are
+  # compiled, but on a loaded machine the signal may come while they are still being traced
+  # (5.7 s once, with the suite's other runs beside it).
+  assert seconds < 30, seconds
   assert "SIGTERM: evaluation stopped after" in stderr and "Traceback" not in stderr
 
 

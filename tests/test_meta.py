@@ -55,6 +55,67 @@ class LinearProblem(QuarticSum):
     return sum(3.0 * tf.reduce_sum(p) for p in params.values())
 
 
+class PythonBranch(problems.Problem):
+  """f(x) = sum(x^2) where sum(x) > 0, else sum(x^4) / 4, chosen with Python's `if` on a tensor:
+  only autograph makes that a graph."""
+
+  param_names = ("x",)
+
+  def init(self, seed):
+    return {"x": tf.random.stateless_normal([4], seed)}, ()
+
+  def loss(self, params, constants, batch):
+    x = params["x"]
+    if tf.reduce_sum(x) > 0.0:
+      value = tf.reduce_sum(x * x)
+    else:
+      value = tf.reduce_sum(x ** 4) / 4
+    return value
+
+
+class WhereBranch(PythonBranch):
+  """PythonBranch's function through tf.where: no control flow for autograph to convert."""
+
+  def loss(self, params, constants, batch):
+    x = params["x"]
+    return tf.where(tf.reduce_sum(x) > 0.0, tf.reduce_sum(x * x), tf.reduce_sum(x ** 4) / 4)
+
+
+EVALUATION_SEEDS = [(0, 0, k) for k in range(4)]
+
+
+class AutographTest(parameterized.TestCase):
+  """The library traces without autograph; a user's problem is converted (problems.Problem)."""
+
+  def test_only_problems_from_outside_the_package_are_converted(self):
+    self.assertTrue(hasattr(PythonBranch.loss, "__wrapped__"))
+    self.assertFalse(hasattr(problems.Simple.loss, "__wrapped__"))
+    # Eagerly the method is called as written.
+    self.assertAlmostEqual(float(PythonBranch().loss({"x": tf.constant([1.0, -3.0])}, (), None)),
+                           20.5)
+
+  @parameterized.named_parameters(("graph", False), ("xla", True))
+  def test_a_loss_that_branches_in_python_trains_and_evaluates_as_its_tf_where_twin(
+      self, jit_compile):
+    results = []
+    for problem in (PythonBranch(), WhereBranch()):
+      tf.random.set_seed(0)
+      trainer = meta.MetaOptimizer(net=SIMPLE_NET).meta_minimize(
+          problem, 4, learning_rate=0.05, jit_compile=jit_compile)
+      trainer.reset(seeds_lib.make_seed(1))
+      trained = [float(trainer.train_unroll(seeds_lib.make_seed(1, i)).meta_loss)
+                 for i in range(3)]
+      evaluator = evaluation.Evaluator(problem, evaluation.baseline_config("sgd", 0.1),
+                                       unroll_length=4, jit_compile=jit_compile)
+      results.append((trained, evaluator.run(EVALUATION_SEEDS, num_steps=6)))
+    # Both branches are taken: the evaluation's instances start on both sides of sum(x) = 0.
+    self.assertEqual(
+        {bool(tf.reduce_sum(PythonBranch().init(seeds_lib.initial_seed(s))[0]["x"]) > 0)
+         for s in EVALUATION_SEEDS}, {True, False})
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
+
+
 class TorchResultsTest(parameterized.TestCase):
 
   @parameterized.named_parameters(("eager_graph", False), ("xla", True))
