@@ -58,6 +58,10 @@ class PESTrainer:
     self.optimizer = trainer.optimizer
     self.states = None  # [2P] particle states (+ then - of each pair), None before reset
     self._sums = None  # [P] lists of ξ_j, one tensor per variable
+    # The pair's arguments go in flat: TensorFlow matches nests of named tuples against the
+    # function's signature at every call, at more cost than the unrolls of a small problem.
+    self._pair_fn = tf.function(self._pair_flat, autograph=False)
+    self._pair_structure = None  # the nest of _pair's arguments, set by the first call
 
   def reset(self, seed):
     """Starts an epoch: every particle on the instance `seed` draws, no perturbation seen."""
@@ -72,28 +76,42 @@ class PESTrainer:
         v.shape, tf.random.experimental.stateless_fold_in(pair_seed, i), dtype=v.dtype)
             for i, v in enumerate(self.variables)]
 
-  def _unroll(self, index, seed):
-    self.trainer.states = self.states[index]
-    result = self.trainer.eval_unroll(seed)
-    self.states[index] = self.trainer.states
-    return result
+  def _pair(self, plus, minus, sums, weights, seed, pair):
+    """Pair `pair`'s two particles one window on the minibatches of `seed`, from their states
+    `plus` and `minus`, the variables at θ ± ε and left at θ - ε: (their new states, ξ_j with
+    this window's ε added, L(θ + ε) - L(θ - ε), their two UnrollResults)."""
+    epsilon = self.perturbation(seed, pair)
+    sums = [s + e for s, e in zip(sums, epsilon)]
+    states, results, objectives = [], [], []
+    for sign, start in ((1.0, plus), (-1.0, minus)):
+      for v, w, e in zip(self.variables, weights, epsilon):
+        v.assign(w + sign * e)
+      result, state = self.trainer._eval_fn(start, seed)  # pylint: disable=protected-access
+      states.append(state)
+      results.append(self.trainer._local_copy(result))  # pylint: disable=protected-access
+      objectives.append(meta.meta_objective(results[-1].losses, self.trainer.objective))
+    return states, sums, objectives[0] - objectives[1], results
+
+  def _pair_flat(self, flat):
+    return self._pair(*tf.nest.pack_sequence_as(self._pair_structure, flat))
 
   def estimate(self, seed):
     """Runs every particle one window on the minibatches of `seed`: (the PES estimate, one
-    variable's tensor each; the UnrollResult of every particle, + and - of each pair in turn)."""
+    variable's tensor each; the UnrollResult of every particle, + and - of each pair in turn).
+
+    Each pair is one call of a compiled function (perturbation, both unrolls, their objectives):
+    op by op, the eager ops around the unrolls cost more than the unrolls of a small problem."""
     weights = [tf.identity(v) for v in self.variables]
     results, estimate = [], [tf.zeros_like(w) for w in weights]
     try:
       for pair in range(self.num_pairs):
-        epsilon = self.perturbation(seed, pair)
-        self._sums[pair] = [s + e for s, e in zip(self._sums[pair], epsilon)]
-        objectives = []
-        for sign, index in ((1.0, 2 * pair), (-1.0, 2 * pair + 1)):
-          for v, w, e in zip(self.variables, weights, epsilon):
-            v.assign(w + sign * e)
-          results.append(self._unroll(index, seed))
-          objectives.append(meta.meta_objective(results[-1].losses, self.trainer.objective))
-        difference = objectives[0] - objectives[1]
+        arguments = (self.states[2 * pair], self.states[2 * pair + 1], self._sums[pair], weights,
+                     seed, tf.constant(pair, tf.int32))
+        self._pair_structure = arguments
+        states, self._sums[pair], difference, pair_results = self._pair_fn(
+            tf.nest.flatten(arguments))
+        self.states[2 * pair], self.states[2 * pair + 1] = states
+        results.extend(pair_results)
         estimate = [g + s * difference for g, s in zip(estimate, self._sums[pair])]
     finally:
       for v, w in zip(self.variables, weights):
