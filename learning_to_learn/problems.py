@@ -10,6 +10,7 @@ are in configs.py.
 
 import functools
 import hashlib
+import inspect
 
 import numpy as np
 import tensorflow as tf
@@ -43,7 +44,12 @@ def _with_autograph(method):
     if tf.executing_eagerly():
       return method(*args, **kwargs)
     if converted is None:
-      converted = tf.autograph.to_graph(method)
+      try:
+        converted = tf.autograph.to_graph(method)
+      except Exception:  # pylint: disable=broad-except
+        # No source to convert (a function made by exec, say): run as written, as tf.function's
+        # autograph does.
+        converted = method
     return converted(*args, **kwargs)
 
   return call
@@ -67,7 +73,7 @@ class Problem:
     super().__init_subclass__(**kwargs)
     if cls.__module__.split(".")[0] != __name__.split(".")[0]:
       for name in ("init", "sample_batches", "loss"):
-        if name in vars(cls):
+        if inspect.isfunction(vars(cls).get(name)):  # not a staticmethod or classmethod
           setattr(cls, name, _with_autograph(vars(cls)[name]))
 
   def init(self, seed):

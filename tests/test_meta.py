@@ -94,6 +94,17 @@ class AutographTest(parameterized.TestCase):
     self.assertAlmostEqual(float(PythonBranch().loss({"x": tf.constant([1.0, -3.0])}, (), None)),
                            20.5)
 
+  def test_a_method_without_source_or_a_static_one_runs_as_written(self):
+    namespace = {}
+    exec("def loss(self, params, constants, batch):\n"  # pylint: disable=exec-used
+         "  return 3.0 * params['x']\n", namespace)
+    no_source = type("NoSource", (problems.Problem,), {"loss": namespace["loss"]})
+    static = type("Static", (problems.Problem,), {
+        "loss": staticmethod(lambda params, constants, batch: 5.0 * params["x"])})
+    for cls, factor in ((no_source, 3.0), (static, 5.0)):
+      traced = tf.function(lambda x, cls=cls: cls().loss({"x": x}, (), None), autograph=False)
+      self.assertAlmostEqual(float(traced(tf.constant(2.0))), 2.0 * factor)
+
   @parameterized.named_parameters(("graph", False), ("xla", True))
   def test_a_loss_that_branches_in_python_trains_and_evaluates_as_its_tf_where_twin(
       self, jit_compile):
