@@ -16,6 +16,13 @@ to import this file (tests/ is no package), so a test file finds it by that name
 - run_cli(script, *args, ...), start_cli(script, *args, ...): `python train.py ARGS` (or
   evaluate.py) as run_python and start_python give it, in a process forked from one that imported
   TensorFlow once (tests/forkserver.py); for everything but what happens at import.
+- background_jobs(module), at_full_priority(job): a module's jobs started as the session starts.
+
+Background jobs: the in-process tests keep about one core busy (tracing is one Python thread), so
+a module whose tests wait on processes of their own (train.py runs, say) defines
+`start_background_jobs(items, submit, tmp_path_factory)`; the session calls it before the first
+test, its processes run at low priority (nice BACKGROUND_NICE) on what the in-process tests leave
+idle, and its tests that take the `runs` fixture go last, to find their jobs done.
 """
 
 import atexit
@@ -32,6 +39,8 @@ import tempfile
 import threading
 import time
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -43,6 +52,9 @@ from absl import flags  # noqa: E402
 flags.FLAGS.mark_as_parsed()
 
 TIMEOUT = 600  # seconds a subprocess may run before its test fails
+BACKGROUND_NICE = 10  # a background job's processes: the cores go to the tests in front first
+BACKGROUND_WORKERS = 4  # background jobs at once
+_LOCAL = threading.local()  # .nice: the niceness of the processes this thread starts
 
 
 def environment(**changes):
@@ -75,7 +87,7 @@ def run_python(*args, cwd=ROOT, env=None, timeout=TIMEOUT, **kwargs):
   kwargs.setdefault("check", False)
   return subprocess.run([sys.executable, *args], cwd=cwd,
                         env=environment() if env is None else env, capture_output=True,
-                        text=True, timeout=timeout, **kwargs)
+                        text=True, timeout=timeout, **_at_this_threads_priority(kwargs))
 
 
 def start_python(*args, cwd=ROOT, env=None, **kwargs):
@@ -85,7 +97,28 @@ def start_python(*args, cwd=ROOT, env=None, **kwargs):
   kwargs.setdefault("stderr", subprocess.PIPE)
   kwargs.setdefault("text", True)
   return subprocess.Popen([sys.executable, *args], cwd=cwd,
-                          env=environment() if env is None else env, **kwargs)
+                          env=environment() if env is None else env,
+                          **_at_this_threads_priority(kwargs))
+
+
+def _niceness():
+  """The niceness of the processes this thread starts: BACKGROUND_NICE in a background job."""
+  return getattr(_LOCAL, "nice", 0)
+
+
+def _at_this_threads_priority(kwargs):
+  """subprocess's `kwargs` with the child lowering its priority as this thread's jobs do."""
+  nice = _niceness()
+  if not nice:
+    return kwargs
+  before = kwargs.get("preexec_fn")
+
+  def preexec():
+    os.nice(nice)
+    if before is not None:
+      before()
+
+  return dict(kwargs, preexec_fn=preexec)
 
 
 def run_cli_cases(script, cases, directory, timeout=TIMEOUT):
@@ -206,7 +239,7 @@ class CliProcess:
     self._connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     self._connection.connect(_forkserver_socket())
     request = {"script": script, "args": list(args), "cwd": cwd, "env": env, "fsize": fsize,
-               **paths}
+               "nice": _niceness(), **paths}
     self._connection.sendall(json.dumps(request).encode() + b"\n")
     self._buffer = b""
     self.pid = self._message()["pid"]
@@ -281,3 +314,71 @@ def run_cli(script, *args, cwd=ROOT, env=None, timeout=TIMEOUT, fsize=None):
       process.kill()
       process.wait()
   return subprocess.CompletedProcess([script, *args], process.returncode, stdout, stderr)
+
+
+# --- Jobs started as the session starts, run beside the in-process tests ------------------------
+
+_BACKGROUND = {}  # module name -> {job name -> Future}
+
+
+def _waits_on_background(item):
+  module = getattr(item, "module", None)
+  return (hasattr(module, "start_background_jobs")
+          and "runs" in getattr(item, "fixturenames", ()))
+
+
+def pytest_collection_modifyitems(session, config, items):
+  """The tests that wait on background jobs go last, each module's in its own order."""
+  del session, config
+  late = [item for item in items if _waits_on_background(item)]
+  if late:
+    items[:] = [item for item in items if not _waits_on_background(item)] + late
+
+
+def _lower_this_threads_priority():
+  _LOCAL.nice = BACKGROUND_NICE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _background(request, tmp_path_factory):
+  """Starts every selected module's background jobs before the first test."""
+  by_module = {}
+  for item in request.session.items:
+    if _waits_on_background(item):
+      by_module.setdefault(item.module, []).append(item)
+  if not by_module:
+    yield
+    return
+  pool = concurrent.futures.ThreadPoolExecutor(BACKGROUND_WORKERS,
+                                               initializer=_lower_this_threads_priority)
+  try:
+    for module, items in by_module.items():
+      _BACKGROUND[module.__name__] = module.start_background_jobs(items, pool.submit,
+                                                                  tmp_path_factory)
+    yield
+  finally:
+    for futures in _BACKGROUND.values():
+      for future in futures.values():
+        future.cancel()
+    _BACKGROUND.clear()
+    pool.shutdown(wait=True)
+
+
+def background_jobs(module):
+  """job name -> Future of each job `module` started as the session started."""
+  assert module.__name__ in _BACKGROUND, f"{module.__name__}'s background jobs were not started"
+  return _BACKGROUND[module.__name__]
+
+
+def at_full_priority(job):
+  """`job`, whose processes a background thread starts at normal priority: for a job that times
+  them (how soon a stop is acted on), which must not wait for the tests in front."""
+
+  def run(*args, **kwargs):
+    nice, _LOCAL.nice = _niceness(), 0
+    try:
+      return job(*args, **kwargs)
+    finally:
+      _LOCAL.nice = nice
+
+  return run

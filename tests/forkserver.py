@@ -3,7 +3,8 @@
 `python tests/forkserver.py SOCKET` imports TensorFlow and the library once, prints "ready", and
 then serves, on the Unix socket SOCKET, one request a connection: a JSON line {"script": train.py
 or evaluate.py (a path to either), "args": [...], "cwd", "env", "stdout", "stderr" (paths, or
-null for /dev/null), "fsize" (an RLIMIT_FSIZE in bytes, or null)}. It forks; the child becomes
+null for /dev/null), "fsize" (an RLIMIT_FSIZE in bytes, or null), "nice" (an increment of the
+child's niceness, or 0)}. It forks; the child becomes
 `python SCRIPT ARGS` run in `cwd` with `env`, its file descriptors 1 and 2 on those files, and
 exits with the status that process would have; the server answers {"pid": ...} at once and
 {"returncode": ...} (negative for a signal, as subprocess gives it) when the child ends.
@@ -60,6 +61,8 @@ def _child(request):
   code = 1
   try:
     _die_with_parent()
+    if request.get("nice"):
+      os.nice(request["nice"])
     if request.get("fsize") is not None:
       resource.setrlimit(resource.RLIMIT_FSIZE, (request["fsize"], request["fsize"]))
     os.chdir(request["cwd"])

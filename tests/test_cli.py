@@ -3,8 +3,8 @@
 Importing TensorFlow costs each run ~7-10 s, so the runs are forked from a process that imported it
 once (conftest.run_cli, tests/forkserver.py), a true subprocess where the comparison needs one
 (test_a_forked_run_is_the_run_of_its_own_process checks the two agree); every command this module's
-selected tests need is started at once in a thread pool (`runs` fixture) and each test waits only
-for its own result.
+selected tests need is started as the session starts (start_background_jobs; conftest runs them
+beside the other modules' tests) and each test, run last, waits only for its own result.
 The bad-input cases, whose whole effect is their output and exit status, run a script's cases in
 one process (tests/cli_cases.py), which the tests at the end hold against the CLI's own process.
 """
@@ -25,7 +25,8 @@ from learning_to_learn import optimizer_files
 from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll as unroll_lib
 
-from conftest import ROOT, TIMEOUT, environment, picked, run_cli, run_cli_cases, run_python
+from conftest import ROOT, TIMEOUT, background_jobs, environment, picked, run_cli, run_cli_cases
+from conftest import run_python
 
 FAST = ["--num_steps=20", "--nojit_compile"]
 TRAIN_SMALL = ["--evaluation_epochs=2", "--log_period=2", "--num_steps=20", "--unroll_length=10",
@@ -288,36 +289,37 @@ def _error_cases(selected, tmp_path_factory):
   return by_script
 
 
-@pytest.fixture(scope="module")
-def runs(request, tmp_path_factory):
-  """name -> Future of that job; only the jobs of the selected tests are started.
+def start_background_jobs(items, submit, tmp_path_factory):
+  """name -> Future of each job the selected tests (`items`) wait on; conftest starts them as the
+  session starts (`submit`: its background pool's).
 
   The ERROR_CASES of each script run in one process (conftest.run_cli_cases); each case's Future is
   picked from that batch's.
   """
   jobs = _jobs()
   selected = set()
-  for item in request.session.items:
-    if item.module is request.module:
-      callspec = getattr(item, "callspec", None)
-      selected.update(callspec.id.split("-") if callspec else [item.originalname])
+  for item in items:
+    callspec = getattr(item, "callspec", None)
+    selected.update(callspec.id.split("-") if callspec else [item.originalname])
   wanted = [name for name in jobs if name in selected]
   # The long runs first, so the short ones fill in around them.
   wanted.sort(key=lambda n: not n.startswith("train_"))
   by_script = _error_cases(selected, tmp_path_factory)
-  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-    futures = {name: pool.submit(jobs[name], str(tmp_path_factory.mktemp(name)))
-               for name in wanted}
-    for script, cases in by_script.items():
-      if cases:
-        batch = pool.submit(_driven, script, cases, str(tmp_path_factory.mktemp(script)))
-        futures.update({name: picked(batch, name) for name in cases})
-      for name, args in cases.items():
-        if SUBPROCESS + name in selected:
-          futures[SUBPROCESS + name] = pool.submit(_run, script, *args, own_process=True)
-    yield futures
-    for future in futures.values():
-      future.cancel()
+  futures = {name: submit(jobs[name], str(tmp_path_factory.mktemp(name))) for name in wanted}
+  for script, cases in by_script.items():
+    if cases:
+      batch = submit(_driven, script, cases, str(tmp_path_factory.mktemp(script)))
+      futures.update({name: picked(batch, name) for name in cases})
+    for name, args in cases.items():
+      if SUBPROCESS + name in selected:
+        futures[SUBPROCESS + name] = submit(_run, script, *args, own_process=True)
+  return futures
+
+
+@pytest.fixture(scope="module")
+def runs(request):
+  """name -> Future of that job, started as the session started (start_background_jobs)."""
+  return background_jobs(request.module)
 
 
 def _result(runs, name):

@@ -4,13 +4,13 @@ no traceback, and nothing already written is lost.
 
 Importing TensorFlow costs each run ~7-10 s, so the CLIs are forked from a process that imported
 it once (conftest.run_cli, tests/forkserver.py), a true subprocess only where the import is part
-of what is checked; the selected tests' commands start at once in a thread pool (`runs` fixture)
-and each test waits for its own. The ERRORS cases, whose whole effect is their output and exit
+of what is checked; the selected tests' commands start as the session starts
+(start_background_jobs; conftest runs them beside the other modules' tests) and each test, run
+last, waits for its own. The ERRORS cases, whose whole effect is their output and exit
 status, run a script's cases in one process (tests/cli_cases.py), which
 test_the_one_process_cases_end_as_their_own_process_does holds against the CLI's own process.
 """
 
-import concurrent.futures
 import json
 import os
 import shutil
@@ -28,7 +28,8 @@ from learning_to_learn import checkpoints
 from learning_to_learn import comparison_store
 from learning_to_learn import evaluation
 
-from conftest import TIMEOUT, environment, picked, run_cli, run_cli_cases, run_python, start_cli
+from conftest import TIMEOUT, at_full_priority, background_jobs, environment, picked, run_cli
+from conftest import run_cli_cases, run_python, start_cli
 
 ENV = environment()
 TRAIN = ["train.py", "--problem=quadratic", "--num_steps=20", "--unroll_length=10",
@@ -366,7 +367,7 @@ def _train_stopped_mid_epoch(tmp):
 JOBS = {
     "run_json_deleted": _run_json_deleted,
     "data_swapped": _data_swapped,
-    "train_stopped_mid_epoch": _train_stopped_mid_epoch,
+    "train_stopped_mid_epoch": at_full_priority(_train_stopped_mid_epoch),
     "index_missing": lambda tmp: _index_gone(tmp, "missing"),
     "index_empty": lambda tmp: _index_gone(tmp, ""),
     "trained_optimizer_without_checkpoints": _trained_optimizer_without_checkpoints,
@@ -381,8 +382,9 @@ JOBS = {
     "compare_write_fails": _compare_write_fails,
     "compare_damaged_kept_files": _compare_damaged_kept_files,
     "no_matplotlib": _no_matplotlib,
-    "compare_stopped_mid_sweep": _compare_stopped_mid_sweep,
-    "evaluate_stopped": _evaluate_stopped,
+    # These time how soon a stop is acted on: their processes take the cores as the tests do.
+    "compare_stopped_mid_sweep": at_full_priority(_compare_stopped_mid_sweep),
+    "evaluate_stopped": at_full_priority(_evaluate_stopped),
 }
 
 # One-line failures: name -> (script, args(tmp), words the error line must contain).
@@ -519,35 +521,37 @@ ALL_JOBS = dict(JOBS, tf_config_port=_tf_config_port, evaluate_diverging=_evalua
 SUBPROCESS = "subprocess_"  # a job subprocess_<case>: ERRORS case <case> as a subprocess of its own
 
 
-@pytest.fixture(scope="module")
-def runs(request, tmp_path_factory):
-  """name -> Future of that job; only the jobs of the selected tests are started.
+def start_background_jobs(items, submit, tmp_path_factory):
+  """name -> Future of each job the selected tests (`items`) wait on; conftest starts them as the
+  session starts (`submit`: its background pool's).
 
   The ERRORS cases of each script run in one process (conftest.run_cli_cases); each case's
   Future is picked from that batch's.
   """
   selected = set()
-  for item in request.session.items:
-    if item.module is request.module:
-      callspec = getattr(item, "callspec", None)
-      selected.update(callspec.id.split("-") if callspec else
-                      [item.originalname[len("test_"):]])
+  for item in items:
+    callspec = getattr(item, "callspec", None)
+    selected.update(callspec.id.split("-") if callspec else [item.originalname[len("test_"):]])
   wanted = [name for name in ALL_JOBS if name in selected]
   errors = [name for name in ERRORS if name in selected]
   args = {name: _error_args(name, str(tmp_path_factory.mktemp(name))) for name in errors}
-  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-    # In the tests' order: a test waits TIMEOUT for its job, queued time included.
-    futures = {name: pool.submit(ALL_JOBS[name], str(tmp_path_factory.mktemp(name)))
-               for name in wanted}
-    for script in ("train.py", "evaluate.py"):
-      cases = {name: args[name] for name in errors if ERRORS[name][0] == script}
-      if cases:
-        batch = pool.submit(run_cli_cases, script, cases, str(tmp_path_factory.mktemp(script)))
-        futures.update({name: picked(batch, name) for name in cases})
-    for name in errors:
-      if SUBPROCESS + name in selected:
-        futures[SUBPROCESS + name] = pool.submit(_error_subprocess, ERRORS[name][0], args[name])
-    yield futures
+  # In the tests' order: a test waits TIMEOUT for its job, queued time included.
+  futures = {name: submit(ALL_JOBS[name], str(tmp_path_factory.mktemp(name))) for name in wanted}
+  for script in ("train.py", "evaluate.py"):
+    cases = {name: args[name] for name in errors if ERRORS[name][0] == script}
+    if cases:
+      batch = submit(run_cli_cases, script, cases, str(tmp_path_factory.mktemp(script)))
+      futures.update({name: picked(batch, name) for name in cases})
+  for name in errors:
+    if SUBPROCESS + name in selected:
+      futures[SUBPROCESS + name] = submit(_error_subprocess, ERRORS[name][0], args[name])
+  return futures
+
+
+@pytest.fixture(scope="module")
+def runs(request):
+  """name -> Future of that job, started as the session started (start_background_jobs)."""
+  return background_jobs(request.module)
 
 
 def _result(runs, name):
