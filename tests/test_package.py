@@ -7,6 +7,7 @@ the checkout gets no build/ or egg-info.
 """
 
 import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_python
+from conftest import ROOT, TIMEOUT, at_this_threads_priority, background_jobs, run_python
 
 
 # Run from a directory outside the checkout with only the install on the path: for every shipped
@@ -62,11 +63,8 @@ def _pip(*args, cwd):
   return done
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
+def _install(tmp):
   """(wheel path, install directory): the package built and installed with pip --target."""
-  pytest.importorskip("setuptools")
-  tmp = tmp_path_factory.mktemp("package")
   source = tmp / "source"
   source.mkdir()
   for name in ("pyproject.toml", "README.md"):
@@ -84,12 +82,41 @@ def installed(tmp_path_factory):
 def _outside(target, *command):
   env = dict(os.environ, PYTHONPATH=target, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
   cwd = os.path.dirname(target)  # the scratch directory, outside the checkout
-  return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(command, **at_this_threads_priority(dict(
+      cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
 
 
-def test_wheel_holds_the_library_its_optimizers_and_no_generic_module(installed):
-  wheel, _ = installed
+def _install_and_use(tmp):
+  """The package installed, then used from outside the checkout: USER_SCRIPT and, at the same
+  time, the installed l2l-evaluate given bad input. (wheel path, install directory, the script's
+  (exit status, stdout, stderr), the command's (exit status, stderr))."""
+  wheel, target = _install(tmp)
+  user = _outside(target, sys.executable, "-c", USER_SCRIPT, target)
+  command = _outside(target, os.path.join(target, "bin", "l2l-evaluate"), "--optimizer=adam",
+                     "--path=quadratic")
+  stdout, stderr = user.communicate(timeout=600)
+  _, command_stderr = command.communicate(timeout=600)
+  return wheel, target, (user.returncode, stdout, stderr), (command.returncode, command_stderr)
+
+
+def start_background_jobs(items, submit, tmp_path_factory):
+  """The install and its use, started as the session starts (conftest runs them beside the other
+  tests), unless this environment has no setuptools to build with (the tests skip)."""
+  del items  # both tests need the one job
+  if importlib.util.find_spec("setuptools") is None:
+    return {}
+  return {"installed": submit(_install_and_use, tmp_path_factory.mktemp("package"))}
+
+
+@pytest.fixture(scope="module")
+def runs(request):
+  """What _install_and_use gives, from the job started as the session started."""
+  pytest.importorskip("setuptools")
+  return background_jobs(request.module)["installed"].result(timeout=TIMEOUT)
+
+
+def test_wheel_holds_the_library_its_optimizers_and_no_generic_module(runs):
+  wheel = runs[0]
   with zipfile.ZipFile(wheel) as archive:
     names = archive.namelist()
     entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
@@ -105,14 +132,9 @@ def test_wheel_holds_the_library_its_optimizers_and_no_generic_module(installed)
   assert "l2l-evaluate = learning_to_learn.cli:evaluate_main" in entry_points, entry_points
 
 
-def test_every_shipped_optimizer_trains_a_keras_model_from_outside_the_checkout(installed):
-  _, target = installed
-  user = _outside(target, sys.executable, "-c", USER_SCRIPT, target)
-  # The installed command, at the same time: bad input gives its one-line error.
-  command = _outside(target, os.path.join(target, "bin", "l2l-evaluate"), "--optimizer=adam",
-                     "--path=quadratic")
-  stdout, stderr = user.communicate(timeout=600)
-  assert user.returncode == 0, stderr
+def test_every_shipped_optimizer_trains_a_keras_model_from_outside_the_checkout(runs):
+  _, _, (returncode, stdout, stderr), (command_returncode, command_stderr) = runs
+  assert returncode == 0, stderr
   result = json.loads(stdout.split("RESULT ", 1)[1])
 
   # Against the checkout: the same optimizers by name, and the same update for the same gradient.
@@ -132,7 +154,7 @@ def test_every_shipped_optimizer_trains_a_keras_model_from_outside_the_checkout(
                                atol=1e-9)
     assert np.any(np.asarray(result["updates"][name]) != 0), name
 
-  _, stderr = command.communicate(timeout=600)
-  assert command.returncode == 2, stderr
-  assert stderr.strip().splitlines()[-1].startswith("l2l-evaluate: error: --path is for"), stderr
-  assert "Traceback" not in stderr, stderr
+  assert command_returncode == 2, command_stderr
+  assert command_stderr.strip().splitlines()[-1].startswith(
+      "l2l-evaluate: error: --path is for"), command_stderr
+  assert "Traceback" not in command_stderr, command_stderr
