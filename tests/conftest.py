@@ -23,7 +23,8 @@ Background jobs: the in-process tests keep about one core busy (tracing is one P
 a module whose tests wait on processes of their own (train.py runs, say) defines
 `start_background_jobs(items, submit, tmp_path_factory)`; the session calls it before the first
 test, its processes run at low priority (nice BACKGROUND_NICE) on what the in-process tests leave
-idle, and its tests that take the `runs` fixture go last, to find their jobs done.
+idle, and its tests that take the `runs` fixture go last, to find their jobs done. A module whose
+jobs are few and long sets BACKGROUND_FIRST to have them start ahead of the others.
 """
 
 import atexit
@@ -353,7 +354,10 @@ def _background(request, tmp_path_factory):
   pool = concurrent.futures.ThreadPoolExecutor(BACKGROUND_WORKERS,
                                                initializer=_lower_this_threads_priority)
   try:
-    for module, items in by_module.items():
+    # Modules whose jobs are few and long (BACKGROUND_FIRST) first, so that none is left to wait on
+    # at the end; then in the tests' order.
+    for module, items in sorted(by_module.items(),
+                                key=lambda pair: not getattr(pair[0], "BACKGROUND_FIRST", False)):
       _BACKGROUND[module.__name__] = module.start_background_jobs(items, pool.submit,
                                                                   tmp_path_factory)
     yield

@@ -287,6 +287,9 @@ def test_builds_for_narrower_vector_registers_match_the_plain_cell(runs):
     assert any(name.endswith(".so") for name in built), (march, built)
 
 
+BACKGROUND_FIRST = True  # the narrower builds are the longest single job: a child's 25 s compile
+
+
 def start_background_jobs(items, submit, tmp_path_factory):
   """The jobs of the selected tests (`items`) that start processes of their own, started as the
   session starts (conftest runs them beside the other tests): name -> Future."""
