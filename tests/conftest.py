@@ -23,8 +23,8 @@ Background jobs: the in-process tests keep about one core busy (tracing is one P
 a module whose tests wait on processes of their own (train.py runs, say) defines
 `start_background_jobs(items, submit, tmp_path_factory)`; the session calls it before the first
 test, its processes run at low priority (nice BACKGROUND_NICE) on what the in-process tests leave
-idle, and its tests that take the `runs` fixture go last, to find their jobs done. A module whose
-jobs are few and long sets BACKGROUND_FIRST to have them start ahead of the others.
+idle, and its tests that take the `runs` fixture (job name -> Future) go last, to find their jobs
+done. A module whose jobs are few and long sets BACKGROUND_FIRST to have them start ahead.
 """
 
 import atexit
@@ -373,6 +373,13 @@ def background_jobs(module):
   """job name -> Future of each job `module` started as the session started."""
   assert module.__name__ in _BACKGROUND, f"{module.__name__}'s background jobs were not started"
   return _BACKGROUND[module.__name__]
+
+
+@pytest.fixture(scope="module")
+def runs(request):
+  """job name -> Future of each job the test's module started as the session started (a module
+  may define its own `runs` over these)."""
+  return background_jobs(request.module)
 
 
 def at_full_priority(job):

@@ -25,7 +25,7 @@ from learning_to_learn import optimizer_files
 from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll as unroll_lib
 
-from conftest import ROOT, TIMEOUT, background_jobs, environment, picked, run_cli, run_cli_cases
+from conftest import ROOT, TIMEOUT, environment, picked, run_cli, run_cli_cases
 from conftest import run_python
 
 FAST = ["--num_steps=20", "--nojit_compile"]
@@ -316,12 +316,6 @@ def start_background_jobs(items, submit, tmp_path_factory):
       if SUBPROCESS + name in selected:
         futures[SUBPROCESS + name] = submit(_run, script, *args, own_process=True)
   return futures
-
-
-@pytest.fixture(scope="module")
-def runs(request):
-  """name -> Future of that job, started as the session started (start_background_jobs)."""
-  return background_jobs(request.module)
 
 
 def _result(runs, name):

@@ -28,7 +28,7 @@ from learning_to_learn import checkpoints
 from learning_to_learn import comparison_store
 from learning_to_learn import evaluation
 
-from conftest import TIMEOUT, at_full_priority, background_jobs, environment, picked, run_cli
+from conftest import TIMEOUT, at_full_priority, environment, picked, run_cli
 from conftest import run_cli_cases, run_python, start_cli
 
 ENV = environment()
@@ -546,12 +546,6 @@ def start_background_jobs(items, submit, tmp_path_factory):
     if SUBPROCESS + name in selected:
       futures[SUBPROCESS + name] = submit(_error_subprocess, ERRORS[name][0], args[name])
   return futures
-
-
-@pytest.fixture(scope="module")
-def runs(request):
-  """name -> Future of that job, started as the session started (start_background_jobs)."""
-  return background_jobs(request.module)
 
 
 def _result(runs, name):

@@ -29,7 +29,7 @@ from learning_to_learn import meta
 from learning_to_learn import networks
 from learning_to_learn import seeds as seeds_lib
 
-from conftest import ROOT, TIMEOUT, background_jobs, environment, random_lstm_weights
+from conftest import ROOT, TIMEOUT, environment, random_lstm_weights
 from conftest import start_python
 
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -306,12 +306,6 @@ def start_background_jobs(items, submit, tmp_path_factory):
       if wanted:
         futures[name] = submit(job, tmp_path_factory.mktemp(name))
   return futures
-
-
-@pytest.fixture(scope="module")
-def runs(request):
-  """name -> Future of that job, started as the session started (start_background_jobs)."""
-  return background_jobs(request.module)
 
 
 @needs_op
