@@ -239,9 +239,18 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     self._stateful_preprocess = preprocess.is_stateful(preprocessor)
 
   def build(self, var_list):
-    """Creates the shared network weights and, for each variable, its zero LSTM state."""
+    """Creates the shared network weights and, for each variable, its zero LSTM state.
+
+    Eagerly, also where Keras builds the optimizer inside the traced train step (`model.fit`
+    without a distribution strategy): there each of the dozens of variables would otherwise be
+    created behind a run-once conditional of its own, most of the first step's tracing time.
+    """
     if self.built:
       return
+    with tf.init_scope():
+      self._create_variables(var_list)
+
+  def _create_variables(self, var_list):
     num_params = sum(int(np.prod(v.shape)) for v in var_list)
     limits.check_fits(num_params * BYTES_PER_PARAMETER,
                       f"LearnedOptimizer on {num_params:,} parameters (about "

@@ -293,6 +293,41 @@ class LearnedOptimizerTest(parameterized.TestCase):
     for want, variable in zip(optimizer.variables, restored.variables):
       np.testing.assert_array_equal(variable.numpy(), want.numpy(), err_msg=variable.path)
 
+  def test_a_step_traced_before_any_call_builds_the_optimizer_with_its_initial_values(self):
+    # Keras builds an unbuilt optimizer inside the first traced step (model.fit without a
+    # distribution strategy, or a user's tf.function). Its variables are created eagerly there,
+    # so a step traced before any call (get_concrete_function, as an export does) builds too:
+    # created in the step's graph, their initial values would depend on the step's gradient check
+    # and TensorFlow could not lift them out of it (UnliftableError before this was fixed).
+    net = random_net()
+    model = _small_model()
+    optimizer = l2l_keras.LearnedOptimizer(self.save(net))
+    x, y = _regression()
+
+    @tf.function
+    def step():
+      with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(model(x) - y))
+      optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                    model.trainable_variables))
+      return loss
+
+    step.get_concrete_function()
+    self.assertTrue(optimizer.built)
+    want = {f"{layer}/{field}": value
+            for layer, fields in networks.weights(net).items() for field, value in fields.items()}
+    got = _weights_of(optimizer)
+    self.assertEqual(sorted(got), sorted(want))
+    for key, value in want.items():
+      np.testing.assert_array_equal(got[key], value, err_msg=key)
+    before = [v.numpy() for v in model.trainable_variables]
+    for variable in model.trainable_variables:
+      for layer in optimizer.lstm_state(variable):
+        np.testing.assert_array_equal(layer.hidden.numpy(), 0.0)
+        np.testing.assert_array_equal(layer.cell.numpy(), 0.0)
+    self.assertTrue(np.isfinite(step().numpy()))
+    self.assertTrue(any(np.any(v.numpy() != b) for v, b in zip(model.trainable_variables, before)))
+
   def test_indexed_slices_give_the_dense_gradient_result(self):
     path = self.save(random_net())
     make = lambda: keras.Sequential([keras.Input((5,), dtype="int32"),
