@@ -11,6 +11,8 @@ gradients, `apply_gradients`), with TensorFlow's kernels and with XLA:
   multiple of Adam's; where the fused op runs, also its earlier variants (a layer at a time; the
   one-op update with the LSTM state written to fresh tensors rather than in place) and, where the
   CPU has AVX512_BF16, bfloat16 matmuls;
+- seconds of the first step of a fresh model and optimizer, the optimizer built inside that
+  step's trace as `model.fit` builds it without a distribution strategy;
 - optimizer memory per model parameter: bytes of all of the optimizer's variables divided by the
   model's parameter count, from the variables themselves (for 20-20 LSTM layers: 2 layers x
   (hidden + cell) x 20 float32 = 320 bytes per coordinate, plus the shared weights spread over the
@@ -214,6 +216,16 @@ def main():
       for name in seconds:
         if name != "adam":
           print(f"  {name} / adam: {seconds[name][0] / seconds['adam'][0]:.2f}x")
+
+    # As model.fit without a distribution strategy builds an optimizer: inside its first traced
+    # step.
+    print("First step, the optimizer built inside it (tracing and building included):")
+    for name, make in (("learned", make_learned), ("adam", lambda: keras.optimizers.Adam(0.01))):
+      model, optimizer = make_model(args.model), make()
+      step = make_step(model, optimizer, False, loss_fn)
+      start = time.perf_counter()
+      step(batches[0][0], batches[1][0]).numpy()
+      print(f"  {name}: {time.perf_counter() - start:.2f} s")
 
   print("Optimizer memory per model parameter:")
   for name, (num_bytes, num_params) in memory.items():
