@@ -11,6 +11,7 @@ to import this file (tests/ is no package), so a test file finds it by that name
 - picked(batch, name): a Future of one entry of a Future's dict result.
 - rule_updates(rule, gradients): an update rule's updates over gradients in turn.
 - random_lstm_weights(seed): every weight of a 20-20 LSTM rule with 2 input features, random.
+- keras_train_step(model, optimizer, x, y): a user's compiled training step, outside model.fit.
 - run_cli_cases(script, cases, directory): bad-input cases of train.py or evaluate.py, all in one
   process (tests/cli_cases.py); each case's result as a subprocess of its own would give it.
 - run_cli(script, *args, ...), start_cli(script, *args, ...): `python train.py ARGS` (or
@@ -179,6 +180,22 @@ def rule_updates(rule, gradients, step=None):
     update, state = step(tf.constant(g), state)
     updates.append(update.numpy())
   return updates
+
+
+def keras_train_step(model, optimizer, x, y, jit_compile=False):
+  """A compiled custom training step of `model` by `optimizer` on (x, y), mean squared error, as a
+  user writes one outside model.fit: a tf.function that returns the step's loss."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  @tf.function(jit_compile=jit_compile)
+  def step():
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(tf.square(model(x) - y))
+    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                  model.trainable_variables))
+    return loss
+
+  return step
 
 
 def random_lstm_weights(seed=0):

@@ -29,7 +29,7 @@ from learning_to_learn import meta
 from learning_to_learn import networks
 from learning_to_learn import seeds as seeds_lib
 
-from conftest import ROOT, TIMEOUT, environment, random_lstm_weights
+from conftest import ROOT, TIMEOUT, environment, keras_train_step, random_lstm_weights
 from conftest import start_python
 
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -580,15 +580,7 @@ def _keras_updates(checkpoint, fused, monkeypatch, jit_compile=False, steps=3):
   rng = np.random.default_rng(0)
   x = tf.constant(rng.normal(size=[32, 6]).astype(np.float32))
   y = tf.constant(rng.normal(size=[32, 3]).astype(np.float32))
-
-  @tf.function(jit_compile=jit_compile)
-  def step():
-    with tf.GradientTape() as tape:
-      loss = tf.reduce_mean(tf.square(model(x) - y))
-    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
-                                  model.trainable_variables))
-    return loss
-
+  step = keras_train_step(model, optimizer, x, y, jit_compile)
   for _ in range(steps):
     step()
   op_types = {op.type for op in step.get_concrete_function().graph.get_operations()}

@@ -25,7 +25,7 @@ from learning_to_learn import optimizer_files
 from learning_to_learn import seeds as seeds_lib
 from learning_to_learn import unroll
 
-from conftest import random_lstm_weights, start_python
+from conftest import keras_train_step, random_lstm_weights, start_python
 
 K = 5.0
 SCALE = 0.01
@@ -302,16 +302,7 @@ class LearnedOptimizerTest(parameterized.TestCase):
     net = random_net()
     model = _small_model()
     optimizer = l2l_keras.LearnedOptimizer(self.save(net))
-    x, y = _regression()
-
-    @tf.function
-    def step():
-      with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(tf.square(model(x) - y))
-      optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
-                                    model.trainable_variables))
-      return loss
-
+    step = keras_train_step(model, optimizer, *_regression())
     step.get_concrete_function()
     self.assertTrue(optimizer.built)
     want = {f"{layer}/{field}": value
